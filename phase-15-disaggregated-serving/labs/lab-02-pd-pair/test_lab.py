@@ -1,0 +1,732 @@
+"""lab-02 graded tests: the spec. ``pytest -m lab02_taskN`` grades one task.
+
+Proxy tests run real HTTP on 127.0.0.1 (free ports): fake vLLM upstreams (pdpair.fakes), the given
+server plumbing (pdpair.proxy) and YOUR PDProxyPolicy. An exception your policy raises inside the server
+is re-raised here, in the test, with its own traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import aiohttp
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pdpair.client import StreamResult, get_text, metric_sum, stream_request, wait_for
+from pdpair.fakes import FakeDecode, FakePrefill, token_text
+from pdpair.proxy import ProxyConfig, ProxyServer
+from pdpair.spec import ModelShape, load_pair_spec, parse_pair_spec, parse_vllm_argv, with_side
+
+LAB = Path(__file__).resolve().parent
+CPU_YAML = LAB / "pair.cpu.yaml"
+GPU_YAML = LAB / "pair.2gpu-hosts.yaml"
+PY = "/usr/bin/python3-for-test"
+SERVER = "vllm.entrypoints.openai.api_server"
+TINY = ModelShape(num_hidden_layers=12, num_key_value_heads=4, head_dim=64)
+TEST_TIMEOUT_S = 20.0
+
+
+def run(coro, timeout_s: float = TEST_TIMEOUT_S):
+    """Run one async scenario with a hard deadline (a hung proxy fails the test, it never hangs it)."""
+    return asyncio.run(asyncio.wait_for(coro, timeout_s))
+
+
+# ================================================================================ task 1: launch plans
+
+
+def _plan_parts(plan):
+    module, flags = parse_vllm_argv(plan.argv)
+    kv = json.loads(flags.pop("--kv-transfer-config"))
+    return module, flags, kv
+
+
+@pytest.mark.lab02_task1
+def test_cpu_pair_launch_plans_match_vllm_flags_exactly(impl):
+    spec = load_pair_spec(CPU_YAML)
+    plans = impl.launch_plans(spec, python=PY)
+    assert set(plans) == {"prefill", "decode"}, f"launch_plans must return both sides, got {set(plans)}"
+    model_dir = str((LAB / "models" / "tiny-llama").resolve())
+    for name, role, port, sc_port, core in (("prefill", "kv_producer", "8100", "5600", "0"),
+                                            ("decode", "kv_consumer", "8200", "5601", "1")):  # fmt: skip
+        plan = plans[name]
+        assert isinstance(plan.argv, list) and all(isinstance(a, str) for a in plan.argv), (
+            f"{name}: argv must be a list of strings (never a shell string), got {plan.argv!r}"
+        )
+        assert plan.argv[0] == PY, f"{name}: argv[0] must be the python given, got {plan.argv[0]!r}"
+        module, flags, kv = _plan_parts(plan)
+        assert module == SERVER, f"{name}: start vLLM with `python -m {SERVER}`, got -m {module}"
+        want = {
+            "--model": model_dir, "--load-format": "dummy", "--skip-tokenizer-init": True, "--seed": "0",
+            "--host": "127.0.0.1", "--port": port, "--dtype": "bfloat16", "--kv-cache-dtype": "auto",
+            "--block-size": "16", "--max-model-len": "2048", "--tensor-parallel-size": "1",
+        }  # fmt: skip
+        assert flags == want, f"{name}: vLLM flags differ.\n want {want}\n got  {flags}"
+        want_kv = {"kv_connector": "NixlConnector", "kv_role": role, "kv_buffer_device": "cpu",
+                   "kv_load_failure_policy": "fail"}  # fmt: skip
+        assert kv == want_kv, f"{name}: --kv-transfer-config differs.\n want {want_kv}\n got  {kv}"
+        want_env = {"VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1", "VLLM_NIXL_SIDE_CHANNEL_PORT": sc_port,
+                    "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": core}  # fmt: skip
+        assert plan.env == want_env, f"{name}: env differs.\n want {want_env}\n got  {plan.env}"
+        assert plan.name == name and plan.url == f"http://127.0.0.1:{port}", (plan.name, plan.url)
+
+
+@pytest.mark.lab02_task1
+def test_the_two_plans_differ_only_where_the_sides_must(impl):
+    plans = impl.launch_plans(load_pair_spec(CPU_YAML), python=PY)
+    _, pf, pkv = _plan_parts(plans["prefill"])
+    _, df, dkv = _plan_parts(plans["decode"])
+    diff_flags = {k for k in pf.keys() | df.keys() if pf.get(k) != df.get(k)}
+    assert diff_flags == {"--port"}, (
+        f"besides the kv role, only --port may differ; differing flags: {diff_flags}"
+    )
+    diff_kv = {k for k in pkv.keys() | dkv.keys() if pkv.get(k) != dkv.get(k)}
+    assert diff_kv == {"kv_role"}, f"the kv-transfer-configs may differ only in kv_role; differ in {diff_kv}"
+    pe, de = plans["prefill"].env, plans["decode"].env
+    assert pe["VLLM_NIXL_SIDE_CHANNEL_PORT"] != de["VLLM_NIXL_SIDE_CHANNEL_PORT"], (
+        "two instances on one host need distinct side-channel ports", pe, de)  # fmt: skip
+    diff_env = {k for k in pe.keys() | de.keys() if pe.get(k) != de.get(k)}
+    assert diff_env == {"VLLM_NIXL_SIDE_CHANNEL_PORT", "VLLM_CPU_OMP_THREADS_BIND"}, diff_env
+
+
+OVERRIDES_YAML = """
+model: models/tiny-llama
+port: 9000
+kv_connector_extra_config: {kv_lease_duration: 60}
+prefill:
+  side_channel_port: 5700
+  kv_connector_module_path: my_faults.connector
+  env: {UCX_TLS: tcp}
+decode:
+  port: 9001
+  side_channel_port: 5701
+  block_size: 32
+  skip_tokenizer_init: false
+  hf_overrides: {num_hidden_layers: 6}
+  kv_transfer_extra: {kv_rank: 1}
+  kv_load_failure_policy: recompute
+  extra_args: ["--max-num-batched-tokens", "64", "--enforce-eager"]
+"""
+
+
+@pytest.mark.lab02_task1
+def test_overrides_extras_and_optional_flags_reach_only_their_side(impl, tmp_path):
+    import yaml
+
+    spec = parse_pair_spec(yaml.safe_load(OVERRIDES_YAML), tmp_path)
+    before = copy.deepcopy(spec)
+    plans = impl.launch_plans(spec, python=PY)
+    assert spec == before, "launch_plans must not modify the spec"
+    _, pf, pkv = _plan_parts(plans["prefill"])
+    _, df, dkv = _plan_parts(plans["decode"])
+    assert pf["--block-size"] == "16" and df["--block-size"] == "32", (pf["--block-size"], df["--block-size"])
+    assert "--skip-tokenizer-init" in pf and "--skip-tokenizer-init" not in df, (
+        "--skip-tokenizer-init is a bare flag, present only when skip_tokenizer_init is true")  # fmt: skip
+    assert "--hf-overrides" not in pf, "no --hf-overrides when the side has none"
+    assert json.loads(df["--hf-overrides"]) == {"num_hidden_layers": 6}, df.get("--hf-overrides")
+    assert plans["decode"].argv[-3:] == ["--max-num-batched-tokens", "64", "--enforce-eager"], (
+        f"extra_args go verbatim at the end of argv, got {plans['decode'].argv[-3:]}")  # fmt: skip
+    assert pkv == {"kv_connector": "NixlConnector", "kv_role": "kv_producer", "kv_buffer_device": "cpu",
+                   "kv_load_failure_policy": "fail", "kv_connector_extra_config": {"kv_lease_duration": 60},
+                   "kv_connector_module_path": "my_faults.connector"}, pkv  # fmt: skip
+    assert dkv == {"kv_connector": "NixlConnector", "kv_role": "kv_consumer", "kv_buffer_device": "cpu",
+                   "kv_load_failure_policy": "recompute", "kv_connector_extra_config": {"kv_lease_duration": 60},
+                   "kv_rank": 1}, dkv  # fmt: skip
+    assert plans["prefill"].env == {"VLLM_NIXL_SIDE_CHANNEL_HOST": "localhost", "VLLM_NIXL_SIDE_CHANNEL_PORT": "5700",
+                                    "UCX_TLS": "tcp"}, plans["prefill"].env  # fmt: skip
+
+
+@pytest.mark.lab02_task1
+def test_gpu_hosts_plans_use_cuda_env_and_reachable_side_channels(impl):
+    plans = impl.launch_plans(load_pair_spec(GPU_YAML), python=PY)
+    for name, host in (("prefill", "10.0.0.1"), ("decode", "10.0.0.2")):
+        _, flags, kv = _plan_parts(plans[name])
+        assert flags["--host"] == host and flags["--load-format"] == "auto", flags
+        assert "--skip-tokenizer-init" not in flags, "real weights: the tokenizer is needed"
+        assert kv["kv_buffer_device"] == "cuda", kv
+        assert plans[name].env == {"VLLM_NIXL_SIDE_CHANNEL_HOST": host, "VLLM_NIXL_SIDE_CHANNEL_PORT": "5600",
+                                   "CUDA_VISIBLE_DEVICES": "0"}, (name, plans[name].env)  # fmt: skip
+
+
+# ===================================================================================== task 2: hazards
+
+
+def good_pair():
+    spec = load_pair_spec(CPU_YAML)
+    spec = with_side(spec, "prefill", shape=TINY)
+    return with_side(spec, "decode", shape=TINY)
+
+
+def _names(hazards) -> list[str]:
+    names = [h.name for h in hazards]
+    assert len(names) == len(set(names)), f"each hazard name at most once, got {names}"
+    return names
+
+
+GOOD_VARIANTS = {
+    "as_shipped": [],
+    "decode_block_multiple_of_prefill": [("decode", {"block_size": 32})],
+    "auto_cache_dtype_equals_model_dtype": [("decode", {"kv_cache_dtype": "bfloat16"})],
+    "dtype_alias": [("prefill", {"dtype": "bf16"})],
+    "nixl_pull_alias": [("decode", {"connector": "NixlPullConnector"})],
+    "tp_divides": [("prefill", {"tensor_parallel_size": 1}), ("decode", {"tensor_parallel_size": 2})],
+    "kv_both_roles": [("prefill", {"kv_role": "kv_both"}), ("decode", {"kv_role": "kv_both"})],
+    "same_port_other_hosts": [("prefill", {"host": "10.0.0.1", "side_channel_host": "10.0.0.1", "side_channel_port": 5600}),
+                              ("decode", {"host": "10.0.0.2", "side_channel_host": "10.0.0.2", "side_channel_port": 5600})],
+}  # fmt: skip
+
+
+@pytest.mark.lab02_task2
+@pytest.mark.parametrize("variant", list(GOOD_VARIANTS))
+def test_a_good_pair_has_no_hazards(impl, variant):
+    spec = good_pair()
+    for side, changes in GOOD_VARIANTS[variant]:
+        spec = with_side(spec, side, **changes)
+    hazards = impl.find_hazards(spec.prefill, spec.decode)
+    assert hazards == [], f"{variant}: a working pair must yield no hazards, got {[h.name for h in hazards]}"
+
+
+BAD_PAIRS = {
+    "model_mismatch": [("decode", {"model": "/models/other"})],
+    # the cache dtype is pinned to bfloat16 so that only the model dtype differs ("auto" would follow it)
+    "dtype_mismatch": [("decode", {"dtype": "float32", "kv_cache_dtype": "bfloat16"})],
+    "kv_cache_dtype_mismatch": [("decode", {"kv_cache_dtype": "fp8"})],
+    "num_layers_mismatch": [("decode", {"shape": replace(TINY, num_hidden_layers=6)})],
+    "num_kv_heads_mismatch": [("prefill", {"shape": replace(TINY, num_key_value_heads=8)})],
+    "head_size_mismatch": [("decode", {"shape": replace(TINY, head_dim=128)})],
+    "block_size_not_multiple": [("prefill", {"block_size": 32}), ("decode", {"block_size": 16})],
+    "tp_not_divisible": [("prefill", {"tensor_parallel_size": 2}), ("decode", {"tensor_parallel_size": 3})],
+    "connector_mismatch": [("decode", {"connector": "LMCacheConnectorV1"})],
+    "transfer_mode_mismatch": [("decode", {"connector": "NixlPushConnector"})],
+    "removed_connector": [("prefill", {"connector": "SharedStorageConnector"}),
+                          ("decode", {"connector": "SharedStorageConnector"})],
+    "roles_not_complementary": [("prefill", {"kv_role": "kv_consumer"})],
+    "side_channel_port_clash": [("decode", {"side_channel_port": 5600})],
+    "localhost_side_channel_across_hosts": [("prefill", {"host": "10.0.0.1", "side_channel_host": "localhost"}),
+                                            ("decode", {"host": "10.0.0.2", "side_channel_host": "10.0.0.2"})],
+    "deprecated_kv_config_keys": [("decode", {"kv_transfer_extra": {"kv_rank": 1, "kv_parallel_size": 2}})],
+    "recompute_hides_failures": [("decode", {"kv_load_failure_policy": "recompute"})],
+    "dummy_weights_differ": [("decode", {"seed": 1})],
+}  # fmt: skip
+
+
+@pytest.mark.lab02_task2
+@pytest.mark.parametrize("hazard", list(BAD_PAIRS))
+def test_each_hazard_is_named_on_a_crafted_pair(impl, hazard):
+    spec = good_pair()
+    for side, changes in BAD_PAIRS[hazard]:
+        spec = with_side(spec, side, **changes)
+    hazards = impl.find_hazards(spec.prefill, spec.decode)
+    names = _names(hazards)
+    assert names == [hazard], f"this pair has exactly one problem, {hazard!r}; find_hazards said {names}"
+    (h,) = hazards
+    assert h.explanation.strip() and "\n" not in h.explanation, (
+        f"{hazard}: the explanation must be one non-empty line, got {h.explanation!r}")  # fmt: skip
+
+
+@pytest.mark.lab02_task2
+def test_several_hazards_at_once_and_inputs_untouched(impl):
+    spec = good_pair()
+    for name in (
+        "block_size_not_multiple",
+        "dtype_mismatch",
+        "side_channel_port_clash",
+        "recompute_hides_failures",
+    ):
+        for side, changes in BAD_PAIRS[name]:
+            spec = with_side(spec, side, **changes)
+    before = copy.deepcopy(spec)
+    names = _names(impl.find_hazards(spec.prefill, spec.decode))
+    assert sorted(names) == sorted(
+        ["block_size_not_multiple", "dtype_mismatch", "side_channel_port_clash", "recompute_hides_failures"]
+    ), names
+    assert spec == before, "find_hazards must not modify its inputs"
+
+
+@pytest.mark.lab02_task2
+def test_unknown_shapes_are_not_compared(impl):
+    spec = good_pair()
+    spec = with_side(spec, "decode", shape=None)
+    spec = with_side(spec, "prefill", shape=replace(TINY, num_hidden_layers=2))
+    names = _names(impl.find_hazards(spec.prefill, spec.decode))
+    assert names == [], f"with one shape unknown (no config.json), shapes cannot be compared; got {names}"
+
+
+# ==================================================================================== task 3: transforms
+
+
+CLIENT_BODY = {
+    "model": "tiny", "prompt": [1, 2, 3, 4], "max_tokens": 50, "max_completion_tokens": 50, "stream": True,
+    "stream_options": {"include_usage": True}, "min_tokens": 5, "temperature": 0.0,
+    "stop": ["\n"], "logit_bias": {"7": -1.0},
+}  # fmt: skip
+PREFILL_PARAMS = {"do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None,
+                  "remote_block_ids": None, "remote_host": None, "remote_port": None}  # fmt: skip
+RETURNED_PARAMS = {"do_remote_prefill": True, "do_remote_decode": False, "remote_engine_id": "e-1",
+                   "remote_block_ids": [3, 4], "remote_request_id": "cmpl-r1-0", "remote_host": "10.0.0.1",
+                   "remote_port": 5600, "tp_size": 1, "remote_num_tokens": 4, "transfer_mode": "pull"}  # fmt: skip
+
+
+@pytest.mark.lab02_task3
+def test_prefill_request_field_by_field(impl):
+    body = copy.deepcopy(CLIENT_BODY)
+    new, headers = impl.prefill_request(body, "req-42")
+    assert new["max_tokens"] == 1, (
+        f"prefill computes the prompt and ONE token: max_tokens=1, got {new['max_tokens']}"
+    )
+    assert new["max_completion_tokens"] == 1, (
+        f"max_completion_tokens=1 too, got {new['max_completion_tokens']}"
+    )
+    assert new["stream"] is False, (
+        "only a non-streaming answer carries kv_transfer_params back: stream must be False"
+    )
+    assert "stream_options" not in new and "min_tokens" not in new, (
+        f"stream_options and min_tokens must be dropped, got keys {sorted(new)}")  # fmt: skip
+    assert new["kv_transfer_params"] == PREFILL_PARAMS, new["kv_transfer_params"]
+    for key in ("model", "prompt", "temperature", "stop", "logit_bias"):
+        assert new[key] == CLIENT_BODY[key], f"{key} must pass through unchanged, got {new[key]!r}"
+    assert set(new) == set(CLIENT_BODY) - {"stream_options", "min_tokens"} | {"kv_transfer_params"}, sorted(
+        new
+    )
+    assert headers == {"X-Request-Id": "req-42"}, (
+        f"the prefill hop carries the request id header, got {headers}"
+    )
+
+
+@pytest.mark.lab02_task3
+def test_prefill_request_does_not_mutate_the_client_body(impl):
+    body = copy.deepcopy(CLIENT_BODY)
+    new, _ = impl.prefill_request(body, "r")
+    assert body == CLIENT_BODY, "the client's body must not be modified (decode needs it intact)"
+    new["prompt"].append(99)
+    new["logit_bias"]["8"] = 1.0
+    new["kv_transfer_params"]["remote_host"] = "x"
+    assert body == CLIENT_BODY, "the prefill body must be a deep copy: changing it changed the client's body"
+    again, _ = impl.prefill_request(body, "r2")
+    assert again["kv_transfer_params"] == PREFILL_PARAMS, "each prefill body needs a fresh kv_transfer_params"
+
+
+@pytest.mark.lab02_task3
+def test_prefill_request_does_not_invent_max_completion_tokens(impl):
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 9, "stream": True}
+    new, _ = impl.prefill_request(body, "r")
+    assert "max_completion_tokens" not in new, "only override max_completion_tokens when the client sent it"
+    assert new["max_tokens"] == 1 and new["stream"] is False, new
+
+
+@pytest.mark.lab02_task3
+def test_decode_request_is_the_original_body_plus_returned_params(impl):
+    body = copy.deepcopy(CLIENT_BODY)
+    answer = {
+        "id": "cmpl-1",
+        "choices": [{"text": "x"}],
+        "kv_transfer_params": copy.deepcopy(RETURNED_PARAMS),
+    }
+    new = impl.decode_request(body, answer)
+    assert new["kv_transfer_params"] == RETURNED_PARAMS, (
+        f"decode must get exactly the params prefill returned, got {new.get('kv_transfer_params')}")  # fmt: skip
+    assert {k: v for k, v in new.items() if k != "kv_transfer_params"} == CLIENT_BODY, (
+        "decode gets the client's ORIGINAL body (stream, max_tokens, min_tokens... intact)")  # fmt: skip
+    assert body == CLIENT_BODY, "the client's body must not be modified"
+    new["prompt"].append(0)
+    new["kv_transfer_params"]["remote_block_ids"].append(9)
+    assert body == CLIENT_BODY and answer["kv_transfer_params"] == RETURNED_PARAMS, (
+        "decode_request must deep-copy"
+    )
+
+
+@pytest.mark.lab02_task3
+def test_decode_request_without_params_raises(impl):
+    with pytest.raises(ValueError):
+        impl.decode_request({"prompt": "x"}, {"choices": [], "kv_transfer_params": None})
+    with pytest.raises(ValueError):
+        impl.decode_request({"prompt": "x"}, {"choices": []})
+
+
+# ================================================================================ task 4: the proxy
+
+
+@dataclass
+class Stack:
+    proxy: ProxyServer
+    prefills: list[FakePrefill]
+    decodes: list[FakeDecode]
+    session: aiohttp.ClientSession
+
+    async def call(self, body, path="/v1/completions", **kw) -> StreamResult:
+        res = await stream_request(self.session, self.proxy.url, path, body, **kw)
+        self.proxy.raise_policy_error()  # your policy's exception, raised here with its traceback
+        return res
+
+    async def metric(self, name: str, **labels) -> float:
+        return metric_sum(await get_text(self.session, self.proxy.url + "/metrics"), name, **labels)
+
+
+@contextlib.asynccontextmanager
+async def pd_stack(impl, n_prefill=1, n_decode=1, prefill_kw=None, decode_kw=None, **config):
+    prefills = [FakePrefill(**(prefill_kw or {})) for _ in range(n_prefill)]
+    decodes = [FakeDecode(prefills=prefills, **(decode_kw or {})) for _ in range(n_decode)]
+    started = []
+    proxy = None
+    try:
+        for fake in prefills + decodes:
+            await fake.start()
+            started.append(fake)
+        policy = impl.PDProxyPolicy([p.url for p in prefills], [d.url for d in decodes])
+        proxy = ProxyServer(policy, ProxyConfig(**config))
+        await proxy.start()
+        async with aiohttp.ClientSession() as session:
+            yield Stack(proxy, prefills, decodes, session)
+    except Exception:
+        if proxy is not None and proxy.policy_errors:  # the student's exception is the real cause
+            raise proxy.policy_errors[0] from None
+        raise
+    finally:
+        if proxy is not None:
+            await proxy.stop()
+        for fake in started:
+            await fake.kill()
+    proxy.raise_policy_error()
+
+
+def completion(tag: str, n: int = 8, stream: bool = True) -> dict:
+    return {"model": "tiny", "prompt": tag, "max_tokens": n, "stream": stream, "temperature": 0.0}
+
+
+def expected_tokens(body: dict) -> list[str]:
+    return [token_text(body, i) for i in range(body["max_tokens"])]
+
+
+def assert_complete(res: StreamResult, body: dict, what: str) -> None:
+    assert res.status == 200, f"{what}: expected 200, got {res.status} {res.error or res.body}"
+    assert res.error is None, f"{what}: unexpected error {res.error}"
+    want = expected_tokens(body)
+    assert res.texts == want, (
+        f"{what}: every token exactly once and in order.\n want {want}\n got  {res.texts}"
+    )
+    assert res.done, f"{what}: the stream must end with data: [DONE]"
+
+
+@pytest.mark.lab02_task4
+def test_handoff_streams_through_with_the_vllm_protocol(impl):
+    async def scenario():
+        async with pd_stack(impl, decode_kw={"require_kv_params": True}) as s:
+            body = completion("hello", n=6) | {"stream_options": {"include_usage": True}, "min_tokens": 2}
+            sent = copy.deepcopy(body)
+            res = await s.call(body)
+            assert_complete(res, body, "a normal handoff")
+            assert res.headers.get("X-PD-Mode") == "disaggregated", res.headers
+            (p,) = s.prefills[0].requests
+            (d,) = s.decodes[0].requests
+            assert p.body["max_tokens"] == 1 and p.body["stream"] is False, f"prefill got {p.body}"
+            assert p.body["kv_transfer_params"]["do_remote_decode"] is True, p.body
+            assert d.body == {**sent, "kv_transfer_params": d.kv_transfer_params}, (
+                f"decode must get the client's original body plus the params, got {d.body}")  # fmt: skip
+            issued = s.prefills[0].issued
+            assert d.kv_transfer_params in issued.values(), (
+                f"decode must receive the kv_transfer_params prefill returned; issued {issued}, got {d.kv_transfer_params}")  # fmt: skip
+            assert p.request_id and p.request_id == d.request_id, (
+                f"both hops carry the same X-Request-Id: prefill {p.request_id!r}, decode {d.request_id!r}")  # fmt: skip
+            assert res.headers.get("X-Request-Id") == p.request_id, res.headers
+            assert await s.metric("pdproxy_handoffs_total") == 1
+            assert await s.metric("pdproxy_fallbacks_total") == 0
+
+    run(scenario())
+
+
+@pytest.mark.lab02_task4
+def test_non_streaming_chat_handoff(impl):
+    async def scenario():
+        async with pd_stack(impl, decode_kw={"require_kv_params": True}) as s:
+            body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
+                    "max_completion_tokens": 4, "stream": False}  # fmt: skip
+            res = await s.call(body, path="/v1/chat/completions", headers={"X-Request-Id": "client-7"})
+            assert res.status == 200, (res.status, res.body)
+            want = "".join(token_text(body, i) for i in range(4))
+            assert res.body["choices"][0]["message"]["content"] == want, res.body
+            (p,), (d,) = s.prefills[0].requests, s.decodes[0].requests
+            assert p.path == d.path == "/v1/chat/completions", (p.path, d.path)
+            assert p.body["max_completion_tokens"] == 1 and d.body["max_completion_tokens"] == 4, (
+                p.body,
+                d.body,
+            )
+            assert p.request_id == d.request_id == "client-7", (p.request_id, d.request_id)
+
+    run(scenario())
+
+
+@pytest.mark.lab02_task4
+def test_round_robin_balances_both_pools(impl):
+    async def scenario():
+        async with pd_stack(impl, n_prefill=2, n_decode=2, decode_kw={"require_kv_params": True}) as s:
+            for i in range(8):
+                body = completion(f"rr{i}", n=2)
+                assert_complete(await s.call(body), body, f"request {i}")
+            counts = [len(f.requests) for f in s.prefills + s.decodes]
+            assert counts == [4, 4, 4, 4], (
+                f"round-robin: 8 requests -> 4 per upstream (prefill0, prefill1, decode0, decode1), got {counts}"
+            )
+
+    run(scenario())
+
+
+@pytest.mark.lab02_task4
+def test_drill_prefill_killed_mid_run_every_request_completes(impl):
+    async def scenario():
+        async with pd_stack(impl, decode_kw={"itl_s": 0.002}) as s:
+            results = []
+            for wave in range(6):
+                if wave == 2:
+                    await s.prefills[0].kill()
+                bodies = [completion(f"w{wave}r{i}", n=5) for i in range(4)]
+                res = await asyncio.gather(*(s.call(b) for b in bodies))
+                results += list(zip(bodies, res, strict=True))
+            for body, res in results:
+                assert_complete(res, body, f"request {body['prompt']} (prefill killed after wave 1)")
+            modes = [res.headers.get("X-PD-Mode") for _, res in results]
+            assert modes[:8] == ["disaggregated"] * 8 and modes[8:] == ["fallback"] * 16, modes
+            assert all(res.headers.get("X-PD-Fallback-Reason") == "unreachable" for _, res in results[8:]), (
+                [res.headers.get("X-PD-Fallback-Reason") for _, res in results[8:]])  # fmt: skip
+            assert await s.metric("pdproxy_fallbacks_total") == 16
+            assert await s.metric("pdproxy_upstream_errors_total", role="prefill") == 16
+
+    run(scenario())
+
+
+@pytest.mark.lab02_task4
+def test_drill_prefill_500_falls_back_and_says_so(impl):
+    async def scenario():
+        async with pd_stack(impl, prefill_kw={"behaviour": "error500"}) as s:
+            body = completion("p500", n=4)
+            res = await s.call(body)
+            assert_complete(res, body, "prefill answered 500")
+            assert res.headers.get("X-PD-Mode") == "fallback", res.headers
+            assert res.headers.get("X-PD-Fallback-Reason") == "http_error", res.headers
+            (d,) = s.decodes[0].requests
+            assert d.kv_transfer_params is None and d.body == body, (
+                f"fallback sends the ORIGINAL body, got {d.body}"
+            )
+            assert await s.metric("pdproxy_fallbacks_total", reason="http_error") == 1
+
+    run(scenario())
+
+
+@pytest.mark.lab02_task4
+def test_drill_slow_prefill_times_out_then_falls_back(impl):
+    async def scenario():
+        async with pd_stack(impl, prefill_kw={"behaviour": "hang"}, prefill_timeout_s=0.3) as s:
+            body = completion("slow", n=3)
+            t0 = time.monotonic()
+            res = await s.call(body)
+            took = time.monotonic() - t0
+            assert_complete(res, body, "prefill hung")
+            assert res.headers.get("X-PD-Fallback-Reason") == "timeout", res.headers
+            assert took < 2.0, (
+                f"a hung prefill costs the timeout (0.3 s), then decode answers; took {took:.2f}s"
+            )
+            assert await s.metric("pdproxy_fallbacks_total", reason="timeout") == 1
+
+    run(scenario())
+
+
+@pytest.mark.lab02_task4
+def test_prefill_without_kv_params_falls_back(impl):
+    async def scenario():
+        async with pd_stack(impl, prefill_kw={"issue_params": False}) as s:
+            body = completion("noparams", n=3)
+            res = await s.call(body)
+            assert_complete(res, body, "prefill answered without kv_transfer_params")
+            assert res.headers.get("X-PD-Fallback-Reason") == "no_kv_transfer_params", res.headers
+            assert s.decodes[0].requests[0].kv_transfer_params is None
+
+    run(scenario())
+
+
+@pytest.mark.lab02_task4
+def test_client_errors_from_prefill_are_not_masked_by_fallback(impl):
+    async def scenario():
+        async with pd_stack(impl, prefill_kw={"behaviour": "error400"}) as s:
+            res = await s.call(completion("too-long"))
+            assert res.status == 400, (
+                f"a 4xx from prefill is the client's error: pass it on, got {res.status}"
+            )
+            assert "injected 400" in json.dumps(res.body), f"pass prefill's error body on, got {res.body}"
+            assert s.decodes[0].requests == [], "decode must not be called for a request prefill rejected"
+
+    run(scenario())
+
+
+@pytest.mark.lab02_task4
+@pytest.mark.parametrize("how", ["down", "error500"])
+def test_drill_decode_down_gives_503_naming_the_upstream(impl, how):
+    async def scenario():
+        async with pd_stack(impl, decode_kw={"behaviour": "error500" if how == "error500" else "ok"}) as s:
+            if how == "down":
+                await s.decodes[0].stop()
+            t0 = time.monotonic()
+            res = await s.call(completion("nodecode"))
+            assert res.status == 503, f"decode {how}: the client must get 503, got {res.status} {res.body}"
+            err = (res.body or {}).get("error") if isinstance(res.body, dict) else None
+            assert err and err.get("upstream") == s.decodes[0].url, (
+                f"the JSON error must name the decode upstream {s.decodes[0].url}, got {res.body}")  # fmt: skip
+            assert time.monotonic() - t0 < 3.0, "a dead decode must fail fast, not hang"
+
+    run(scenario())
+
+
+@pytest.mark.lab02_task4
+def test_decode_alone_when_there_is_no_prefill_pool(impl):
+    async def scenario():
+        async with pd_stack(impl, n_prefill=0) as s:
+            body = completion("solo", n=3)
+            res = await s.call(body)
+            assert_complete(res, body, "no prefill upstreams")
+            assert res.headers.get("X-PD-Fallback-Reason") == "no_prefill", res.headers
+
+    run(scenario())
+
+
+@pytest.mark.lab02_task4
+def test_drill_client_disconnect_cancels_the_upstream_request(impl):
+    async def scenario():
+        async with pd_stack(impl, decode_kw={"itl_s": 0.05}) as s:
+            body = completion("bye", n=200)
+            res = await s.call(body, stop_after=3, headers={"X-Request-Id": "leaver"})
+            assert res.texts == expected_tokens(body)[: len(res.texts)] and len(res.texts) >= 3, res.texts
+            dec = s.decodes[0]
+            ok = await wait_for(lambda: "leaver" in dec.cancelled, 3.0)
+            assert ok, (
+                "the client went away: decode must see its request cancelled within 3 s (not stream 200 tokens into the void)"
+            )
+            assert dec.requests[0].outcome == "cancelled", dec.requests[0].outcome
+            assert await wait_for(lambda: s.proxy.metrics.value("pdproxy_client_disconnects_total") >= 1, 2.0)
+
+    run(scenario())
+
+
+@pytest.mark.lab02_task4
+def test_load_64_concurrent_streams_every_token_once_in_order(impl):
+    async def scenario():
+        async with pd_stack(
+            impl, n_prefill=2, n_decode=2, decode_kw={"itl_s": 0.002, "require_kv_params": True}
+        ) as s:
+            bodies = [completion(f"load{i}", n=24) for i in range(64)]
+            results = await asyncio.gather(*(s.call(b, timeout_s=15) for b in bodies))
+            for body, res in zip(bodies, results, strict=True):
+                assert_complete(res, body, f"stream {body['prompt']} of 64")
+            assert await s.metric("pdproxy_handoffs_total") == 64
+            ids = [d.request_id for dec in s.decodes for d in dec.requests]
+            assert len(ids) == len(set(ids)) == 64, "each request needs its own request id"
+
+    run(scenario(), timeout_s=30)
+
+
+# ================================================================================= task 5: the metrics
+
+
+@pytest.mark.lab02_task5
+def test_request_timing_known_answers_with_ties_and_single_tokens(impl):
+    t = impl.request_timing(10.0, [10.5, 10.5, 10.75, 11.0])
+    assert t.ttft_s == pytest.approx(0.5), f"TTFT = first arrival - send time, got {t.ttft_s}"
+    assert t.itl_s == pytest.approx([0.0, 0.25, 0.25]), (
+        f"ITL = gaps between consecutive tokens (a tie is a 0 gap; the first token is not an ITL), got {t.itl_s}")  # fmt: skip
+    one = impl.request_timing(1.0, [1.25])
+    assert one.ttft_s == pytest.approx(0.25) and list(one.itl_s) == [], f"one token: no ITL, got {one}"
+
+
+@pytest.mark.lab02_task5
+def test_request_timing_rejects_bad_captures_clearly(impl):
+    with pytest.raises(ValueError, match="(?i)empty"):
+        impl.request_timing(0.0, [])
+    with pytest.raises(ValueError):
+        impl.request_timing(0.0, [1.0, 0.5])
+    with pytest.raises(ValueError):
+        impl.request_timing(5.0, [4.0])
+
+
+@pytest.mark.lab02_task5
+def test_percentile_is_nearest_rank(impl):
+    hundred = [float(v) for v in range(100, 0, -1)]  # unsorted on purpose
+    cases = [(hundred, 50, 50), (hundred, 99, 99), (hundred, 100, 100), (hundred, 0, 1), (hundred, 57, 57),
+             (hundred, 99.9, 100), ([float(v) for v in range(1, 11)], 90, 9), ([float(v) for v in range(1, 11)], 99, 10),
+             ([float(v) for v in range(1, 11)], 91, 10), ([7.0], 99, 7), ([3.0, 1.0, 2.0, 2.0], 50, 2),
+             ([float(v) for v in range(1, 1001)], 99.9, 999)]  # fmt: skip
+    for values, p, want in cases:
+        got = impl.percentile(values, p)
+        assert got == want, (
+            f"nearest-rank p{p} of {len(values)} values: rank ceil(p/100*n) -> {want}, got {got}"
+        )
+
+
+@pytest.mark.lab02_task5
+def test_percentile_rejects_bad_input(impl):
+    with pytest.raises(ValueError):
+        impl.percentile([], 50)
+    with pytest.raises(ValueError):
+        impl.percentile([1.0], 101)
+
+
+@pytest.mark.lab02_task5
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=60), st.integers(1, 100))
+def test_percentile_property_nearest_rank_definition(impl, values, p):
+    got = impl.percentile(values, p)
+    n = len(values)
+    at_most = sum(v <= got for v in values)
+    below = sum(v < got for v in values)
+    assert got in values, f"a nearest-rank percentile is one of the values, got {got}"
+    assert at_most * 100 >= p * n and below * 100 < p * n, (
+        f"p{p}: at least {p}% of values must be <= it and fewer than {p}% below it; values={sorted(values)}, got {got}")  # fmt: skip
+
+
+def _runs(impl, gap_lists, ttfts):
+    return [impl.RequestTiming(ttft_s=t, itl_s=list(g)) for g, t in zip(gap_lists, ttfts, strict=True)]
+
+
+@pytest.mark.lab02_task5
+def test_signature_the_mean_hides_the_tail(impl):
+    # colocated: 97 gaps of 30 ms and 3 prefill stalls of 300 ms; disaggregated: steady 38 ms
+    before = _runs(impl, [[0.030] * 97 + [0.300] * 3], [0.100])
+    after = _runs(impl, [[0.038] * 100], [0.110])
+    sig = impl.signature(before, after)
+    assert sig.itl_mean_before_s == pytest.approx(0.0381) and sig.itl_mean_after_s == pytest.approx(0.038), (
+        sig
+    )
+    assert sig.itl_p99_before_s == pytest.approx(0.300) and sig.itl_p99_after_s == pytest.approx(0.038), (
+        f"p99 over 100 pooled gaps is the 99th smallest: 0.300 before, 0.038 after; got {sig}")  # fmt: skip
+    assert sig.itl_p99_ratio == pytest.approx(0.038 / 0.300), sig.itl_p99_ratio
+    assert sig.itl_p50_before_s == pytest.approx(0.030) and sig.itl_p50_ratio == pytest.approx(
+        0.038 / 0.030
+    ), sig
+    assert sig.ttft_change_pct == pytest.approx(10.0), (
+        f"TTFT p50 0.100 -> 0.110 is +10%, got {sig.ttft_change_pct}"
+    )
+    assert abs(sig.itl_mean_after_s / sig.itl_mean_before_s - 1) < 0.01 and sig.itl_p99_ratio < 0.2, (
+        "the point of the lab: the mean barely moves while p99 collapses")  # fmt: skip
+
+
+@pytest.mark.lab02_task5
+def test_signature_pools_gaps_and_uses_p50_ttft(impl):
+    before = _runs(impl, [[0.01], [0.01, 0.01, 0.01, 0.01, 0.01], [0.5]], [0.2, 0.1, 0.3])
+    after = _runs(impl, [[0.02, 0.02], [0.02]], [0.05, 0.15])
+    sig = impl.signature(before, after)
+    # pooled: 7 gaps, p99 -> rank 7 = 0.5; a mean of per-request p99s would be different
+    assert sig.itl_p99_before_s == pytest.approx(0.5) and sig.itl_p50_before_s == pytest.approx(0.01), sig
+    assert sig.ttft_p50_before_s == pytest.approx(0.2) and sig.ttft_p50_after_s == pytest.approx(0.05), sig
+    assert sig.ttft_change_pct == pytest.approx(-75.0), sig.ttft_change_pct
+    assert math.isfinite(sig.itl_p50_ratio) and sig.itl_p50_ratio == pytest.approx(2.0), sig
+
+
+@pytest.mark.lab02_task5
+def test_signature_rejects_captures_without_gaps(impl):
+    single = _runs(impl, [[]], [0.1])
+    with pytest.raises(ValueError):
+        impl.signature(single, _runs(impl, [[0.01]], [0.1]))
+    with pytest.raises(ValueError):
+        impl.signature(_runs(impl, [[0.01]], [0.1]), [])

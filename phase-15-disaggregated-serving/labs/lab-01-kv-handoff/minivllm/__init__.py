@@ -1,0 +1,34 @@
+"""minivllm: a miniature paged-KV inference engine, given support code for lab-01 (not student work).
+
+One concept per file, in the spirit of nano-vllm, with vLLM v1 names where they help:
+
+- ``model.py``      TinyDecoder: a few-layer GQA transformer with RoPE, batch-invariant by construction.
+- ``block_pool.py`` BlockPool: the scheduler-side free list of physical KV blocks (all-or-nothing).
+- ``kv_cache.py``   KVCache: the worker-side paged K/V tensor those block ids index into.
+- ``sequence.py``   SamplingParams and Request (per-request seeded torch.Generator).
+- ``sampler.py``    greedy / temperature + top-k sampling.
+- ``engine.py``     Engine: continuous batching, preemption by recompute, and the hooks a KV handoff needs.
+- ``snapshot.py``   RequestSnapshot (what crosses the wire) and the geometry fingerprint.
+"""
+
+from minivllm.block_pool import BlockPool, OutOfBlocksError
+from minivllm.engine import Engine
+from minivllm.kv_cache import KVCache
+from minivllm.model import ModelConfig, TinyDecoder
+from minivllm.sequence import Request, RequestStatus, SamplingParams
+from minivllm.snapshot import RequestSnapshot, SnapshotError, geometry_fingerprint
+
+__all__ = [
+    "BlockPool",
+    "Engine",
+    "KVCache",
+    "ModelConfig",
+    "OutOfBlocksError",
+    "Request",
+    "RequestSnapshot",
+    "RequestStatus",
+    "SamplingParams",
+    "SnapshotError",
+    "TinyDecoder",
+    "geometry_fingerprint",
+]

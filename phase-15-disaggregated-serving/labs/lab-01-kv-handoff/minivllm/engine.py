@@ -1,0 +1,221 @@
+"""Engine: continuous batching over a paged KV cache, with preemption by recompute.
+
+Scheduler side: ``waiting``/``running`` queues, block tables, the BlockPool. Worker side: the KVCache
+tensor and the model. Each ``step()`` (as in vLLM v1, there is no separate prefill mode: a request
+simply computes every token it has not computed yet):
+
+1. every running request gets room for the token it decodes next; when the pool is empty the
+   most recently admitted running request is preempted: its blocks are freed, its KV discarded, and
+   it goes back to the front of ``waiting`` to be recomputed later (vLLM's preemption by recompute);
+2. waiting requests are admitted, oldest first, while the pool has blocks for all their tokens;
+3. every scheduled request runs its uncomputed tokens through the model and samples one token.
+
+A KV handoff needs three more doors, given here so the lab can be about the handoff itself:
+``detach_request`` (take a live request out, its blocks stay allocated to the caller),
+``admit_running`` (take in a request whose K/V the caller already wrote) and ``enqueue_waiting``
+(take in a request that must be recomputed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections import deque
+
+import torch
+
+from minivllm.block_pool import BlockPool
+from minivllm.kv_cache import KVCache
+from minivllm.model import TinyDecoder
+from minivllm.sampler import sample
+from minivllm.sequence import Request, RequestStatus, SamplingParams
+
+_request_ids = itertools.count()  # process-wide, so requests of two engines never share an id
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Tiny tensors: waking a second thread costs more than the op (and the lab machine has 2 cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class Engine:
+    def __init__(self, model: TinyDecoder, num_blocks: int, block_size: int):
+        self.model = model
+        self.config = model.config
+        self.block_size = block_size
+        self.block_pool = BlockPool(num_blocks)
+        self.kv_cache = KVCache(model.config, num_blocks, block_size)
+        self.requests: dict[str, Request] = {}  # every live request: waiting or running
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []  # admission order; the last one is preempted first
+        self.finished: dict[str, list[int]] = {}  # request id -> output tokens, kept for inspection
+        self.num_forward_tokens = 0  # tokens pushed through the model: prefill work shows up here
+        self.num_preemptions = 0
+
+    # ------------------------------------------------------------------ inspection
+    @property
+    def num_blocks(self) -> int:
+        return self.block_pool.num_blocks
+
+    @property
+    def usage(self) -> float:
+        return self.block_pool.usage
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.requests)
+
+    # ------------------------------------------------------------------ admission
+    def add_request(
+        self,
+        prompt_token_ids: list[int],
+        sampling_params: SamplingParams | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        """Queue a new request; return its id (unique in this process unless you pass one)."""
+        request_id = f"req-{next(_request_ids)}" if request_id is None else request_id
+        self.enqueue_waiting(Request(request_id, prompt_token_ids, sampling_params or SamplingParams()))
+        return request_id
+
+    def enqueue_waiting(self, request: Request) -> None:
+        """Queue a request that holds no KV here (new, or to be recomputed from its tokens). It may
+        already carry output tokens and an advanced generator; its next step computes them all."""
+        self._check_admissible(request)
+        if request.block_table or request.num_computed_tokens:
+            raise ValueError(
+                f"{request.request_id}: a waiting request holds no blocks and no computed tokens"
+            )
+        request.status = RequestStatus.WAITING
+        self.requests[request.request_id] = request
+        self.waiting.append(request)
+
+    def admit_running(self, request: Request) -> None:
+        """Take in a request whose K/V for positions 0..num_computed_tokens-1 the caller has already
+        written into ``request.block_table`` (blocks allocated from this engine's pool). Its next step
+        is a decode of its last token: no prefill is redone."""
+        self._check_admissible(request)
+        n = request.num_computed_tokens
+        if not 1 <= n < request.num_tokens:
+            raise ValueError(
+                f"{request.request_id}: a running request has 1 <= computed ({n}) < tokens ({request.num_tokens})"
+            )
+        if len(request.block_table) != cdiv(n, self.block_size):
+            raise ValueError(
+                f"{request.request_id}: {n} computed tokens need {cdiv(n, self.block_size)} blocks of "
+                f"{self.block_size}, block table has {len(request.block_table)}"
+            )
+        if not all(self.block_pool.is_used(b) for b in request.block_table):
+            raise ValueError(
+                f"{request.request_id}: block table {request.block_table} holds blocks not allocated here"
+            )
+        request.status = RequestStatus.RUNNING
+        self.requests[request.request_id] = request
+        self.running.append(request)
+
+    def detach_request(self, request_id: str) -> Request:
+        """Take a live request out of this engine and return it. Its blocks stay allocated, now owned
+        by the caller (like vLLM's connector holding blocks for a remote reader): read them, then free
+        them with ``block_pool.free``."""
+        if request_id not in self.requests:
+            raise KeyError(f"no live request {request_id!r} in this engine (live: {sorted(self.requests)})")
+        request = self.requests.pop(request_id)
+        if request.status == RequestStatus.RUNNING:
+            self.running.remove(request)
+        else:
+            self.waiting.remove(request)
+        return request
+
+    def _check_admissible(self, request: Request) -> None:
+        if request.request_id in self.requests:
+            raise ValueError(f"request id {request.request_id!r} is already live in this engine")
+        if not request.prompt_token_ids:
+            raise ValueError("a request needs at least one prompt token")
+        bad = [t for t in request.all_token_ids if not 0 <= t < self.config.vocab_size]
+        if bad:
+            raise ValueError(f"token ids {bad[:5]} outside the vocabulary [0, {self.config.vocab_size})")
+        if request.is_finished:
+            raise ValueError(f"{request.request_id} has already produced max_tokens tokens")
+        # The cache never holds the last sampled token, so a request peaks at prompt + max_tokens - 1.
+        peak = cdiv(len(request.prompt_token_ids) + request.sampling_params.max_tokens - 1, self.block_size)
+        if peak > self.num_blocks:
+            raise ValueError(
+                f"{request.request_id} needs {peak} blocks at its longest; this engine has {self.num_blocks}"
+            )
+
+    # ------------------------------------------------------------------ the loop
+    def step(self) -> dict[str, int]:
+        """One engine step; returns {request_id: token} for every token produced in it."""
+        produced = {}
+        for request in self._schedule():
+            with torch.inference_mode(), _one_thread():
+                for position in range(request.num_computed_tokens, request.num_tokens):
+                    token = request.all_token_ids[position]
+                    logits = self.model.forward_token(token, position, self.kv_cache.kv, request.block_table)
+            self.num_forward_tokens += request.num_tokens - request.num_computed_tokens
+            request.num_computed_tokens = request.num_tokens
+            token = sample(logits, request.sampling_params, request.generator)
+            request.output_token_ids.append(token)
+            produced[request.request_id] = token
+            if request.is_finished:
+                self._finish(request)
+        return produced
+
+    def run_until_done(self, max_steps: int = 10_000) -> dict[str, list[int]]:
+        """Step until no request is live; return ``finished``."""
+        for _ in range(max_steps):
+            if not self.has_unfinished_requests():
+                return self.finished
+            self.step()
+        raise RuntimeError(f"requests still live after {max_steps} steps: {list(self.requests.values())}")
+
+    def _schedule(self) -> list[Request]:
+        preempted = False
+        for request in list(self.running):
+            if request.status != RequestStatus.RUNNING:
+                continue  # preempted earlier in this loop
+            need = cdiv(request.num_tokens, self.block_size) - len(request.block_table)
+            while need > self.block_pool.num_free:
+                victim = self.running[-1]
+                self._preempt(victim)
+                preempted = True
+                if victim is request:
+                    break
+            else:
+                request.block_table += self.block_pool.allocate(need)
+        # Admit only when nobody was just preempted: otherwise the victim would bounce straight back.
+        while not preempted and self.waiting:
+            request = self.waiting[0]
+            need = cdiv(request.num_tokens, self.block_size)
+            if need > self.block_pool.num_free:
+                break
+            self.waiting.popleft()
+            request.block_table = self.block_pool.allocate(need)
+            request.status = RequestStatus.RUNNING
+            self.running.append(request)
+        return list(self.running)
+
+    def _preempt(self, request: Request) -> None:
+        self.running.remove(request)
+        self.block_pool.free(request.block_table)
+        request.block_table = []
+        request.num_computed_tokens = 0  # KV discarded: recomputed from its tokens when readmitted
+        request.status = RequestStatus.WAITING
+        self.waiting.appendleft(request)
+        self.num_preemptions += 1
+
+    def _finish(self, request: Request) -> None:
+        self.running.remove(request)
+        del self.requests[request.request_id]
+        self.block_pool.free(request.block_table)
+        request.block_table = []
+        request.status = RequestStatus.FINISHED
+        self.finished[request.request_id] = list(request.output_token_ids)

@@ -1,0 +1,68 @@
+"""SamplingParams and Request: a request's tokens, progress, blocks and its own random generator."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """``temperature == 0`` is greedy; otherwise sample from the ``top_k`` best logits (0 = all) with a
+    torch.Generator seeded by ``seed``. The request finishes after ``max_tokens`` output tokens."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    max_tokens: int = 8
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.temperature < 0 or self.top_k < 0 or self.max_tokens < 1:
+            raise ValueError(f"invalid sampling params {self}")
+
+
+class RequestStatus(enum.Enum):
+    WAITING = "waiting"  # has no KV in this engine; its next step prefills every uncomputed token
+    RUNNING = "running"  # holds blocks with K/V for num_computed_tokens positions
+    FINISHED = "finished"
+
+
+class Request:
+    """One request. Invariant while running: K/V for positions ``0..num_computed_tokens-1`` sit in the
+    blocks of ``block_table`` (logical order); the last token (the one just sampled) is not computed yet."""
+
+    def __init__(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        sampling_params: SamplingParams,
+        output_token_ids: list[int] | None = None,
+    ):
+        self.request_id = request_id
+        self.prompt_token_ids = list(prompt_token_ids)
+        self.output_token_ids = list(output_token_ids or [])
+        self.sampling_params = sampling_params
+        self.generator = torch.Generator().manual_seed(sampling_params.seed)
+        self.num_computed_tokens = 0
+        self.block_table: list[int] = []
+        self.status = RequestStatus.WAITING
+
+    @property
+    def all_token_ids(self) -> list[int]:
+        return self.prompt_token_ids + self.output_token_ids
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def is_finished(self) -> bool:
+        return len(self.output_token_ids) >= self.sampling_params.max_tokens
+
+    def __repr__(self) -> str:
+        return (
+            f"Request({self.request_id!r}, {self.status.value}, tokens={self.num_tokens}, "
+            f"computed={self.num_computed_tokens}, blocks={self.block_table})"
+        )

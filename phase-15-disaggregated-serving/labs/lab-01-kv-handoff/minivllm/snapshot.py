@@ -1,0 +1,49 @@
+"""RequestSnapshot: what crosses the wire when a request moves, and the geometry that must match.
+
+A snapshot is a request's transferable identity: its tokens, progress, sampling parameters, random
+generator state and K/V contents in LOGICAL token order. It carries no physical block ids: those only
+mean something inside the engine the request left (the destination has its own free list, maybe its
+own block size). Contents survive a move; block identity does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+from minivllm.model import ModelConfig
+from minivllm.sequence import SamplingParams
+
+
+class SnapshotError(ValueError):
+    """A snapshot that cannot be imported into this engine (wrong geometry, malformed, duplicate id)."""
+
+
+@dataclass(frozen=True)
+class RequestSnapshot:
+    request_id: str
+    prompt_token_ids: tuple[int, ...]
+    output_token_ids: tuple[int, ...]
+    num_computed_tokens: int  # positions whose K/V is in ``kv``: every token but the last sampled one
+    sampling_params: SamplingParams
+    generator_state: torch.Tensor  # torch.Generator.get_state() of the request's generator
+    kv: torch.Tensor  # [num_layers, 2, num_computed_tokens, num_kv_heads, head_dim], logical order
+    geometry: str  # geometry_fingerprint() of the engine that exported it
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+
+def geometry_fingerprint(config: ModelConfig) -> str:
+    """Everything K/V contents depend on: the model (its weights' seed, vocabulary, sizes), the layer
+    count, KV heads, head dim and dtype. The block size is deliberately left out: it is a property of
+    the cache, not of the contents, and the destination may choose another one."""
+    fields = (
+        f"vocab={config.vocab_size} hidden={config.hidden_size} layers={config.num_layers} "
+        f"heads={config.num_heads} kv_heads={config.num_kv_heads} head_dim={config.head_dim} "
+        f"ffn={config.intermediate_size} rope={config.rope_theta} dtype={config.dtype} seed={config.seed}"
+    )
+    return f"{hashlib.sha256(fields.encode()).hexdigest()[:16]} ({fields})"

@@ -1,0 +1,647 @@
+"""Lab 01 spec: a KV handoff nobody can observe. Run one task with `pytest -m lab01_task2`.
+
+The oracle is the never-moved run: the same prompt and sampling params alone on a fresh engine. The
+model is batch-invariant by construction (minivllm/model.py), so a request's tokens do not depend on
+its neighbours, its block size or where its K/V lives; any difference after a move is a handoff bug.
+The tasks build on each other: task 2's tests export with your task 1, task 3 uses both.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from minivllm import (
+    Engine,
+    ModelConfig,
+    OutOfBlocksError,
+    RequestSnapshot,
+    RequestStatus,
+    SamplingParams,
+    SnapshotError,
+    TinyDecoder,
+    geometry_fingerprint,
+)
+
+task1 = pytest.mark.lab01_task1
+task2 = pytest.mark.lab01_task2
+task3 = pytest.mark.lab01_task3
+task4 = pytest.mark.lab01_task4
+
+CONFIG = ModelConfig()
+MODEL = TinyDecoder(CONFIG)
+GREEDY = SamplingParams(max_tokens=6)
+SAMPLED = SamplingParams(temperature=0.9, top_k=24, max_tokens=6, seed=7)
+PARAMS = {"greedy": GREEDY, "sampled": SAMPLED}
+# Neighbours: a mix of greedy and seeded sampling, so a move that disturbs anyone shows up.
+NEIGHBOUR_PARAMS = [
+    SamplingParams(max_tokens=5),
+    SamplingParams(temperature=1.0, max_tokens=7, seed=11),
+    SamplingParams(temperature=0.7, top_k=8, max_tokens=4, seed=12),
+]
+
+
+# ---------------------------------------------------------------- helpers (test-side oracles only)
+def make_prompt(n: int, salt: int = 1) -> list[int]:
+    return [(salt * 37 + i * 11 + 5) % CONFIG.vocab_size for i in range(n)]
+
+
+def make_engine(block_size: int = 4, num_blocks: int | None = None, model: TinyDecoder = MODEL) -> Engine:
+    # Default: room for every request a test runs, so nothing is preempted unless a test wants it.
+    return Engine(model, num_blocks or 160 // block_size + 8, block_size)
+
+
+@functools.cache
+def _reference(prompt: tuple[int, ...], params: SamplingParams) -> tuple[int, ...]:
+    engine = Engine(MODEL, 64, 16)
+    rid = engine.add_request(list(prompt), params)
+    return tuple(engine.run_until_done()[rid])
+
+
+def reference_output(prompt: list[int], params: SamplingParams) -> list[int]:
+    """The never-moved output: the request alone on a fresh engine."""
+    return list(_reference(tuple(prompt), params))
+
+
+def step(engine: Engine, times: int) -> None:
+    for _ in range(times):
+        engine.step()
+
+
+def kv_at(engine: Engine, block_table: list[int], position: int) -> torch.Tensor:
+    """K/V of one logical position, [layers, 2, kv_heads, head_dim], read through a block table."""
+    bs = engine.block_size
+    return engine.kv_cache.kv[:, :, block_table[position // bs], position % bs].clone()
+
+
+def logical_kv(engine: Engine, rid: str) -> list[torch.Tensor]:
+    request = engine.requests[rid]
+    return [kv_at(engine, request.block_table, p) for p in range(request.num_computed_tokens)]
+
+
+def fragment(engine: Engine) -> None:
+    """Scramble the free list (odd ids first, then even ids backwards): later allocations get
+    non-contiguous, out-of-order physical blocks, as they do in a long-running server."""
+    ids = engine.block_pool.allocate(engine.block_pool.num_free)
+    engine.block_pool.free([b for b in ids if b % 2] + [b for b in reversed(ids) if b % 2 == 0])
+
+
+def check_pool(engine: Engine) -> None:
+    """Block accounting: free + used == total, no id twice, and the used blocks are exactly the union
+    of the live requests' block tables (a block held by nobody is a leak)."""
+    pool = engine.block_pool
+    free = list(pool.free_block_ids)
+    assert len(free) == len(set(free)), f"a block is on the free list twice: {free}"
+    assert pool.num_free + pool.num_used == pool.num_blocks, (
+        f"free ({pool.num_free}) + used ({pool.num_used}) must equal total ({pool.num_blocks})"
+    )
+    held = [b for r in engine.requests.values() for b in r.block_table]
+    assert len(held) == len(set(held)), f"two live requests share a block: {held}"
+    used = {b for b in range(pool.num_blocks) if pool.is_used(b)}
+    assert used == set(held), (
+        f"used blocks must be exactly the live requests' blocks; leaked {sorted(used - set(held))}, "
+        f"held but free {sorted(set(held) - used)}"
+    )
+    assert not used & set(free), f"blocks both used and free: {sorted(used & set(free))}"
+
+
+def engine_state(engine: Engine) -> dict:
+    """Everything a failed import must leave as it was."""
+    return {
+        "free_list": list(engine.block_pool.free_block_ids),
+        "usage": engine.usage,
+        "requests": {
+            rid: (
+                r.status,
+                r.all_token_ids,
+                r.num_computed_tokens,
+                list(r.block_table),
+                r.generator.get_state(),
+            )
+            for rid, r in engine.requests.items()
+        },
+        "running": [r.request_id for r in engine.running],
+        "waiting": [r.request_id for r in engine.waiting],
+        "kv": engine.kv_cache.kv.clone(),
+    }
+
+
+def assert_unchanged(before: dict, after: dict, what: str) -> None:
+    for key in ("free_list", "usage", "running", "waiting"):
+        assert before[key] == after[key], (
+            f"{what} must leave the {key} unchanged: {before[key]} -> {after[key]}"
+        )
+    assert before["requests"].keys() == after["requests"].keys(), (
+        f"{what} must leave the requests unchanged: {sorted(before['requests'])} -> {sorted(after['requests'])}"
+    )
+    for rid, (status, tokens, computed, table, gen) in before["requests"].items():
+        s2, t2, c2, tb2, g2 = after["requests"][rid]
+        assert (status, tokens, computed, table) == (s2, t2, c2, tb2) and torch.equal(gen, g2), (
+            f"{what} changed request {rid}: {(status, computed, table)} -> {(s2, c2, tb2)}"
+        )
+    assert torch.equal(before["kv"], after["kv"]), f"{what} must not write into the KV cache"
+
+
+def start(
+    engine: Engine, prompt_len: int, params: SamplingParams, steps: int, salt: int = 1
+) -> tuple[str, list[int]]:
+    prompt = make_prompt(prompt_len, salt)
+    rid = engine.add_request(prompt, params)
+    step(engine, steps)
+    return rid, prompt
+
+
+# ---------------------------------------------------------------- task 1: export_request
+@task1
+def test_export_alone_returns_source_to_empty(impl):
+    src = make_engine()
+    rid, _ = start(src, 10, GREEDY, 3)
+    impl.export_request(src, rid)
+    assert src.usage == 0.0, f"the only request left: source usage must be back to 0.0, got {src.usage}"
+    assert rid not in src.requests, f"{rid} must be gone from the source's requests"
+    assert all(r.request_id != rid for r in [*src.running, *src.waiting]), f"{rid} still queued on the source"
+    assert sorted(src.block_pool.free_block_ids) == list(range(src.num_blocks)), (
+        "every block must be free again"
+    )
+    check_pool(src)
+
+
+@task1
+def test_export_frees_exactly_its_blocks_and_spares_neighbours(impl):
+    src = make_engine()
+    fragment(src)
+    neighbour = src.add_request(make_prompt(9, salt=3), NEIGHBOUR_PARAMS[1])
+    rid, _ = start(src, 13, SAMPLED, 2)
+    neighbour_table = list(src.requests[neighbour].block_table)
+    neighbour_kv = logical_kv(src, neighbour)
+    impl.export_request(src, rid)
+    check_pool(src)
+    want = len(neighbour_table) / src.num_blocks
+    assert src.usage == want, f"source usage must fall back to the neighbour's share {want}, got {src.usage}"
+    assert src.requests[neighbour].block_table == neighbour_table, (
+        "export must not touch another request's blocks"
+    )
+    assert all(torch.equal(a, b) for a, b in zip(neighbour_kv, logical_kv(src, neighbour), strict=True)), (
+        "export must not touch another request's K/V"
+    )
+    out = src.run_until_done()[neighbour]
+    assert out == reference_output(make_prompt(9, salt=3), NEIGHBOUR_PARAMS[1]), (
+        "the neighbour's output changed"
+    )
+
+
+@task1
+@pytest.mark.parametrize("prompt_len, steps", [(11, 1), (12, 1), (13, 4), (9, 4), (1, 2)])
+def test_snapshot_is_the_transferable_identity(impl, prompt_len, steps):
+    src = make_engine(block_size=4)
+    fragment(src)  # physical block order != logical order
+    rid, prompt = start(src, prompt_len, SAMPLED, steps)
+    request = src.requests[rid]
+    want_kv = logical_kv(src, rid)
+    want_gen = request.generator.get_state()
+    want_out = list(request.output_token_ids)
+    snap = impl.export_request(src, rid)
+    assert isinstance(snap, RequestSnapshot), (
+        f"export_request must return a RequestSnapshot, got {type(snap)}"
+    )
+    assert snap.request_id == rid and list(snap.prompt_token_ids) == prompt, (
+        "the snapshot must keep id and prompt"
+    )
+    assert list(snap.output_token_ids) == want_out, (
+        f"output tokens: want {want_out}, got {snap.output_token_ids}"
+    )
+    n = prompt_len + steps - 1
+    assert snap.num_computed_tokens == n, (
+        f"a running request has computed every token but the last sampled one: want {n}, got {snap.num_computed_tokens}"
+    )
+    assert snap.sampling_params == SAMPLED, "the sampling params must travel"
+    assert torch.equal(snap.generator_state, want_gen), (
+        "the generator state must be the request's, as it is now"
+    )
+    assert snap.geometry == geometry_fingerprint(CONFIG), (
+        "the snapshot must carry the source's geometry fingerprint"
+    )
+    shape = (CONFIG.num_layers, 2, n, CONFIG.num_kv_heads, CONFIG.head_dim)
+    assert tuple(snap.kv.shape) == shape, (
+        f"kv must be [layers, 2, tokens, kv_heads, head_dim] = {shape}, got {tuple(snap.kv.shape)}"
+    )
+    src.kv_cache.kv.fill_(float("nan"))  # the freed blocks get reused: the snapshot must own its data
+    wrong = [p for p in range(n) if not torch.equal(snap.kv[:, :, p], want_kv[p])]
+    assert not wrong, f"kv must hold the K/V of every position in logical order; wrong at positions {wrong}"
+
+
+@task1
+def test_export_rejects_unknown_and_waiting_requests(impl):
+    src = make_engine()
+    rid = src.add_request(make_prompt(5), GREEDY)  # waiting: never stepped, no KV yet
+    before = engine_state(src)
+    with pytest.raises(KeyError):
+        impl.export_request(src, "no-such-request")
+    with pytest.raises(ValueError):
+        impl.export_request(src, rid)
+    assert_unchanged(before, engine_state(src), "a rejected export")
+
+
+# ---------------------------------------------------------------- task 2: import_request
+@task2
+@pytest.mark.parametrize("dst_block_size", [1, 3, 4, 8])
+def test_import_bills_the_destination_exactly(impl, dst_block_size):
+    src, dst = make_engine(4), make_engine(dst_block_size)
+    dst.add_request(make_prompt(6, salt=2), NEIGHBOUR_PARAMS[0])
+    step(dst, 2)
+    rid, _ = start(src, 10, GREEDY, 3)
+    snap = impl.export_request(src, rid)
+    used_before, free_before = dst.block_pool.num_used, set(dst.block_pool.free_block_ids)
+    impl.import_request(dst, snap)
+    n = snap.num_computed_tokens
+    want = math.ceil(n / dst_block_size)
+    assert dst.block_pool.num_used - used_before == want, (
+        f"{n} tokens in blocks of {dst_block_size} must cost ceil = {want} blocks, "
+        f"cost {dst.block_pool.num_used - used_before}"
+    )
+    request = dst.requests[rid]
+    assert request.status == RequestStatus.RUNNING and request in dst.running, (
+        "an import is admitted as running"
+    )
+    assert request.num_computed_tokens == n, (
+        f"prepaid compute: {n} tokens computed, got {request.num_computed_tokens}"
+    )
+    assert set(request.block_table) <= free_before, (
+        f"the imported request may only use blocks that were free: {request.block_table} vs free {sorted(free_before)}"
+    )
+    check_pool(dst)
+
+
+@task2
+@pytest.mark.parametrize("dst_block_size", [1, 3, 4, 8])
+def test_contents_survive_not_block_ids(impl, dst_block_size):
+    src, dst = make_engine(4), make_engine(dst_block_size)
+    fragment(src)
+    fragment(dst)
+    other = dst.add_request(make_prompt(7, salt=4), NEIGHBOUR_PARAMS[2])  # occupies dst blocks
+    step(dst, 1)
+    other_kv = logical_kv(dst, other)
+    rid, _ = start(src, 14, SAMPLED, 3)
+    src_table, want_kv = list(src.requests[rid].block_table), logical_kv(src, rid)
+    snap = impl.export_request(src, rid)
+    impl.import_request(dst, snap)
+    dst_table = dst.requests[rid].block_table
+    wrong = [p for p in range(len(want_kv)) if not torch.equal(kv_at(dst, dst_table, p), want_kv[p])]
+    assert not wrong, (
+        f"K/V must be identical at every logical position (src blocks {src_table} of 4 -> dst blocks "
+        f"{dst_table} of {dst_block_size}); wrong at positions {wrong}"
+    )
+    assert all(torch.equal(a, b) for a, b in zip(other_kv, logical_kv(dst, other), strict=True)), (
+        "the import overwrote another request's K/V on the destination"
+    )
+    check_pool(dst)
+
+
+@task2
+@pytest.mark.parametrize("kind", ["greedy", "sampled"])
+def test_imported_request_decodes_next_and_finishes_as_never_moved(impl, kind):
+    params = PARAMS[kind]
+    src, dst = make_engine(4), make_engine(2)
+    rid, prompt = start(src, 9, params, 2)
+    snap = impl.export_request(src, rid)
+    impl.import_request(dst, snap)
+    before = dst.num_forward_tokens
+    dst.step()
+    assert dst.num_forward_tokens - before == 1, (
+        f"prepaid compute: the first step after an import decodes 1 token, it ran {dst.num_forward_tokens - before}"
+    )
+    out = dst.run_until_done()[rid]
+    want = reference_output(prompt, params)
+    assert out == want, (
+        f"{kind}: output after the move must equal the never-moved output; want {want}, got {out}"
+    )
+    assert dst.usage == 0.0, f"finished: destination usage must be back to 0.0, got {dst.usage}"
+
+
+@task2
+@pytest.mark.parametrize("free_blocks", [0, 1, 2])
+def test_import_without_room_is_loud_and_changes_nothing(impl, free_blocks):
+    src = make_engine(4)
+    rid, _ = start(src, 14, GREEDY, 2)  # 15 computed tokens = 4 blocks of 4
+    dst = make_engine(4, num_blocks=6)
+    dst.add_request(make_prompt(5, salt=5), SamplingParams(max_tokens=12))
+    step(dst, 1)
+    dst.block_pool.allocate(dst.block_pool.num_free - free_blocks)  # squeeze the free list
+    snap = impl.export_request(src, rid)
+    before = engine_state(dst)
+    with pytest.raises(OutOfBlocksError):
+        impl.import_request(dst, snap)
+    assert_unchanged(before, engine_state(dst), f"an import that needs 4 blocks with {free_blocks} free")
+
+
+def _tamper(snap: RequestSnapshot, kind: str) -> RequestSnapshot:
+    import dataclasses
+
+    changes = {
+        "fewer_layers": {"kv": snap.kv[:1].clone()},
+        "fewer_kv_heads": {"kv": snap.kv[:, :, :, :1].clone()},
+        "smaller_head_dim": {"kv": snap.kv[..., : CONFIG.head_dim // 2].clone()},
+        "float64_kv": {"kv": snap.kv.double()},
+        "truncated_kv": {"kv": snap.kv[:, :, :-1].clone()},
+        "extra_output_token": {"output_token_ids": (*snap.output_token_ids, 3)},
+        "computed_count_off": {"num_computed_tokens": snap.num_computed_tokens - 1},
+    }[kind]
+    return dataclasses.replace(snap, **changes)
+
+
+FOREIGN = {
+    "other_layer_count": ModelConfig(num_layers=3),
+    "other_kv_heads": ModelConfig(num_kv_heads=1),
+    "other_head_dim": ModelConfig(head_dim=16),
+    "other_dtype": ModelConfig(dtype=torch.float64),
+    "other_weights": ModelConfig(seed=1),
+}
+
+
+@task2
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "fewer_layers",
+        "fewer_kv_heads",
+        "smaller_head_dim",
+        "float64_kv",
+        "truncated_kv",
+        "extra_output_token",
+        "computed_count_off",
+        *FOREIGN,
+    ],
+)
+def test_bad_snapshot_rejected_and_destination_unchanged(impl, kind):
+    if kind in FOREIGN:  # a genuine snapshot, from an engine running another model
+        src = make_engine(4, model=TinyDecoder(FOREIGN[kind]))
+        rid, _ = start(src, 10, GREEDY, 2)
+        snap = impl.export_request(src, rid)
+    else:
+        src = make_engine(4)
+        rid, _ = start(src, 10, GREEDY, 2)
+        snap = _tamper(impl.export_request(src, rid), kind)
+    dst = make_engine(4)
+    dst.add_request(make_prompt(6, salt=6), NEIGHBOUR_PARAMS[0])
+    step(dst, 1)
+    before = engine_state(dst)
+    with pytest.raises(SnapshotError):
+        impl.import_request(dst, snap)
+    assert_unchanged(before, engine_state(dst), f"rejecting a {kind} snapshot")
+
+
+@task2
+def test_snapshot_imported_twice_is_rejected(impl):
+    src, dst = make_engine(4), make_engine(4)
+    rid, _ = start(src, 8, GREEDY, 2)
+    snap = impl.export_request(src, rid)
+    impl.import_request(dst, snap)
+    before = engine_state(dst)
+    with pytest.raises(SnapshotError):
+        impl.import_request(dst, snap)
+    assert_unchanged(before, engine_state(dst), "rejecting a duplicate request id")
+
+
+# ---------------------------------------------------------------- task 3: migrate
+BLOCK_SIZES = st.sampled_from([1, 2, 3, 4, 8])
+
+
+def run_migration(
+    impl, data, params: SamplingParams, prompt_len: int, src_bs: int, dst_bs: int, round_trip: bool
+):
+    """Run a target request plus neighbours on two engines, move the target once (or there and
+    back), and return every request's (output, reference)."""
+    src, dst = make_engine(src_bs), make_engine(dst_bs)
+    prompt = make_prompt(prompt_len, salt=1)
+    target = src.add_request(prompt, params)
+    expected = {target: (prompt, params)}
+    for engine, salt in ((src, 20), (dst, 30)):
+        for j in range(data.draw(st.integers(0, 2), label=f"neighbours (salt {salt})")):
+            p, sp = make_prompt(3 + 2 * j, salt + j), NEIGHBOUR_PARAMS[j]
+            expected[engine.add_request(p, sp)] = (p, sp)
+    moved_after = data.draw(st.integers(1, params.max_tokens - 1), label="moved after steps")
+    for _ in range(moved_after):
+        src.step()
+        dst.step()
+    impl.migrate(src, dst, target)
+    check_pool(src)
+    check_pool(dst)
+    if round_trip and not dst.requests[target].is_finished:
+        back_after = data.draw(st.integers(0, params.max_tokens - moved_after - 1), label="back after steps")
+        for _ in range(back_after):
+            src.step()
+            dst.step()
+        impl.migrate(dst, src, target)
+    outputs = {**src.run_until_done(), **dst.run_until_done()}
+    assert src.usage == 0.0 and dst.usage == 0.0, (
+        f"all finished: usage must be 0.0, got {src.usage}, {dst.usage}"
+    )
+    return {rid: (outputs.get(rid), reference_output(p, sp)) for rid, (p, sp) in expected.items()}, target
+
+
+@task3
+@pytest.mark.parametrize("kind", ["greedy", "sampled"])
+@settings(max_examples=25)
+@given(data=st.data(), prompt_len=st.integers(1, 18), src_bs=BLOCK_SIZES, dst_bs=BLOCK_SIZES)
+def test_migration_is_output_invisible(impl, kind, data, prompt_len, src_bs, dst_bs):
+    results, target = run_migration(impl, data, PARAMS[kind], prompt_len, src_bs, dst_bs, round_trip=False)
+    for rid, (got, want) in results.items():
+        who = "the migrated request" if rid == target else f"neighbour {rid}"
+        assert got == want, (
+            f"{kind}, prompt {prompt_len}, blocks {src_bs}->{dst_bs}: {who} must produce the never-moved "
+            f"output; want {want}, got {got}"
+        )
+
+
+@task3
+@settings(max_examples=15)
+@given(data=st.data(), prompt_len=st.integers(1, 14), a_bs=BLOCK_SIZES, b_bs=BLOCK_SIZES)
+def test_round_trip_a_to_b_to_a_is_output_invisible(impl, data, prompt_len, a_bs, b_bs):
+    results, target = run_migration(impl, data, SAMPLED, prompt_len, a_bs, b_bs, round_trip=True)
+    for rid, (got, want) in results.items():
+        who = "the round-tripped request" if rid == target else f"neighbour {rid}"
+        assert got == want, (
+            f"A({a_bs}) -> B({b_bs}) -> A: {who} must match the never-moved output; want {want}, got {got}"
+        )
+
+
+@task3
+@pytest.mark.parametrize("block_size", [2, 4])
+@pytest.mark.parametrize("offset", [-1, 0, 1])
+def test_migration_at_block_boundaries(impl, block_size, offset):
+    # moved after 2 steps: computed tokens = prompt + 1 = a multiple of the block size, +- 1
+    prompt_len = 3 * block_size - 1 + offset
+    src, dst = make_engine(block_size), make_engine(block_size)
+    rid, prompt = start(src, prompt_len, SAMPLED, 2)
+    impl.migrate(src, dst, rid)
+    out = dst.run_until_done()[rid]
+    want = reference_output(prompt, SAMPLED)
+    assert out == want, f"{prompt_len + 1} computed tokens, block size {block_size}: want {want}, got {out}"
+
+
+def _rollback_case(impl, dst: Engine, error: type[Exception]):
+    src = make_engine(4)
+    neighbour = src.add_request(make_prompt(6, salt=8), NEIGHBOUR_PARAMS[1])
+    rid, prompt = start(src, 11, SAMPLED, 3)
+    request = src.requests[rid]
+    want = (
+        list(request.all_token_ids),
+        request.num_computed_tokens,
+        request.generator.get_state(),
+        logical_kv(src, rid),
+    )
+    usage = src.usage
+    dst_before = engine_state(dst)
+    with pytest.raises(error):
+        impl.migrate(src, dst, rid)
+    assert rid in src.requests, f"a failed migrate must leave {rid} on the source"
+    request = src.requests[rid]
+    assert request.status == RequestStatus.RUNNING, f"restored request must be running, is {request.status}"
+    got = (list(request.all_token_ids), request.num_computed_tokens)
+    assert got == want[:2], f"restored tokens/progress must be unchanged: want {want[:2]}, got {got}"
+    assert torch.equal(request.generator.get_state(), want[2]), "restored generator state must be unchanged"
+    assert all(torch.equal(a, b) for a, b in zip(want[3], logical_kv(src, rid), strict=True)), (
+        "restored K/V must be unchanged at every logical position"
+    )
+    assert src.usage == usage, f"source usage must be back to {usage}, got {src.usage}"
+    check_pool(src)
+    assert_unchanged(dst_before, engine_state(dst), "a failed migrate (destination side)")
+    outputs = src.run_until_done()
+    assert outputs[rid] == reference_output(prompt, SAMPLED), (
+        "after rollback the request must finish as never-moved"
+    )
+    assert outputs[neighbour] == reference_output(make_prompt(6, salt=8), NEIGHBOUR_PARAMS[1]), (
+        "neighbour changed"
+    )
+
+
+@task3
+def test_failed_migrate_out_of_blocks_rolls_back(impl):
+    dst = make_engine(4, num_blocks=5)
+    dst.add_request(make_prompt(5, salt=9), SamplingParams(max_tokens=12))
+    step(dst, 1)
+    dst.block_pool.allocate(dst.block_pool.num_free - 1)  # one free block; the move needs 4
+    _rollback_case(impl, dst, OutOfBlocksError)
+
+
+@task3
+def test_failed_migrate_wrong_geometry_rolls_back(impl):
+    _rollback_case(impl, make_engine(4, model=TinyDecoder(ModelConfig(num_kv_heads=1))), SnapshotError)
+
+
+# ---------------------------------------------------------------- task 4: recompute and its cost
+@task4
+@pytest.mark.parametrize("kind", ["greedy", "sampled"])
+@settings(max_examples=12)
+@given(prompt_len=st.integers(1, 16), moved_after=st.integers(1, 5), src_bs=BLOCK_SIZES, dst_bs=BLOCK_SIZES)
+def test_recompute_is_output_invisible(impl, kind, prompt_len, moved_after, src_bs, dst_bs):
+    params = PARAMS[kind]
+    src, dst = make_engine(src_bs), make_engine(dst_bs)
+    rid, prompt = start(src, prompt_len, params, moved_after)
+    neighbour = dst.add_request(make_prompt(4, salt=40), NEIGHBOUR_PARAMS[1])
+    dst.step()
+    snap = impl.export_request(src, rid)
+    impl.readmit_by_recompute(dst, snap)
+    outputs = dst.run_until_done()
+    want = reference_output(prompt, params)
+    assert outputs[rid] == want, (
+        f"{kind}: recomputed after {moved_after} steps (prompt {prompt_len}) must give the never-moved output; "
+        f"want {want}, got {outputs[rid]}"
+    )
+    assert outputs[neighbour] == reference_output(make_prompt(4, salt=40), NEIGHBOUR_PARAMS[1]), (
+        "neighbour changed"
+    )
+
+
+@task4
+def test_readmit_queues_without_kv_and_pays_the_prefill_again(impl):
+    src, dst = make_engine(4), make_engine(4)
+    rid, prompt = start(src, 10, SAMPLED, 3)  # 10 prompt + 3 generated tokens
+    snap = impl.export_request(src, rid)
+    impl.readmit_by_recompute(dst, snap)
+    request = dst.requests[rid]
+    assert request.status == RequestStatus.WAITING and request.num_computed_tokens == 0, (
+        f"readmitted by recompute = waiting with nothing computed, got {request}"
+    )
+    assert request.all_token_ids == list(snap.prompt_token_ids + snap.output_token_ids), (
+        "the recompute must cover the prompt AND the generated tokens"
+    )
+    assert dst.usage == 0.0, f"readmission allocates nothing (the scheduler does, later); usage {dst.usage}"
+    before = dst.num_forward_tokens
+    produced = dst.step()
+    assert dst.num_forward_tokens - before == 13, (
+        f"the next step recomputes all 13 tokens (10 prompt + 3 generated), ran {dst.num_forward_tokens - before}"
+    )
+    want = reference_output(prompt, SAMPLED)
+    assert produced[rid] == want[3], f"then samples the 4th output token {want[3]}, got {produced[rid]}"
+
+
+@task4
+@pytest.mark.parametrize("case", ["duplicate_id", "other_model"])
+def test_readmit_rejects_what_cannot_continue(impl, case):
+    src = make_engine(4)
+    rid, _ = start(src, 6, GREEDY, 2)
+    snap = impl.export_request(src, rid)
+    if case == "duplicate_id":
+        dst = make_engine(4)
+        impl.readmit_by_recompute(dst, snap)
+    else:
+        dst = make_engine(4, model=TinyDecoder(ModelConfig(seed=3)))
+    before = engine_state(dst)
+    with pytest.raises(SnapshotError):
+        impl.readmit_by_recompute(dst, snap)
+    assert_unchanged(before, engine_state(dst), f"a rejected readmission ({case})")
+
+
+@task4
+def test_recovery_cost_for_a_known_geometry(impl):
+    src = make_engine(4)
+    rid, _ = start(src, 7, GREEDY, 4)  # 10 computed tokens
+    snap = impl.export_request(src, rid)
+    cost = impl.recovery_cost(snap, CONFIG, link_gbps=1.0, flops_per_s=1e9)
+    # 10 tokens x 2 layers x 2 (K, V) x 2 kv heads x 8 dims x 4 bytes
+    assert cost.ship_bytes == 2560, f"ship bytes: 10 x 2 x 2 x 2 x 8 x 4 = 2560, got {cost.ship_bytes}"
+    assert cost.recompute_tokens == 10, f"recompute the 10 computed positions, got {cost.recompute_tokens}"
+    # per token and layer: QKV 2*32*(32+32) + out 2*32*32 + MLP 6*32*64 = 18432; attention 4*32*(1+...+10) = 7040
+    # 2 layers x (10 x 18432 + 7040) = 382720
+    assert cost.recompute_flops == 382_720, (
+        f"recompute FLOPs: 2 x (10 x 18432 + 7040) = 382720, got {cost.recompute_flops}"
+    )
+    assert cost.ship_s == pytest.approx(2560 * 8 / 1e9), f"2560 B at 1 Gb/s = 20.48 us, got {cost.ship_s}"
+    assert cost.recompute_s == pytest.approx(382_720 / 1e9), (
+        f"382720 FLOP at 1 GFLOP/s, got {cost.recompute_s}"
+    )
+    assert cost.cheaper == "ship", f"20 us to ship vs 383 us to recompute: ship wins, got {cost.cheaper!r}"
+    slow = impl.recovery_cost(snap, CONFIG, link_gbps=0.001, flops_per_s=1e9)
+    assert slow.cheaper == "recompute", (
+        f"on a 1 Mb/s link (20 ms) recompute (0.38 ms) wins, got {slow.cheaper!r}"
+    )
+
+
+@task4
+def test_recovery_cost_scales_with_dtype_and_context(impl):
+    src = make_engine(4)
+    rid, _ = start(src, 20, GREEDY, 1)  # 20 computed tokens
+    snap = impl.export_request(src, rid)
+    wide = ModelConfig(
+        hidden_size=64,
+        num_layers=3,
+        num_heads=8,
+        num_kv_heads=2,
+        head_dim=8,
+        intermediate_size=128,
+        dtype=torch.float64,
+    )
+    cost = impl.recovery_cost(snap, wide, link_gbps=10.0, flops_per_s=1e12)
+    assert cost.ship_bytes == 20 * 3 * 2 * 2 * 8 * 8, (
+        f"float64 K/V: 20 x 3 x 2 x 2 x 8 x 8 = 15360 B, got {cost.ship_bytes}"
+    )
+    # per token and layer: 2*64*(64+32) + 2*64*64 + 6*64*128 = 12288 + 8192 + 49152 = 69632
+    # attention: 4 * 64 * (1+...+20) = 53760; 3 layers x (20 x 69632 + 53760) = 4339200
+    assert cost.recompute_flops == 4_339_200, f"recompute FLOPs must be 4339200, got {cost.recompute_flops}"
+    with pytest.raises(ValueError):
+        impl.recovery_cost(snap, CONFIG, link_gbps=0.0, flops_per_s=1e9)

@@ -531,4 +531,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the copy imported as `pdpair.proxy`: the policy's Relay/ErrorReply come from that module,
+    # and `python -m` would otherwise have two of each class (__main__'s and pdpair.proxy's)
+    from pdpair.proxy import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,11 @@
+"""Migrate without rollback: when the import fails, the request has already left the source and is lost."""
+
+from labkit.mutants import inherit_solution
+
+inherit_solution(globals())
+
+
+def migrate(src, dst, request_id):
+    snapshot = export_request(src, request_id)
+    import_request(dst, snapshot)  # BUG: no try/except putting it back on src
+    return snapshot

@@ -12,9 +12,9 @@ The engine (minivllm) is given. What you need from it:
   ``num_computed_tokens``, ``sampling_params``, ``generator``, ``block_table``, ``status``).
 - ``engine.detach_request(rid)``: take a request out of the engine; its blocks stay allocated (yours).
 - ``engine.block_pool``: ``allocate(n)`` (all-or-nothing, raises OutOfBlocksError), ``free(ids)``.
-- ``engine.kv_cache.kv``: [num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim]; also
-  ``read_block(id)`` / ``write_block(id, data)``. Logical position p of a request lives in block
-  ``block_table[p // block_size]``, slot ``p % block_size``.
+- ``engine.kv_cache.kv``: [num_blocks, block_size, num_layers, 2, num_kv_heads, head_dim]; also
+  ``read_block(id)`` / ``write_block(id, data)``. Logical position p of a request lives at
+  ``kv[block_table[p // block_size], p % block_size]``.
 - ``engine.admit_running(request)`` / ``engine.enqueue_waiting(request)``: take a request in.
 - ``geometry_fingerprint(engine.config)`` and ``RequestSnapshot`` (minivllm/snapshot.py).
 """
@@ -54,8 +54,9 @@ def export_request(engine: Engine, request_id: str) -> RequestSnapshot:
 
     The snapshot holds: the request id; prompt and output tokens (as tuples); ``num_computed_tokens``;
     the sampling params; ``generator.get_state()``; ``kv`` = the K/V of positions
-    0..num_computed_tokens-1 in LOGICAL order, shape [num_layers, 2, num_computed_tokens, num_kv_heads,
-    head_dim], a tensor of its own (not a view of the cache: the blocks are about to be reused);
+    0..num_computed_tokens-1 in LOGICAL order, shape [num_computed_tokens, num_layers, 2, num_kv_heads,
+    head_dim] (``kv[p]`` is position p), memory of its own (not a view of the cache: the blocks are
+    about to be reused);
     and ``geometry_fingerprint(engine.config)``. No physical block ids: they mean nothing elsewhere.
 
     Afterwards the request is gone from the engine and every block it held is back on the free list
@@ -70,9 +71,9 @@ def export_request(engine: Engine, request_id: str) -> RequestSnapshot:
     if request.status != RequestStatus.RUNNING:
         raise ValueError(f"{request_id} is {request.status.value}: only a running request has KV to ship")
     n = request.num_computed_tokens
-    blocks = torch.tensor(request.block_table)
-    # Gather blocks in block-table order (= logical order), then drop the unused tail of the last block.
-    kv = engine.kv_cache.kv.index_select(2, blocks).flatten(2, 3)[:, :, :n]
+    # Gather whole blocks in block-table order (= logical order): one copy. Then cut the unused tail of
+    # the last block off the token axis, which is a view of that same copy.
+    kv = engine.kv_cache.kv[torch.tensor(request.block_table)].flatten(0, 1)[:n]
     snapshot = RequestSnapshot(
         request_id=request_id,
         prompt_token_ids=tuple(request.prompt_token_ids),
@@ -80,7 +81,7 @@ def export_request(engine: Engine, request_id: str) -> RequestSnapshot:
         num_computed_tokens=n,
         sampling_params=request.sampling_params,
         generator_state=request.generator.get_state(),
-        kv=kv if kv.is_contiguous() else kv.contiguous(),
+        kv=kv,
         geometry=geometry_fingerprint(engine.config),
     )
     engine.detach_request(request_id)
@@ -107,10 +108,10 @@ def validate_snapshot(engine: Engine, snapshot: RequestSnapshot) -> None:
             f"a running request has every token but the last sampled one computed: {len(snapshot.prompt_token_ids)} "
             f"prompt + {len(snapshot.output_token_ids)} output tokens, num_computed_tokens={n}"
         )
-    want_shape = (c.num_layers, 2, n, c.num_kv_heads, c.head_dim)
+    want_shape = (n, c.num_layers, 2, c.num_kv_heads, c.head_dim)
     if not isinstance(snapshot.kv, torch.Tensor) or tuple(snapshot.kv.shape) != want_shape:
         got = tuple(snapshot.kv.shape) if isinstance(snapshot.kv, torch.Tensor) else type(snapshot.kv)
-        raise SnapshotError(f"kv must be [layers, 2, tokens, kv_heads, head_dim] = {want_shape}, got {got}")
+        raise SnapshotError(f"kv must be [tokens, layers, 2, kv_heads, head_dim] = {want_shape}, got {got}")
     if snapshot.kv.dtype != c.dtype:
         raise SnapshotError(f"kv dtype {snapshot.kv.dtype} != destination dtype {c.dtype}")
     # END SOLUTION
@@ -122,7 +123,7 @@ def import_request(engine: Engine, snapshot: RequestSnapshot) -> None:
     1. Validate before touching anything (``validate_snapshot``); raise SnapshotError (a ValueError) naming the mismatch for:
        a request id already live here, another geometry (``geometry_fingerprint(engine.config)``),
        token counts that do not fit a running request (num_computed_tokens == tokens - 1, at least one
-       output token), a kv tensor not shaped [num_layers, 2, num_computed_tokens, num_kv_heads,
+       output token), a kv tensor not shaped [num_computed_tokens, num_layers, 2, num_kv_heads,
        head_dim], or another dtype.
     2. Claim ceil(num_computed_tokens / engine.block_size) blocks in ONE all-or-nothing allocation; if
        they are not there, let the engine's OutOfBlocksError propagate. Either way a failed import
@@ -134,13 +135,12 @@ def import_request(engine: Engine, snapshot: RequestSnapshot) -> None:
     validate_snapshot(engine, snapshot)
     n, block_size = snapshot.num_computed_tokens, engine.block_size
     block_ids = engine.block_pool.allocate(-(-n // block_size))  # raises OutOfBlocksError, takes nothing
-    full = n // block_size
+    full, rest = divmod(n, block_size)
     kv = engine.kv_cache.kv
     if full:  # whole blocks in one scatter; the partial last block (if any) separately
-        shape = (*snapshot.kv.shape[:2], full, block_size, *snapshot.kv.shape[3:])
-        kv[:, :, block_ids[:full]] = snapshot.kv[:, :, : full * block_size].reshape(shape)
-    if n % block_size:
-        kv[:, :, block_ids[full], : n % block_size] = snapshot.kv[:, :, full * block_size :]
+        kv[torch.tensor(block_ids[:full])] = snapshot.kv[: full * block_size].view(full, *kv.shape[1:])
+    if rest:
+        kv[block_ids[full], :rest] = snapshot.kv[full * block_size :]
     request = Request(
         snapshot.request_id,
         list(snapshot.prompt_token_ids),

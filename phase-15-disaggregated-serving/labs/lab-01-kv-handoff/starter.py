@@ -15,9 +15,9 @@ The engine (minivllm) is given. What you need from it:
   ``num_computed_tokens``, ``sampling_params``, ``generator``, ``block_table``, ``status``).
 - ``engine.detach_request(rid)``: take a request out of the engine; its blocks stay allocated (yours).
 - ``engine.block_pool``: ``allocate(n)`` (all-or-nothing, raises OutOfBlocksError), ``free(ids)``.
-- ``engine.kv_cache.kv``: [num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim]; also
-  ``read_block(id)`` / ``write_block(id, data)``. Logical position p of a request lives in block
-  ``block_table[p // block_size]``, slot ``p % block_size``.
+- ``engine.kv_cache.kv``: [num_blocks, block_size, num_layers, 2, num_kv_heads, head_dim]; also
+  ``read_block(id)`` / ``write_block(id, data)``. Logical position p of a request lives at
+  ``kv[block_table[p // block_size], p % block_size]``.
 - ``engine.admit_running(request)`` / ``engine.enqueue_waiting(request)``: take a request in.
 - ``geometry_fingerprint(engine.config)`` and ``RequestSnapshot`` (minivllm/snapshot.py).
 """
@@ -57,8 +57,9 @@ def export_request(engine: Engine, request_id: str) -> RequestSnapshot:
 
     The snapshot holds: the request id; prompt and output tokens (as tuples); ``num_computed_tokens``;
     the sampling params; ``generator.get_state()``; ``kv`` = the K/V of positions
-    0..num_computed_tokens-1 in LOGICAL order, shape [num_layers, 2, num_computed_tokens, num_kv_heads,
-    head_dim], a tensor of its own (not a view of the cache: the blocks are about to be reused);
+    0..num_computed_tokens-1 in LOGICAL order, shape [num_computed_tokens, num_layers, 2, num_kv_heads,
+    head_dim] (``kv[p]`` is position p), memory of its own (not a view of the cache: the blocks are
+    about to be reused);
     and ``geometry_fingerprint(engine.config)``. No physical block ids: they mean nothing elsewhere.
 
     Afterwards the request is gone from the engine and every block it held is back on the free list
@@ -81,7 +82,7 @@ def import_request(engine: Engine, snapshot: RequestSnapshot) -> None:
     1. Validate before touching anything (``validate_snapshot``); raise SnapshotError (a ValueError) naming the mismatch for:
        a request id already live here, another geometry (``geometry_fingerprint(engine.config)``),
        token counts that do not fit a running request (num_computed_tokens == tokens - 1, at least one
-       output token), a kv tensor not shaped [num_layers, 2, num_computed_tokens, num_kv_heads,
+       output token), a kv tensor not shaped [num_computed_tokens, num_layers, 2, num_kv_heads,
        head_dim], or another dtype.
     2. Claim ceil(num_computed_tokens / engine.block_size) blocks in ONE all-or-nothing allocation; if
        they are not there, let the engine's OutOfBlocksError propagate. Either way a failed import

@@ -76,7 +76,7 @@ def step(engine: Engine, times: int) -> None:
 def kv_at(engine: Engine, block_table: list[int], position: int) -> torch.Tensor:
     """K/V of one logical position, [layers, 2, kv_heads, head_dim], read through a block table."""
     bs = engine.block_size
-    return engine.kv_cache.kv[:, :, block_table[position // bs], position % bs].clone()
+    return engine.kv_cache.kv[block_table[position // bs], position % bs].clone()
 
 
 def logical_kv(engine: Engine, rid: str) -> list[torch.Tensor]:
@@ -227,12 +227,12 @@ def test_snapshot_is_the_transferable_identity(impl, prompt_len, steps):
     assert snap.geometry == geometry_fingerprint(CONFIG), (
         "the snapshot must carry the source's geometry fingerprint"
     )
-    shape = (CONFIG.num_layers, 2, n, CONFIG.num_kv_heads, CONFIG.head_dim)
+    shape = (n, CONFIG.num_layers, 2, CONFIG.num_kv_heads, CONFIG.head_dim)
     assert tuple(snap.kv.shape) == shape, (
-        f"kv must be [layers, 2, tokens, kv_heads, head_dim] = {shape}, got {tuple(snap.kv.shape)}"
+        f"kv must be [tokens, layers, 2, kv_heads, head_dim] = {shape}, got {tuple(snap.kv.shape)}"
     )
     src.kv_cache.kv.fill_(float("nan"))  # the freed blocks get reused: the snapshot must own its data
-    wrong = [p for p in range(n) if not torch.equal(snap.kv[:, :, p], want_kv[p])]
+    wrong = [p for p in range(n) if not torch.equal(snap.kv[p], want_kv[p])]
     assert not wrong, f"kv must hold the K/V of every position in logical order; wrong at positions {wrong}"
 
 
@@ -344,11 +344,11 @@ def _tamper(snap: RequestSnapshot, kind: str) -> RequestSnapshot:
     import dataclasses
 
     changes = {
-        "fewer_layers": {"kv": snap.kv[:1].clone()},
+        "fewer_layers": {"kv": snap.kv[:, :1].clone()},
         "fewer_kv_heads": {"kv": snap.kv[:, :, :, :1].clone()},
         "smaller_head_dim": {"kv": snap.kv[..., : CONFIG.head_dim // 2].clone()},
         "float64_kv": {"kv": snap.kv.double()},
-        "truncated_kv": {"kv": snap.kv[:, :, :-1].clone()},
+        "truncated_kv": {"kv": snap.kv[:-1].clone()},
         "extra_output_token": {"output_token_ids": (*snap.output_token_ids, 3)},
         "computed_count_off": {"num_computed_tokens": snap.num_computed_tokens - 1},
     }[kind]

@@ -92,18 +92,18 @@ class TinyDecoder:
         self, token_id: int, position: int, kv: torch.Tensor, block_table: list[int]
     ) -> torch.Tensor:
         """Run one token at ``position``: write its K/V into the paged cache ``kv``
-        ([num_layers, 2, num_blocks, block_size, num_kv_heads, head_dim]) through ``block_table``,
+        ([num_blocks, block_size, num_layers, 2, num_kv_heads, head_dim]) through ``block_table``,
         attend over positions 0..position read back from that cache, return the next-token logits [vocab]."""
         c = self.config
         h, heads, kv_heads, group = c.hidden_size, c.num_heads, c.num_kv_heads, c.num_heads // c.num_kv_heads
-        block_size = kv.shape[3]
+        block_size = kv.shape[1]
         # Cache slots of positions 0..position in logical order (slot = block * block_size + offset).
         blocks = torch.tensor(block_table[: position // block_size + 1])
         slots = (blocks[:, None] * block_size + torch.arange(block_size)).flatten()[: position + 1]
-        flat = kv.view(c.num_layers, 2, -1, kv_heads, c.head_dim)
-        # The context of every layer gathered into a fresh contiguous [layers, 2, n, kv_heads, head_dim]
+        flat = kv.view(-1, c.num_layers, 2, kv_heads, c.head_dim)  # [slots, layers, 2, kv_heads, head_dim]
+        # The context of every layer gathered into a fresh contiguous [n, layers, 2, kv_heads, head_dim]
         # tensor: the same shape and strides whatever the block size or the physical blocks.
-        context = flat.index_select(2, slots)
+        context = flat.index_select(0, slots)
         rot = self.rotation(position)
 
         x = self.embed[token_id]
@@ -111,12 +111,10 @@ class TinyDecoder:
             qkv = (F.rms_norm(x, (h,), layer["attn_norm"]) @ layer["wqkv"]).view(-1, c.head_dim)
             qk = qkv[: heads + kv_heads] @ rot  # RoPE on q and k in one matmul
             new_kv = torch.stack((qk[heads:], qkv[heads + kv_heads :]))  # [2, kv_heads, head_dim]
-            flat[i, :, slots[-1]] = new_kv  # into the paged cache...
-            context[i, :, -1] = new_kv  # ...and into this token's view of it
-            keys, values = (
-                context[i, 0].permute(1, 2, 0),
-                context[i, 1].transpose(0, 1),
-            )  # [kvh,d,n], [kvh,n,d]
+            flat[slots[-1], i] = new_kv  # into the paged cache...
+            context[-1, i] = new_kv  # ...and into this token's view of it
+            keys = context[:, i, 0].permute(1, 2, 0)  # [kv_heads, head_dim, n]
+            values = context[:, i, 1].transpose(0, 1)  # [kv_heads, n, head_dim]
             scores = (qk[:heads].view(kv_heads, group, c.head_dim) @ keys) * c.head_dim**-0.5
             x = x + (torch.softmax(scores, dim=-1) @ values).flatten() @ layer["wo"]
             gate, up = (F.rms_norm(x, (h,), layer["mlp_norm"]) @ layer["w_gate_up"]).chunk(2)

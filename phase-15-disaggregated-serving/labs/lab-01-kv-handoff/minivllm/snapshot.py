@@ -29,7 +29,7 @@ class RequestSnapshot:
     num_computed_tokens: int  # positions whose K/V is in ``kv``: every token but the last sampled one
     sampling_params: SamplingParams
     generator_state: torch.Tensor  # torch.Generator.get_state() of the request's generator
-    kv: torch.Tensor  # [num_layers, 2, num_computed_tokens, num_kv_heads, head_dim], logical order
+    kv: torch.Tensor  # [num_computed_tokens, num_layers, 2, num_kv_heads, head_dim]: kv[p] = position p
     geometry: str  # geometry_fingerprint() of the engine that exported it
 
     @property

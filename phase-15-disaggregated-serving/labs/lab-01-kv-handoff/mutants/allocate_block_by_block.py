@@ -10,7 +10,7 @@ def import_request(engine, snapshot):
     n, bs = snapshot.num_computed_tokens, engine.block_size
     block_ids = [engine.block_pool.allocate(1)[0] for _ in range(-(-n // bs))]  # BUG: not all-or-nothing
     for p in range(n):
-        engine.kv_cache.kv[:, :, block_ids[p // bs], p % bs] = snapshot.kv[:, :, p]
+        engine.kv_cache.kv[block_ids[p // bs], p % bs] = snapshot.kv[p]
     request = Request(
         snapshot.request_id,
         list(snapshot.prompt_token_ids),

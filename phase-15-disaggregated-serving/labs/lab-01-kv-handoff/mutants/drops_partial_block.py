@@ -11,7 +11,7 @@ def import_request(engine, snapshot):
     block_ids = engine.block_pool.allocate(-(-n // bs))
     full = n // bs  # BUG: the n % bs tokens of the last block are skipped
     for i in range(full):
-        engine.kv_cache.kv[:, :, block_ids[i]] = snapshot.kv[:, :, i * bs : (i + 1) * bs]
+        engine.kv_cache.kv[block_ids[i]] = snapshot.kv[i * bs : (i + 1) * bs]
     request = Request(
         snapshot.request_id,
         list(snapshot.prompt_token_ids),

@@ -8,11 +8,7 @@ inherit_solution(globals())
 def export_request(engine, request_id):
     request = engine.requests[request_id]
     n = request.num_computed_tokens
-    kv = (
-        engine.kv_cache.kv.index_select(2, torch.tensor(request.block_table))
-        .flatten(2, 3)[:, :, :n]
-        .contiguous()
-    )
+    kv = engine.kv_cache.kv[torch.tensor(request.block_table)].flatten(0, 1)[:n]
     snapshot = RequestSnapshot(
         request_id=request_id,
         prompt_token_ids=tuple(request.prompt_token_ids),

@@ -24,7 +24,7 @@ def import_request(engine, snapshot):
         engine.block_pool._used.add(b)
     n, bs = snapshot.num_computed_tokens, engine.block_size
     for p in range(n):
-        engine.kv_cache.kv[:, :, block_ids[p // bs], p % bs] = snapshot.kv[:, :, p]
+        engine.kv_cache.kv[block_ids[p // bs], p % bs] = snapshot.kv[p]
     request = Request(
         snapshot.request_id,
         list(snapshot.prompt_token_ids),

@@ -84,9 +84,9 @@ def throughput(impl) -> None:
     src_buf = torch.randn(nbytes // 4)
     dst_buf = torch.empty_like(src_buf)
     handoff()  # warm up
-    clone_s = best_of(src_buf.clone, 7)
-    copy_s = best_of(lambda: dst_buf.copy_(src_buf), 7)
-    handoff_s = best_of(handoff, 7)
+    clone_s = best_of(src_buf.clone, 9)
+    copy_s = best_of(lambda: dst_buf.copy_(src_buf), 9)
+    handoff_s = best_of(handoff, 9)
     mib = nbytes / 2**20
     print(
         f"snapshot throughput: {n} tokens x {config.kv_bytes_per_token // 1024} KiB = {mib:.1f} MiB, block size {bs}"
@@ -123,7 +123,7 @@ def ship_vs_recompute(impl) -> None:
         def ship(engine=engine, rid=rid):
             impl.import_request(engine, impl.export_request(engine, rid))
 
-        ship_s = best_of(ship, 5)
+        ship_s = best_of(ship, 15)
         snap = impl.export_request(engine, rid)
         t0 = time.perf_counter()
         impl.readmit_by_recompute(engine, snap)

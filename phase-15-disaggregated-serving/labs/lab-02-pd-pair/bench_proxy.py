@@ -1,0 +1,181 @@
+"""What does the proxy cost? Latency added by the P/D proxy versus talking to decode directly.
+
+    .venv/bin/python phase-15-disaggregated-serving/labs/lab-02-pd-pair/bench_proxy.py [--impl solution]
+
+Not a test. Everything runs on this machine as separate processes on 127.0.0.1: a fake prefill (answers
+at once), a fake decode (streams --tokens tokens, --itl-ms apart), the proxy (``python -m pdpair.proxy``
+with the chosen implementation's policy) and this client. At each concurrency (1, 8, 32 closed-loop
+streams) it measures, in one run and interleaved round by round, three paths:
+
+- direct:  client -> decode                         (the baseline)
+- relay:   client -> proxy -> decode                (no prefill pool: the proxy's own relay cost)
+- handoff: client -> proxy -> prefill, then decode  (the full P/D handoff, prefill instant)
+
+and reports TTFT and end-to-end latency p50/p99 (nearest rank) per path, the added ms over direct and the
+ratio. The fakes do no compute, so every added millisecond is proxy work plus one extra loopback hop
+(two for the handoff) plus CPU contention between four processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import platform
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+LAB = Path(__file__).resolve().parent
+sys.path.insert(0, str(LAB))
+
+from pdpair import VLLM_VERSION  # noqa: E402
+from pdpair.client import stream_request  # noqa: E402
+
+
+def nearest_rank(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(p * len(ordered) / 100)) - 1]
+
+
+def start(args: list[str], deadline_s: float = 20.0) -> tuple[subprocess.Popen, str]:
+    env = dict(os.environ, PYTHONPATH=str(LAB), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=LAB, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if select.select([proc.stdout], [], [], 0.2)[0]:
+            line = proc.stdout.readline()
+            if "listening on " in line:
+                return proc, line.split("listening on ", 1)[1].strip()
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError(f"{args} did not start")
+
+
+async def one_round(session, url: str, concurrency: int, per_stream: int, tokens: int, tag: str):
+    ttft, itl, e2e = [], [], []
+
+    async def stream(k: int):
+        for j in range(per_stream):
+            body = {"model": "fake", "prompt": f"{tag}{k}-{j}", "max_tokens": tokens, "stream": True}
+            res = await stream_request(session, url, "/v1/completions", body, timeout_s=60)
+            if res.status != 200 or len(res.texts) != tokens:
+                raise RuntimeError(f"{tag}: bad answer {res.status} {res.error}")
+            ttft.append((res.arrivals[0] - res.sent_at) * 1e3)
+            e2e.append((res.arrivals[-1] - res.sent_at) * 1e3)
+            itl.extend((b - a) * 1e3 for a, b in zip(res.arrivals, res.arrivals[1:], strict=False))
+
+    await asyncio.gather(*(stream(k) for k in range(concurrency)))
+    return ttft, itl, e2e
+
+
+async def measure(paths: dict[str, str], levels: list[int], rounds: int, requests: int, tokens: int):
+    out: dict[int, dict[str, tuple[list[float], list[float], list[float]]]] = {}
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as session:
+        for c in levels:
+            per_stream = max(1, requests // (c * rounds))
+            acc = {name: ([], [], []) for name in paths}
+            for name, url in paths.items():  # warm-up: connections, code paths
+                await one_round(session, url, c, 1, tokens, f"warm-{name}-")
+            for r in range(rounds):  # interleaved so drift hits every path alike
+                for name, url in paths.items():
+                    got = await one_round(session, url, c, per_stream, tokens, f"{name}-{r}-")
+                    for into, values in zip(acc[name], got, strict=True):
+                        into.extend(values)
+            out[c] = acc
+    return out
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--impl", default="solution", help="solution | starter | path to an implementation")
+    parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--requests", type=int, default=256, help="requests per path per level (about)")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--itl-ms", type=float, default=5.0)
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+
+    print(
+        f"machine: {platform.machine()} {cpu_model()}, {os.cpu_count()} CPUs; {platform.system()} {platform.release()}"
+    )
+    print(
+        f"python {platform.python_version()}, aiohttp {aiohttp.__version__}; protocol of vLLM {VLLM_VERSION}"
+    )
+    print(f"workload: {args.tokens} tokens/stream, decode ITL {args.itl_ms} ms, prefill instant; "
+          f"~{args.requests} requests per path per level in {args.rounds} interleaved rounds")  # fmt: skip
+    procs = []
+    try:
+        p, prefill = start(["pdpair.fakes", "--role", "prefill"])
+        procs.append(p)
+        d, decode = start(["pdpair.fakes", "--role", "decode", "--itl", str(args.itl_ms / 1e3)])
+        procs.append(d)
+        x1, relay = start(["pdpair.proxy", "--impl", args.impl, "--decode", decode, "--port", "0"])
+        procs.append(x1)
+        x2, handoff = start(
+            ["pdpair.proxy", "--impl", args.impl, "--prefill", prefill, "--decode", decode, "--port", "0"]
+        )
+        procs.append(x2)
+        paths = {"direct": decode, "relay": relay, "handoff": handoff}
+        t0 = time.monotonic()
+        results = asyncio.run(measure(paths, levels, args.rounds, args.requests, args.tokens))
+        wall = time.monotonic() - t0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    print()
+    hdr = (f"{'conc':>4} {'path':<8} {'n':>4} | {'TTFT p50':>8} {'p99':>6} | {'ITL p50':>7} {'p99':>6} | "
+           f"{'e2e p50':>7} {'p99':>6} || added: {'TTFT p50':>8} {'p99':>6} | {'ITL p50':>7} {'p99':>6} | "
+           f"{'e2e p50':>7} {'p99':>6} | {'e2e p50, p99 ratio':>18}")  # fmt: skip
+    print(hdr)
+    print("-" * len(hdr))
+    for c, acc in results.items():
+        base = [nearest_rank(v, q) for v in acc["direct"] for q in (50, 99)]
+        for name, series in acc.items():
+            m = [nearest_rank(v, q) for v in series for q in (50, 99)]
+            line = (f"{c:>4} {name:<8} {len(series[0]):>4} | {m[0]:8.2f} {m[1]:6.2f} | {m[2]:7.2f} {m[3]:6.2f} | "
+                    f"{m[4]:7.2f} {m[5]:6.2f} ||")  # fmt: skip
+            if name == "direct":
+                print(line + " (the baseline; all times in ms)")
+                continue
+            a = [x - y for x, y in zip(m, base, strict=True)]
+            print(line + f"        {a[0]:+8.2f} {a[1]:+6.2f} | {a[2]:+7.2f} {a[3]:+6.2f} | {a[4]:+7.2f} {a[5]:+6.2f} |"
+                  f" {m[4] / base[4]:8.3f} {m[5] / base[5]:8.3f}")  # fmt: skip
+    print(
+        f"\nmeasured in {wall:.1f} s; added = path minus direct at the same percentile; ratio = path / direct"
+    )
+    print("ITL = gaps between SSE token events, pooled over requests; percentiles by nearest rank")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,18 +26,9 @@ import torch  # noqa: E402
 from minivllm import Engine, ModelConfig, Request, SamplingParams, TinyDecoder  # noqa: E402
 
 from labkit import impl as labimpl  # noqa: E402
+from labkit.machine import cpu_model  # noqa: E402
 
 LENGTHS = (128, 256, 512, 1024, 2048)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def best_of(fn, reps: int) -> float:

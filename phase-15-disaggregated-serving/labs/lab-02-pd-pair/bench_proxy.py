@@ -32,10 +32,12 @@ from pathlib import Path
 import aiohttp
 
 LAB = Path(__file__).resolve().parent
-sys.path.insert(0, str(LAB))
+sys.path[:0] = [str(LAB), str(LAB.parents[2])]  # pdpair, and labkit at the repository root
 
 from pdpair import VLLM_VERSION  # noqa: E402
 from pdpair.client import stream_request  # noqa: E402
+
+from labkit.machine import cpu_model  # noqa: E402
 
 
 def nearest_rank(values: list[float], p: float) -> float:
@@ -92,16 +94,6 @@ async def measure(paths: dict[str, str], levels: list[int], rounds: int, request
                         into.extend(values)
             out[c] = acc
     return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> int:

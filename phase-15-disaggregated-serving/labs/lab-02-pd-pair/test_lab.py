@@ -66,7 +66,7 @@ def test_cpu_pair_launch_plans_match_vllm_flags_exactly(impl):
         want = {
             "--model": model_dir, "--load-format": "dummy", "--skip-tokenizer-init": True, "--seed": "0",
             "--host": "127.0.0.1", "--port": port, "--dtype": "bfloat16", "--kv-cache-dtype": "auto",
-            "--block-size": "16", "--max-model-len": "2048", "--tensor-parallel-size": "1",
+            "--block-size": "32", "--max-model-len": "2048", "--tensor-parallel-size": "1",
         }  # fmt: skip
         assert flags == want, f"{name}: vLLM flags differ.\n want {want}\n got  {flags}"
         want_kv = {"kv_connector": "NixlConnector", "kv_role": role, "kv_buffer_device": "cpu",
@@ -172,7 +172,7 @@ def _names(hazards) -> list[str]:
 
 GOOD_VARIANTS = {
     "as_shipped": [],
-    "decode_block_multiple_of_prefill": [("decode", {"block_size": 32})],
+    "decode_block_multiple_of_prefill": [("decode", {"block_size": 64})],
     "auto_cache_dtype_equals_model_dtype": [("decode", {"kv_cache_dtype": "bfloat16"})],
     "dtype_alias": [("prefill", {"dtype": "bf16"})],
     "nixl_pull_alias": [("decode", {"connector": "NixlPullConnector"})],
@@ -201,7 +201,7 @@ BAD_PAIRS = {
     "num_layers_mismatch": [("decode", {"shape": replace(TINY, num_hidden_layers=6)})],
     "num_kv_heads_mismatch": [("prefill", {"shape": replace(TINY, num_key_value_heads=8)})],
     "head_size_mismatch": [("decode", {"shape": replace(TINY, head_dim=128)})],
-    "block_size_not_multiple": [("prefill", {"block_size": 32}), ("decode", {"block_size": 16})],
+    "block_size_not_multiple": [("prefill", {"block_size": 64}), ("decode", {"block_size": 32})],
     "tp_not_divisible": [("prefill", {"tensor_parallel_size": 2}), ("decode", {"tensor_parallel_size": 3})],
     "connector_mismatch": [("decode", {"connector": "LMCacheConnectorV1"})],
     "transfer_mode_mismatch": [("decode", {"connector": "NixlPushConnector"})],

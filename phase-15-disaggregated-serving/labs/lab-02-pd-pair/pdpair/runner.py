@@ -455,6 +455,11 @@ def main(argv: list[str] | None = None) -> int:
     hazards = impl.find_hazards(spec.prefill, spec.decode)
     for h in hazards:
         print(f"hazard {h.name}: {h.explanation}")
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # `kill <runner pid>` also stops both servers
     with run_pair(impl, spec) as pair:
         print(f"prefill {pair.prefill.url} ({pair.prefill.startup_s:.1f} s, log {pair.prefill.log_path})")
         print(f"decode  {pair.decode.url} ({pair.decode.startup_s:.1f} s, log {pair.decode.log_path})")

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from pdpair.proxy import ProxyConfig, ProxyThread
-from pdpair.spec import LaunchPlan, PairSpec, with_side
+from pdpair.spec import LaunchPlan, ModelShape, PairSpec, with_side
 
 LAB_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_LOG_DIR = LAB_DIR / "out" / "logs"
@@ -143,6 +143,11 @@ def prepare_spec(
         }
         if model is not None:
             changes["model"] = str(Path(model).resolve())
+            config = Path(model) / "config.json"
+            if config.is_file():  # what find_hazards and the byte counts see of the new model
+                changes["shape"] = ModelShape.from_hf_config(
+                    {**json.loads(config.read_text()), **s.hf_overrides}
+                )
         if weights == "random" and model is None:
             from pdpair.weights import materialize
 

@@ -339,7 +339,7 @@ class TestPair:
 
 class TestRecomputePair:
     @pytest.mark.lab02_task3
-    def test_drill_kv_load_failure_under_recompute_is_correct_but_slower(
+    def test_drill_kv_load_failure_under_recompute_is_correct_and_prefills_locally(
         self, impl, recompute_pair, references
     ):
         pair = recompute_pair
@@ -362,9 +362,8 @@ class TestRecomputePair:
         recomputed = metric(pair.decode.url, "vllm:prompt_tokens_by_source_total", **local) - before
         assert recomputed >= 1500 - pair.spec.decode.block_size, (
             f"decode must have computed the prompt itself (local_compute +{recomputed})")  # fmt: skip
-        assert res.seconds > healthy.seconds, (
-            f"recompute hides the failure but costs a local prefill: {res.seconds:.3f} s vs a healthy "
-            f"handoff's decode {healthy.seconds:.3f} s")  # fmt: skip
+        # "slower" is shown by the metric above (a local prefill of the whole prompt), not by a timed
+        # assertion: timings on a shared 2-core machine belong in benchmarks (README: drills).
 
 
 # ================================================================================ the mismatched pair

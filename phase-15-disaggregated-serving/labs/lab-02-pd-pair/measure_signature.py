@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cols = ["ttft_p50_ms", "long_ttft_p50_ms", "itl_p50_ms", "itl_p99_ms", "itl_p999_ms", "itl_max_ms",
             "gaps_over_250ms_pct", "short_tokens_per_s", "failed"]  # fmt: skip
-    print("\n| setup | " + " | ".join(cols) + " |\n|---" * (len(cols) + 1) + "|")
+    print("\n| setup | " + " | ".join(cols) + " |")
+    print("|" + "---|" * (len(cols) + 1))
     for name in [s for s in SETUPS if s in stats]:
         row = [stats[name][c] for c in cols]
         print(f"| {name} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in row) + " |")

@@ -70,8 +70,11 @@ def _cuda_available() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def task_count(it: pytest.Item) -> int:
+        return len({m.name for m in it.iter_markers() if TASK_MARKER.match(m.name)})
+
     unlabelled = [
-        it.nodeid for it in items if (_task_of(it) is None) == (it.get_closest_marker("ungraded") is None)
+        it.nodeid for it in items if task_count(it) + (it.get_closest_marker("ungraded") is not None) != 1
     ]
     if unlabelled:
         raise pytest.UsageError(

@@ -59,6 +59,18 @@ def test_graded_file_has_the_solution_public_api(lab: Path) -> None:
 
 
 @pytest.mark.ungraded
+@pytest.mark.parametrize("lab", LABS, ids=[lab.name for lab in LABS])
+def test_starter_has_the_solution_public_api(lab: Path) -> None:
+    """Whatever LAB_IMPL grades, the shipped starter must match the solution's API (CI runs the solution)."""
+    want, have = public_api(lab / "solution.py"), public_api(lab / "starter.py")
+    assert want == have, (
+        "starter.py must expose exactly the solution's public API; "
+        f"only in solution: {sorted(set(want) - set(have))}; only in starter: {sorted(set(have) - set(want))}; "
+        f"changed: {sorted(k for k in want.keys() & have.keys() if want[k] != have[k])}"
+    )
+
+
+@pytest.mark.ungraded
 def test_every_lab_is_present() -> None:
     names = [lab.name for lab in lab_dirs()]
     assert names == ["lab-01-kv-handoff", "lab-02-pd-pair", "lab-03-disagg-economics"], names

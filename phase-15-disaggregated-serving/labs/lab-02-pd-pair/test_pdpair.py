@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import select
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -17,6 +14,7 @@ import pytest
 import yaml
 from pdpair.client import get_text, metric_sum, parse_metrics, stream_request
 from pdpair.fakes import FakeDecode, FakePrefill, token_text
+from pdpair.procs import start_listening, stop_processes
 from pdpair.proxy import (
     METRIC_HELP,
     ErrorReply,
@@ -287,33 +285,14 @@ def test_proxy_thread_for_sync_callers():
 # ----------------------------------------------------------------------------------------------- CLI
 
 
-def _start(args: list[str], deadline_s: float = 15.0) -> tuple[subprocess.Popen, str]:
-    """Start ``python -m <args>`` in the lab folder; return it and the URL it prints."""
-    env = dict(os.environ, PYTHONPATH=str(LAB), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=LAB, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if ready:
-            line = proc.stdout.readline()
-            if "listening on " in line:
-                return proc, line.split("listening on ", 1)[1].strip()
-            if not line and proc.poll() is not None:
-                break
-    proc.kill()
-    _, err = proc.communicate(timeout=5)
-    raise AssertionError(f"{args} did not start within {deadline_s}s; stderr tail:\n{err[-2000:]}")
-
-
 def test_proxy_and_fakes_run_as_processes():
     procs: list[subprocess.Popen] = []
     try:
-        p, prefill_url = _start(["pdpair.fakes", "--role", "prefill"])
+        p, prefill_url = start_listening(["pdpair.fakes", "--role", "prefill"])
         procs.append(p)
-        d, decode_url = _start(["pdpair.fakes", "--role", "decode"])
+        d, decode_url = start_listening(["pdpair.fakes", "--role", "decode"])
         procs.append(d)
-        x, proxy_url = _start(["pdpair.proxy", "--impl", "solution", "--prefill", prefill_url, "--decode", decode_url,
+        x, proxy_url = start_listening(["pdpair.proxy", "--impl", "solution", "--prefill", prefill_url, "--decode", decode_url,
                                "--port", "0", "--prefill-timeout", "5"])  # fmt: skip
         procs.append(x)
         assert proxy_url.startswith("http://127.0.0.1:")
@@ -331,15 +310,4 @@ def test_proxy_and_fakes_run_as_processes():
 
         run(scenario())
     finally:
-        for proc in procs:  # only the processes this test started, by their pid
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-            for stream in (proc.stdout, proc.stderr):
-                if stream:
-                    stream.close()
+        stop_processes(procs)  # only the processes this test started, by their pid

@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
-import os
 import signal
 import sys
 import threading
@@ -479,17 +477,17 @@ LAB_DIR = Path(__file__).resolve().parent.parent
 
 
 def load_impl(value: str | None = None):
-    """The student's module: ``solution`` | ``starter`` (this lab's file) | a path (default: $LAB_IMPL)."""
-    value = (value or os.environ.get("LAB_IMPL") or "solution").strip()
-    path = LAB_DIR / f"{value}.py" if value in ("solution", "starter") else Path(value).resolve()
-    if not path.is_file():
-        raise SystemExit(f"no implementation file at {path} (use solution, starter or a path)")
-    name = f"pdpair_impl_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The student's module: ``solution`` | ``starter`` (this lab's file) | a path (default: $LAB_IMPL).
+
+    The same resolution and loading as the tests' ``impl`` fixture (labkit.impl), so a CLI and pytest
+    in one process share one module object.
+    """
+    from labkit import impl as labimpl
+
+    try:
+        return labimpl.load_module(labimpl.impl_path_for(LAB_DIR, value or labimpl.lab_impl_setting()))
+    except labimpl.LabImplError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 async def _serve(policy: Policy, config: ProxyConfig, upstreams: dict) -> None:

@@ -62,7 +62,7 @@ def explain(
         efficiency=efficiency,
         **kw,
     )
-    gbps = FABRICS[link].gbps if isinstance(link, str) and link in FABRICS else float(link)
+    gbps = impl.resolve_link_gbps(link)  # the same lookup the graded functions use
     lines = [
         f"model {model}, KV {kv_dtype}: {per_token:,} B/token",
         f"freight: {prompt_tokens:,} prompt tokens x {per_token:,} B = {d.kv_bytes:,} B "

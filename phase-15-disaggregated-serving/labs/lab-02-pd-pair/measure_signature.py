@@ -82,35 +82,40 @@ def summarize(impl, samples: list[Sample], duration_s: float) -> dict:
     }
 
 
-def run_setup(name: str, impl, spec, cfg: WorkloadConfig, local_max: int, warmup: WorkloadConfig) -> dict:
-    model = served_name(spec)
-    if name in ("colocated", "chunked"):
-        if name == "chunked":
-            for side in ("prefill", "decode"):
-                s = getattr(spec, side)
-                spec = with_side(spec, side, extra_args=[*s.extra_args, "--max-num-batched-tokens", "64"])
-        plans = impl.launch_plans(spec, python=sys.executable)
-        plans = [without_kv_transfer(plans[s], name=f"{name}-{s}") for s in ("prefill", "decode")]
-        started: list = []
-        try:
-            start_all(plans, DEFAULT_LOG_DIR, started=started)
-            targets = [inst.url for inst in started]
-            asyncio.run(run_workload(targets, model, warmup))
-            return {name: asyncio.run(run_workload(targets, model, cfg))}
-        finally:
-            stop_all(started)
+def measure(targets: list[str], model: str, cfg: WorkloadConfig, warmup: WorkloadConfig) -> list[Sample]:
+    asyncio.run(run_workload(targets, model, warmup))  # compile/cache warm-up, not measured
+    return asyncio.run(run_workload(targets, model, cfg))
+
+
+def run_colocated_setup(name: str, impl, spec, cfg: WorkloadConfig, warmup: WorkloadConfig) -> list[Sample]:
+    """`colocated` or `chunked`: both launch plans as plain instances (no connector), round-robin."""
+    if name == "chunked":
+        for side in ("prefill", "decode"):
+            s = getattr(spec, side)
+            spec = with_side(spec, side, extra_args=[*s.extra_args, "--max-num-batched-tokens", "64"])
+    plans = impl.launch_plans(spec, python=sys.executable)
+    plans = [without_kv_transfer(plans[s], name=f"{name}-{s}") for s in ("prefill", "decode")]
+    started: list = []
+    try:
+        start_all(plans, DEFAULT_LOG_DIR, started=started)
+        return measure([inst.url for inst in started], served_name(spec), cfg, warmup)
+    finally:
+        stop_all(started)
+
+
+def run_pd_setups(names: list[str], impl, spec, cfg, local_max: int, warmup) -> dict[str, list[Sample]]:
+    """`pd` and/or `pd-conditional` on ONE pair, each behind its own proxy."""
     results = {}
     with run_pair(impl, spec, with_proxy=False) as pair:
         pcfg = ProxyConfig(prefill_timeout_s=120.0, decode_timeout_s=120.0)
-        for setup in [s for s in ("pd", "pd-conditional") if s == name or name == "pd+"]:
+        for name in names:
             policy = (
                 impl.PDProxyPolicy([pair.prefill.url], [pair.decode.url])
-                if setup == "pd"
+                if name == "pd"
                 else ConditionalPolicy(impl, [pair.prefill.url], [pair.decode.url], local_max)
             )
             with ProxyThread(policy, pcfg) as proxy:
-                asyncio.run(run_workload([proxy.url], model, warmup))
-                results[setup] = asyncio.run(run_workload([proxy.url], model, cfg))
+                results[name] = measure([proxy.url], pair.model, cfg, warmup)
     return results
 
 
@@ -143,12 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     pd_setups = [s for s in ("pd", "pd-conditional") if s in setups]
     for name in todo:
         t0 = time.monotonic()
-        raw.update(run_setup(name, impl, spec, cfg, args.local_prefill_max, warmup))
+        raw[name] = run_colocated_setup(name, impl, spec, cfg, warmup)
         print(f"  {name}: measured ({time.monotonic() - t0:.0f} s with start-up)", flush=True)
     if pd_setups:
         t0 = time.monotonic()
-        raw.update(run_setup("pd+" if len(pd_setups) == 2 else pd_setups[0], impl, spec, cfg,
-                             args.local_prefill_max, warmup))  # fmt: skip
+        raw.update(run_pd_setups(pd_setups, impl, spec, cfg, args.local_prefill_max, warmup))
         print(f"  {', '.join(pd_setups)}: measured ({time.monotonic() - t0:.0f} s with start-up)", flush=True)
     stats = {name: summarize(impl, samples, cfg.duration_s) for name, samples in raw.items()}
 

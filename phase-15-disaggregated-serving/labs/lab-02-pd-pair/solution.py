@@ -294,14 +294,23 @@ class PDProxyPolicy:
     request to ``/v1/completions`` or ``/v1/chat/completions`` (after parsing its JSON).
 
     - Upstream choice: round-robin over each pool, independently (prefill 0,1,0,1...; decode 0,1,...).
+    - Conditional disaggregation (Dynamo's ``max_local_prefill_length``, llm-d's threshold): a prompt of at
+      most ``local_prefill_max_tokens`` tokens is prefilled on decode itself - see ``prefill_remotely``.
     - Degradation: see ``should_fall_back`` and ``handle``.
     """
 
-    def __init__(self, prefill_urls: Sequence[str], decode_urls: Sequence[str]) -> None:
-        """Keep the pools (``prefill_urls`` may be empty: decode alone). ValueError if no decode URL."""
-        # BEGIN SOLUTION lab-02 task 4: keep both pools and a round-robin cursor for each
+    def __init__(
+        self, prefill_urls: Sequence[str], decode_urls: Sequence[str], local_prefill_max_tokens: int = 0
+    ) -> None:
+        """Keep the pools (``prefill_urls`` may be empty: decode alone) and the local-prefill threshold
+        (0 = every prompt goes through prefill). ValueError if no decode URL or the threshold is negative.
+        """
+        # BEGIN SOLUTION lab-02 task 4: keep both pools, a round-robin cursor for each, and the threshold
         if not decode_urls:
             raise ValueError("a P/D proxy needs at least one decode upstream")
+        if local_prefill_max_tokens < 0:
+            raise ValueError(f"local_prefill_max_tokens must be >= 0, got {local_prefill_max_tokens}")
+        self.local_prefill_max_tokens = local_prefill_max_tokens
         self.prefill_urls = list(prefill_urls)
         self.decode_urls = list(decode_urls)
         self._next_prefill = 0
@@ -326,6 +335,28 @@ class PDProxyPolicy:
         return url
         # END SOLUTION
 
+    def prefill_remotely(self, body: dict) -> bool:
+        """True if this request should take the prefill hop; False = decode prefills it locally.
+
+        Local only when the threshold is set (> 0) and the prompt is a list of token ids no longer than
+        ``local_prefill_max_tokens`` (inclusive): a
+        short prompt costs decode one small step, less than the handoff's extra hop and KV pull would add
+        to its TTFT. Text prompts and chat messages always go remote: the proxy does not tokenize, so it
+        cannot know their length in tokens (a router with a tokenizer would count them).
+        """
+        # BEGIN SOLUTION lab-02 task 4: short token-id prompts stay on decode; everything else is handed off
+        prompt = body.get("prompt")
+        is_token_ids = isinstance(prompt, list) and all(
+            isinstance(t, int) and not isinstance(t, bool) for t in prompt
+        )
+        short = (
+            0 < self.local_prefill_max_tokens
+            and is_token_ids
+            and len(prompt) <= self.local_prefill_max_tokens
+        )
+        return not short
+        # END SOLUTION
+
     def should_fall_back(self, error: UpstreamError) -> bool:
         """After a failed prefill hop: True = serve the request from decode alone.
 
@@ -343,6 +374,8 @@ class PDProxyPolicy:
     async def handle(self, ctx: ProxyContext, path: str, body: dict, request_id: str) -> Relay | ErrorReply:
         """Walk one request through the handoff; return what the client gets.
 
+        0. ``prefill_remotely(body)`` False -> straight to a decode upstream with the client's body:
+           ``Relay(stream, mode="local", reason="short_prompt")``; no prefill is chosen (its cursor stays).
         1. Choose a prefill (none -> fallback, reason "no_prefill") and a decode upstream.
         2. Prefill hop: ``ctx.post_json("prefill", url, path, *prefill_request(body, request_id))``.
            On ``UpstreamError``: ``should_fall_back`` -> fallback with reason = ``error.kind``; otherwise
@@ -350,16 +383,19 @@ class PDProxyPolicy:
            An answer without ``kv_transfer_params`` -> fallback, reason "no_kv_transfer_params".
         3. Decode hop with the SAME ``X-Request-Id``: ``ctx.open_stream("decode", url, path, b, headers)``
            where b = ``decode_request(body, answer)``, or the client's original body when falling back.
-        4. Return ``Relay(stream, mode="disaggregated" | "fallback", reason=..., prefill_url=...)``.
+        4. Return ``Relay(stream, mode="disaggregated" | "fallback" | "local", reason=..., prefill_url=...)``.
            If the decode hop raises ``UpstreamError``: ``ErrorReply(503, {"error": {"message": ...,
            "type": "decode_unavailable", "upstream": <decode url>, "kind": error.kind}})`` - never a 200.
         """
         # BEGIN SOLUTION lab-02 task 4: prefill, then decode with its kv_transfer_params; degrade gracefully
         headers = {"X-Request-Id": request_id}
-        prefill_url = self.choose_prefill()
+        remote = self.prefill_remotely(body)
+        prefill_url = self.choose_prefill() if remote else None
         decode_url = self.choose_decode()
         decode_body, mode, reason = body, "disaggregated", None
-        if prefill_url is None:
+        if not remote:
+            mode, reason = "local", "short_prompt"
+        elif prefill_url is None:
             mode, reason = "fallback", "no_prefill"
         else:
             pbody, pheaders = prefill_request(body, request_id)

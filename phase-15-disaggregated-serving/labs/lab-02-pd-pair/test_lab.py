@@ -374,7 +374,7 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def pd_stack(impl, n_prefill=1, n_decode=1, prefill_kw=None, decode_kw=None, **config):
+async def pd_stack(impl, n_prefill=1, n_decode=1, prefill_kw=None, decode_kw=None, policy_kw=None, **config):
     prefills = [FakePrefill(**(prefill_kw or {})) for _ in range(n_prefill)]
     decodes = [FakeDecode(prefills=prefills, **(decode_kw or {})) for _ in range(n_decode)]
     started = []
@@ -383,7 +383,7 @@ async def pd_stack(impl, n_prefill=1, n_decode=1, prefill_kw=None, decode_kw=Non
         for fake in prefills + decodes:
             await fake.start()
             started.append(fake)
-        policy = impl.PDProxyPolicy([p.url for p in prefills], [d.url for d in decodes])
+        policy = impl.PDProxyPolicy([p.url for p in prefills], [d.url for d in decodes], **(policy_kw or {}))
         proxy = ProxyServer(policy, ProxyConfig(**config))
         await proxy.start()
         async with aiohttp.ClientSession() as session:
@@ -665,6 +665,71 @@ def test_decode_alone_when_there_is_no_prefill_pool(impl):
             res = await s.call(body)
             assert_complete(res, body, "no prefill upstreams")
             assert res.headers.get("X-PD-Fallback-Reason") == "no_prefill", res.headers
+
+    run(scenario())
+
+
+def ids(n: int, start: int = 100) -> list[int]:
+    return list(range(start, start + n))
+
+
+PREFILL_REMOTELY_CASES = [  # (threshold, prompt, remote?)
+    (4, ids(3), False),
+    (4, ids(4), False),  # the threshold is inclusive: "at most N tokens" stay local
+    (4, ids(5), True),
+    (0, ids(1), True),  # 0 switches the rule off: every prompt is handed off
+    (4, "hi", True),  # text: the proxy cannot count its tokens
+    (4, [ids(2), ids(2)], True),  # a batch of prompts is not a token-id list
+    (4, [True, 5], True),  # bools are not token ids
+    (2000, ids(1500), False),
+    (1000, ids(1001), True),  # Dynamo's default max_local_prefill_length is 1000
+]
+
+
+@pytest.mark.lab02_task4
+@pytest.mark.parametrize(("threshold", "prompt", "remote"), PREFILL_REMOTELY_CASES,
+                         ids=[f"max{t}-{type(p).__name__}{len(p)}-{'remote' if r else 'local'}"
+                              for t, p, r in PREFILL_REMOTELY_CASES])  # fmt: skip
+def test_prefill_remotely_is_the_conditional_rule(impl, threshold, prompt, remote):
+    policy = impl.PDProxyPolicy(["http://p"], ["http://d"], local_prefill_max_tokens=threshold)
+    got = policy.prefill_remotely({"model": "m", "prompt": prompt, "max_tokens": 4})
+    assert got is remote, (
+        f"a prompt of {len(prompt)} {'token ids' if isinstance(prompt, list) else 'characters'} with "
+        f"local_prefill_max_tokens={threshold} must go {'through prefill' if remote else 'straight to decode'}; "
+        f"prefill_remotely returned {got!r}")  # fmt: skip
+    assert impl.PDProxyPolicy(["http://p"], ["http://d"]).prefill_remotely({"prompt": ids(1)}) is True, (
+        "the default threshold is 0: without it every request is handed off (part 1's behaviour)")  # fmt: skip
+    with pytest.raises(ValueError, match="local_prefill_max_tokens"):
+        impl.PDProxyPolicy(["http://p"], ["http://d"], local_prefill_max_tokens=-1)
+
+
+@pytest.mark.lab02_task4
+def test_conditional_rule_short_prompts_skip_prefill_long_ones_are_handed_off(impl):
+    async def scenario():
+        async with pd_stack(impl, n_prefill=2, policy_kw={"local_prefill_max_tokens": 4}) as s:
+            plan = [("long-a", ids(9, 10), "disaggregated"), ("short", ids(4, 20), "local"),
+                    ("long-b", ids(5, 30), "disaggregated"), ("text", "a text prompt", "disaggregated"),
+                    ("tiny", ids(1, 40), "local")]  # fmt: skip
+            for tag, prompt, mode in plan:
+                body = {"model": "tiny", "prompt": prompt, "max_tokens": 3, "stream": True}
+                sent = copy.deepcopy(body)
+                res = await s.call(body)
+                assert_complete(res, body, f"{tag} ({len(prompt)} long)")
+                assert res.headers.get("X-PD-Mode") == mode, (
+                    f"{tag}: X-PD-Mode must be {mode!r}, got {res.headers.get('X-PD-Mode')!r}")  # fmt: skip
+                if mode == "local":
+                    assert s.decodes[0].requests[-1].body == sent, (
+                        f"{tag}: a local prefill sends decode the client's body untouched, got "
+                        f"{s.decodes[0].requests[-1].body}")  # fmt: skip
+            per_prefill = [len(p.requests) for p in s.prefills]
+            assert per_prefill == [2, 1], (
+                f"only the 3 long/text requests reach prefill, round-robin over both (2, 1): local requests "
+                f"must not consume a prefill turn; got {per_prefill}")  # fmt: skip
+            got = [await s.metric(m) for m in
+                   ("pdproxy_handoffs_total", "pdproxy_local_prefills_total", "pdproxy_fallbacks_total")]  # fmt: skip
+            assert got == [3, 2, 0], (
+                f"handoffs / local prefills / fallbacks must be 3 / 2 / 0 (a short prompt is a choice, not a "
+                f"failure), got {got}")  # fmt: skip
 
     run(scenario())
 

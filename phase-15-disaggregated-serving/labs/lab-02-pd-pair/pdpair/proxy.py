@@ -9,7 +9,8 @@ flow, and what to do when a side fails. This module does everything else:
   (``post_json`` for the prefill hop, ``open_stream`` for the decode hop), which raise ``UpstreamError``;
 - the relay of what the policy returns: an SSE stream is passed through chunk by chunk as it arrives, a
   JSON answer is read whole then forwarded; ``X-Request-Id``, ``X-PD-Mode`` and ``X-PD-Fallback-Reason``
-  headers tell the client what happened; a decode that dies mid-stream ends the SSE stream with an
+  headers tell the client what happened, and ``Server-Timing`` how long each hop took (``prefill;dur=``
+  the whole prefill call, ``decode;dur=`` until decode's headers, in ms); a decode that dies mid-stream ends the SSE stream with an
   ``error`` event; a client that disconnects cancels the upstream request (its connection is closed);
 - counters: requests, responses by status, handoffs, fallbacks by reason, upstream errors by role,
   upstream and kind, client disconnects, policy errors;
@@ -34,6 +35,7 @@ import json
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -44,7 +46,7 @@ import aiohttp
 from aiohttp import web
 
 ROUTES = ("/v1/completions", "/v1/chat/completions")
-MODES = ("disaggregated", "fallback")
+MODES = ("disaggregated", "fallback", "local")
 SSE = "text/event-stream"
 
 
@@ -83,11 +85,14 @@ class UpstreamStream:
 
 @dataclass
 class Relay:
-    """Policy answer: relay ``stream`` to the client. ``mode`` is "disaggregated" or "fallback"."""
+    """Policy answer: relay ``stream`` to the client. ``mode``: "disaggregated" (prefill then decode),
+    "fallback" (prefill failed or absent: decode alone) or "local" (decode alone by choice: a short prompt)."""
 
     stream: UpstreamStream
     mode: str
-    reason: str | None = None  # why it fell back (e.g. the UpstreamError kind), None when disaggregated
+    reason: str | None = (
+        None  # why decode served alone (an UpstreamError kind, "short_prompt"); None when disaggregated
+    )
     prefill_url: str | None = None
 
 
@@ -125,6 +130,7 @@ METRIC_HELP = {
         "counter",
         "Requests sent to decode alone (decode prefilled locally), by reason.",
     ),
+    "pdproxy_local_prefills_total": ("counter", "Requests sent to decode alone by choice (short prompts)."),
     "pdproxy_upstream_errors_total": ("counter", "Failed upstream calls, by role, upstream and kind."),
     "pdproxy_client_disconnects_total": ("counter", "Clients that went away before their answer ended."),
     "pdproxy_policy_errors_total": ("counter", "Unexpected exceptions raised by the proxy policy."),
@@ -178,6 +184,7 @@ class ProxyContext:
     def __init__(self, session: aiohttp.ClientSession, config: ProxyConfig, metrics: Metrics) -> None:
         self._session, self.config, self._metrics = session, config, metrics
         self._opened: list[UpstreamStream] = []
+        self.hop_ms: dict[str, float] = {}  # role -> duration of its last call (for Server-Timing)
 
     def _fail(self, role: str, url: str, kind: str, **kw: Any) -> UpstreamError:
         self._metrics.inc("pdproxy_upstream_errors_total", role=role, upstream=url, kind=kind)
@@ -201,6 +208,7 @@ class ProxyContext:
         timeout = aiohttp.ClientTimeout(
             total=self.config.prefill_timeout_s, sock_connect=self.config.connect_timeout_s
         )
+        started = time.perf_counter()
         try:
             async with self._session.post(url + path, json=body, headers=headers, timeout=timeout) as resp:
                 if resp.status >= 400:
@@ -213,6 +221,8 @@ class ProxyContext:
             ) from None
         except aiohttp.ClientError as exc:
             raise self._fail(role, url, "unreachable", detail=type(exc).__name__) from None
+        finally:
+            self.hop_ms[role] = (time.perf_counter() - started) * 1e3
         try:
             answer = json.loads(raw)
         except ValueError:
@@ -232,6 +242,7 @@ class ProxyContext:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.config.connect_timeout_s, sock_read=self.config.decode_timeout_s
         )
+        started = time.perf_counter()
         try:
             resp = await self._session.post(url + path, json=body, headers=headers, timeout=timeout)
         except TimeoutError:
@@ -240,6 +251,8 @@ class ProxyContext:
             ) from None
         except aiohttp.ClientError as exc:
             raise self._fail(role, url, "unreachable", detail=type(exc).__name__) from None
+        finally:
+            self.hop_ms[role] = (time.perf_counter() - started) * 1e3
         if resp.status >= 500:
             err_body = await self._error_body(resp)
             resp.close()
@@ -367,9 +380,11 @@ class ProxyServer:
                 )
             if reply.mode == "disaggregated":
                 self.metrics.inc("pdproxy_handoffs_total")
+            elif reply.mode == "local":
+                self.metrics.inc("pdproxy_local_prefills_total")
             else:
                 self.metrics.inc("pdproxy_fallbacks_total", reason=reply.reason or "unspecified")
-            return await self._relay(request, reply, request_id)
+            return await self._relay(request, reply, request_id, ctx.hop_ms)
         finally:
             ctx._close_all()
             self.metrics.inc("pdproxy_inflight_requests", -1)
@@ -379,10 +394,13 @@ class ProxyServer:
         self.metrics.inc("pdproxy_policy_errors_total")
         return self._respond(_json_error(500, f"proxy policy error: {exc!r}", "proxy_policy_error"))
 
-    async def _relay(self, request: web.Request, reply: Relay, request_id: str) -> web.StreamResponse:
+    async def _relay(
+        self, request: web.Request, reply: Relay, request_id: str, hop_ms: dict[str, float]
+    ) -> web.StreamResponse:
         up = reply.stream
-        headers = {"X-Request-Id": request_id, "X-PD-Mode": reply.mode, "X-PD-Decode-Upstream": up.url}
-        if reply.reason:
+        headers = {"X-Request-Id": request_id, "X-PD-Mode": reply.mode, "X-PD-Decode-Upstream": up.url,
+                   "Server-Timing": ", ".join(f"{role};dur={ms:.2f}" for role, ms in hop_ms.items())}  # fmt: skip
+        if reply.reason and reply.mode == "fallback":
             headers["X-PD-Fallback-Reason"] = reply.reason
         if not up.content_type.startswith(SSE):
             # a JSON answer: read it whole first, so a decode that dies midway becomes a clean 502

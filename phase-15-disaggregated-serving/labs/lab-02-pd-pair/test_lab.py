@@ -721,10 +721,12 @@ def test_conditional_rule_short_prompts_skip_prefill_long_ones_are_handed_off(im
                     assert s.decodes[0].requests[-1].body == sent, (
                         f"{tag}: a local prefill sends decode the client's body untouched, got "
                         f"{s.decodes[0].requests[-1].body}")  # fmt: skip
-            per_prefill = [len(p.requests) for p in s.prefills]
-            assert per_prefill == [2, 1], (
-                f"only the 3 long/text requests reach prefill, round-robin over both (2, 1): local requests "
-                f"must not consume a prefill turn; got {per_prefill}")  # fmt: skip
+            per_prefill = [[r.body["prompt"] for r in p.requests] for p in s.prefills]
+            want = [[plan[0][1], plan[3][1]], [plan[2][1]]]
+            assert per_prefill == want, (
+                "only the long and text prompts reach prefill, round-robin over both (long-a and text on the "
+                "first, long-b on the second): a local request must not use up a prefill turn; got "
+                f"{[[str(x)[:20] for x in got] for got in per_prefill]}")  # fmt: skip
             got = [await s.metric(m) for m in
                    ("pdproxy_handoffs_total", "pdproxy_local_prefills_total", "pdproxy_fallbacks_total")]  # fmt: skip
             assert got == [3, 2, 0], (

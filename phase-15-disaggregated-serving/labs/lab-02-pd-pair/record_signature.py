@@ -1,5 +1,5 @@
 """Record the disaggregation signature on real vLLM servers: one JSONL capture per setup and run, plus a
-manifest (needs the vllm tier; `make record`, ~35 min on 2 cores with the defaults).
+manifest (needs the vllm tier; `make record`: 1530 s = 25.5 min on 2 cores with the defaults).
 
     python record_signature.py                          # all setups, 2 runs, 120 s each -> captures/cpu-2core
     python record_signature.py --duration 10 --runs 1 --out out/smoke       # a quick look
@@ -45,7 +45,6 @@ from pdpair.capture import (  # noqa: E402
     load_capture,
     read_records,
     summarize,
-    timings,
     write_records,
 )
 from pdpair.client import metric_sum  # noqa: E402
@@ -272,26 +271,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(impl, directory: Path) -> None:
     """Each run's figures, and YOUR signature() of each P/D setup against each colocated one."""
+    from plot_signature import print_signatures, print_table  # noqa: PLC0415 - the lab's reader of captures
+
     manifest, runs = load_capture(directory)
-    cols = ["ttft_p50_ms", "long_ttft_p50_ms", "itl_p50_ms", "itl_p99_ms", "itl_p999_ms", "itl_max_ms",
-            "gaps_over_250ms_pct", "short_tokens_per_s", "failed"]  # fmt: skip
-    print("| setup | run | " + " | ".join(cols) + " |")
-    print("|---|---|" + "---|" * len(cols))
-    for setup in manifest["setups"]:
-        for run in manifest["runs"]:
-            row = manifest["results"][setup][str(run)]
-            print(
-                f"| {setup} | {run} | "
-                + " | ".join("-" if row[c] is None else f"{row[c]:g}" for c in cols)
-                + " |"
-            )
-    for before in [s for s in manifest["setups"] if s.startswith("colocated")]:
-        for after in [s for s in manifest["setups"] if s.startswith("pd")]:
-            for run in manifest["runs"]:
-                sig = impl.signature(timings(impl, runs[(before, run)]), timings(impl, runs[(after, run)]))
-                print(f"signature {before} -> {after} (run {run}): TTFT p50 {sig.ttft_change_pct:+.0f}%, "
-                      f"ITL p50 x{sig.itl_p50_ratio:.2f}, ITL p99 x{sig.itl_p99_ratio:.2f} "
-                      f"({sig.itl_p99_before_s * 1e3:.0f} -> {sig.itl_p99_after_s * 1e3:.0f} ms)")  # fmt: skip
+    print_table(manifest)
+    print_signatures(impl, manifest, runs)
 
 
 if __name__ == "__main__":

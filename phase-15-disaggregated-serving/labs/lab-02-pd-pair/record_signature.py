@@ -52,6 +52,7 @@ from pdpair.proxy import ProxyConfig, ProxyThread, load_impl  # noqa: E402
 from pdpair.runner import (  # noqa: E402
     DEFAULT_LOG_DIR,
     get_text,
+    on_cuda,
     prepare_spec,
     served_name,
     start_all,
@@ -74,17 +75,12 @@ NIXL_METRICS = ("vllm:nixl_xfer_time_seconds_count", "vllm:nixl_xfer_time_second
                 "vllm:nixl_bytes_transferred_sum")  # fmt: skip
 
 
-def setup_spec(spec, setup: str, device: str):
-    """Per-side changes for this setup: a chunk budget, and one GPU per instance on CUDA."""
-    for i, side in enumerate(("prefill", "decode")):
-        s = getattr(spec, side)
-        changes = {}
-        if setup == "colocated-chunk64":
-            changes["extra_args"] = [*s.extra_args, "--max-num-batched-tokens", "64"]
-        if device == "cuda":
-            changes.update(device="cuda", kv_buffer_device="cuda", cpu_cores=None, cpu_kvcache_space_gib=None,
-                           cuda_devices=str(i))  # fmt: skip
-        spec = with_side(spec, side, **changes)
+def setup_spec(spec, setup: str):
+    """This setup's change to the prepared spec: the chunk budget of colocated-chunk64."""
+    if setup == "colocated-chunk64":
+        for side in ("prefill", "decode"):
+            extra = [*getattr(spec, side).extra_args, "--max-num-batched-tokens", "64"]
+            spec = with_side(spec, side, extra_args=extra)
     return spec
 
 
@@ -125,9 +121,8 @@ def record_one(impl, spec, setup: str, cfg: WorkloadConfig, local_max: int, log_
         pcfg = ProxyConfig(prefill_timeout_s=cfg.request_timeout_s, decode_timeout_s=cfg.request_timeout_s)
         with ProxyThread(policy, pcfg) as proxy:
             warm = dataclasses.replace(cfg, duration_s=WARMUP_S, seed=cfg.seed + 1000)
-            asyncio.run(
-                run_workload([proxy.url], served_name(spec), warm)
-            )  # compile and caches, not measured
+            # the warm-up fills compile caches; it is not measured
+            asyncio.run(run_workload([proxy.url], served_name(spec), warm))
             before = _nixl(plans)
             t0 = time.monotonic()
             samples = asyncio.run(_measure([proxy.url], served_name(spec), cfg, f"{setup} seed {cfg.seed}"))
@@ -207,9 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(setups) - set(SETUPS):
         ap.error(f"unknown setups {sorted(unknown)}; choose from {list(SETUPS)}")
     impl = load_impl(args.impl)
-    spec = prepare_spec(
-        load_pair_spec(args.spec), enforce_eager=False, model=args.model, weights=args.weights
-    )
+    spec = load_pair_spec(args.spec)
+    if args.device == "cuda":  # before prepare_spec, so it adds no CPU pinning and no CPU NIXL fix
+        spec = on_cuda(spec, devices=("0", "1"))  # one GPU per instance, as one core per instance on CPU
+    spec = prepare_spec(spec, enforce_eager=False, model=args.model, weights=args.weights)
     base = WorkloadConfig(streams=args.streams, long_every_s=args.long_every, long_prompt_tokens=args.long_prompt,
                           duration_s=args.duration)  # fmt: skip
     out = Path(args.out)
@@ -223,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(base, seed=run)  # the same prompts for every setup of this run
         for setup in setups:
             t = time.monotonic()
-            rec = record_one(impl, setup_spec(spec, setup, args.device), setup, cfg, args.local_prefill_max,
+            rec = record_one(impl, setup_spec(spec, setup), setup, cfg, args.local_prefill_max,
                              DEFAULT_LOG_DIR)  # fmt: skip
             write_records(capture_file(out, setup, run), rec.pop("records"))
             stats = summarize(read_records(capture_file(out, setup, run)), cfg.duration_s)

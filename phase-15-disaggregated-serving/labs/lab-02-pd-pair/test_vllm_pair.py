@@ -36,7 +36,7 @@ import aiohttp
 import pytest
 from pdpair.client import metric_sum, stream_request
 from pdpair.proxy import ProxyConfig, ProxyThread
-from pdpair.runner import get_text, prepare_spec, run_colocated, run_pair
+from pdpair.runner import get_text, on_cuda, prepare_spec, run_colocated, run_pair, served_name
 from pdpair.spec import load_pair_spec, with_side
 
 pytestmark = pytest.mark.vllm
@@ -166,11 +166,7 @@ def device(request) -> str:
 def base_spec(device: str):
     """pair.cpu.yaml as shipped; on CUDA only device, buffers and (optionally) the model change."""
     spec = load_pair_spec(CPU_YAML)
-    if device == "cuda":
-        for side in ("prefill", "decode"):
-            spec = with_side(spec, side, device="cuda", kv_buffer_device="cuda", cpu_cores=None,
-                             cpu_kvcache_space_gib=None, cuda_devices="0")  # fmt: skip
-    return spec
+    return on_cuda(spec) if device == "cuda" else spec
 
 
 def runnable(spec, device: str):
@@ -185,7 +181,7 @@ def references(impl, device) -> dict[str, list[int]]:
     spec = runnable(base_spec(device), device)
     out: dict[str, list[int]] = {}
     with run_colocated(impl, spec, log_dir=LOG_DIR) as baseline:
-        model = spec.prefill.extra_args[spec.prefill.extra_args.index("--served-model-name") + 1]
+        model = served_name(spec)
         for name, prompt in PROMPTS.items():
             if name.startswith("mismatch") or name == "decode-killed":
                 continue

@@ -10,8 +10,8 @@ flow, and what to do when a side fails. This module does everything else:
 - the relay of what the policy returns: an SSE stream is passed through chunk by chunk as it arrives, a
   JSON answer is read whole then forwarded; ``X-Request-Id``, ``X-PD-Mode`` and ``X-PD-Fallback-Reason``
   headers tell the client what happened, and ``Server-Timing`` how long each hop took (``prefill;dur=``
-  the whole prefill call, ``decode;dur=`` until decode's headers, in ms); a decode that dies mid-stream ends the SSE stream with an
-  ``error`` event; a client that disconnects cancels the upstream request (its connection is closed);
+  the whole prefill call, ``decode;dur=`` until decode's headers, in ms); a decode that dies mid-stream
+  ends the SSE stream with an ``error`` event; a client that disconnects cancels the upstream request (its connection is closed);
 - counters: requests, responses by status, handoffs, fallbacks by reason, upstream errors by role,
   upstream and kind, client disconnects, policy errors;
 - policy errors: an unexpected exception from the policy is answered with a 500 AND recorded; tests call
@@ -38,6 +38,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -86,13 +87,13 @@ class UpstreamStream:
 @dataclass
 class Relay:
     """Policy answer: relay ``stream`` to the client. ``mode``: "disaggregated" (prefill then decode),
-    "fallback" (prefill failed or absent: decode alone) or "local" (decode alone by choice: a short prompt)."""
+    "fallback" (prefill failed or absent: decode alone) or "local" (decode alone by choice: a short
+    prompt). ``reason``: why decode served alone (an UpstreamError kind, "short_prompt"); None when
+    disaggregated."""
 
     stream: UpstreamStream
     mode: str
-    reason: str | None = (
-        None  # why decode served alone (an UpstreamError kind, "short_prompt"); None when disaggregated
-    )
+    reason: str | None = None
     prefill_url: str | None = None
 
 
@@ -186,6 +187,15 @@ class ProxyContext:
         self._opened: list[UpstreamStream] = []
         self.hop_ms: dict[str, float] = {}  # role -> duration of its last call (for Server-Timing)
 
+    @contextlib.contextmanager
+    def _timed(self, role: str) -> Iterator[None]:
+        """Record how long the block took as this role's hop, whether it succeeded or raised."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.hop_ms[role] = (time.perf_counter() - started) * 1e3
+
     def _fail(self, role: str, url: str, kind: str, **kw: Any) -> UpstreamError:
         self._metrics.inc("pdproxy_upstream_errors_total", role=role, upstream=url, kind=kind)
         return UpstreamError(role, url, kind, **kw)
@@ -208,21 +218,21 @@ class ProxyContext:
         timeout = aiohttp.ClientTimeout(
             total=self.config.prefill_timeout_s, sock_connect=self.config.connect_timeout_s
         )
-        started = time.perf_counter()
         try:
-            async with self._session.post(url + path, json=body, headers=headers, timeout=timeout) as resp:
-                if resp.status >= 400:
-                    err_body = await self._error_body(resp)
-                    raise self._fail(role, url, "http_error", status=resp.status, body=err_body)
-                raw = await resp.read()
+            with self._timed(role):
+                async with self._session.post(
+                    url + path, json=body, headers=headers, timeout=timeout
+                ) as resp:
+                    if resp.status >= 400:
+                        err_body = await self._error_body(resp)
+                        raise self._fail(role, url, "http_error", status=resp.status, body=err_body)
+                    raw = await resp.read()
         except TimeoutError:
             raise self._fail(
                 role, url, "timeout", detail=f"no answer within {self.config.prefill_timeout_s}s"
             ) from None
         except aiohttp.ClientError as exc:
             raise self._fail(role, url, "unreachable", detail=type(exc).__name__) from None
-        finally:
-            self.hop_ms[role] = (time.perf_counter() - started) * 1e3
         try:
             answer = json.loads(raw)
         except ValueError:
@@ -242,17 +252,15 @@ class ProxyContext:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.config.connect_timeout_s, sock_read=self.config.decode_timeout_s
         )
-        started = time.perf_counter()
         try:
-            resp = await self._session.post(url + path, json=body, headers=headers, timeout=timeout)
+            with self._timed(role):
+                resp = await self._session.post(url + path, json=body, headers=headers, timeout=timeout)
         except TimeoutError:
             raise self._fail(
                 role, url, "timeout", detail=f"no headers within {self.config.decode_timeout_s}s"
             ) from None
         except aiohttp.ClientError as exc:
             raise self._fail(role, url, "unreachable", detail=type(exc).__name__) from None
-        finally:
-            self.hop_ms[role] = (time.perf_counter() - started) * 1e3
         if resp.status >= 500:
             err_body = await self._error_body(resp)
             resp.close()

@@ -174,6 +174,15 @@ def prepare_spec(
     return spec
 
 
+def on_cuda(spec: PairSpec, devices: tuple[str, str] = ("0", "0")) -> PairSpec:
+    """The same pair on CUDA: device and KV buffers on cuda, no CPU pinning or CPU KV space, and
+    ``CUDA_VISIBLE_DEVICES`` per side (``devices`` = prefill's, decode's; the same GPU by default)."""
+    for side, gpu in zip(("prefill", "decode"), devices, strict=True):
+        spec = with_side(spec, side, device="cuda", kv_buffer_device="cuda", cpu_cores=None,
+                         cpu_kvcache_space_gib=None, cuda_devices=gpu)  # fmt: skip
+    return spec
+
+
 def served_name(spec: PairSpec) -> str:
     """The ``model`` field clients must send (the ``--served-model-name`` prepare_spec added)."""
     args = spec.decode.extra_args

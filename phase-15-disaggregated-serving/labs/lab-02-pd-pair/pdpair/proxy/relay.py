@@ -56,8 +56,14 @@ def event_end(buf: bytes) -> int:
     return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
 
 
-def relay_headers(reply: Relay, request_id: str, hop_ms: dict[str, float]) -> dict[str, str]:
-    headers = {"X-Request-Id": request_id, "X-PD-Mode": reply.mode,
+def relay_headers(
+    reply: Relay, request_id: str, hop_ms: dict[str, float], client_id: str | None = None
+) -> dict[str, str]:
+    """``X-Request-Id`` (the client's own, echoed; else the upstream id), ``X-PD-Upstream-Request-Id``
+    (the unique id both hops carried), ``X-PD-Mode``, ``X-PD-Decode-Upstream`` (redacted),
+    ``Server-Timing`` and, for a fallback, ``X-PD-Fallback-Reason``."""
+    headers = {"X-Request-Id": client_id or request_id, "X-PD-Upstream-Request-Id": request_id,
+               "X-PD-Mode": reply.mode,
                "X-PD-Decode-Upstream": redact_url(reply.stream.url),
                "Server-Timing": ", ".join(f"{role};dur={ms:.2f}" for role, ms in hop_ms.items())}  # fmt: skip
     if reply.reason and reply.mode == "fallback":

@@ -93,6 +93,27 @@ def parse_body(raw: bytes, charset: str | None, max_depth: int) -> dict:
     return body
 
 
+def upstream_request_id(client_id: str | None) -> str:
+    """The id both hops of one request carry upstream (``X-Request-Id``): unique per request.
+
+    Never the client's header alone: two clients may send the same ``X-Request-Id`` at once, and vLLM
+    keys state by it (0.32 ``v1/engine/output_processor.py`` ``abort_requests``: aborting an external id
+    aborts every request that used it; ``v1/engine/input_processor.py`` ``assign_request_id`` warns that
+    duplicate ids "may cause failures" when its randomisation is off). A short, plain client id
+    (``[A-Za-z0-9_.:-]``, up to 64 chars) is kept as a prefix so upstream logs can be traced back to it;
+    the client gets its own id back in ``X-Request-Id`` and this one in ``X-PD-Upstream-Request-Id``.
+    Example: ``"client-7"`` -> ``"client-7-3f9c0a1b2c4d5e6f"``; None -> ``"3f9c0a1b2c4d5e6f..."`` (32 hex).
+    """
+    suffix = uuid.uuid4().hex
+    if (
+        client_id
+        and len(client_id) <= 64
+        and all(c.isascii() and (c.isalnum() or c in "_.:-") for c in client_id)
+    ):
+        return f"{client_id}-{suffix[:16]}"
+    return suffix
+
+
 @dataclass
 class _Conn:
     """What the server tracks of one client connection."""
@@ -297,7 +318,8 @@ class ProxyServer:
             if exc.status in (408, 413):
                 resp.force_close()  # the rest of the body is not worth reading
             return resp
-        request_id = request.headers.get("X-Request-Id") or str(uuid.uuid4())
+        client_id = request.headers.get("X-Request-Id")
+        request_id = upstream_request_id(client_id)
         assert self._session is not None
         ctx = ProxyContext(self._session, self.config, self.metrics)
         try:
@@ -328,7 +350,7 @@ class ProxyServer:
                 self.metrics.inc("pdproxy_local_prefills_total")
             else:
                 self.metrics.inc("pdproxy_fallbacks_total", reason=reply.reason or "unspecified")
-            headers = relay_headers(reply, request_id, ctx.hop_ms)
+            headers = relay_headers(reply, request_id, ctx.hop_ms, client_id)
             return await relay(request, reply, headers, self.config, self.metrics)
         finally:
             ctx._close_all()

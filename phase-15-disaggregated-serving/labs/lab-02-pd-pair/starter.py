@@ -9,7 +9,8 @@ Five tasks (``pytest -m lab02_taskN`` grades one):
    and environment of two vLLM 0.32 OpenAI servers (prefill = ``kv_producer``, decode = ``kv_consumer``).
 2. ``find_hazards``: every disagreement between the two sides that breaks the pair (vLLM only notices
    most of them at the first handshake, when both servers already look healthy).
-3. ``prefill_request`` / ``decode_request``: the two bodies of vLLM's P/D handoff.
+3. ``sanitize_request`` / ``prefill_request`` / ``prefill_answer_problem`` / ``decode_request``: the two
+   bodies of vLLM's P/D handoff, what a client may not set, and what makes prefill's answer usable.
 4. ``PDProxyPolicy``: the proxy's decisions - upstream choice, the handoff flow, graceful degradation.
    ``pdpair.proxy`` runs it inside a real aiohttp server.
 5. ``request_timing`` / ``percentile`` / ``signature``: TTFT and ITL from token arrival times, and the
@@ -133,27 +134,69 @@ PREFILL_KV_TRANSFER_PARAMS = {
     "remote_host": None,
     "remote_port": None,
 }
+# Request fields vLLM 0.32 hands to its connectors, not to the model: the OpenAI protocol models
+# (entrypoints/openai/completion/protocol.py, chat_completion/protocol.py) copy them, and any keys of
+# the same names in ``vllm_xargs``, into the sampling params' ``extra_args``, where v1/request.py reads
+# the request's ``kv_transfer_params`` / ``ec_transfer_params``. Only the proxy may set them.
+INTERNAL_FIELDS = ("kv_transfer_params", "ec_transfer_params")
+# Why a prefill answer cannot be handed off (the fallback reason; see ``prefill_answer_problem``).
+NO_KV_PARAMS = "no_kv_transfer_params"
+BAD_KV_PARAMS = "bad_kv_transfer_params"
+
+
+def sanitize_request(body: dict[str, Any]) -> dict[str, Any]:
+    """The client's body as an upstream may see it: a deep copy without ``INTERNAL_FIELDS``.
+
+    A client must never steer NIXL: a client-supplied ``kv_transfer_params`` would make decode handshake
+    with whatever ``remote_host`` it names. So every field in ``INTERNAL_FIELDS`` is dropped, at the top
+    level and inside a ``vllm_xargs`` object; everything else is kept as sent. ``body`` is not modified.
+    Example: ``{"prompt": "hi", "kv_transfer_params": {...}}`` -> ``{"prompt": "hi"}``.
+    """
+    raise NotImplementedError("lab-02 task 3: deep copy, then drop the fields only the proxy may set")
 
 
 def prefill_request(body: dict[str, Any], request_id: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """The prefill hop: returns ``(new_body, headers)``; ``body`` is NOT modified (deep copy).
+    """The prefill hop: returns ``(new_body, headers)``; ``body`` is NOT modified.
 
-    new_body = the client's body with ``max_tokens`` = 1, ``max_completion_tokens`` = 1 (only if the
-    client sent it), ``stream`` = False (only a non-streaming answer carries ``kv_transfer_params``),
+    new_body = ``sanitize_request(body)`` with ``max_tokens`` = 1, ``max_completion_tokens`` = 1 (only if
+    the client sent it), ``stream`` = False (only a non-streaming answer carries ``kv_transfer_params``),
     ``stream_options`` and ``min_tokens`` removed, and ``kv_transfer_params`` =
-    ``PREFILL_KV_TRANSFER_PARAMS`` (a fresh copy). headers = ``{"X-Request-Id": request_id}``.
+    ``PREFILL_KV_TRANSFER_PARAMS`` (a fresh copy: whatever the client sent there is gone).
+    headers = ``{"X-Request-Id": request_id}``.
     """
     raise NotImplementedError("lab-02 task 3: one-token, non-streaming prefill that asks for remote decode")
 
 
-def decode_request(body: dict[str, Any], prefill_response: dict[str, Any]) -> dict[str, Any]:
-    """The decode hop: the client's ORIGINAL body (deep copy; stream, max_tokens... intact) plus the
-    ``kv_transfer_params`` object the prefill answer returned, unchanged.
+def prefill_answer_problem(prefill_response: Any) -> str | None:
+    """Why prefill's answer cannot be handed to decode, or None when it can.
 
-    Raises ValueError if the prefill answer has no ``kv_transfer_params`` object (a prefill server
-    without a connector, for instance): the caller decides what to do then.
+    A usable answer is a JSON object whose ``kv_transfer_params`` decode's NIXL connector would pull
+    from (vLLM 0.32 nixl/pull_scheduler.py needs ``do_remote_prefill``, non-empty ``remote_block_ids``
+    and the remote engine/request/host/port): ``do_remote_prefill`` is ``True`` (the bool);
+    ``remote_block_ids`` a non-empty list of block ids (ints) or of lists of ints (one per KV-cache
+    group, as vLLM 0.32 sends them) with at least one id; ``remote_engine_id``, ``remote_request_id``
+    and ``remote_host`` non-empty strings; ``remote_port`` an int in 1..65535 (bools are not ints).
+    Other keys are free. Returns:
+
+    - ``NO_KV_PARAMS`` ("no_kv_transfer_params"): the answer is not an object, or its
+      ``kv_transfer_params`` is missing, null or ``{}`` (a prefill without a connector, for instance);
+    - ``BAD_KV_PARAMS`` ("bad_kv_transfer_params"): present but unusable, e.g. ``{"do_remote_prefill":
+      false}``, the request's own ``PREFILL_KV_TRANSFER_PARAMS`` echoed back, or a field of the wrong
+      type (``"remote_port": "5600"``).
+
+    Either way no KV can move: handing off would make decode prefill the prompt a second time, silently.
     """
-    raise NotImplementedError("lab-02 task 3: the original request plus the prefill's kv_transfer_params")
+    raise NotImplementedError("lab-02 task 3: only params decode's connector would really pull from are a handoff")
+
+
+def decode_request(body: dict[str, Any], prefill_response: dict[str, Any]) -> dict[str, Any]:
+    """The decode hop: ``sanitize_request(body)`` (stream, max_tokens... intact) plus a deep copy of the
+    ``kv_transfer_params`` object the prefill answer returned, unchanged. ``body`` is not modified.
+
+    Raises ValueError when ``prefill_answer_problem(prefill_response)`` names a problem (a prefill
+    server without a connector, for instance): the caller decides what to do then.
+    """
+    raise NotImplementedError("lab-02 task 3: the client's request plus the prefill's kv_transfer_params")
 
 
 # ======================================================================= task 4: the proxy's decisions
@@ -172,8 +215,10 @@ class PDProxyPolicy:
     def __init__(
         self, prefill_urls: Sequence[str], decode_urls: Sequence[str], local_prefill_max_tokens: int = 0
     ) -> None:
-        """Keep the pools (``prefill_urls`` may be empty: decode alone) and the local-prefill threshold
-        (0 = every prompt goes through prefill). ValueError if no decode URL or the threshold is negative.
+        """Keep copies of the pools (``prefill_urls`` may be empty: decode alone; the caller's sequences
+        are neither modified nor watched afterwards) and the local-prefill threshold (0 = every prompt
+        goes through prefill). ValueError if there is no decode URL or the threshold is not an int >= 0
+        (a bool is not an int); the message's wording is free.
         """
         raise NotImplementedError("lab-02 task 4: keep both pools, a round-robin cursor for each, and the threshold")
 
@@ -208,15 +253,22 @@ class PDProxyPolicy:
     async def handle(self, ctx: ProxyContext, path: str, body: dict, request_id: str) -> Relay | ErrorReply:
         """Walk one request through the handoff; return what the client gets.
 
-        0. ``prefill_remotely(body)`` False -> straight to a decode upstream with the client's body:
-           ``Relay(stream, mode="local", reason="short_prompt")``; no prefill is chosen (its cursor stays).
+        ``request_id`` is the proxy's upstream id for this request (unique per request; the plumbing
+        keeps the client's own ``X-Request-Id`` for the response). EVERY upstream hop carries it as
+        ``{"X-Request-Id": request_id}``, in every mode.
+
+        0. ``prefill_remotely(body)`` False -> straight to a decode upstream with
+           ``sanitize_request(body)``: ``Relay(stream, mode="local", reason="short_prompt")``; no prefill is
+           chosen (its cursor stays).
         1. Choose a prefill (none -> fallback, reason "no_prefill") and a decode upstream.
         2. Prefill hop: ``ctx.post_json("prefill", url, path, *prefill_request(body, request_id))``.
            On ``UpstreamError``: ``should_fall_back`` -> fallback with reason = ``error.kind``; otherwise
            ``ErrorReply(error.status, error.body)`` (or an OpenAI-style error object when body is None).
-           An answer without ``kv_transfer_params`` -> fallback, reason "no_kv_transfer_params".
+           An answer ``prefill_answer_problem`` finds a problem with -> fallback, reason = that problem
+           ("no_kv_transfer_params" or "bad_kv_transfer_params"): never reported as a handoff.
         3. Decode hop with the SAME ``X-Request-Id``: ``ctx.open_stream("decode", url, path, b, headers)``
-           where b = ``decode_request(body, answer)``, or the client's original body when falling back.
+           where b = ``decode_request(body, answer)``, or ``sanitize_request(body)`` when decode serves
+           alone (local, fallback): a client's ``kv_transfer_params`` never reaches an upstream.
         4. Return ``Relay(stream, mode="disaggregated" | "fallback" | "local", reason=..., prefill_url=...)``.
            If the decode hop raises ``UpstreamError``: ``ErrorReply(503, {"error": {"message": ...,
            "type": "decode_unavailable", "upstream": <decode url>, "kind": error.kind}})`` - never a 200.
@@ -245,7 +297,8 @@ def request_timing(sent_at: float, arrivals: Sequence[float]) -> RequestTiming:
 def percentile(values: Sequence[float], p: float) -> float:
     """The nearest-rank percentile: sort ascending, take the value of 1-based rank ceil(p/100 * n)
     (rank 1 when that is 0). Compute the rank exactly (e.g. with ``fractions.Fraction(str(p))``): float
-    rounding must not move it. ValueError if ``values`` is empty or p is outside [0, 100].
+    rounding must not move it. ``values`` (any sequence) is not modified. ValueError if ``values`` is
+    empty or p is outside [0, 100]. Example: p99.9 of the values 1..1000 is 999 (rank 999).
     """
     raise NotImplementedError("lab-02 task 5: nearest-rank percentile with an exact rank")
 
@@ -267,9 +320,13 @@ class Signature:
 
 def signature(colocated: Sequence[RequestTiming], disaggregated: Sequence[RequestTiming]) -> Signature:
     """Before (colocated) vs after (disaggregated): TTFT p50 and its change in percent; ITL mean, p50 and
-    p99 with after/before ratios. ITL percentiles pool every gap of every request (not per-request
-    averages); all percentiles by ``percentile`` (nearest rank). ValueError if a side has no requests or
-    no gaps at all. A ratio with a zero denominator is ``math.inf`` (1.0 if both are zero).
+    p99 with after/before ratios. ITL percentiles and the mean pool every gap of every request (not
+    per-request averages); all percentiles by ``percentile`` (nearest rank). The inputs are not modified.
+
+    Zeros: an ITL percentile of 0 is real (tokens that arrive in one chunk) and valid on either side; an
+    ITL ratio with a zero denominator is ``math.inf`` (1.0 if both are zero). A TTFT p50 of 0 after is
+    valid (-100 %); a colocated (before) TTFT p50 of 0 raises ValueError: a change in percent of 0 is
+    undefined. ValueError too if a side has no requests or no gaps at all.
     """
 
     raise NotImplementedError("lab-02 task 5: pool the gaps, compare p50 and p99 (the mean hides the tail)")

@@ -8,22 +8,21 @@ is re-raised here, in the test, with its own traceback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import json
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-import aiohttp
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pdpair.capture import CAPTURE_DIR, load_capture, timings
-from pdpair.client import StreamResult, get_text, metric_sum, stream_request, wait_for
-from pdpair.fakes import FakeDecode, FakePrefill, token_text
-from pdpair.proxy import ProxyConfig, ProxyServer, UpstreamError
+from pdpair.client import wait_for
+from pdpair.fakes import token_text
+from pdpair.harness import assert_complete, completion, expected_tokens, pd_stack, run
+from pdpair.proxy import UpstreamError
 from pdpair.spec import ModelShape, load_pair_spec, parse_pair_spec, parse_vllm_argv, with_side
 
 LAB = Path(__file__).resolve().parent
@@ -32,17 +31,11 @@ GPU_YAML = LAB / "pair.2gpu-hosts.yaml"
 PY = "/usr/bin/python3-for-test"
 SERVER = "vllm.entrypoints.openai.api_server"
 TINY = ModelShape(num_hidden_layers=12, num_key_value_heads=4, head_dim=64)
-TEST_TIMEOUT_S = 20.0
 # Bounds for the included capture (task 5), from its two recorded runs plus a margin: see ANNOTATION.md.
 CONDITIONAL_P99_RATIO_MAX = 0.6
 CONDITIONAL_TOLL_PCT_MAX = 25.0
 PD_ALL_P99_RATIO_MAX = 0.35
 PD_ALL_TOLL_PCT_MIN = 300.0
-
-
-def run(coro, timeout_s: float = TEST_TIMEOUT_S):
-    """Run one async scenario with a hard deadline (a hung proxy fails the test, it never hangs it)."""
-    return asyncio.run(asyncio.wait_for(coro, timeout_s))
 
 
 # ================================================================================ task 1: launch plans
@@ -361,67 +354,6 @@ def test_decode_request_without_params_raises(impl):
 
 
 # ================================================================================ task 4: the proxy
-
-
-@dataclass
-class Stack:
-    proxy: ProxyServer
-    prefills: list[FakePrefill]
-    decodes: list[FakeDecode]
-    session: aiohttp.ClientSession
-
-    async def call(self, body, path="/v1/completions", **kw) -> StreamResult:
-        res = await stream_request(self.session, self.proxy.url, path, body, **kw)
-        self.proxy.raise_policy_error()  # your policy's exception, raised here with its traceback
-        return res
-
-    async def metric(self, name: str, **labels) -> float:
-        return metric_sum(await get_text(self.session, self.proxy.url + "/metrics"), name, **labels)
-
-
-@contextlib.asynccontextmanager
-async def pd_stack(impl, n_prefill=1, n_decode=1, prefill_kw=None, decode_kw=None, policy_kw=None, **config):
-    prefills = [FakePrefill(**(prefill_kw or {})) for _ in range(n_prefill)]
-    decodes = [FakeDecode(prefills=prefills, **(decode_kw or {})) for _ in range(n_decode)]
-    started = []
-    proxy = None
-    try:
-        for fake in prefills + decodes:
-            await fake.start()
-            started.append(fake)
-        policy = impl.PDProxyPolicy([p.url for p in prefills], [d.url for d in decodes], **(policy_kw or {}))
-        proxy = ProxyServer(policy, ProxyConfig(**config))
-        await proxy.start()
-        async with aiohttp.ClientSession() as session:
-            yield Stack(proxy, prefills, decodes, session)
-    except Exception:
-        if proxy is not None and proxy.policy_errors:  # the student's exception is the real cause
-            raise proxy.policy_errors[0] from None
-        raise
-    finally:
-        if proxy is not None:
-            await proxy.stop()
-        for fake in started:
-            await fake.kill()
-    proxy.raise_policy_error()
-
-
-def completion(tag: str, n: int = 8, stream: bool = True) -> dict:
-    return {"model": "tiny", "prompt": tag, "max_tokens": n, "stream": stream, "temperature": 0.0}
-
-
-def expected_tokens(body: dict) -> list[str]:
-    return [token_text(body, i) for i in range(body["max_tokens"])]
-
-
-def assert_complete(res: StreamResult, body: dict, what: str) -> None:
-    assert res.status == 200, f"{what}: expected 200, got {res.status} {res.error or res.body}"
-    assert res.error is None, f"{what}: unexpected error {res.error}"
-    want = expected_tokens(body)
-    assert res.texts == want, (
-        f"{what}: every token exactly once and in order.\n want {want}\n got  {res.texts}"
-    )
-    assert res.done, f"{what}: the stream must end with data: [DONE]"
 
 
 @pytest.mark.lab02_task4
@@ -907,15 +839,15 @@ def _gaps(impl, recorded, setup: str, run: int) -> list[float]:
 @pytest.mark.parametrize("setup", ["colocated", "colocated-chunk64", "pd-all", "pd-conditional"])
 def test_capture_your_percentiles_reproduce_the_recorded_figures(impl, recorded, setup):
     manifest, runs = recorded
-    for run in manifest["runs"]:
-        want = manifest["results"][setup][str(run)]
-        gaps = _gaps(impl, recorded, setup, run)
-        ttfts = [t.ttft_s for t in timings(impl, runs[(setup, run)])]
+    for run_no in manifest["runs"]:
+        want = manifest["results"][setup][str(run_no)]
+        gaps = _gaps(impl, recorded, setup, run_no)
+        ttfts = [t.ttft_s for t in timings(impl, runs[(setup, run_no)])]
         got = {"itl_p50_ms": impl.percentile(gaps, 50), "itl_p99_ms": impl.percentile(gaps, 99),
                "itl_p999_ms": impl.percentile(gaps, 99.9), "ttft_p50_ms": impl.percentile(ttfts, 50)}  # fmt: skip
         got = {k: round(v * 1e3, 1) for k, v in got.items()}
         assert got == {k: want[k] for k in got}, (
-            f"{setup} run {run}: nearest-rank percentiles of the capture's {len(gaps)} gaps must equal the "
+            f"{setup} run {run_no}: nearest-rank percentiles of the capture's {len(gaps)} gaps must equal the "
             f"recorder's (exact nearest rank); want {({k: want[k] for k in got})}, got {got}")  # fmt: skip
 
 

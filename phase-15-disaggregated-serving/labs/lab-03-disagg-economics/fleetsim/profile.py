@@ -81,8 +81,8 @@ class RooflineProfile:
 
     FLOPs = 2 x params x (prefill tokens + decode seqs) + 4 x layers x hidden x (prefill pairs + decode
     context) (QK^T and AV). Bytes = the weights once per step + the KV of every decode's context.
-    Example (``h100_profile('llama-3-8b')``): a decode step of 32 sequences at 1k context is memory
-    bound at ~8-9 ms; a 2048-token prefill is compute bound at ~70 ms.
+    Example (``h100_profile('llama-3-8b')``): a decode step of 32 sequences at 1k context each is memory
+    bound at ~12 ms (16 GB of weights + 4.3 GB of KV); a whole 2048-token prompt is compute bound at ~70 ms.
     """
 
     name: str

@@ -4,9 +4,20 @@ Top-level keys are shared by both sides; a ``prefill:`` or ``decode:`` block ove
 that side only (that is how a mismatched pair is made on purpose). Unknown keys are an error, as they
 are in vLLM's own config. See ``pair.cpu.yaml`` for every key with a comment.
 
-``load_pair_spec(path)`` reads it with ``yaml.safe_load`` and returns a ``PairSpec`` whose two
+``load_pair_spec(path)`` reads it with a strict ``yaml.SafeLoader`` and returns a ``PairSpec`` whose two
 ``ServerSpec`` are fully resolved: defaults applied, overrides merged, the model folder made absolute,
 and the model's shape (layers, KV heads, head size) read from its ``config.json`` when it exists.
+
+Strict loading (every rejection is a ``SpecError`` whose message names the file and the key):
+
+- a key given twice in one mapping (YAML itself would let the second silently win);
+- a file larger than ``MAX_SPEC_BYTES`` (64 KiB) or using more than ``MAX_ALIASES`` (16) aliases
+  (``*ref``): a few hundred bytes of nested aliases can otherwise expand into gigabytes;
+- a value of the wrong type (``skip_tokenizer_init: 'false'`` is a string, not false; ``dtype: 123`` is
+  not a string), or out of range (ports 1..65535, ``block_size``/``max_model_len``/
+  ``tensor_parallel_size`` >= 1, ``kv_role``/``kv_load_failure_policy``/``device`` from vLLM 0.32's
+  choices: ``vllm/config/kv_transfer.py`` ``KVRole``, ``kv_load_failure_policy``);
+- ``proxy:`` that is not a mapping of ``host``/``port``.
 """
 
 from __future__ import annotations
@@ -125,18 +136,70 @@ class Hazard:
 # --------------------------------------------------------------------------------------------- loading
 
 
+MAX_SPEC_BYTES = 64 * 1024
+MAX_ALIASES = 16
+KV_ROLES = ("kv_producer", "kv_consumer", "kv_both")  # vLLM 0.32 vllm/config/kv_transfer.py KVRole
+LOAD_FAILURE_POLICIES = ("recompute", "fail")  # vLLM 0.32 KVTransferConfig.kv_load_failure_policy
+DEVICES = ("cpu", "cuda")
+PORT_RANGE = (1, 65535)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _need(cond: bool, where: str, key: str, what: str, value: Any) -> None:
+    if not cond:
+        raise SpecError(f"{where}.{key} must be {what}, got {value!r}")
+
+
+def _check_value(where: str, key: str, v: Any) -> None:
+    """Type- and range-check one field of a side (``where``: "prefill" or "decode")."""
+    if key in ("port", "side_channel_port"):
+        _need(_is_int(v) and PORT_RANGE[0] <= v <= PORT_RANGE[1], where, key, "an integer port 1..65535", v)
+    elif key in ("block_size", "max_model_len", "tensor_parallel_size"):
+        _need(_is_int(v) and v >= 1, where, key, "an integer >= 1", v)
+    elif key == "seed":
+        _need(_is_int(v) and 0 <= v < 2**63, where, key, "an integer 0..2**63-1", v)
+    elif key == "cpu_kvcache_space_gib":
+        _need(v is None or (_is_int(v) and v >= 1), where, key, "an integer >= 1 (GiB) or null", v)
+    elif key == "skip_tokenizer_init":
+        _need(isinstance(v, bool), where, key, "true or false (unquoted)", v)
+    elif key == "kv_role":
+        _need(v in KV_ROLES, where, key, f"one of {KV_ROLES}", v)
+    elif key == "kv_load_failure_policy":
+        _need(v in LOAD_FAILURE_POLICIES, where, key, f"one of {LOAD_FAILURE_POLICIES}", v)
+    elif key == "device":
+        _need(v in DEVICES, where, key, f"one of {DEVICES}", v)
+    elif key in ("model", "load_format", "dtype", "kv_cache_dtype", "connector", "kv_buffer_device",
+                 "host", "side_channel_host"):  # fmt: skip
+        _need(isinstance(v, str) and v.strip() != "", where, key, "a non-empty string", v)
+    elif key == "kv_connector_module_path":
+        _need(v is None or (isinstance(v, str) and v.strip() != ""), where, key, "a module path or null", v)
+    elif key in ("cpu_cores", "cuda_devices"):
+        _need(v is None or isinstance(v, str) or _is_int(v), where, key, 'a string such as "0-3" or null', v)
+    elif key in ("kv_connector_extra_config", "kv_transfer_extra", "hf_overrides"):
+        _need(isinstance(v, dict) and all(isinstance(k, str) for k in v), where, key,
+              "a mapping with string keys", type(v).__name__ if not isinstance(v, dict) else v)  # fmt: skip
+    elif key == "env":
+        _need(isinstance(v, dict), where, key, "a mapping of NAME: value", type(v).__name__)
+        for name, val in v.items():
+            _need(isinstance(name, str) and name != "", where, key, "a mapping with string names", name)
+            _need(
+                isinstance(val, str | int | float | bool), where, f"{key}.{name}", "a string or number", val
+            )
+    elif key == "extra_args":
+        _need(isinstance(v, list) and all(isinstance(a, str) for a in v), where, key,
+              "a list of strings (argv items, not a shell string)", v)  # fmt: skip
+    elif key == "shape":
+        fields = {"num_hidden_layers", "num_key_value_heads", "head_dim"}
+        _need(isinstance(v, dict) and set(v) == fields and all(_is_int(x) and x >= 1 for x in v.values()),
+              where, key, f"a mapping of {sorted(fields)} to integers >= 1", v)  # fmt: skip
+
+
 def _check_types(side: str, merged: dict[str, Any]) -> None:
-    ints = ("seed", "block_size", "max_model_len", "tensor_parallel_size", "port", "side_channel_port")
-    for key in ints:
-        if key in merged and (not isinstance(merged[key], int) or isinstance(merged[key], bool)):
-            raise SpecError(f"{side}: {key} must be an integer, got {merged[key]!r}")
-    for key in ("kv_connector_extra_config", "kv_transfer_extra", "hf_overrides", "env", "shape"):
-        if key in merged and not isinstance(merged[key], dict):
-            raise SpecError(f"{side}: {key} must be a mapping, got {type(merged[key]).__name__}")
-    if "extra_args" in merged and not (
-        isinstance(merged["extra_args"], list) and all(isinstance(a, str) for a in merged["extra_args"])
-    ):
-        raise SpecError(f"{side}: extra_args must be a list of strings (argv items, not a shell string)")
+    for key, value in merged.items():
+        _check_value(side, key, value)
 
 
 def _shape_for(
@@ -157,10 +220,12 @@ def resolve_side(raw: dict[str, Any], side: str, base_dir: Path) -> ServerSpec:
     shared = {k: v for k, v in raw.items() if k not in TOP_ONLY_KEYS}
     override = raw.get(side) or {}
     if not isinstance(override, dict):
-        raise SpecError(f"{side}: must be a mapping of overrides")
+        raise SpecError(f"{side} must be a mapping of overrides, got {override!r}")
     unknown = (set(shared) | set(override)) - SHARED_KEYS
     if unknown:
-        raise SpecError(f"unknown key(s) {sorted(unknown)} (allowed: {sorted(SHARED_KEYS | TOP_ONLY_KEYS)})")
+        raise SpecError(
+            f"unknown key(s) {sorted(map(str, unknown))} (allowed: {sorted(SHARED_KEYS | TOP_ONLY_KEYS)})"
+        )
     merged = {**shared, **override}
     _check_types(side, merged)
     for required in ("model", "port"):
@@ -185,23 +250,79 @@ def parse_pair_spec(raw: dict[str, Any], base_dir: str | Path = ".") -> PairSpec
     if not isinstance(raw, dict):
         raise SpecError("a pair spec is a YAML mapping")
     base = Path(base_dir)
-    proxy = raw.get("proxy") or {}
+    proxy = raw.get("proxy")
+    proxy = {} if proxy is None else proxy
+    if not isinstance(proxy, dict):
+        raise SpecError(f"proxy must be a mapping such as {{host: 127.0.0.1, port: 8000}}, got {proxy!r}")
     unknown = set(proxy) - {"host", "port"}
     if unknown:
-        raise SpecError(f"proxy: unknown key(s) {sorted(unknown)}")
+        raise SpecError(f"proxy: unknown key(s) {sorted(map(str, unknown))} (allowed: host, port)")
+    host, port = proxy.get("host", "127.0.0.1"), proxy.get("port", 8000)
+    _need(isinstance(host, str) and host.strip() != "", "proxy", "host", "a non-empty string", host)
+    _need(_is_int(port) and 0 <= port <= 65535, "proxy", "port", "an integer port 0..65535 (0 = free)", port)
+    if "description" in raw and not isinstance(raw["description"], str):
+        raise SpecError(f"description must be a string, got {raw['description']!r}")
     return PairSpec(
         prefill=resolve_side(raw, "prefill", base),
         decode=resolve_side(raw, "decode", base),
-        proxy_host=str(proxy.get("host", "127.0.0.1")),
-        proxy_port=int(proxy.get("port", 8000)),
+        proxy_host=host,
+        proxy_port=port,
     )
 
 
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys and more than ``MAX_ALIASES`` aliases."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.aliases_seen = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases_seen += 1
+            if self.aliases_seen > MAX_ALIASES:
+                mark = self.peek_event().start_mark
+                raise SpecError(f"more than {MAX_ALIASES} YAML aliases (line {mark.line + 1}): "
+                                "a pair spec does not need them and nested ones can expand without bound")  # fmt: skip
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:
+                raise SpecError(f"unhashable key at line {key_node.start_mark.line + 1}") from None
+            if first != key_node.start_mark.line + 1:
+                raise SpecError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                                f"(first at line {first}); YAML would silently keep the last one")  # fmt: skip
+        return super().construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, StrictLoader.construct_mapping)
+
+
+def read_spec_yaml(path: Path) -> Any:
+    """The parsed YAML of a spec file, loaded strictly (size, aliases, duplicate keys)."""
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(f"{size} bytes is larger than a pair spec can be ({MAX_SPEC_BYTES})")
+    return yaml.load(path.read_bytes(), Loader=StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def load_pair_spec(path: str | Path) -> PairSpec:
-    """Read a YAML pair spec (``yaml.safe_load`` only) and resolve both sides."""
+    """Read a YAML pair spec (strictly, with a ``yaml.SafeLoader`` subclass) and resolve both sides.
+
+    Raises ``SpecError`` naming the file (and the key or line) for every problem listed in the module
+    docstring; ``yaml.YAMLError`` for text that is not YAML or uses tags a safe loader refuses.
+    """
     path = Path(path)
-    raw = yaml.safe_load(path.read_text())
-    spec = parse_pair_spec(raw, path.resolve().parent)
+    try:
+        raw = read_spec_yaml(path)
+        spec = parse_pair_spec(raw, path.resolve().parent)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
     spec.source = str(path)
     return spec
 

@@ -24,6 +24,7 @@ class StreamResult:
     done: bool = False  # the stream ended with `data: [DONE]`
     error: dict[str, Any] | None = None  # an `{"error": ...}` event, or the JSON error body
     body: Any = None  # a non-SSE answer's parsed JSON
+    malformed: list[bytes] = field(default_factory=list)  # `data:` payloads that were not JSON (torn events)
 
     @property
     def text(self) -> str:
@@ -53,13 +54,14 @@ async def stream_request(
 ) -> StreamResult:
     """POST and read the answer; SSE events are timestamped as they arrive.
 
-    ``stop_after``: disconnect after that many token events (a client that goes away mid-stream).
+    An event whose ``data:`` is not a JSON object is kept in ``malformed`` (never raised), so a test can
+    assert that a stream's framing stayed whole. ``stop_after``: disconnect after that many token events (a client that goes away mid-stream).
     """
     sent = time.monotonic()
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with session.post(url + path, json=body, headers=headers, timeout=timeout) as resp:
         res = StreamResult(resp.status, resp.headers.copy(), sent)
-        if not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+        if resp.content_type != "text/event-stream":  # aiohttp parses the header (any letter case)
             raw = await resp.read()
             try:
                 res.body = json.loads(raw)
@@ -81,7 +83,14 @@ async def stream_request(
                     if data == b"[DONE]":
                         res.done = True
                         continue
-                    event = json.loads(data)
+                    try:
+                        event = json.loads(data)
+                    except ValueError:  # a torn event: kept for the caller to see, never fatal
+                        res.malformed.append(data)
+                        continue
+                    if not isinstance(event, dict):
+                        res.malformed.append(data)
+                        continue
                     res.events.append(event)
                     if "error" in event:
                         res.error = event["error"]

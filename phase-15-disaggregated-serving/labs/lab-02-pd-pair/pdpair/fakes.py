@@ -12,10 +12,19 @@ issued by one of the prefills it knows (else 500, as a failed KV load does under
 (SSE, or one JSON answer) whose text is unique per request and position, with ``ttft_s`` before the
 first and ``itl_s`` between the others.
 
+Both validate the body as vLLM's pydantic models do, for the fields they read: a body that is not a
+JSON object, or ``max_tokens``/``max_completion_tokens`` that is not an integer >= 1, gets vLLM's 400
+(``{"error": {"message", "type": "Bad Request", "param", "code": 400}}``, vLLM 0.32
+``entrypoints/serve/exception_handling/handlers/validation.py``), never a 500.
+
 Both record every request (``.requests``: path, body, headers, received params) and both can be told
 to misbehave (``behaviour``): ``ok``, ``error500``, ``error400``, ``hang`` (never answer), ``die``
 (drop the connection without an answer), ``die_mid_stream`` (decode: drop it after ``die_after``
-tokens); ``stop()`` refuses connections (the port is closed) and ``kill()`` also cuts open ones.
+tokens), ``cut_mid_event`` (decode: after ``die_after`` tokens send half an event, then drop the
+connection), ``end_early`` (decode: an answer without a length or chunking, ``Connection: close``,
+that ends cleanly after ``die_after`` tokens and half an event, with no ``[DONE]``); ``stop()``
+refuses connections (the port is closed) and ``kill()`` also cuts open ones. ``pad_bytes`` (decode)
+adds that many bytes to every streamed event, to fill a slow client's buffers quickly.
 ``FakeDecode.cancelled`` holds the request ids whose client (the proxy) went away mid-answer.
 """
 
@@ -34,7 +43,21 @@ from typing import Any
 
 from aiohttp import web
 
-BEHAVIOURS = ("ok", "error500", "error400", "hang", "die", "die_mid_stream")
+BEHAVIOURS = ("ok", "error500", "error400", "hang", "die", "die_mid_stream", "cut_mid_event", "end_early")
+
+
+class InvalidBody(ValueError):
+    """The body fails vLLM's request validation (answered 400). ``param``: the offending field."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def bad_request(exc: InvalidBody) -> web.Response:
+    """vLLM's answer to a request that fails validation (a 400, never a 500)."""
+    error = {"message": str(exc), "type": "Bad Request", "param": exc.param, "code": 400}
+    return web.json_response({"error": error}, status=400)
 
 
 @dataclass
@@ -66,9 +89,22 @@ def token_text(body: dict[str, Any], i: int) -> str:
 
 
 def requested_tokens(body: dict[str, Any]) -> int:
+    """How many tokens the request asks for (16 when it does not say, vLLM's default).
+
+    Accepts what pydantic's lax int does: an int, or a string holding one (``"5"``). InvalidBody for
+    anything else (``"abc"``, 2.5, true, a list) and for values below 1.
+    """
     for key in ("max_completion_tokens", "max_tokens"):
-        if body.get(key) is not None:
-            return int(body[key])
+        value = body.get(key)
+        if value is None:
+            continue
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidBody(key, f"1 validation error:\n  body.{key}: Input should be a valid integer")
+        if value < 1:
+            raise InvalidBody(key, f"{key} must be at least 1, got {value}")
+        return value
     return 16
 
 
@@ -99,7 +135,7 @@ class FakeUpstream:
         return f"http://{self.host}:{self.port}"
 
     def _app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)  # vLLM takes long token-id prompts
         app.router.add_post("/v1/completions", self._entry)
         app.router.add_post("/v1/chat/completions", self._entry)
         app.router.add_get("/health", self._health)
@@ -142,7 +178,18 @@ class FakeUpstream:
         if tr is not None:
             self._transports.add(tr)
         try:
-            body = await request.json()
+            try:
+                body = json.loads(await request.read())
+                if not isinstance(body, dict):
+                    raise InvalidBody(
+                        "body", "1 validation error:\n  body: Input should be a valid dictionary"
+                    )
+                requested_tokens(body)
+            except (ValueError, RecursionError) as exc:
+                why = (
+                    exc if isinstance(exc, InvalidBody) else InvalidBody("body", f"JSON decode error: {exc}")
+                )
+                return bad_request(why)
             seen = Seen(request.path, body, request.headers.copy(), request.headers.get("X-Request-Id"))
             seen.kv_transfer_params = body.get("kv_transfer_params")
             self.requests.append(seen)
@@ -242,9 +289,11 @@ class FakeDecode(FakeUpstream):
         ttft_s: float = 0.0,
         itl_s: float = 0.0,
         die_after: int = 1,
+        pad_bytes: int = 0,
         **kw: Any,
     ) -> None:
         super().__init__(behaviour, **kw)
+        self.pad_bytes = pad_bytes
         self.prefills = list(prefills or [])
         self.require_kv_params = require_kv_params
         self.ttft_s, self.itl_s, self.die_after = ttft_s, itl_s, die_after
@@ -292,18 +341,36 @@ class FakeDecode(FakeUpstream):
             if self.itl_s:
                 await asyncio.sleep(self.itl_s * max(n - 1, 0))
             return web.json_response(_full(rid, chat, texts, "length"))
+
+        def event(i: int, text: str) -> bytes:
+            chunk = _chunk(rid, chat, text, i, "length" if i == n - 1 else None)
+            if self.pad_bytes:
+                chunk["pad"] = "x" * self.pad_bytes
+            return f"data: {json.dumps(chunk)}\n\n".encode()
+
+        if self.behaviour == "end_early":  # raw HTTP: no length, no chunking; the close ends the body
+            seen.outcome = "failed"
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+            partial = event(self.die_after, texts[min(self.die_after, n - 1)])[:20]
+            request.transport.write(
+                head + b"".join(event(i, t) for i, t in enumerate(texts[: self.die_after])) + partial
+            )
+            request.transport.close()
+            return web.Response(status=500)  # never delivered: the connection is closing
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         try:
             for i, text in enumerate(texts):
                 if i and self.itl_s:
                     await asyncio.sleep(self.itl_s)
-                if self.behaviour == "die_mid_stream" and i == self.die_after:
+                if self.behaviour in ("die_mid_stream", "cut_mid_event") and i == self.die_after:
                     seen.outcome = "failed"
+                    if self.behaviour == "cut_mid_event":
+                        await resp.write(event(i, text)[:20])
+                        await asyncio.sleep(0.05)  # let the half event leave before the cut
                     request.transport.abort()
                     return resp
-                finish = "length" if i == n - 1 else None
-                await resp.write(f"data: {json.dumps(_chunk(rid, chat, text, i, finish))}\n\n".encode())
+                await resp.write(event(i, text))
             await resp.write(b"data: [DONE]\n\n")
         except ConnectionError:
             seen.outcome = "cancelled"

@@ -40,6 +40,8 @@ from .replies import MODES, ErrorReply, Policy, Relay
 from .upstream import ProxyContext, UpstreamError
 
 ROUTES = ("/v1/completions", "/v1/chat/completions")
+# after a 408/413 the rest of the body is drained this long (so the client can read the error), not 10 s
+LINGER_S = 1.0
 
 
 class BadRequestBody(Exception):
@@ -161,7 +163,7 @@ class ProxyServer:
         # aiohttp's own keep-alive timer is set past ours: the sweeper below owns idle connections.
         self._runner = web.AppRunner(
             self.build_app(), handler_cancellation=True, shutdown_timeout=1.0, access_log=None,
-            keepalive_timeout=self.config.idle_timeout_s + 5.0,
+            keepalive_timeout=self.config.idle_timeout_s + 5.0, lingering_time=LINGER_S,
         )  # fmt: skip
         await self._runner.setup()
         self._watch_connections(self._runner.server)

@@ -1,17 +1,56 @@
-"""Start this lab's command-line servers (fakes, proxy) as processes, and stop them (given code)."""
+"""Processes and ports for this lab's servers (given code): pick ports nothing else will take, start
+servers as process groups, detect a failed start-up from the log at once, stop exactly what was started.
+
+Ports. A port from ``bind(port 0)`` is an EPHEMERAL port: the kernel hands the same range
+(``/proc/sys/net/ipv4/ip_local_port_range``, 32768-60999 by default) to every outbound connection on
+the machine. Picked, closed and bound by vLLM 30-60 s later, it can be taken in between by anyone's
+outbound connection (a browser, a package install), and vLLM's NIXL side-channel listener then dies
+with ``ZMQError: Address already in use`` while the server never turns healthy. ``pick_port`` therefore
+chooses a random port OUTSIDE that range (``PORT_FLOOR`` up to the range, or above it), which only an
+explicit ``bind`` can take, and checks it is free now. Another program may still bind it first; so
+``start_all`` watches each log for ``address already in use`` and raises ``PortTakenError`` within a
+poll (about half a second) instead of waiting out the deadline, and ``pdpair.runner`` retries on new
+ports a bounded number of times. The proxy (``ProxyThread``, ``python -m pdpair.proxy --port 0``) and
+the fakes bind port 0 and keep it open while they serve, so nothing can take theirs.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
+import re
 import select
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from pdpair.spec import LaunchPlan
+
 LAB_DIR = Path(__file__).resolve().parent.parent
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+EPHEMERAL_DEFAULT = (32768, 60999)  # Linux's default; used where the file does not exist (macOS)
+PORT_FLOOR = 20000  # below: ports that well-known daemons and dev servers like to bind
+STARTUP_TIMEOUT_S = 300.0  # compiled pairs took 57-93 s on 2 cores; eager ~25 s
+STOP_TIMEOUT_S = 20.0  # SIGTERM -> SIGKILL
+QUIET_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1"}
+# what a server's log says when one of its listening ports is taken: zmq's ZMQError (NIXL side channel)
+# and the OSError of the HTTP socket both read "[Errno 98] Address already in use" on Linux
+PORT_TAKEN = re.compile(r"address already in use", re.IGNORECASE)
+_ADDR = re.compile(r"tcp://[^\s'\")]+:(\d+)|\(\s*'[^']*',\s*(\d+)\s*\)")
+
+_picked: set[int] = set()  # ports this process handed out: never handed out twice
+
+
+# ----------------------------------------------------------------------------------- command-line servers
 
 
 def start_listening(module_args: list[str], deadline_s: float = 15.0) -> tuple[subprocess.Popen, str]:
@@ -52,3 +91,325 @@ def stop_processes(procs: Iterable[subprocess.Popen], timeout_s: float = 5.0) ->
             proc.wait(timeout_s)
         if proc.stdout:
             proc.stdout.close()
+
+
+# ------------------------------------------------------------------------------------------------ ports
+
+
+class StartupError(RuntimeError):
+    """A server exited or never became healthy; the message carries each server's log tail."""
+
+
+class PortTakenError(StartupError):
+    """A server could not bind one of its ports (its log says so); ``port`` is it when the log names it.
+
+    Raised as soon as the line appears, whether or not the server exits: vLLM 0.32's NIXL listener thread
+    dies on it while the server stays up, never healthy (see ``taken_port_in``)."""
+
+    def __init__(self, message: str, instance_name: str, port: int | None) -> None:
+        super().__init__(message)
+        self.instance_name, self.port = instance_name, port
+
+
+def ephemeral_range(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
+    """The kernel's ephemeral port range ``(low, high)``, both inclusive, e.g. ``(32768, 60999)``.
+
+    Read from ``/proc/sys/net/ipv4/ip_local_port_range``; Linux's default where the file is missing or
+    unreadable (macOS, a sandbox)."""
+    try:
+        low, high = (int(v) for v in path.read_text().split()[:2])
+    except (OSError, ValueError):
+        return EPHEMERAL_DEFAULT
+    return low, high
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if ``host:port`` can be bound now (TCP, no SO_REUSEADDR: stricter than a server's bind).
+
+    A ``host`` this network namespace does not have (another "host" of ``pdpair.hosts``) cannot be
+    checked from here: that is reported free."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            return err.errno == 99  # EADDRNOTAVAIL: not an address of this namespace
+    return True
+
+
+def pick_port(
+    host: str = "127.0.0.1", *, avoid: Iterable[int] = (), rng: random.Random | None = None, tries: int = 200
+) -> int:
+    """A random TCP port outside the kernel's ephemeral range, free on ``host`` now, never handed out
+    before by this process nor in ``avoid``. Example: ``pick_port()`` -> 24117 with the default range.
+
+    Candidates: ``PORT_FLOOR`` up to the range's low end, and above its high end up to 65535. If the
+    range covers them all (e.g. ``1024 65535``), any free port from ``PORT_FLOOR`` up is used instead:
+    the log watch in ``start_all`` still catches a race. Raises RuntimeError after ``tries`` taken ones.
+    """
+    low, high = ephemeral_range()
+    spans = [(PORT_FLOOR, low - 1), (high + 1, 65535)]
+    spans = [(a, b) for a, b in spans if a <= b] or [(PORT_FLOOR, 65535)]
+    total = sum(b - a + 1 for a, b in spans)
+    rng = rng or random.SystemRandom()
+    skip = set(avoid) | _picked
+    for _ in range(tries):
+        k = rng.randrange(total)
+        for a, b in spans:
+            if k <= b - a:
+                port = a + k
+                break
+            k -= b - a + 1
+        if port not in skip and port_is_free(port, host):
+            _picked.add(port)
+            return port
+    raise RuntimeError(f"no free port outside the ephemeral range {low}-{high} on {host} after {tries} tries")
+
+
+def taken_port_in(text: str) -> tuple[str, int | None] | None:
+    """``(line, port)`` for the "address already in use" line of a server log, else None.
+
+    The first such line that names a port (zmq's ``addr='tcp://host:port'`` or a ``('host', port)``
+    tuple) wins; else the first such line, with ``port`` None. Example:
+    ``...ZMQError: Address already in use (addr='tcp://127.0.0.1:43219')`` -> ``(that line, 43219)``."""
+    first = None
+    for line in text.splitlines():
+        if PORT_TAKEN.search(line):
+            m = _ADDR.search(line)
+            if m:
+                return line.strip(), int(m.group(1) or m.group(2))
+            first = first or (line.strip(), None)
+    return first
+
+
+# --------------------------------------------------------------------------------------- /proc helpers
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Every live pid whose process group is ``pgid`` (read from /proc/<pid>/stat)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()  # comm may hold spaces: split after the last ')'
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            pids.append(int(entry))
+    return sorted(pids)
+
+
+def pin_group(pgid: int, cores: set[int]) -> int:
+    """Pin every thread of every process of the group to ``cores``; returns the number of threads pinned."""
+    pinned = 0
+    for pid in group_pids(pgid):
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            with contextlib.suppress(OSError):  # a thread that just ended
+                os.sched_setaffinity(tid, cores)
+                pinned += 1
+    return pinned
+
+
+def _parse_cores(value: str | None) -> set[int] | None:
+    if not value:
+        return None
+    cores: set[int] = set()
+    for part in value.split(","):
+        lo, _, hi = part.partition("-")
+        cores.update(range(int(lo), int(hi or lo) + 1))
+    return cores
+
+
+# ------------------------------------------------------------------------------------------- a server
+
+
+@dataclass
+class Instance:
+    """One vLLM server started from a LaunchPlan, leader of its own process group."""
+
+    plan: LaunchPlan
+    log_path: Path
+    cores: set[int] | None = None
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+    started_at: float = 0.0
+    startup_s: float | None = None  # launch -> first healthy /health
+    _log_read: int = field(default=0, repr=False)  # bytes of the log new_log_text has returned
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    @property
+    def url(self) -> str:
+        return self.plan.url
+
+    @property
+    def pgid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env.update(QUIET_ENV)
+        env.update(self.plan.env)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(LAB_DIR), env.get("PYTHONPATH")) if p)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.plan.argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: we stop exactly what we started
+            )  # fmt: skip
+        self.started_at = time.monotonic()
+        if self.cores:
+            # before python has spawned anything: every process and thread it creates inherits the mask
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(self.proc.pid, self.cores)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=2) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def repin(self) -> int:
+        return pin_group(self.pgid, self.cores) if self.cores else 0
+
+    def pids(self) -> list[int]:
+        return group_pids(self.pgid) if self.proc is not None else []
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def new_log_text(self) -> str:
+        """The log written since the last call (whole lines only)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_read)
+                chunk = f.read()
+        except OSError:
+            return ""
+        chunk = chunk[: chunk.rfind(b"\n") + 1]
+        self._log_read += len(chunk)
+        return chunk.decode(errors="replace")
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _signal_group(self, sig: int) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, sig)
+
+    def _wait_gone(self, deadline: float) -> bool:
+        while time.monotonic() < deadline:
+            if self.proc is not None:
+                self.proc.poll()  # reap the leader
+            if not self.pids():
+                return True
+            time.sleep(0.1)
+        return not self.pids()
+
+    def kill(self, timeout_s: float = 10.0) -> None:
+        """SIGKILL the whole instance now (a crash, for the drills) and wait until it is gone."""
+        self._signal_group(signal.SIGKILL)
+        self._wait_gone(time.monotonic() + timeout_s)
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM the group, SIGKILL what is left after ``timeout_s``."""
+        if self.proc is None:
+            return
+        self._signal_group(signal.SIGTERM)
+        if not self._wait_gone(time.monotonic() + timeout_s):
+            self._signal_group(signal.SIGKILL)
+            self._wait_gone(time.monotonic() + 10)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+
+
+def _cores_of(plan: LaunchPlan) -> set[int] | None:
+    return _parse_cores(plan.env.get("VLLM_CPU_OMP_THREADS_BIND"))
+
+
+def stop_all(instances: Sequence[Instance], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM every group at once, then wait; SIGKILL the stragglers."""
+    for inst in instances:
+        inst._signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for inst in instances:
+        if not inst._wait_gone(deadline):
+            inst._signal_group(signal.SIGKILL)
+            inst._wait_gone(time.monotonic() + 10)
+        if inst.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                inst.proc.wait(timeout=5)
+
+
+def start_all(
+    plans: Sequence[LaunchPlan],
+    log_dir: Path,
+    timeout_s: float = STARTUP_TIMEOUT_S,
+    started: list | None = None,
+) -> list[Instance]:
+    """Start every plan at once and wait until all are healthy, then re-pin each to its cores.
+
+    Every Instance is appended to ``started`` as soon as it exists, so the caller can always stop them.
+    Raises StartupError (with each server's log tail) if one exits or the deadline passes, and its
+    subclass PortTakenError as soon as a log says a port is taken (the caller may retry on new ports).
+    """
+    started = [] if started is None else started
+    stamp = time.strftime("%H%M%S")
+    for plan in plans:
+        inst = Instance(plan, Path(log_dir) / f"{plan.name}-{stamp}-{plan.url.rsplit(':', 1)[-1]}.log",
+                        cores=_cores_of(plan))  # fmt: skip
+        started.append(inst)
+        inst.start()
+    waiting = list(started[-len(plans) :])
+    deadline = time.monotonic() + timeout_s
+    while waiting:
+        for inst in list(waiting):
+            rc = inst.exited()
+            taken = taken_port_in(inst.new_log_text())
+            if taken is not None:
+                line, port = taken
+                head = f"{inst.name}: a port it listens on is taken ({line[-160:]})"
+                raise PortTakenError(_failure_report(head, started), inst.name, port)
+            if rc is not None:
+                raise StartupError(
+                    _failure_report(f"{inst.name} exited with code {rc} during start-up", started)
+                )
+            if inst.healthy():
+                inst.startup_s = time.monotonic() - inst.started_at
+                waiting.remove(inst)
+        if waiting and time.monotonic() > deadline:
+            names = ", ".join(i.name for i in waiting)
+            raise StartupError(_failure_report(f"{names} not healthy within {timeout_s:.0f} s", started))
+        if waiting:
+            time.sleep(0.5)
+    for inst in started[-len(plans) :]:
+        inst.repin()
+    return started
+
+
+def _failure_report(headline: str, instances: Sequence[Instance]) -> str:
+    parts = [headline]
+    for inst in instances:
+        parts.append(f"--- {inst.name} ({inst.url}), log {inst.log_path}, last lines:\n{inst.log_tail(25)}")
+    return "\n".join(parts)

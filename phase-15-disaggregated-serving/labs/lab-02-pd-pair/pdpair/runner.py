@@ -11,7 +11,8 @@ Used by the ``vllm`` tests, ``demo.py --real`` and by you::
 
 What it does, in order (each step has a deadline; nothing is left running):
 
-1. ``prepare_spec``: both sides on 127.0.0.1 with free HTTP and NIXL side-channel ports; on CPU each
+1. ``prepare_spec``: both sides on 127.0.0.1 with free HTTP and NIXL side-channel ports chosen outside
+   the kernel's ephemeral range (``pdpair.procs.pick_port``: no outbound connection can take them); on CPU each
    instance gets its own core where the machine has two (``VLLM_CPU_OMP_THREADS_BIND``) and vLLM's NIXL
    connector is loaded through ``kv_connector_module_path: pdpair.nixl_cpu`` (the CPU fix, see that
    module); seeded random weights (``pdpair.weights``, ``--load-format safetensors``) instead of vLLM's
@@ -24,6 +25,8 @@ What it does, in order (each step has a deadline; nothing is left running):
    ``pdpair.nixl_cpu``), waits for ``/health`` with a deadline (a server that dies or times out raises
    with the tail of each server's log), re-pins every thread of each instance to its core (vLLM's NIXL
    worker moves its compute thread to the last core), and puts the proxy in front (``ProxyThread``).
+   A log that says a port is taken stops the start-up at once (``PortTakenError``); both servers are
+   stopped and started again on fresh ports (``with_fresh_ports``), at most ``PORT_RETRIES`` times.
 3. On exit, always: SIGTERM to each process group it created, SIGKILL after a deadline.
 
 ``run_colocated`` starts the baseline the same way: your prefill launch plan without
@@ -38,17 +41,28 @@ import dataclasses
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pdpair.procs import (  # noqa: F401  (re-exported: callers import these from pdpair.runner)
+    QUIET_ENV,
+    STARTUP_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    Instance,
+    PortTakenError,
+    StartupError,
+    group_pids,
+    pick_port,
+    pin_group,
+    start_all,
+    stop_all,
+)
 from pdpair.proxy import ProxyConfig, ProxyThread
 from pdpair.spec import LaunchPlan, ModelShape, PairSpec, with_side
 
@@ -56,63 +70,21 @@ LAB_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_LOG_DIR = LAB_DIR / "out" / "logs"
 NIXL_CONNECTORS = ("NixlConnector", "NixlPullConnector", "NixlPushConnector")
 CPU_FIX_MODULE = "pdpair.nixl_cpu"
-STARTUP_TIMEOUT_S = 300.0  # compiled pairs took 57-93 s on 2 cores; eager ~25 s
-STOP_TIMEOUT_S = 20.0  # SIGTERM -> SIGKILL
-QUIET_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1"}
-
-
-class StartupError(RuntimeError):
-    """A server exited or never became healthy; the message carries each server's log tail."""
+PORT_RETRIES = 3  # fresh ports after a start-up that found one taken (each try costs one start-up)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A free port outside the kernel's ephemeral range (``pdpair.procs.pick_port``; kept for callers)."""
+    return pick_port(host)
 
 
-# --------------------------------------------------------------------------------------- /proc helpers
-
-
-def group_pids(pgid: int) -> list[int]:
-    """Every live pid whose process group is ``pgid`` (read from /proc/<pid>/stat)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()  # comm may hold spaces: split after the last ')'
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            pids.append(int(entry))
-    return sorted(pids)
-
-
-def pin_group(pgid: int, cores: set[int]) -> int:
-    """Pin every thread of every process of the group to ``cores``; returns the number of threads pinned."""
-    pinned = 0
-    for pid in group_pids(pgid):
-        try:
-            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-        except OSError:
-            continue
-        for tid in tids:
-            with contextlib.suppress(OSError):  # a thread that just ended
-                os.sched_setaffinity(tid, cores)
-                pinned += 1
-    return pinned
-
-
-def _parse_cores(value: str | None) -> set[int] | None:
-    if not value:
-        return None
-    cores: set[int] = set()
-    for part in value.split(","):
-        lo, _, hi = part.partition("-")
-        cores.update(range(int(lo), int(hi or lo) + 1))
-    return cores
+def with_fresh_ports(spec: PairSpec) -> PairSpec:
+    """``spec`` with new HTTP and side-channel ports on both sides (hosts kept), from ``pick_port``:
+    outside the ephemeral range, free now, all four distinct. ``spec`` is not changed."""
+    for side in ("prefill", "decode"):
+        s = getattr(spec, side)
+        spec = with_side(spec, side, port=pick_port(s.host), side_channel_port=pick_port(s.side_channel_host))
+    return spec
 
 
 # ------------------------------------------------------------------------------------------- the spec
@@ -137,9 +109,9 @@ def prepare_spec(
         s = getattr(spec, side)
         changes: dict[str, Any] = {
             "host": "127.0.0.1",
-            "port": free_port(),
+            "port": pick_port(),
             "side_channel_host": "127.0.0.1",
-            "side_channel_port": free_port(),
+            "side_channel_port": pick_port(),
         }
         if model is not None:
             changes["model"] = str(Path(model).resolve())
@@ -198,176 +170,6 @@ def without_kv_transfer(plan: LaunchPlan, name: str = "colocated") -> LaunchPlan
     return dataclasses.replace(plan, name=name, argv=argv, env=dict(plan.env))
 
 
-# ------------------------------------------------------------------------------------------- a server
-
-
-@dataclass
-class Instance:
-    """One vLLM server started from a LaunchPlan, leader of its own process group."""
-
-    plan: LaunchPlan
-    log_path: Path
-    cores: set[int] | None = None
-    proc: subprocess.Popen | None = field(default=None, repr=False)
-    started_at: float = 0.0
-    startup_s: float | None = None  # launch -> first healthy /health
-
-    @property
-    def name(self) -> str:
-        return self.plan.name
-
-    @property
-    def url(self) -> str:
-        return self.plan.url
-
-    @property
-    def pgid(self) -> int:
-        assert self.proc is not None, "not started"
-        return self.proc.pid
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        env.update(QUIET_ENV)
-        env.update(self.plan.env)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(LAB_DIR), env.get("PYTHONPATH")) if p)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                self.plan.argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: we stop exactly what we started
-            )  # fmt: skip
-        self.started_at = time.monotonic()
-        if self.cores:
-            # before python has spawned anything: every process and thread it creates inherits the mask
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(self.proc.pid, self.cores)
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=2) as resp:
-                return resp.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def exited(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    def repin(self) -> int:
-        return pin_group(self.pgid, self.cores) if self.cores else 0
-
-    def pids(self) -> list[int]:
-        return group_pids(self.pgid) if self.proc is not None else []
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def _signal_group(self, sig: int) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pgid, sig)
-
-    def _wait_gone(self, deadline: float) -> bool:
-        while time.monotonic() < deadline:
-            if self.proc is not None:
-                self.proc.poll()  # reap the leader
-            if not self.pids():
-                return True
-            time.sleep(0.1)
-        return not self.pids()
-
-    def kill(self, timeout_s: float = 10.0) -> None:
-        """SIGKILL the whole instance now (a crash, for the drills) and wait until it is gone."""
-        self._signal_group(signal.SIGKILL)
-        self._wait_gone(time.monotonic() + timeout_s)
-
-    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM the group, SIGKILL what is left after ``timeout_s``."""
-        if self.proc is None:
-            return
-        self._signal_group(signal.SIGTERM)
-        if not self._wait_gone(time.monotonic() + timeout_s):
-            self._signal_group(signal.SIGKILL)
-            self._wait_gone(time.monotonic() + 10)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
-
-
-def _cores_of(plan: LaunchPlan) -> set[int] | None:
-    return _parse_cores(plan.env.get("VLLM_CPU_OMP_THREADS_BIND"))
-
-
-def stop_all(instances: Sequence[Instance], timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM every group at once, then wait; SIGKILL the stragglers."""
-    for inst in instances:
-        inst._signal_group(signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    for inst in instances:
-        if not inst._wait_gone(deadline):
-            inst._signal_group(signal.SIGKILL)
-            inst._wait_gone(time.monotonic() + 10)
-        if inst.proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                inst.proc.wait(timeout=5)
-
-
-def start_all(
-    plans: Sequence[LaunchPlan],
-    log_dir: Path,
-    timeout_s: float = STARTUP_TIMEOUT_S,
-    started: list | None = None,
-) -> list[Instance]:
-    """Start every plan at once and wait until all are healthy, then re-pin each to its cores.
-
-    Every Instance is appended to ``started`` as soon as it exists, so the caller can always stop them.
-    Raises StartupError (with each server's log tail) if one exits or the deadline passes.
-    """
-    started = [] if started is None else started
-    stamp = time.strftime("%H%M%S")
-    for plan in plans:
-        inst = Instance(plan, Path(log_dir) / f"{plan.name}-{stamp}-{plan.url.rsplit(':', 1)[-1]}.log",
-                        cores=_cores_of(plan))  # fmt: skip
-        started.append(inst)
-        inst.start()
-    waiting = list(started[-len(plans) :])
-    deadline = time.monotonic() + timeout_s
-    while waiting:
-        for inst in list(waiting):
-            rc = inst.exited()
-            if rc is not None:
-                raise StartupError(
-                    _failure_report(f"{inst.name} exited with code {rc} during start-up", started)
-                )
-            if inst.healthy():
-                inst.startup_s = time.monotonic() - inst.started_at
-                waiting.remove(inst)
-        if waiting and time.monotonic() > deadline:
-            names = ", ".join(i.name for i in waiting)
-            raise StartupError(_failure_report(f"{names} not healthy within {timeout_s:.0f} s", started))
-        if waiting:
-            time.sleep(0.5)
-    for inst in started[-len(plans) :]:
-        inst.repin()
-    return started
-
-
-def _failure_report(headline: str, instances: Sequence[Instance]) -> str:
-    parts = [headline]
-    for inst in instances:
-        parts.append(f"--- {inst.name} ({inst.url}), log {inst.log_path}, last lines:\n{inst.log_tail(25)}")
-    return "\n".join(parts)
-
-
 # ------------------------------------------------------------------------------------ pair / baseline
 
 
@@ -381,6 +183,32 @@ class RunningPair:
     model: str  # what clients send as "model"
 
 
+def start_with_retries(
+    spec: PairSpec,
+    make_plans: Callable[[PairSpec], list[LaunchPlan]],
+    log_dir: Path,
+    timeout_s: float,
+    started: list[Instance],
+    retries: int = PORT_RETRIES,
+) -> PairSpec:
+    """Start ``make_plans(spec)`` (``start_all``); on ``PortTakenError`` stop them, take fresh ports and
+    try again, up to ``retries`` more times. Returns the spec the running servers came from; the running
+    instances are in ``started`` (the failed ones already stopped and removed)."""
+    for attempt in range(retries + 1):
+        try:
+            start_all(make_plans(spec), log_dir, timeout_s, started)
+            return spec
+        except PortTakenError as err:
+            stop_all(started)
+            started.clear()
+            if attempt == retries:
+                raise
+            print(f"pdpair.runner: {err.instance_name} found port {err.port} taken; new ports "
+                  f"(try {attempt + 2} of {retries + 1})", file=sys.stderr, flush=True)  # fmt: skip
+            spec = with_fresh_ports(spec)
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
 def run_pair(
     impl,
@@ -390,17 +218,29 @@ def run_pair(
     startup_timeout_s: float = STARTUP_TIMEOUT_S,
     proxy_config: ProxyConfig | None = None,
     with_proxy: bool = True,
+    port_retries: int = PORT_RETRIES,
 ) -> Iterator[RunningPair]:
-    """Both servers from ``impl.launch_plans(spec)`` and ``impl.PDProxyPolicy`` in front; always stopped."""
+    """Both servers from ``impl.launch_plans(spec)`` and ``impl.PDProxyPolicy`` in front; always stopped.
+
+    A port found taken during start-up means new ports and YOUR ``launch_plans`` called again (at most
+    ``port_retries`` times); the yielded ``spec`` and ``plans`` are those the servers run with."""
     plans = impl.launch_plans(spec, python=sys.executable)  # the student's task 1, before anything starts
-    policy = impl.PDProxyPolicy([plans["prefill"].url], [plans["decode"].url]) if with_proxy else None
+    if with_proxy:  # the student's task 4, before anything starts
+        impl.PDProxyPolicy([plans["prefill"].url], [plans["decode"].url])
     instances: list[Instance] = []
+
+    def make_plans(s: PairSpec) -> list[LaunchPlan]:
+        nonlocal plans
+        plans = impl.launch_plans(s, python=sys.executable)
+        return [plans["prefill"], plans["decode"]]
+
     try:
-        start_all([plans["prefill"], plans["decode"]], log_dir, startup_timeout_s, instances)
+        spec = start_with_retries(spec, make_plans, log_dir, startup_timeout_s, instances, port_retries)
         prefill, decode = instances
-        if policy is None:
+        if not with_proxy:
             yield RunningPair(spec, plans, prefill, decode, None, served_name(spec))
             return
+        policy = impl.PDProxyPolicy([plans["prefill"].url], [plans["decode"].url])
         cfg = proxy_config or ProxyConfig(prefill_timeout_s=60.0, decode_timeout_s=60.0)
         with ProxyThread(policy, cfg) as proxy:
             yield RunningPair(spec, plans, prefill, decode, proxy, served_name(spec))
@@ -410,13 +250,23 @@ def run_pair(
 
 @contextlib.contextmanager
 def run_colocated(
-    impl, spec: PairSpec, *, log_dir: Path = DEFAULT_LOG_DIR, startup_timeout_s: float = STARTUP_TIMEOUT_S
+    impl,
+    spec: PairSpec,
+    *,
+    log_dir: Path = DEFAULT_LOG_DIR,
+    startup_timeout_s: float = STARTUP_TIMEOUT_S,
+    port_retries: int = PORT_RETRIES,
 ) -> Iterator[Instance]:
-    """The colocated baseline: your prefill launch plan without ``--kv-transfer-config``; always stopped."""
-    plan = without_kv_transfer(impl.launch_plans(spec, python=sys.executable)["prefill"])
+    """The colocated baseline: your prefill launch plan without ``--kv-transfer-config``; always stopped.
+    A taken port means new ports, as in ``run_pair``."""
+    impl.launch_plans(spec, python=sys.executable)  # an unfinished task 1 fails before anything starts
     instances: list[Instance] = []
+
+    def make_plans(s: PairSpec) -> list[LaunchPlan]:
+        return [without_kv_transfer(impl.launch_plans(s, python=sys.executable)["prefill"])]
+
     try:
-        start_all([plan], log_dir, startup_timeout_s, instances)
+        start_with_retries(spec, make_plans, log_dir, startup_timeout_s, instances, port_retries)
         yield instances[0]
     finally:
         stop_all(instances)

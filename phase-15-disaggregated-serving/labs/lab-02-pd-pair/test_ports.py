@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from pdpair import procs
+from pdpair.churn import churn
 from pdpair.procs import PortTakenError, StartupError, pick_port, start_all, stop_all, taken_port_in
 from pdpair.runner import prepare_spec, run_pair, start_with_retries, with_fresh_ports
 from pdpair.spec import LaunchPlan, load_pair_spec
@@ -146,6 +147,15 @@ def test_retries_are_bounded():
             start_with_retries(spec, plans, LOG_DIR, 30, started, retries=1)
     assert len(calls) == 2 and started == []
     assert issubclass(PortTakenError, StartupError)
+
+
+def test_churn_is_bounded_and_uses_ephemeral_ports():
+    t0 = time.monotonic()
+    result = churn(seconds=1.0, hold=50, rate_per_s=200, report_every_s=60)
+    assert time.monotonic() - t0 < 5
+    assert result["opened"] > 50 and result["held_max"] == 50 and result["distinct_ports"] > 50
+    with pytest.raises(ValueError):
+        churn(seconds=0, hold=1, rate_per_s=1)
 
 
 # ------------------------------------------------------------------------------------------ vllm tier

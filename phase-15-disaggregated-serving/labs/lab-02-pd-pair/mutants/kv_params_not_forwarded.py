@@ -6,7 +6,7 @@ inherit_solution(globals())
 
 
 def decode_request(body, prefill_response):
-    params = prefill_response.get("kv_transfer_params") if isinstance(prefill_response, dict) else None
-    if not isinstance(params, dict):
-        raise ValueError(f"prefill answer carries no kv_transfer_params object: {params!r}")
-    return copy.deepcopy(body)
+    problem = prefill_answer_problem(prefill_response)
+    if problem is not None:
+        raise ValueError(f"{problem}: prefill's answer cannot be handed off")
+    return sanitize_request(body)

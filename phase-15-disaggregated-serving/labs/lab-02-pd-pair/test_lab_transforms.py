@@ -1,0 +1,131 @@
+"""lab-02 task 3, the edges: what a client may not set, and when prefill's answer is really a handoff.
+
+vLLM hands ``kv_transfer_params`` (and ``ec_transfer_params``) to its connectors: a client that sets
+them steers NIXL (which host decode handshakes with, which blocks it pins). Only the proxy sets them.
+And only an answer decode's connector would really pull from is a handoff; anything else means decode
+prefills the prompt again, so it must be a counted fallback, never a silent "disaggregated".
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+HOSTILE = {"do_remote_prefill": True, "remote_host": "203.0.113.9", "remote_port": 1,
+           "remote_engine_id": "evil", "remote_block_ids": [0], "remote_request_id": "x"}  # fmt: skip
+CLIENT_BODY = {
+    "model": "tiny", "prompt": [1, 2, 3], "max_tokens": 20, "stream": True, "temperature": 0.0,
+    "kv_transfer_params": HOSTILE, "ec_transfer_params": {"do_remote_encode": True},
+    "vllm_xargs": {"kv_transfer_params": "x", "my_plugin_knob": 3},
+}  # fmt: skip
+CLEAN = {"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 20, "stream": True, "temperature": 0.0,
+         "vllm_xargs": {"my_plugin_knob": 3}}  # fmt: skip
+GOOD_PARAMS = {"do_remote_prefill": True, "do_remote_decode": False, "remote_engine_id": "e-1",
+               "remote_block_ids": [[1, 2, 3]], "remote_request_id": "cmpl-r1-0-ab12cd34",
+               "remote_host": "127.0.0.1", "remote_port": 54349, "tp_size": 1, "remote_num_tokens": 70,
+               "transfer_mode": "pull"}  # fmt: skip
+ECHOED = {"do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None,
+          "remote_block_ids": None, "remote_host": None, "remote_port": None}  # fmt: skip
+
+
+def _answer(params=..., **extra) -> dict:
+    answer = {"id": "cmpl-1", "choices": [{"index": 0, "text": "x", "finish_reason": "length"}]}
+    if params is not ...:
+        answer["kv_transfer_params"] = params
+    return answer | extra
+
+
+@pytest.mark.lab02_task3
+def test_sanitize_request_drops_only_the_internal_fields(impl):
+    body = copy.deepcopy(CLIENT_BODY)
+    clean = impl.sanitize_request(body)
+    assert clean == CLEAN, (
+        "kv_transfer_params and ec_transfer_params (also inside vllm_xargs) are the proxy's to set; "
+        f"everything else passes through.\n want {CLEAN}\n got  {clean}")  # fmt: skip
+    assert body == CLIENT_BODY, "sanitize_request must not modify the client's body"
+    clean["prompt"].append(4)
+    clean["vllm_xargs"]["my_plugin_knob"] = 4
+    assert body == CLIENT_BODY, "the sanitized body must be a deep copy: changing it changed the client's"
+    plain = {"model": "m", "prompt": "hi", "max_tokens": 2}
+    assert impl.sanitize_request(plain) == plain, "a body without internal fields comes back equal"
+
+
+@pytest.mark.lab02_task3
+def test_prefill_request_replaces_client_kv_params_with_its_own(impl):
+    body = copy.deepcopy(CLIENT_BODY)
+    new, headers = impl.prefill_request(body, "r-1")
+    assert new["kv_transfer_params"] == ECHOED, (
+        "the prefill hop carries exactly PREFILL_KV_TRANSFER_PARAMS, whatever the client sent there; got "
+        f"{new['kv_transfer_params']}")  # fmt: skip
+    assert "ec_transfer_params" not in new and new["vllm_xargs"] == {"my_plugin_knob": 3}, (
+        f"internal fields from the client never reach prefill, got {new}")  # fmt: skip
+    assert (new["max_tokens"], new["stream"]) == (1, False) and headers == {"X-Request-Id": "r-1"}, new
+    assert body == CLIENT_BODY, "the client's body must not be modified"
+
+
+@pytest.mark.lab02_task3
+def test_decode_request_carries_prefills_params_not_the_clients(impl):
+    body = copy.deepcopy(CLIENT_BODY)
+    answer = _answer(copy.deepcopy(GOOD_PARAMS))
+    new = impl.decode_request(body, answer)
+    assert new["kv_transfer_params"] == GOOD_PARAMS, (
+        f"decode gets exactly the params prefill returned (nothing of the client's merged in), got "
+        f"{new['kv_transfer_params']}")  # fmt: skip
+    assert {k: v for k, v in new.items() if k != "kv_transfer_params"} == CLEAN, (
+        f"decode gets the client's body without its internal fields, got {new}")  # fmt: skip
+    assert body == CLIENT_BODY and answer["kv_transfer_params"] == GOOD_PARAMS, "inputs must not be modified"
+
+
+GOOD_ANSWERS = {
+    "grouped_block_ids": GOOD_PARAMS,  # vLLM 0.32: one list of block ids per KV-cache group
+    "flat_block_ids": GOOD_PARAMS | {"remote_block_ids": [3, 4]},
+    "extra_keys": GOOD_PARAMS | {"remote_blocks_expiry_time": None, "dcp_size": 1},
+}
+BAD_ANSWERS = {  # name -> (kv_transfer_params or ... for "absent", the reason)
+    "absent": (..., "no_kv_transfer_params"),
+    "null": (None, "no_kv_transfer_params"),
+    "empty": ({}, "no_kv_transfer_params"),
+    "do_remote_prefill_false": ({"do_remote_prefill": False}, "bad_kv_transfer_params"),
+    "request_params_echoed": (ECHOED, "bad_kv_transfer_params"),
+    "not_an_object": ("do_remote_prefill", "bad_kv_transfer_params"),
+    "do_remote_prefill_string": (GOOD_PARAMS | {"do_remote_prefill": "false"}, "bad_kv_transfer_params"),
+    "port_as_string": (GOOD_PARAMS | {"remote_port": "54349"}, "bad_kv_transfer_params"),
+    "port_as_bool": (GOOD_PARAMS | {"remote_port": True}, "bad_kv_transfer_params"),
+    "port_out_of_range": (GOOD_PARAMS | {"remote_port": 70000}, "bad_kv_transfer_params"),
+    "no_block_ids": (GOOD_PARAMS | {"remote_block_ids": []}, "bad_kv_transfer_params"),
+    "empty_block_groups": (GOOD_PARAMS | {"remote_block_ids": [[]]}, "bad_kv_transfer_params"),
+    "block_ids_as_string": (GOOD_PARAMS | {"remote_block_ids": "1,2,3"}, "bad_kv_transfer_params"),
+    "no_engine_id": ({k: v for k, v in GOOD_PARAMS.items() if k != "remote_engine_id"}, "bad_kv_transfer_params"),
+    "host_null": (GOOD_PARAMS | {"remote_host": None}, "bad_kv_transfer_params"),
+    "empty_request_id": (GOOD_PARAMS | {"remote_request_id": ""}, "bad_kv_transfer_params"),
+}  # fmt: skip
+
+
+@pytest.mark.lab02_task3
+@pytest.mark.parametrize("case", list(GOOD_ANSWERS))
+def test_a_usable_prefill_answer_is_a_handoff(impl, case):
+    answer = _answer(copy.deepcopy(GOOD_ANSWERS[case]))
+    got = impl.prefill_answer_problem(answer)
+    assert got is None, f"{case}: decode's connector would pull from these params; got problem {got!r}"
+    assert impl.decode_request({"prompt": "x"}, answer)["kv_transfer_params"] == GOOD_ANSWERS[case]
+
+
+@pytest.mark.lab02_task3
+@pytest.mark.parametrize("case", list(BAD_ANSWERS))
+def test_an_unusable_prefill_answer_is_named_and_refused(impl, case):
+    params, want = BAD_ANSWERS[case]
+    answer = _answer(copy.deepcopy(params))
+    got = impl.prefill_answer_problem(answer)
+    assert got == want, (
+        f"{case}: kv_transfer_params {params if params is not ... else '(absent)'!r} cannot move any KV: "
+        f"the problem is {want!r}, got {got!r}")  # fmt: skip
+    with pytest.raises(ValueError):
+        impl.decode_request({"prompt": "x"}, answer)
+
+
+@pytest.mark.lab02_task3
+def test_an_answer_that_is_not_an_object_has_no_params(impl):
+    for answer in (None, [GOOD_PARAMS], "kv_transfer_params"):
+        got = impl.prefill_answer_problem(answer)
+        assert got == "no_kv_transfer_params", f"answer {answer!r}: no kv_transfer_params object, got {got!r}"

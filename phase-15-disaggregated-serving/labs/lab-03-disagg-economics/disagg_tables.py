@@ -17,7 +17,8 @@ class ModelShape:
     attention = "gqa": every layer caches K and V, each kv_heads x head_dim elements.
     attention = "mla": every layer caches ONE shared latent of (mla_latent_dim + mla_rope_dim) elements
     (DeepSeek's multi-head latent attention): there is no separate K and V, so no factor 2.
-    params_b and hidden feed the FLOPs model used by the break-even plot only.
+    params_b (billions of parameters a token passes through: the ACTIVATED ones for a MoE) and hidden
+    (the model width) feed the prefill FLOPs model (task 6); 0 means unknown.
     """
 
     name: str
@@ -79,6 +80,15 @@ MODELS: dict[str, ModelShape] = {
         ),
         ModelShape("qwen2.5-7b", 28, 4, 128, params_b=7.6, hidden=3584, source="Qwen2.5-7B config.json"),
         ModelShape(
+            "tiny-llama",
+            8,
+            4,
+            64,
+            params_b=0.056,  # 2 x 16.4M embedding/unembedding + 8 x 2.95M per layer
+            hidden=512,
+            source="lab-02's models/tiny-llama/config.json (the CPU pair's random-weight Llama, bf16)",
+        ),
+        ModelShape(
             "deepseek-v3",
             61,
             1,
@@ -104,6 +114,32 @@ FABRICS: dict[str, Fabric] = {
         Fabric("ib-ndr", 400, "InfiniBand NDR 4x line rate (400 Gb/s)"),
         Fabric("nvlink4", 3600, "NVLink 4 (H100), 900 GB/s bidirectional -> ~450 GB/s one direction"),
         Fabric("pcie5-x16", 504, "PCIe Gen5 x16, ~63 GB/s one direction"),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """A prefill chip's PEAK dense bf16 rate: what the datasheet promises, not what prefill achieves."""
+
+    name: str
+    bf16_dense_tflops: float  # TFLOP/s (1e12 FLOP/s), dense (no 2:4 sparsity)
+    source: str
+
+
+ACCELERATORS: dict[str, Accelerator] = {
+    a.name: a
+    for a in [
+        Accelerator(
+            "h100-sxm",
+            989.0,
+            "NVIDIA H100 Tensor Core GPU datasheet (SXM5): BF16 1,979 TFLOPS with sparsity; dense is half",
+        ),
+        Accelerator(
+            "a100-sxm",
+            312.0,
+            "NVIDIA A100 Tensor Core GPU datasheet: BF16 312 TFLOPS dense (624 with sparsity)",
+        ),
     ]
 }
 

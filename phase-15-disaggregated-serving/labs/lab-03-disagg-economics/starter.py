@@ -1,91 +1,138 @@
 # STARTER FILE - your work goes here. Replace each `raise NotImplementedError(...)` with code that
 # meets the docstring above it, then grade yourself: see this lab's README ('How to grade').
 # (Instructors: generated from solution.py by `make starters`; edit solution.py, not this file.)
-"""Lab 03 - the economics of disaggregation, in five functions.
+"""Lab 03 - the economics of disaggregation, in seven functions.
 
 Disaggregating prefill from decode cures one disease - the decode ITL spike when a prefill lands in a
 decode batch - and charges one toll: the prompt's KV cache must cross a wire before decode can start.
-These five functions price both sides and decide.
+Tasks 1-5 price both sides and decide; task 6 asks how much the verdict rests on the TTFT it divides
+by; task 7 turns the trade into the knob real routers expose (which prompts go remote).
 
 Units: bytes are bytes; link rates are gigaBITS per second (Gb/s, 1e9 bit/s) as vendors quote them;
-times are milliseconds. The tables (model shapes, fabrics) and the types (ModelShape, Fabric, Verdict,
-Decision) are given in disagg_tables.py.
+times are milliseconds. The tables (model shapes, fabrics, accelerators) and the types (ModelShape,
+Fabric, Verdict, Decision) are given in disagg_tables.py.
+
+Bad input, in every function: a bool, a string where a number belongs, or None is a TypeError; NaN,
+infinity or a value out of range is a ValueError. Either way the message starts with the argument's
+name (e.g. "ttft_ms: ..."). `number` below does the type and finiteness half for you.
 """
 
 from __future__ import annotations
 
-from disagg_tables import FABRICS, MODELS, Decision, Fabric, ModelShape, Verdict
+import math
+from numbers import Integral, Real
+
+from disagg_tables import ACCELERATORS, FABRICS, MODELS, Accelerator, Decision, Fabric, ModelShape, Verdict
 
 DEFAULT_MAX_PENALTY = 0.10  # the toll may add at most 10% to colocated TTFT (the phase's "+10%")
 DEFAULT_MIN_SPIKE_RATIO = 1.5  # ITL p99 / p50 at or above this = an interference spike worth curing
+
+
+def number(name: str, value, *, integer: bool = False) -> float | int:
+    """`value` if it is a finite real number (an int when `integer`), else an error naming `name`.
+
+    bool and non-numbers -> TypeError; NaN and +-inf -> ValueError; with integer=True a float (even
+    2048.0) -> TypeError. Range checks (> 0, <= 1 ...) are the caller's: they depend on the meaning.
+    Example: number("ttft_ms", float("nan")) raises ValueError("ttft_ms: must be finite, got nan").
+    """
+    if isinstance(value, bool) or not isinstance(value, Integral if integer else Real):
+        kind = "an integer" if integer else "a number"
+        raise TypeError(f"{name}: must be {kind}, got {type(value).__name__} {value!r}")
+    if not integer and not math.isfinite(value):
+        raise ValueError(f"{name}: must be finite, got {value!r}")
+    return int(value) if integer else value
 
 
 def resolve_model(model: ModelShape | str) -> ModelShape:
     """A ModelShape, or one looked up by name in MODELS (ValueError naming `model` if unknown)."""
     if isinstance(model, ModelShape):
         return model
-    if isinstance(model, str) and model.lower() in MODELS:
-        return MODELS[model.lower()]
-    raise ValueError(f"model: unknown model {model!r}; known: {', '.join(MODELS)}")
+    if isinstance(model, str):
+        if model.lower() in MODELS:
+            return MODELS[model.lower()]
+        raise ValueError(f"model: unknown model {model!r}; known: {', '.join(MODELS)}")
+    raise TypeError(f"model: expected a ModelShape or a model name, got {type(model).__name__}")
 
 
 def resolve_link_gbps(link: float | int | str | Fabric) -> float:
-    """Gb/s from a number, a Fabric, or a fabric name in FABRICS (ValueError naming `link_gbps`)."""
+    """Gb/s from a number, a Fabric, or a fabric name in FABRICS (errors name `link_gbps`).
+
+    Only the lookup and type/finiteness: whether the rate is > 0 is the caller's check.
+    """
     if isinstance(link, Fabric):
         return float(link.gbps)
     if isinstance(link, str):
         if link.lower() not in FABRICS:
             raise ValueError(f"link_gbps: unknown fabric {link!r}; known: {', '.join(FABRICS)}")
         return float(FABRICS[link.lower()].gbps)
-    if isinstance(link, bool) or not isinstance(link, int | float):
-        raise ValueError(f"link_gbps: expected Gb/s as a number or a fabric name, got {link!r}")
-    return float(link)
+    return float(number("link_gbps", link))
 
 
-def kv_bytes_per_token(model: ModelShape | str, dtype_bytes: int = 2) -> int:
-    """Bytes of KV cache one token occupies (and must ship), across all layers.
+def resolve_peak_tflops(peak: float | int | str | Accelerator) -> float:
+    """Peak dense TFLOP/s from a number, an Accelerator, or a name in ACCELERATORS (errors name `peak_tflops`)."""
+    if isinstance(peak, Accelerator):
+        return float(peak.bf16_dense_tflops)
+    if isinstance(peak, str):
+        if peak.lower() not in ACCELERATORS:
+            raise ValueError(f"peak_tflops: unknown accelerator {peak!r}; known: {', '.join(ACCELERATORS)}")
+        return float(ACCELERATORS[peak.lower()].bf16_dense_tflops)
+    return float(number("peak_tflops", peak))
 
-    GQA/MHA:  2 (K and V) x layers x kv_heads x head_dim x dtype_bytes
-    MLA:      layers x (mla_latent_dim + mla_rope_dim) x dtype_bytes   (one shared latent: no factor 2)
 
-    `model` is a ModelShape or a name in MODELS; `dtype_bytes` is 2 for fp16/bf16, 1 for fp8.
-    Invariants the tests check: Llama-3-8B fp16 = 131,072 bytes (128 KiB); fp8 halves it exactly;
-    DeepSeek-V3 (MLA) fp16 = 70,272 bytes. Raises ValueError naming `model` or `dtype_bytes`.
+def kv_bytes_per_token(model: ModelShape | str, dtype_bytes: int | float = 2) -> int:
+    """Bytes of KV cache one token occupies - and must ship - across all of the model's layers.
+
+    Everything the attention of a LATER token will read about this one, for every layer: read
+    ModelShape's docstring for what a GQA/MHA layer and an MLA layer keep. `dtype_bytes` is the size
+    of one cached element: 2 for fp16/bf16, 1 for fp8 (0.5 for a 4-bit cache is allowed; the result
+    is truncated to whole bytes).
+    Example: Llama-3-8B in fp16 caches 131,072 B (128 KiB) per token, so a 2048-token prompt is
+    256 MiB of freight; fp8 halves it exactly.
+    Errors: unknown model -> ValueError naming `model`; dtype_bytes not a number or <= 0 -> an error
+    naming `dtype_bytes`.
     """
-    raise NotImplementedError("lab-03 task 1: count K and V for GQA models, one latent per layer for MLA models")
+    raise NotImplementedError("lab-03 task 1: count what each layer caches per token (K and V, or MLA's one latent)")
 
 
 def transfer_ms(nbytes: int | float, link_gbps: float | str | Fabric, efficiency: float = 1.0) -> float:
-    """Milliseconds to move `nbytes` over a link of `link_gbps` gigaBITS/s at `efficiency` of line rate.
+    """Milliseconds the wire needs to move `nbytes` bytes: the toll, paid once per request.
 
-    ms = nbytes x 8 / (link_gbps x 1e9 x efficiency) x 1000.  `link_gbps` may also be a fabric name
-    ("ib-hdr", "10gbe", ...). Pinned: 256 MiB over 200 Gb/s IB HDR = 10.74 ms; over 10 GbE = 214.7 ms.
-    Raises ValueError naming the argument for negative bytes, bandwidth <= 0, an unknown fabric, or
+    `link_gbps` is the line rate in gigaBITS per second, a Fabric, or a fabric name ("ib-hdr",
+    "10gbe", ...); `efficiency` in (0, 1] is the fraction of line rate actually achieved (0.5: the
+    copy runs at half the quoted rate). Zero bytes take 0 ms.
+    Example: 256 MiB over InfiniBand HDR (200 Gb/s) at full rate = 10.74 ms; over 10 GbE = 214.7 ms.
+    Errors name the argument: nbytes < 0; a rate <= 0 or an unknown fabric (`link_gbps`);
     efficiency outside (0, 1].
     """
-    raise NotImplementedError("lab-03 task 2: convert bytes to bits and divide by the link's bit rate")
+    raise NotImplementedError("lab-03 task 2: bytes are 8 bits; the link moves link_gbps x efficiency gigabits each second")
 
 
 def interference_tax_ms(output_tokens: int, itl_p50_ms: float, itl_p99_ms: float) -> float:
-    """The per-token tax colocated decode pays, summed over one request's inter-token gaps.
+    """The ITL budget an ITL-p99 SLO reserves over one colocated request: the tax disaggregation cures.
 
     When prefills share a batch with decodes, some decode steps stall: ITL p99 rises far above p50
-    (the phase's figure: 38 ms vs 12 ms). A deployment held to an ITL-p99 SLO must plan every gap at
-    p99, so each gap carries a budgeted tax of (p99 - p50) - an upper bound for capacity planning, not
-    the latency every request sees. The first output token comes from prefill, so a request with N
-    output tokens has N - 1 gaps:  tax = max(N - 1, 0) x (p99 - p50).
-    Compare it with the toll (transfer_ms), paid ONCE per request: the tax -> toll trade.
-    Raises ValueError naming the argument for negative tokens/latencies or p99 < p50.
+    (the phase's figure: 38 ms vs 12 ms). A deployment promising "every gap within p99" must budget
+    every inter-token gap of a request at p99, i.e. reserve the excess over the steady p50 gap on
+    each of them. Only the gaps BETWEEN output tokens count: the wait for the first token is TTFT,
+    not an inter-token gap.
+    What it answers: how much latency budget the SLO sets aside per request (capacity planning: a
+    tighter budget means fewer streams per GPU). What it does NOT answer: how much slower a typical
+    request is - by definition only ~1% of gaps reach p99, and the p99 of a SUM of gaps is far below
+    the sum of per-gap p99s. Compare it with the toll (transfer_ms), paid once per request.
+    Example: 257 output tokens at p50/p99 = 12/38 ms -> 6,656 ms budgeted; 1 token -> 0.
+    Zero tokens and p99 == p50 are valid (no tax). Errors name the argument: output_tokens < 0 or
+    not an integer; itl_p50_ms < 0; itl_p99_ms < itl_p50_ms.
     """
-    raise NotImplementedError("lab-03 task 3: (p99 - p50) per gap, over output_tokens - 1 gaps")
+    raise NotImplementedError("lab-03 task 3: the excess over p50, on every gap between output tokens")
 
 
 def penalty_ratio(transfer_ms: float, ttft_ms: float) -> float:
-    """The qualifying number: the toll as a fraction of colocated TTFT (0.05 = TTFT +5%).
+    """The qualifying number: the toll as a fraction of colocated TTFT (0.05 = TTFT grows 5%).
 
-    Raises ValueError naming the argument for transfer_ms < 0 or ttft_ms <= 0.
+    Example: a 10.7 ms toll on a 200 ms TTFT = 0.0537. A 0 ms toll is valid (penalty 0); a TTFT of
+    0 or less is not (it is what the toll is measured against). Errors name the argument.
     """
-    raise NotImplementedError("lab-03 task 4: the toll divided by the colocated TTFT")
+    raise NotImplementedError("lab-03 task 4: the toll relative to the colocated TTFT")
 
 
 def should_disaggregate(
@@ -97,21 +144,78 @@ def should_disaggregate(
     itl_p50_ms: float,
     itl_p99_ms: float,
     *,
-    kv_dtype_bytes: int = 2,
+    kv_dtype_bytes: int | float = 2,
     efficiency: float = 1.0,
     max_penalty: float = DEFAULT_MAX_PENALTY,
     min_spike_ratio: float = DEFAULT_MIN_SPIKE_RATIO,
 ) -> Decision:
-    """Decide, from colocated measurements, whether to split prefill from decode.
+    """Decide, from colocated measurements, whether to split prefill from decode - and say why.
 
-    1. No disease: if colocated ITL p99 / p50 < min_spike_ratio there is no interference spike to
-       cure -> NO_NO_DISEASE, whatever the wire.
-    2. Slow link: freight = prompt_tokens x kv_bytes_per_token; toll = transfer_ms(freight, link);
-       if toll / ttft_ms > max_penalty -> NO_SLOW_LINK.
-    3. Otherwise YES.
+    The rules, in order:
+      * no disease: if colocated ITL p99 is less than `min_spike_ratio` times p50 there is no
+        interference spike to cure -> NO_NO_DISEASE, however good the wire;
+      * slow link: if shipping this prompt's KV (`kv_dtype_bytes` per element, at `efficiency` of
+        the link) would add more than `max_penalty` of colocated TTFT -> NO_SLOW_LINK;
+      * otherwise YES.
     Edges are inclusive: a spike ratio EQUAL to min_spike_ratio is a disease; a penalty EQUAL to
-    max_penalty is acceptable. Returns a Decision with every intermediate number.
-    Pinned: Llama-3-8B, 2048-token prompt, TTFT 200 ms, ITL p50/p99 12/38 ms -> YES on ib-hdr,
-    NO_SLOW_LINK on 10gbe; p99 13 ms -> NO_NO_DISEASE. Raises ValueError naming bad arguments.
+    max_penalty is acceptable. Returns a Decision carrying every intermediate number (tasks 1-4).
+    `reason` is one human-readable line; it is promised to contain the deciding measurement as the
+    CLI prints it: the spike ratio with two decimals ("1.08") for NO_NO_DISEASE, the penalty as a
+    percentage with one decimal ("107.4%") for NO_SLOW_LINK and YES. Other wording is yours.
+    Example: Llama-3-8B, 2048-token prompt, TTFT 200 ms, ITL p50/p99 12/38 ms -> YES on ib-hdr
+    (penalty 5.4%), NO_SLOW_LINK on 10gbe (107.4%); with p99 13 ms -> NO_NO_DISEASE (1.08).
+    Errors name the argument; itl_p50_ms must be > 0 (a ratio is taken against it), max_penalty
+    >= 0, min_spike_ratio >= 1; the others as in tasks 1-4.
     """
     raise NotImplementedError("lab-03 task 5: no spike -> NO_NO_DISEASE; toll/TTFT over the limit -> NO_SLOW_LINK; else YES")
+
+
+def prefill_ttft_ms(
+    model: ModelShape | str, prompt_tokens: int, peak_tflops: float | str | Accelerator, mfu: float
+) -> float:
+    """The colocated TTFT a verdict divides by, modelled from compute: prefill FLOPs at `mfu` of peak.
+
+    Count a multiply-add as 2 FLOPs. Weights: every prompt token passes once through every parameter
+    it activates (ModelShape.params_b, in billions). Attention: in every layer each token's query is
+    scored against its own key and every EARLIER one (causal: half of the n x n pairs, take exactly
+    n x n / 2), over the full model width (ModelShape.hidden), and the same pairs weight the values.
+    The chip delivers `mfu` (model FLOPs utilisation, in (0, 1]) of `peak_tflops` (TFLOP/s, a number,
+    an Accelerator, or a name in ACCELERATORS). Queueing, the decode step and the network are not
+    in it: this is the compute floor of TTFT.
+    Example: Llama-3-8B, 2048 tokens on an H100 (989 TFLOP/s dense bf16): ~33.9 TFLOP, so 201 ms at
+    17% MFU (the phase's ~200 ms) but 62 ms at a realistic 55% - where IB HDR's 10.7 ms toll is 17%
+    of TTFT and the 10% rule says NO_SLOW_LINK. A verdict is only as good as the TTFT under it.
+    0 tokens -> 0 ms. Errors name the argument: prompt_tokens < 0 or not an integer; peak <= 0 or
+    unknown; mfu outside (0, 1]; a model whose params_b or hidden is unknown (0) -> `model`.
+    """
+    raise NotImplementedError("lab-03 task 6: FLOPs of the weights and of causal attention, over the FLOP/s the chip achieves")
+
+
+def local_prefill_max_tokens(
+    model: ModelShape | str,
+    link_gbps: float | str | Fabric,
+    prefill_tokens_per_s: float,
+    handoff_ms: float,
+    *,
+    kv_dtype_bytes: int | float = 2,
+    efficiency: float = 1.0,
+    max_penalty: float = DEFAULT_MAX_PENALTY,
+) -> int | None:
+    """The conditional-disaggregation knob: the longest prompt that should stay on the decode worker.
+
+    Real routers prefill short prompts locally and send long ones to a prefill pool (NVIDIA Dynamo's
+    max_local_prefill_length, lab-02's local_prefill_max_tokens: prompts of MORE tokens go remote).
+    This function picks that value from the economics. Colocated, an n-token prompt's TTFT is its
+    prefill time at `prefill_tokens_per_s`. Remote, it pays a toll: a fixed `handoff_ms` per request
+    (the extra hop, the decode worker's wait for a step, its own first step - whatever your
+    measurements show) plus the wire time of n tokens of KV (`kv_dtype_bytes`, `efficiency` as in
+    tasks 1-2). Remote prefill PAYS for a prompt when its toll is at most `max_penalty` of its
+    colocated TTFT (inclusive, as in task 5).
+    Returns the largest n for which remote does not pay - so every longer prompt pays; 0 when every
+    prompt pays; None when no prompt length ever pays on this wire (send nothing remote).
+    Example: Llama-3-8B fp16 on ib-hdr, 10,000 prompt tokens/s, handoff 5 ms, 10% -> 1051: a
+    1052-token prompt is the first worth shipping. On 100gbe -> None (the wire alone costs 10.5%).
+    Errors name the argument: prefill_tokens_per_s <= 0, handoff_ms < 0, max_penalty < 0, and the
+    model/link/dtype/efficiency errors of tasks 1-2.
+    """
+    raise NotImplementedError("lab-03 task 7: the fixed handoff is amortised over the prompt; the wire's per-token share is not")

@@ -2,6 +2,8 @@
 
 The numbers pinned here are the phase's: Llama-3-8B, a 2048-token fp16 prompt = 256 MiB of KV;
 ~11 ms on InfiniBand-class fabric, ~215 ms on 10 GbE; colocated ITL p50 12 ms vs p99 38 ms.
+Bad input: bools, strings and None where a number belongs are TypeErrors; NaN, infinity and values
+out of range are ValueErrors; either way the message names the argument (the module docstring's promise).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from disagg_tables import FABRICS, MODELS, ModelShape, Verdict
+from disagg_tables import ACCELERATORS, FABRICS, MODELS, Accelerator, Fabric, ModelShape, Verdict
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,6 +24,10 @@ task2 = pytest.mark.lab03_task2
 task3 = pytest.mark.lab03_task3
 task4 = pytest.mark.lab03_task4
 task5 = pytest.mark.lab03_task5
+task6 = pytest.mark.lab03_task6
+task7 = pytest.mark.lab03_task7
+
+NAN, INF = float("nan"), float("inf")
 
 # A toy geometry chosen so every threshold edge is an exact float: 1 layer x 1 KV head x head_dim 625
 # x 2 (K and V) x 1 byte = 1250 B/token; 1000 tokens = 1.25 MB = 10 ms at 1 Gb/s.
@@ -99,6 +105,35 @@ def test_bad_dtype_bytes_is_a_value_error(impl, bad):
         impl.kv_bytes_per_token("llama-3-8b", bad)
 
 
+@task1
+def test_fp8_halves_and_the_tiny_llama_of_lab02(impl):
+    got = impl.kv_bytes_per_token("tiny-llama", 2), impl.kv_bytes_per_token("llama-3-8b", 1)
+    assert got == (8_192, 65_536), (
+        f"tiny-llama bf16 (8 layers, 4 KV heads, dim 64) = 8192 B/token; 8B fp8 = 65536 (half of fp16); got {got}"
+    )
+
+
+@task1
+def test_mla_ignores_the_gqa_fields(impl):
+    # an MLA model whose kv_heads/head_dim are filled in anyway: the latent is still all it caches
+    mla = ModelShape(
+        "mla-filled", layers=3, kv_heads=8, head_dim=128, attention="mla", mla_latent_dim=10, mla_rope_dim=6
+    )
+    got = impl.kv_bytes_per_token(mla, 2)
+    assert got == 3 * 16 * 2, f"MLA: 3 layers x (10 + 6) x 2 B = 96, whatever kv_heads says; got {got}"
+
+
+@task1
+@pytest.mark.parametrize(
+    "bad, exc",
+    [(True, TypeError), ("2", TypeError), (None, TypeError), (NAN, ValueError), (INF, ValueError)],
+    ids=["bool", "str", "None", "nan", "inf"],
+)
+def test_dtype_bytes_must_be_a_finite_number(impl, bad, exc):
+    with pytest.raises(exc, match="dtype_bytes"):
+        impl.kv_bytes_per_token("llama-3-8b", bad)
+
+
 # ---------------------------------------------------------------- task 2: transfer_ms
 @task2
 @pytest.mark.parametrize(
@@ -168,6 +203,49 @@ def test_transfer_bad_input(impl, args, kwargs, names):
         impl.transfer_ms(*args, **kwargs)
 
 
+@task2
+def test_fabric_object_zero_bytes_and_full_efficiency(impl):
+    by_object = impl.transfer_ms(PROMPT_8B_BYTES, Fabric("my-ib", 200, "test"))
+    assert by_object == pytest.approx(10.737, abs=1e-3), (
+        f"a Fabric of 200 Gb/s: want 10.737 ms, got {by_object}"
+    )
+    at_one = impl.transfer_ms(PROMPT_8B_BYTES, "ib-hdr", efficiency=1.0)
+    assert at_one == pytest.approx(10.737, abs=1e-3), f"efficiency 1.0 is valid (line rate), got {at_one}"
+    assert impl.transfer_ms(0, "ib-hdr", efficiency=0.01) == 0.0, "zero bytes take 0 ms at any efficiency"
+
+
+@task2
+@pytest.mark.parametrize("eff, factor", [(0.87, 1 / 0.87), (0.25, 4.0)])
+def test_efficiency_is_used_not_just_checked(impl, eff, factor):
+    full = impl.transfer_ms(MiB, 100)
+    got = impl.transfer_ms(MiB, 100, eff)
+    assert got == pytest.approx(full * factor), (
+        f"at {eff:.0%} of line rate the copy takes {factor:.3f}x as long as at 100%: want {full * factor}, got {got}"
+    )
+
+
+@task2
+@pytest.mark.parametrize(
+    "args, exc, name",
+    [
+        ((NAN, 10), ValueError, "nbytes"),
+        ((INF, 10), ValueError, "nbytes"),
+        (("1024", 10), TypeError, "nbytes"),
+        ((MiB, NAN), ValueError, "link_gbps"),
+        ((MiB, INF), ValueError, "link_gbps"),
+        ((MiB, True), TypeError, "link_gbps"),
+        ((MiB, None), TypeError, "link_gbps"),
+        ((MiB, 10, NAN), ValueError, "efficiency"),
+        ((MiB, 10, True), TypeError, "efficiency"),
+        ((MiB, 10, "0.5"), TypeError, "efficiency"),
+    ],
+    ids=lambda v: repr(v) if not isinstance(v, tuple) else None,
+)
+def test_transfer_rejects_non_finite_and_non_numbers(impl, args, exc, name):
+    with pytest.raises(exc, match=name):
+        impl.transfer_ms(*args)
+
+
 # ---------------------------------------------------------------- task 3: interference_tax_ms
 @task3
 def test_phase_tax_per_request(impl):
@@ -182,7 +260,8 @@ def test_phase_tax_per_request(impl):
 def test_the_first_token_has_no_gap(impl, tokens, want):
     got = impl.interference_tax_ms(tokens, 12.0, 38.0)
     assert got == pytest.approx(want), (
-        f"{tokens} output tokens -> {max(tokens - 1, 0)} gaps (the first token comes from prefill): "
+        f"{tokens} output tokens -> {max(tokens - 1, 0)} gaps (the wait for the first token is TTFT, "
+        f"not a gap): "
         f"want {want}, got {got}"
     )
 
@@ -215,6 +294,32 @@ def test_tax_bad_input(impl, args, name):
         impl.interference_tax_ms(*args)
 
 
+@task3
+def test_a_p50_of_zero_is_valid_for_the_tax(impl):
+    got = impl.interference_tax_ms(3, 0.0, 5.0)
+    assert got == pytest.approx(10.0), (
+        f"p50 0 ms (tokens arrive back to back) is a valid measurement: 2 gaps x 5 ms = 10, got {got}"
+    )
+
+
+@task3
+@pytest.mark.parametrize(
+    "args, exc, name",
+    [
+        ((257.0, 12.0, 38.0), TypeError, "output_tokens"),
+        ((True, 12.0, 38.0), TypeError, "output_tokens"),
+        ((10, NAN, 38.0), ValueError, "itl_p50_ms"),
+        ((10, "12", 38.0), TypeError, "itl_p50_ms"),
+        ((10, 12.0, NAN), ValueError, "itl_p99_ms"),
+        ((10, 12.0, INF), ValueError, "itl_p99_ms"),
+        ((10, 12.0, None), TypeError, "itl_p99_ms"),
+    ],
+)
+def test_tax_rejects_non_finite_and_non_numbers(impl, args, exc, name):
+    with pytest.raises(exc, match=name):
+        impl.interference_tax_ms(*args)
+
+
 # ---------------------------------------------------------------- task 4: penalty_ratio
 @task4
 def test_penalty_of_the_phase_fabrics(impl):
@@ -239,6 +344,29 @@ def test_penalty_is_toll_over_ttft(impl, transfer, ttft):
 )
 def test_penalty_bad_input(impl, args, name):
     with pytest.raises(ValueError, match=name):
+        impl.penalty_ratio(*args)
+
+
+@task4
+def test_a_zero_toll_is_valid(impl):
+    got = impl.penalty_ratio(0.0, 200.0)
+    assert got == 0.0, f"no freight, no toll: penalty 0 (valid input), got {got}"
+
+
+@task4
+@pytest.mark.parametrize(
+    "args, exc, name",
+    [
+        ((1.0, NAN), ValueError, "ttft_ms"),
+        ((1.0, INF), ValueError, "ttft_ms"),
+        ((1.0, True), TypeError, "ttft_ms"),
+        ((1.0, "200"), TypeError, "ttft_ms"),
+        ((NAN, 200.0), ValueError, "transfer_ms"),
+        ((None, 200.0), TypeError, "transfer_ms"),
+    ],
+)
+def test_penalty_rejects_non_finite_and_non_numbers(impl, args, exc, name):
+    with pytest.raises(exc, match=name):
         impl.penalty_ratio(*args)
 
 
@@ -357,3 +485,318 @@ def test_verdict_agrees_with_the_parts(impl, prompt, gbps):
 def test_decision_bad_input(impl, model, prompt, link, kwargs, name):
     with pytest.raises(ValueError, match=name):
         impl.should_disaggregate(model, prompt, 257, link, **PHASE, **kwargs)
+
+
+@task5
+def test_reason_names_the_deciding_number(impl):
+    yes = impl.should_disaggregate("llama-3-8b", 2048, 257, "ib-hdr", **PHASE)
+    slow = impl.should_disaggregate("llama-3-8b", 2048, 257, "10gbe", **PHASE)
+    calm = impl.should_disaggregate("llama-3-8b", 2048, 257, "ib-hdr", 200.0, 12.0, 13.0)
+    for d, want in [(yes, "5.4%"), (slow, "107.4%"), (calm, "1.08")]:
+        assert isinstance(d.reason, str) and want in d.reason, (
+            f"{d.verdict}: the docstring promises the reason shows the deciding number {want!r}, got {d.reason!r}"
+        )
+
+
+@task5
+def test_every_number_is_carried_whatever_the_verdict(impl):
+    d = impl.should_disaggregate("llama-3-8b", 2048, 2, "10gbe", 200.0, 12.0, 13.0)
+    assert d.verdict == Verdict.NO_NO_DISEASE, f"p99/p50 = 1.08: no disease, got {d.verdict}"
+    got = (d.kv_bytes, round(d.transfer_ms, 3), round(d.penalty_ratio, 4), round(d.spike_ratio, 4), d.tax_ms)
+    want = (PROMPT_8B_BYTES, 214.748, 1.0737, 1.0833, pytest.approx(1.0))
+    assert got == want, (
+        f"a NO_NO_DISEASE decision still carries freight, toll, penalty, spike and tax (2 tokens = 1 gap of "
+        f"13 - 12 ms): want {want}, got {got}"
+    )
+
+
+@task5
+def test_efficiency_is_passed_to_the_wire(impl):
+    full = impl.should_disaggregate("llama-3-8b", 2048, 257, "ib-hdr", **PHASE, efficiency=1.0)
+    half = impl.should_disaggregate("llama-3-8b", 2048, 257, "ib-hdr", **PHASE, efficiency=0.5)
+    assert half.transfer_ms == pytest.approx(2 * full.transfer_ms), (
+        f"at 50% efficiency the toll doubles: {full.transfer_ms} -> {half.transfer_ms}"
+    )
+    assert (full.verdict, half.verdict) == (Verdict.YES, Verdict.NO_SLOW_LINK), (
+        f"IB HDR at half its line rate costs 10.7% of a 200 ms TTFT: want YES -> NO_SLOW_LINK, "
+        f"got {full.verdict} -> {half.verdict}"
+    )
+
+
+@task5
+def test_max_penalty_is_the_callers_limit(impl):
+    strict = impl.should_disaggregate("llama-3-8b", 2048, 257, "ib-hdr", **PHASE, max_penalty=0.05)
+    loose = impl.should_disaggregate("llama-3-8b", 2048, 257, "100gbe", **PHASE, max_penalty=0.20)
+    assert strict.verdict == Verdict.NO_SLOW_LINK, f"5.4% > a 5% limit -> NO_SLOW_LINK, got {strict.verdict}"
+    assert loose.verdict == Verdict.YES, f"10.7% <= a 20% limit -> YES, got {loose.verdict}"
+    assert "10.7%" in loose.reason, f"the reason shows the penalty it judged (10.7%), got {loose.reason!r}"
+
+
+@task5
+def test_min_spike_ratio_is_the_callers_threshold(impl):
+    picky = impl.should_disaggregate("llama-3-8b", 2048, 257, "ib-hdr", **PHASE, min_spike_ratio=4.0)
+    keen = impl.should_disaggregate(
+        "llama-3-8b", 2048, 257, "ib-hdr", 200.0, 12.0, 13.0, min_spike_ratio=1.05
+    )
+    assert picky.verdict == Verdict.NO_NO_DISEASE, (
+        f"3.17 < a threshold of 4 -> no disease, got {picky.verdict}"
+    )
+    assert keen.verdict == Verdict.YES, f"1.08 >= a threshold of 1.05 -> a disease, got {keen.verdict}"
+
+
+@task5
+def test_zero_prompt_and_zero_output_are_valid(impl):
+    d = impl.should_disaggregate("llama-3-8b", 0, 0, "10gbe", **PHASE)
+    got = (d.verdict, d.kv_bytes, d.transfer_ms, d.penalty_ratio, d.tax_ms)
+    assert got == (Verdict.YES, 0, 0.0, 0.0, 0.0), (
+        f"an empty prompt ships nothing (toll 0, even on 10 GbE) and no output has no gaps: got {got}"
+    )
+
+
+@task5
+@pytest.mark.parametrize(
+    "field, value, exc",
+    [
+        ("ttft_ms", NAN, ValueError),
+        ("ttft_ms", 0.0, ValueError),
+        ("ttft_ms", INF, ValueError),
+        ("ttft_ms", "200", TypeError),
+        ("itl_p50_ms", 0.0, ValueError),
+        ("itl_p50_ms", NAN, ValueError),
+        ("itl_p99_ms", NAN, ValueError),
+        ("itl_p99_ms", 11.0, ValueError),
+        ("prompt_tokens", True, TypeError),
+        ("prompt_tokens", 2048.0, TypeError),
+        ("output_tokens", -1, ValueError),
+        ("link_gbps", NAN, ValueError),
+        ("link_gbps", INF, ValueError),
+        ("max_penalty", NAN, ValueError),
+        ("max_penalty", -0.1, ValueError),
+        ("max_penalty", True, TypeError),
+        ("min_spike_ratio", NAN, ValueError),
+        ("min_spike_ratio", 0.5, ValueError),
+        ("efficiency", NAN, ValueError),
+        ("kv_dtype_bytes", True, TypeError),
+    ],
+)
+def test_decision_rejects_bad_numbers_naming_them(impl, field, value, exc):
+    args = dict(model="llama-3-8b", prompt_tokens=2048, output_tokens=257, link_gbps="ib-hdr", **PHASE)
+    args[field] = value
+    with pytest.raises(exc, match=field.removeprefix("kv_")):  # task 1's message names dtype_bytes
+        impl.should_disaggregate(**args)
+
+
+# ---------------------------------------------------------------- task 6: prefill_ttft_ms
+H100 = ACCELERATORS["h100-sxm"].bf16_dense_tflops  # 989 TFLOP/s dense bf16 (datasheet, see disagg_tables)
+
+
+@task6
+@pytest.mark.parametrize("mfu, want_ms", [(0.17, 201.44), (0.55, 62.26), (1.0, 34.24)])
+def test_8b_2048_on_an_h100(impl, mfu, want_ms):
+    got = impl.prefill_ttft_ms("llama-3-8b", 2048, "h100-sxm", mfu)
+    assert got == pytest.approx(want_ms, abs=0.01), (
+        f"8B x 2048 tokens = 2 x 8e9 x 2048 (weights) + 1.1e12 (causal attention) = 33.9 TFLOP at "
+        f"{mfu:.0%} of 989 TFLOP/s: want {want_ms} ms, got {got}"
+    )
+
+
+@task6
+def test_the_verdict_rests_on_the_ttft_it_divides_by(impl):
+    pessimistic = impl.prefill_ttft_ms("llama-3-8b", 2048, H100, 0.17)
+    realistic = impl.prefill_ttft_ms("llama-3-8b", 2048, H100, 0.55)
+    d17 = impl.should_disaggregate("llama-3-8b", 2048, 257, "ib-hdr", pessimistic, 12.0, 38.0)
+    d55 = impl.should_disaggregate("llama-3-8b", 2048, 257, "ib-hdr", realistic, 12.0, 38.0)
+    assert (d17.verdict, d55.verdict) == (Verdict.YES, Verdict.NO_SLOW_LINK), (
+        f"the same 10.7 ms toll is {d17.penalty_ratio:.1%} of a {pessimistic:.0f} ms TTFT (17% MFU) but "
+        f"{d55.penalty_ratio:.1%} of a {realistic:.0f} ms one (55% MFU): want YES -> NO_SLOW_LINK, "
+        f"got {d17.verdict} -> {d55.verdict}"
+    )
+
+
+@task6
+def test_causal_attention_over_the_model_width(impl):
+    # 1 parameter, 2 layers of width 4, 10 tokens, 1000 FLOP/s (1e-9 TFLOP/s) at full use:
+    # weights 2 x 1 x 10 = 20 FLOPs; attention 2 layers x (QK^T + AV) x 2 FLOPs x 4 wide x 100/2 pairs = 1600
+    toy = ModelShape("toy", layers=2, kv_heads=1, head_dim=2, params_b=1e-9, hidden=4)
+    got = impl.prefill_ttft_ms(toy, 10, 1e-9, 1.0)
+    assert got == pytest.approx(1620.0), (
+        f"want 1620 ms (20 weight FLOPs + 1600 attention FLOPs at 1000 FLOP/s); 3220 counts the full n x n "
+        f"(not causal), 820 forgets the AV product, 20 forgets attention; got {got}"
+    )
+
+
+@task6
+def test_long_prompts_are_dominated_by_attention(impl):
+    got = impl.prefill_ttft_ms("llama-3-8b", 32768, H100, 0.55)
+    assert got == pytest.approx(1481.3, abs=0.1), (
+        f"32k tokens: weights 524 TFLOP + attention 281 TFLOP at 55% of 989 TFLOP/s = 1481.3 ms, got {got}"
+    )
+
+
+@task6
+def test_mfu_and_peak_are_both_used(impl):
+    base = impl.prefill_ttft_ms("qwen2.5-7b", 4096, "a100-sxm", 0.5)
+    assert impl.prefill_ttft_ms("qwen2.5-7b", 4096, "a100-sxm", 0.25) == pytest.approx(2 * base), (
+        "half the utilisation, twice the time"
+    )
+    assert impl.prefill_ttft_ms("qwen2.5-7b", 4096, 312.0, 0.5) == pytest.approx(base), (
+        "a100-sxm is 312 TFLOP/s: the name and the number agree"
+    )
+    chip = Accelerator("twice-an-a100", 624.0, "test")
+    assert impl.prefill_ttft_ms("qwen2.5-7b", 4096, chip, 0.5) == pytest.approx(base / 2), (
+        "an Accelerator twice as fast halves the time"
+    )
+    assert impl.prefill_ttft_ms("qwen2.5-7b", 0, chip, 0.5) == 0.0, "no prompt, no prefill"
+
+
+@task6
+def test_moe_counts_activated_parameters(impl):
+    got = impl.prefill_ttft_ms("deepseek-v3", 2048, H100, 0.5)
+    want = (2 * 37e9 * 2048 + 2 * 61 * 7168 * 2048**2) / (989e12 * 0.5) * 1e3
+    assert got == pytest.approx(want), (
+        f"DeepSeek-V3: params_b is the 37B activated per token (MoE), width 7168, 61 layers: want "
+        f"{want:.1f} ms, got {got}"
+    )
+
+
+@task6
+@pytest.mark.parametrize(
+    "kwargs, exc, name",
+    [
+        (dict(mfu=0.0), ValueError, "mfu"),
+        (dict(mfu=1.01), ValueError, "mfu"),
+        (dict(mfu=NAN), ValueError, "mfu"),
+        (dict(mfu=True), TypeError, "mfu"),
+        (dict(peak_tflops=0), ValueError, "peak_tflops"),
+        (dict(peak_tflops=-989.0), ValueError, "peak_tflops"),
+        (dict(peak_tflops=INF), ValueError, "peak_tflops"),
+        (dict(peak_tflops="tpu-v9"), ValueError, "peak_tflops"),
+        (dict(prompt_tokens=-1), ValueError, "prompt_tokens"),
+        (dict(prompt_tokens=2048.0), TypeError, "prompt_tokens"),
+        (dict(model="llama-9"), ValueError, "model"),
+        (dict(model=ModelShape("no-flops", layers=1, kv_heads=1, head_dim=1)), ValueError, "model"),
+    ],
+)
+def test_ttft_bad_input(impl, kwargs, exc, name):
+    args = dict(model="llama-3-8b", prompt_tokens=2048, peak_tflops="h100-sxm", mfu=0.5) | kwargs
+    with pytest.raises(exc, match=name):
+        impl.prefill_ttft_ms(**args)
+
+
+# ---------------------------------------------------------------- task 7: local_prefill_max_tokens
+# A toy wire chosen so ties are exact floats: 1 layer x 1 KV head x dim 15625 x 2 x 1 B = 31,250 B/token
+# = 250,000 bit = 0.25 ms per token at 1 Gb/s; at 1000 prompt tokens/s prefill takes 1 ms per token, so
+# the wire alone costs 25% of TTFT on every token.
+WIRE_TOY = ModelShape("wire-toy", layers=1, kv_heads=1, head_dim=15625)
+
+
+def _knob(impl, **kw):
+    args = dict(model="llama-3-8b", link_gbps="ib-hdr", prefill_tokens_per_s=10_000.0, handoff_ms=5.0) | kw
+    return impl.local_prefill_max_tokens(**args)
+
+
+@task7
+def test_8b_on_infiniband(impl):
+    got = _knob(impl)
+    assert isinstance(got, int) and not isinstance(got, bool) and got == 1051, (
+        "8B fp16 on IB HDR, 10k prompt tokens/s, 5 ms handoff, 10%: the wire takes 5.24% of TTFT per token, "
+        f"the 5 ms handoff needs the other 4.76% of n x 0.1 ms -> n >= 1052 pays; want the int 1051, got {got!r}"
+    )
+
+
+@task7
+def test_a_wire_slower_than_the_limit_never_pays(impl):
+    got = _knob(impl, link_gbps="100gbe")
+    assert got is None, (
+        f"on 100 GbE the KV of each token takes 10.5% of its prefill time: no prompt length pays -> None, "
+        f"got {got!r}"
+    )
+
+
+@task7
+def test_the_keyword_arguments_are_used(impl):
+    got = {
+        "fp8 on 100gbe": _knob(impl, link_gbps="100gbe", kv_dtype_bytes=1),
+        "ib-hdr at 50%": _knob(impl, efficiency=0.5),
+        "20% limit": _knob(impl, max_penalty=0.2),
+        "5000 tok/s": _knob(impl, prefill_tokens_per_s=5000.0),
+        "20 ms handoff": _knob(impl, handoff_ms=20.0),
+    }
+    want = {
+        "fp8 on 100gbe": 1051,
+        "ib-hdr at 50%": None,
+        "20% limit": 338,
+        "5000 tok/s": 338,
+        "20 ms handoff": 4204,
+    }
+    assert got == want, f"each argument moves the knob (want {want}), got {got}"
+
+
+@task7
+def test_the_exact_tie_pays(impl):
+    # 100 ms handoff, 50% limit: at 400 tokens the toll is 100 + 100 ms = exactly 50% of 400 ms -> pays
+    got = impl.local_prefill_max_tokens(WIRE_TOY, 1, 1000.0, 100.0, kv_dtype_bytes=1, max_penalty=0.5)
+    assert got == 399, (
+        f"a 400-token prompt's toll is exactly the limit, which pays (inclusive): the longest local prompt is "
+        f"399, got {got!r} (400 means the tie was counted as not paying, e.g. floor instead of ceil - 1)"
+    )
+
+
+@task7
+@pytest.mark.parametrize(
+    "handoff_ms, max_penalty, want",
+    [(0.0, 0.5, 0), (0.0, 0.25, 0), (1.0, 0.25, None), (0.0, 0.2, None), (1.0, 0.26, 99)],
+    ids=["no-handoff", "no-handoff-wire-at-limit", "handoff-wire-at-limit", "wire-over-limit", "near-limit"],
+)
+def test_edges_of_the_knob(impl, handoff_ms, max_penalty, want):
+    got = impl.local_prefill_max_tokens(
+        WIRE_TOY, 1, 1000.0, handoff_ms, kv_dtype_bytes=1, max_penalty=max_penalty
+    )
+    assert got == want, (
+        f"wire share 25% per token, handoff {handoff_ms} ms, limit {max_penalty:.0%}: want {want!r} (0 = every "
+        f"prompt goes remote, None = none does), got {got!r}"
+    )
+
+
+@task7
+@given(
+    handoff=st.floats(0.1, 200.0),
+    tps=st.floats(100.0, 100_000.0),
+    gbps=st.sampled_from([25, 100, 200, 400, 3600]),
+    limit=st.floats(0.02, 0.5),
+)
+def test_the_knob_splits_paying_from_not_paying(impl, handoff, tps, gbps, limit):
+    got = impl.local_prefill_max_tokens("qwen2.5-7b", gbps, tps, handoff, max_penalty=limit)
+    per_token_ms = 57_344 * 8 / (gbps * 1e9) * 1e3
+
+    def penalty(n):
+        return (handoff + n * per_token_ms) / (n * 1e3 / tps)
+
+    if per_token_ms * tps / 1e3 >= limit:
+        assert got is None, f"the wire alone is >= {limit:.1%} per token: want None, got {got!r}"
+        return
+    assert got is not None and got >= 0, f"a wire under the limit pays for long enough prompts, got {got!r}"
+    assert penalty(got + 1) <= limit * (1 + 1e-9), f"{got + 1} tokens must pay: penalty {penalty(got + 1)}"
+    if got > 0:
+        assert penalty(got) >= limit * (1 - 1e-9), f"{got} tokens must not pay: penalty {penalty(got)}"
+
+
+@task7
+@pytest.mark.parametrize(
+    "kwargs, exc, name",
+    [
+        (dict(prefill_tokens_per_s=0.0), ValueError, "prefill_tokens_per_s"),
+        (dict(prefill_tokens_per_s=NAN), ValueError, "prefill_tokens_per_s"),
+        (dict(prefill_tokens_per_s=True), TypeError, "prefill_tokens_per_s"),
+        (dict(handoff_ms=-1.0), ValueError, "handoff_ms"),
+        (dict(handoff_ms=INF), ValueError, "handoff_ms"),
+        (dict(max_penalty=-0.1), ValueError, "max_penalty"),
+        (dict(max_penalty=NAN), ValueError, "max_penalty"),
+        (dict(link_gbps=0), ValueError, "link_gbps"),
+        (dict(efficiency=0.0), ValueError, "efficiency"),
+        (dict(model="llama-9"), ValueError, "model"),
+    ],
+)
+def test_knob_bad_input(impl, kwargs, exc, name):
+    with pytest.raises(exc, match=name):
+        _knob(impl, **kwargs)

@@ -100,8 +100,12 @@ class NixlConnector(_stock.NixlPullConnector):
         _build_worker(_stock.NixlPullConnector.__init__, self, vllm_config, role, kv_cache_config)
 
 
+class NixlPullConnector(NixlConnector):
+    """The same pull connector under vLLM's explicit name (``connector: NixlPullConnector`` in a spec)."""
+
+
 class NixlPushConnector(_stock.NixlPushConnector):
-    """The push variant with the same fixes (not exercised by the tests)."""
+    """The push variant with the same fixes (run by the compatibility matrix's push rows)."""
 
     def __init__(self, vllm_config, role, kv_cache_config=None):
         _build_worker(_stock.NixlPushConnector.__init__, self, vllm_config, role, kv_cache_config)

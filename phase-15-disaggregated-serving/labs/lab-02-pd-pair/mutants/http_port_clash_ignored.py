@@ -1,0 +1,11 @@
+"""Same HTTP port on one host not checked: the second server cannot bind and exits at start-up."""
+
+from labkit.mutants import inherit_solution
+
+inherit_solution(globals())
+
+_solution_find_hazards = find_hazards
+
+
+def find_hazards(prefill, decode):
+    return [h for h in _solution_find_hazards(prefill, decode) if h.name != "http_port_clash"]

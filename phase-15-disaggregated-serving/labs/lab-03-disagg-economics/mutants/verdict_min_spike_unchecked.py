@@ -1,0 +1,46 @@
+"""min_spike_ratio never validated: a NaN threshold (every comparison False) turns every case into a disease."""
+
+from labkit.mutants import inherit_solution
+
+inherit_solution(globals())
+
+
+def should_disaggregate(
+    model: ModelShape | str,
+    prompt_tokens: int,
+    output_tokens: int,
+    link_gbps: float | str | Fabric,
+    ttft_ms: float,
+    itl_p50_ms: float,
+    itl_p99_ms: float,
+    *,
+    kv_dtype_bytes: int | float = 2,
+    efficiency: float = 1.0,
+    max_penalty: float = DEFAULT_MAX_PENALTY,
+    min_spike_ratio: float = DEFAULT_MIN_SPIKE_RATIO,
+) -> Decision:
+    if number("prompt_tokens", prompt_tokens, integer=True) < 0:
+        raise ValueError(f"prompt_tokens: must be >= 0, got {prompt_tokens}")
+    if number("itl_p50_ms", itl_p50_ms) <= 0:
+        raise ValueError(f"itl_p50_ms: must be > 0, got {itl_p50_ms}")
+    if number("max_penalty", max_penalty) < 0:
+        raise ValueError(f"max_penalty: must be >= 0, got {max_penalty}")
+    # BUG: min_spike_ratio is used unchecked
+    kv_bytes = prompt_tokens * kv_bytes_per_token(model, kv_dtype_bytes)
+    toll = transfer_ms(kv_bytes, link_gbps, efficiency)
+    penalty = penalty_ratio(toll, ttft_ms)
+    tax = interference_tax_ms(output_tokens, itl_p50_ms, itl_p99_ms)
+    spike = itl_p99_ms / itl_p50_ms
+    if spike < min_spike_ratio:
+        verdict = Verdict.NO_NO_DISEASE
+        reason = f"ITL p99/p50 = {spike:.2f} < {min_spike_ratio:g}: no interference spike to cure"
+    elif penalty > max_penalty:
+        verdict = Verdict.NO_SLOW_LINK
+        reason = f"toll {toll:.1f} ms = {penalty:.1%} of TTFT > {max_penalty:.1%}: the wire is too slow"
+    else:
+        verdict = Verdict.YES
+        reason = (
+            f"ITL p99/p50 = {spike:.2f} shows interference; toll {toll:.1f} ms = {penalty:.1%} of TTFT "
+            f"<= {max_penalty:.1%} (tax {tax:.0f} ms budgeted per request -> toll {toll:.1f} ms once)"
+        )
+    return Decision(verdict, kv_bytes, toll, penalty, spike, tax, reason)

@@ -219,11 +219,14 @@ def run_pair(
     proxy_config: ProxyConfig | None = None,
     with_proxy: bool = True,
     port_retries: int = PORT_RETRIES,
+    wrap_plan: Callable[[LaunchPlan], LaunchPlan] | None = None,
 ) -> Iterator[RunningPair]:
     """Both servers from ``impl.launch_plans(spec)`` and ``impl.PDProxyPolicy`` in front; always stopped.
 
     A port found taken during start-up means new ports and YOUR ``launch_plans`` called again (at most
-    ``port_retries`` times); the yielded ``spec`` and ``plans`` are those the servers run with."""
+    ``port_retries`` times); the yielded ``spec`` and ``plans`` are those the servers run with.
+    ``wrap_plan``: applied to each plan just before it starts (``pdpair.hosts``: prefill's runs inside
+    its network namespace); ``plans`` holds the wrapped ones."""
     plans = impl.launch_plans(spec, python=sys.executable)  # the student's task 1, before anything starts
     if with_proxy:  # the student's task 4, before anything starts
         impl.PDProxyPolicy([plans["prefill"].url], [plans["decode"].url])
@@ -232,6 +235,8 @@ def run_pair(
     def make_plans(s: PairSpec) -> list[LaunchPlan]:
         nonlocal plans
         plans = impl.launch_plans(s, python=sys.executable)
+        if wrap_plan is not None:
+            plans = {k: wrap_plan(v) for k, v in plans.items()}
         return [plans["prefill"], plans["decode"]]
 
     try:

@@ -1,0 +1,274 @@
+"""Two "hosts" on one Linux machine: prefill in its own network namespace, decode in this one, joined by
+one virtual link (a veth pair) that can be slowed, delayed or cut while the pair runs.
+
+::
+
+    from pdpair.hosts import two_hosts, on_two_hosts
+    with two_hosts() as hosts:                         # namespace + veth, 10.99.N.1 <-> 10.99.N.2
+        spec2 = on_two_hosts(spec, hosts)              # prefill on .1, decode on .2, NIXL over TCP
+        with run_pair(impl, spec2, wrap_plan=hosts.wrap_plan) as pair:
+            hosts.shape(rate_mbit=100)                 # tc tbf on prefill's egress: the KV's direction
+            ...
+            hosts.cut(); hosts.restore()               # drop every packet both ways, then undo it
+    # gone: servers stopped, namespace and link deleted (also on an exception, Ctrl-C or SIGTERM)
+
+Layout (what the issue verified on this machine): prefill's namespace ``pdpair-<pid>-<k>`` holds one end
+of the veth with ``10.99.N.1/24``; the other end stays in this namespace with ``10.99.N.2/24`` and carries
+decode, the proxy and the test client, so they reach prefill only through the link. ``N`` is free on this
+machine (no address or route of ``10.99.N.0/24`` exists) and chosen under a lock, so parallel runs never
+share one. Nothing else is touched: no existing interface, address, route or qdisc; the only route added
+is the link's own ``10.99.N.0/24``, and it goes with the link.
+
+NIXL (UCX) is told ``UCX_TLS=tcp`` and the link's device (``UCX_NET_DEVICES``) on both sides; otherwise
+UCX may pick shared memory between two processes of one machine and the bytes never cross the link.
+In pull mode decode reads the KV from prefill, so the KV flows prefill -> decode: ``shape`` sets the
+queueing discipline on prefill's end (its egress).
+
+Needs Linux, ``ip`` and ``tc`` (iproute2) and CAP_NET_ADMIN (root). ``unavailable()`` says what is
+missing (tests skip with that reason); rootless user namespaces are not used. Namespaces of runs that
+died without cleaning up (SIGKILL) are deleted by the next ``two_hosts()`` (``sweep_stale``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import fcntl
+import ipaddress
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pdpair.procs import pick_port
+from pdpair.spec import LaunchPlan, PairSpec, with_side
+
+NS_PREFIX = "pdpair-"
+SUBNET_BASE = "10.99"  # 10.99.N.0/24, N in SUBNET_RANGE
+SUBNET_RANGE = range(1, 255)
+LOCK_FILE = (
+    Path("/run/lock/pdpair-hosts.lock") if Path("/run/lock").is_dir() else Path("/tmp/pdpair-hosts.lock")
+)
+CMD_TIMEOUT_S = 10.0
+_counter = itertools.count()
+_live: dict[str, TwoHosts] = {}  # made and not yet deleted: deleted at interpreter exit at the latest
+
+
+class HostsError(RuntimeError):
+    """An ``ip`` / ``tc`` command failed; the message has the command and its stderr."""
+
+
+def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=CMD_TIMEOUT_S)
+    if check and proc.returncode != 0:
+        raise HostsError(f"`{' '.join(argv)}` failed (rc {proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+def unavailable() -> str | None:
+    """Why two hosts cannot be made here (a sentence naming what is missing), or None if they can.
+
+    Checks: Linux, ``ip`` and ``tc`` on PATH, and that a namespace can be created and deleted (as root,
+    or with CAP_NET_ADMIN)."""
+    if not sys.platform.startswith("linux"):
+        return f"two hosts need Linux network namespaces (this is {sys.platform})"
+    missing = [tool for tool in ("ip", "tc") if shutil.which(tool) is None]
+    if missing:
+        return (
+            f"two hosts need iproute2: {' and '.join(missing)} not found on PATH (apt-get install iproute2)"
+        )
+    probe = f"{NS_PREFIX}probe-{os.getpid()}"
+    made = _run("ip", "netns", "add", probe, check=False)
+    if made.returncode != 0:
+        return (f"two hosts need root (CAP_NET_ADMIN) to create network namespaces: `ip netns add` said "
+                f"{made.stderr.strip()!r}")  # fmt: skip
+    _run("ip", "netns", "del", probe, check=False)
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def our_namespaces() -> list[str]:
+    """Every namespace this module made that still exists (``pdpair-<pid>-<k>``)."""
+    out = _run("ip", "netns", "list", check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.startswith(NS_PREFIX)]
+
+
+def sweep_stale() -> list[str]:
+    """Delete namespaces (and so their links) of runs whose process is gone; returns their names."""
+    gone = []
+    for name in our_namespaces():
+        pid = name[len(NS_PREFIX) :].split("-")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            _run("ip", "netns", "del", name, check=False)
+            gone.append(name)
+    return gone
+
+
+def _used_subnets() -> set[int]:
+    """Third octets N of every 10.99.N.x address or route in this namespace."""
+    text = _run("ip", "-4", "-o", "addr", "show").stdout + _run("ip", "-4", "route", "show").stdout
+    used = set()
+    for token in text.split():
+        if token.startswith(SUBNET_BASE + "."):
+            with contextlib.suppress(IndexError, ValueError):
+                used.add(int(token.split(".")[2].split("/")[0]))
+    return used
+
+
+@dataclass
+class TwoHosts:
+    """A made pair of hosts. Addresses are strings; shaping state is what ``shape`` last set."""
+
+    namespace: str  # prefill's network namespace
+    prefill_addr: str  # on ``prefill_dev``, inside the namespace
+    decode_addr: str  # on ``decode_dev``, in this (the root) namespace
+    prefill_dev: str
+    decode_dev: str
+    rate_mbit: float | None = None
+    delay_ms: float | None = None
+    cut_now: bool = False
+
+    def exec_prefix(self) -> list[str]:
+        """argv prefix that runs a command in prefill's namespace (``ip netns exec`` execs: same pid)."""
+        return ["ip", "netns", "exec", self.namespace]
+
+    def wrap_plan(self, plan: LaunchPlan) -> LaunchPlan:
+        """The plan as ``run_pair(wrap_plan=...)`` should start it: prefill's inside its namespace."""
+        if plan.name != "prefill" or plan.argv[: len(self.exec_prefix())] == self.exec_prefix():
+            return plan
+        return dataclasses.replace(plan, argv=self.exec_prefix() + list(plan.argv))
+
+    def in_ns(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        return _run(*self.exec_prefix(), *argv, check=check)
+
+    def shape(
+        self, rate_mbit: float | None = None, delay_ms: float | None = None, burst_kb: int = 256
+    ) -> None:
+        """Set the link from prefill to decode to ``rate_mbit`` Mbit/s (tc tbf, ``burst_kb`` KiB bucket,
+        100 ms queue) and/or ``delay_ms`` one-way delay (tc netem); both None = unshaped. Takes effect at
+        once, also on transfers in flight. Example: ``shape(rate_mbit=100)``. Bad values raise ValueError
+        and change nothing."""
+        for name, value in (("rate_mbit", rate_mbit), ("delay_ms", delay_ms)):
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value < 1e6):
+                raise ValueError(f"{name} must be a positive number below 1e6 or None, got {value!r}")
+        if not isinstance(burst_kb, int) or burst_kb <= 0:
+            raise ValueError(f"burst_kb must be a positive int, got {burst_kb!r}")
+        dev = self.prefill_dev
+        if delay_ms is not None:
+            args = ["netem", "delay", f"{delay_ms}ms"] + (["rate", f"{rate_mbit}mbit"] if rate_mbit else [])
+            self.in_ns("tc", "qdisc", "replace", "dev", dev, "root", *args)
+        elif rate_mbit is not None:
+            self.in_ns("tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{rate_mbit}mbit",
+                       "burst", f"{burst_kb}kb", "latency", "100ms")  # fmt: skip
+        else:
+            self.in_ns("tc", "qdisc", "del", "dev", dev, "root", check=False)  # none set: nothing to do
+        self.rate_mbit, self.delay_ms, self.cut_now = rate_mbit, delay_ms, False
+
+    def cut(self) -> None:
+        """Drop every packet both ways (tc netem loss 100% on both ends); the link stays up, so TCP
+        connections stall and retransmit rather than fail at once, as with a pulled cable."""
+        self.in_ns("tc", "qdisc", "replace", "dev", self.prefill_dev, "root", "netem", "loss", "100%")
+        _run("tc", "qdisc", "replace", "dev", self.decode_dev, "root", "netem", "loss", "100%")
+        self.cut_now = True
+
+    def restore(self) -> None:
+        """Undo ``cut``: the shaping set before it again."""
+        _run("tc", "qdisc", "del", "dev", self.decode_dev, "root", check=False)
+        self.shape(self.rate_mbit, self.delay_ms)
+
+    def qdisc(self) -> str:
+        """``tc qdisc show`` of prefill's end (what shaping is in force)."""
+        return self.in_ns("tc", "qdisc", "show", "dev", self.prefill_dev).stdout.strip()
+
+    def delete(self) -> None:
+        """Delete the namespace (and with it both ends of the link). Safe to call twice."""
+        _run("ip", "netns", "del", self.namespace, check=False)
+        _run("ip", "link", "del", self.decode_dev, check=False)  # gone with its peer; belt and braces
+
+
+def _make() -> TwoHosts:
+    pid, k = os.getpid(), next(_counter)
+    ns = f"{NS_PREFIX}{pid}-{k}"
+    pdev, ddev = f"pdp{pid}x{k}p"[:15], f"pdp{pid}x{k}d"[:15]
+    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK_FILE, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # choose N and add its addresses as one step across runs
+        used = _used_subnets()
+        free = [n for n in SUBNET_RANGE if n not in used]
+        if not free:
+            raise HostsError(f"no free {SUBNET_BASE}.N.0/24 left on this machine")
+        n = free[pid % len(free)]
+        net = ipaddress.ip_network(f"{SUBNET_BASE}.{n}.0/24")
+        hosts = TwoHosts(ns, str(net[1]), str(net[2]), pdev, ddev)
+        try:
+            _run("ip", "netns", "add", ns)
+            _run("ip", "link", "add", ddev, "type", "veth", "peer", "name", pdev)
+            _run("ip", "link", "set", pdev, "netns", ns)
+            _run("ip", "addr", "add", f"{hosts.decode_addr}/24", "dev", ddev)
+            _run("ip", "link", "set", ddev, "up")
+            hosts.in_ns("ip", "addr", "add", f"{hosts.prefill_addr}/24", "dev", pdev)
+            hosts.in_ns("ip", "link", "set", pdev, "up")
+            hosts.in_ns("ip", "link", "set", "lo", "up")
+        except BaseException:
+            hosts.delete()
+            raise
+    return hosts
+
+
+@contextlib.contextmanager
+def two_hosts() -> Iterator[TwoHosts]:
+    """Make two hosts (see the module docstring); always deleted on leaving, Ctrl-C and SIGTERM
+    included (SIGTERM is turned into KeyboardInterrupt while inside, in the main thread).
+    Raises HostsError (with the failing command) if they cannot be made; check ``unavailable()`` first."""
+    sweep_stale()
+    hosts = _make()
+    _live[hosts.namespace] = hosts
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield hosts
+    finally:
+        hosts.delete()
+        _live.pop(hosts.namespace, None)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@atexit.register
+def _delete_live() -> None:
+    for hosts in list(_live.values()):
+        hosts.delete()
+
+
+def on_two_hosts(spec: PairSpec, hosts: TwoHosts) -> PairSpec:
+    """``spec`` (already made runnable by ``prepare_spec``) with prefill on ``hosts.prefill_addr`` and
+    decode on ``hosts.decode_addr``: HTTP server and NIXL side channel bound there, fresh ports, and
+    ``UCX_TLS=tcp`` plus the link's device in each side's env. ``spec`` is not changed."""
+    for side, addr, dev in (("prefill", hosts.prefill_addr, hosts.prefill_dev),
+                            ("decode", hosts.decode_addr, hosts.decode_dev)):  # fmt: skip
+        s = getattr(spec, side)
+        env = {**s.env, "UCX_TLS": "tcp", "UCX_NET_DEVICES": dev}
+        spec = with_side(spec, side, host=addr, side_channel_host=addr, port=pick_port(addr),
+                         side_channel_port=pick_port(addr), env=env)  # fmt: skip
+    return spec

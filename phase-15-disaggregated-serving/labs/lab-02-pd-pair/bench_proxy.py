@@ -8,18 +8,22 @@ with the chosen implementation's policy) and this client. At each concurrency (1
 streams) it measures, in one run and interleaved round by round, three paths:
 
 - direct:  client -> decode                         (the baseline)
+- naive:   client -> naive proxy -> prefill, then decode  (naive_proxy.py: FastAPI + httpx, the way
+           vLLM's example proxies are written, same protocol, no fallback; skipped without fastapi)
 - relay:   client -> proxy -> decode                (no prefill pool: the proxy's own relay cost)
 - handoff: client -> proxy -> prefill, then decode  (the full P/D handoff, prefill instant)
 
-and reports TTFT and end-to-end latency p50/p99 (nearest rank) per path, the added ms over direct and the
-ratio. The fakes do no compute, so every added millisecond is proxy work plus one extra loopback hop
-(two for the handoff) plus CPU contention between four processes.
+and reports TTFT, ITL and end-to-end latency p50/p99 (nearest rank) per path, the added ms over direct,
+the ratio to direct, and how the handoff's added TTFT compares with the naive proxy's. The fakes do no
+compute, so every added millisecond is proxy work plus one extra loopback hop (two for a handoff) plus
+CPU contention between the processes. On a shared machine only ratios from ONE run mean anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import math
 import os
 import platform
@@ -61,22 +65,39 @@ async def one_round(session, url: str, concurrency: int, per_stream: int, tokens
     return ttft, itl, e2e
 
 
-async def measure(paths: dict[str, str], levels: list[int], rounds: int, requests: int, tokens: int):
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds a process has used so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(paths: dict[str, str], levels: list[int], rounds: int, requests: int, tokens: int,
+                  pids: dict[str, int]):  # fmt: skip
     out: dict[int, dict[str, tuple[list[float], list[float], list[float]]]] = {}
+    cpu: dict[int, dict[str, list[float]]] = {}  # level -> path -> [proxy CPU seconds, requests]
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
         for c in levels:
             per_stream = max(1, requests // (c * rounds))
             acc = {name: ([], [], []) for name in paths}
+            cpu[c] = {name: [0.0, 0] for name in paths if name in pids}
             for name, url in paths.items():  # warm-up: connections, code paths
                 await one_round(session, url, c, 1, tokens, f"warm-{name}-")
             for r in range(rounds):  # interleaved so drift hits every path alike
                 for name, url in paths.items():
+                    before = cpu_seconds(pids.get(name))
                     got = await one_round(session, url, c, per_stream, tokens, f"{name}-{r}-")
+                    after = cpu_seconds(pids.get(name))
+                    if before is not None and after is not None:
+                        cpu[c][name][0] += after - before
+                        cpu[c][name][1] += len(got[0])
                     for into, values in zip(acc[name], got, strict=True):
                         into.extend(values)
             out[c] = acc
-    return out
+    return out, cpu
 
 
 def main() -> int:
@@ -112,9 +133,23 @@ def main() -> int:
             ["pdpair.proxy", "--impl", args.impl, "--prefill", prefill, "--decode", decode, "--port", "0"]
         )
         procs.append(x2)
-        paths = {"direct": decode, "relay": relay, "handoff": handoff}
+        paths = {"direct": decode}
+        if (
+            importlib.util.find_spec("fastapi")
+            and importlib.util.find_spec("httpx")
+            and importlib.util.find_spec("uvicorn")
+        ):
+            x3, naive = start_listening(
+                ["naive_proxy", "--prefill", prefill, "--decode", decode, "--port", "0"]
+            )
+            procs.append(x3)
+            paths["naive"] = naive
+        else:
+            print("naive baseline skipped: it needs fastapi, httpx and uvicorn (pip install -e '.[dev]')")
+        paths.update(relay=relay, handoff=handoff)
         t0 = time.monotonic()
-        results = asyncio.run(measure(paths, levels, args.rounds, args.requests, args.tokens))
+        pids = {"relay": x1.pid, "handoff": x2.pid, **({"naive": x3.pid} if "naive" in paths else {})}
+        results, cpu = asyncio.run(measure(paths, levels, args.rounds, args.requests, args.tokens, pids))
         wall = time.monotonic() - t0
     finally:
         stop_processes(procs)
@@ -140,6 +175,26 @@ def main() -> int:
     print(
         f"\nmeasured in {wall:.1f} s; added = path minus direct at the same percentile; ratio = path / direct"
     )
+    if all("naive" in acc for acc in results.values()):
+        print("\nadded TTFT, handoff vs the naive proxy (same run, same fakes):")
+        for c, acc in results.items():
+            add = {n: [nearest_rank(acc[n][0], q) - nearest_rank(acc["direct"][0], q) for q in (50, 99)]
+                   for n in ("naive", "handoff")}  # fmt: skip
+            ratio = [
+                f"{n / h:5.1f}x" if h > 0 else "  n/a"
+                for n, h in zip(add["naive"], add["handoff"], strict=True)
+            ]
+            print(f"  {c:>3} streams: naive {add['naive'][0]:+6.2f} / {add['naive'][1]:+6.2f} ms,"
+                  f" handoff {add['handoff'][0]:+6.2f} / {add['handoff'][1]:+6.2f} ms (p50 / p99);"
+                  f" naive/handoff {ratio[0]} / {ratio[1]}")  # fmt: skip
+    if any(v[1] for per in cpu.values() for v in per.values()):
+        print(
+            "\nproxy CPU per request (user+system ms of the proxy process; steadier than latency on a busy machine):"
+        )
+        for c, per in cpu.items():
+            print(
+                f"  {c:>3} streams: " + ", ".join(f"{n} {1e3 * t / k:.2f}" for n, (t, k) in per.items() if k)
+            )
     print("ITL = gaps between SSE token events, pooled over requests; percentiles by nearest rank")
     return 0
 

@@ -31,6 +31,7 @@ from .upstream import BodyTooLarge, is_event_stream, read_bounded
 
 CLIENT_GONE = (ConnectionError, aiohttp.ClientConnectionResetError)
 _DONE_TAIL = b"[DONE]"
+_DONE_EVENT = b"data: [DONE]\n\n"
 # where the relay notes the status already sent, for the accounting of a client that leaves mid-stream
 SENT_STATUS = web.RequestKey("pd_sent_status", int) if hasattr(web, "RequestKey") else "pd_sent_status"
 
@@ -118,6 +119,7 @@ async def _relay_sse(
     pending = b""  # the start of an event whose end has not arrived yet
     last = b""  # the last bytes sent (to see whether the stream ended with [DONE])
     failure = None
+    finished = False  # [DONE] and the end of the answer have been sent; the upstream is read to its end
     try:
         async with asyncio.timeout(None) as write_deadline:
             async for chunk in up.response.content.iter_any():
@@ -131,9 +133,13 @@ async def _relay_sse(
                         break
                 else:
                     pending = b""
-                if chunk:
+                if chunk and not finished:
                     write_deadline.reschedule(loop.time() + stall)
-                    await resp.write(chunk)  # whole events, as soon as they are complete
+                    if chunk.endswith(_DONE_EVENT):  # the last event: it and the stream's end in one send
+                        await resp.write_eof(chunk)
+                        finished = True
+                    else:
+                        await resp.write(chunk)  # whole events, as soon as they are complete
                     write_deadline.reschedule(None)
                     last = chunk
         if failure is None and (pending or not last.rstrip().endswith(_DONE_TAIL)):
@@ -158,6 +164,8 @@ async def _relay_sse(
         metrics.inc("pdproxy_client_disconnects_total")
         up.response.close()
         raise
+    if finished:
+        return resp
     with contextlib.suppress(*CLIENT_GONE):
         if failure is not None:
             _upstream_failed(metrics, reply, failure)

@@ -156,8 +156,12 @@ class ProxyServer:
         return app
 
     async def start(self) -> str:
+        # connections to upstreams are kept alive and reused; no cookie jar: an upstream's cookie must
+        # never be stored and sent on with another client's request
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, force_close=False), auto_decompress=False
+            connector=aiohttp.TCPConnector(limit=0, force_close=False),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream.
         # aiohttp's own keep-alive timer is set past ours: the sweeper below owns idle connections.

@@ -2,10 +2,12 @@
 
     python disagg_decide.py --model llama-3-8b --prompt-tokens 2048 --output-tokens 257 \
         --fabric ib-hdr --kv-dtype fp16 --ttft-ms 200 --itl-p50-ms 12 --itl-p99-ms 38
-    python disagg_decide.py --phase          # the phase's three pinned cases
+    python disagg_decide.py --phase          # the phase's pinned cases
+    python disagg_decide.py --gpu h100-sxm --mfu 0.55 ...   # TTFT modelled from FLOPs (task 6) instead
 
 It runs the implementation LAB_IMPL selects (default: solution.py), so it also runs your starter.
 Measure TTFT and ITL p50/p99 on your colocated deployment first; the verdict is only as good as they are.
+Bad input (NaN, a negative rate, ...) exits with status 2 and a message naming the argument.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # repo root, for labkit
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # this lab, for disagg_tables
 
-from disagg_tables import FABRICS, MODELS  # noqa: E402
+from disagg_tables import ACCELERATORS, FABRICS, MODELS  # noqa: E402
 
 from labkit.impl import impl_path_for, load_module  # noqa: E402
 
@@ -27,6 +29,9 @@ PHASE_CASES = [
     ("10 GbE", dict(link="10gbe", itl_p99_ms=38.0)),
     ("no tail spike (p99 13 ms)", dict(link="ib-hdr", itl_p99_ms=13.0)),
 ]
+# The phase's 200 ms TTFT is about 17% of an H100's dense bf16 peak; at a realistic MFU the same
+# toll is a bigger share of a smaller TTFT (task 6).
+MFU_CASE = ("IB-class fabric, TTFT modelled on an H100 at 55% MFU", dict(gpu="h100-sxm", mfu=0.55))
 
 
 def explain(
@@ -68,9 +73,9 @@ def explain(
         f"freight: {prompt_tokens:,} prompt tokens x {per_token:,} B = {d.kv_bytes:,} B "
         f"({d.kv_bytes / 2**20:,.1f} MiB)",
         f"wire: {link} = {gbps:g} Gb/s at {efficiency:.0%} efficiency -> toll {d.transfer_ms:,.2f} ms (paid once)",
-        f"penalty: toll / colocated TTFT {ttft_ms:g} ms = {d.penalty_ratio:.1%}",
+        f"penalty: toll / colocated TTFT {ttft_ms:,.1f} ms = {d.penalty_ratio:.1%}",
         f"disease: colocated ITL p99/p50 = {itl_p99_ms:g}/{itl_p50_ms:g} ms = {d.spike_ratio:.2f}x; "
-        f"tax over {max(output_tokens - 1, 0)} gaps = {d.tax_ms:,.0f} ms per request",
+        f"ITL budget an ITL-p99 SLO reserves over {max(output_tokens - 1, 0)} gaps = {d.tax_ms:,.0f} ms",
         f"VERDICT: {d.verdict.value} - {d.reason}",
     ]
     return "\n".join(lines)
@@ -86,12 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     link.add_argument("--fabric", choices=sorted(FABRICS), help="a fabric from the table")
     link.add_argument("--gbps", type=float, help="or a link rate in gigaBITS per second")
     p.add_argument("--kv-dtype", default="fp16", choices=sorted(KV_DTYPE_BYTES))
-    p.add_argument("--ttft-ms", type=float, default=200.0, help="colocated TTFT for this prompt length")
+    ttft = p.add_mutually_exclusive_group()
+    ttft.add_argument("--ttft-ms", type=float, default=None, help="measured colocated TTFT (default 200)")
+    ttft.add_argument("--mfu", type=float, help="or model TTFT from FLOPs at this fraction of --gpu's peak")
+    p.add_argument("--gpu", default="h100-sxm", choices=sorted(ACCELERATORS), help="peak for --mfu")
     p.add_argument("--itl-p50-ms", type=float, default=12.0)
     p.add_argument("--itl-p99-ms", type=float, default=38.0)
     p.add_argument("--efficiency", type=float, default=1.0, help="achieved fraction of line rate, in (0, 1]")
     p.add_argument("--max-penalty", type=float, default=None)
     p.add_argument("--min-spike-ratio", type=float, default=None)
+    p.add_argument(
+        "--handoff-ms", type=float, help="with --prefill-tokens-per-s: also print the local-prefill knob"
+    )
+    p.add_argument("--prefill-tokens-per-s", type=float, help="colocated prefill throughput (task 7)")
     a = p.parse_args(argv)
     impl = load_module(impl_path_for(Path(__file__).resolve().parent))
     if a.phase:
@@ -100,10 +112,22 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 explain(impl, "llama-3-8b", 2048, 257, case["link"], "fp16", 200.0, 12.0, case["itl_p99_ms"])
             )
+        title, case = MFU_CASE
+        print(f"--- Llama-3-8B, 2048-token prompt, {title}")
+        ttft_ms = impl.prefill_ttft_ms("llama-3-8b", 2048, case["gpu"], case["mfu"])  # task 6
+        print(explain(impl, "llama-3-8b", 2048, 257, "ib-hdr", "fp16", ttft_ms, 12.0, 38.0))
         return 0
     link_value = a.fabric or (a.gbps if a.gbps is not None else "ib-hdr")
     try:
-        print(
+        lines = []
+        if a.mfu is not None:
+            ttft_ms = impl.prefill_ttft_ms(a.model, a.prompt_tokens, a.gpu, a.mfu)
+            lines.append(
+                f"TTFT modelled: prefill FLOPs at {a.mfu:g} x {a.gpu}'s peak (compute only, no queueing)"
+            )
+        else:
+            ttft_ms = 200.0 if a.ttft_ms is None else a.ttft_ms
+        lines.append(
             explain(
                 impl,
                 a.model,
@@ -111,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 a.output_tokens,
                 link_value,
                 a.kv_dtype,
-                a.ttft_ms,
+                ttft_ms,
                 a.itl_p50_ms,
                 a.itl_p99_ms,
                 a.efficiency,
@@ -119,7 +143,23 @@ def main(argv: list[str] | None = None) -> int:
                 a.min_spike_ratio,
             )
         )
-    except ValueError as exc:
+        if a.handoff_ms is not None and a.prefill_tokens_per_s is not None:
+            kw = {} if a.max_penalty is None else {"max_penalty": a.max_penalty}
+            knob = impl.local_prefill_max_tokens(
+                a.model,
+                link_value,
+                a.prefill_tokens_per_s,
+                a.handoff_ms,
+                kv_dtype_bytes=KV_DTYPE_BYTES[a.kv_dtype],
+                efficiency=a.efficiency,
+                **kw,
+            )
+            meaning = {None: "no prompt length pays on this wire: prefill everything locally"}.get(
+                knob, f"prompts of more than {knob} tokens pay for remote prefill"
+            )
+            lines.append(f"local_prefill_max_tokens: {knob} ({meaning})")
+        print("\n".join(lines))  # nothing is printed unless every number is valid
+    except (ValueError, TypeError) as exc:
         p.error(str(exc))
     return 0
 

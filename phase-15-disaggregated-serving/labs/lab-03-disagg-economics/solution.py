@@ -9,9 +9,10 @@ Units: bytes are bytes; link rates are gigaBITS per second (Gb/s, 1e9 bit/s) as 
 times are milliseconds. The tables (model shapes, fabrics, accelerators) and the types (ModelShape,
 Fabric, Verdict, Decision) are given in disagg_tables.py.
 
-Bad input, in every function: a bool, a string where a number belongs, or None is a TypeError; NaN,
-infinity or a value out of range is a ValueError. Either way the message starts with the argument's
-name (e.g. "ttft_ms: ..."). `number` below does the type and finiteness half for you.
+Bad input, in every function: a bool, a string or None where a number belongs, or a float where a
+count of tokens belongs (2048.0), is a TypeError; NaN, infinity or a value out of range is a ValueError.
+Either way the message starts with the argument's name (e.g. "ttft_ms: ..."). `number` below does the
+type and finiteness half for you.
 """
 
 from __future__ import annotations
@@ -317,4 +318,110 @@ def local_prefill_max_tokens(
             break
         first += 1
     return first - 1
+    # END SOLUTION
+
+
+# ---------------------------------------------------------------- part 2: a fleet, not one request
+# Tasks 8-10 turn simulated (or measured) runs into a decision. The records are lab-02's capture
+# records (pdpair.capture.RequestRecord: status, sent_s, arrivals_s in seconds, error), which the
+# serving twin in fleetsim/ writes for simulated runs too; plan_fleet.py calls these three functions.
+
+
+def slo_attainment(records, ttft_slo_ms: float, itl_slo_ms: float) -> float:
+    """The fraction of requests that met BOTH SLOs, in [0, 1].
+
+    A request meets them when it succeeded (status 200, at least one token, no error), its TTFT
+    (first token's arrival - sent, both in seconds) is at most `ttft_slo_ms`, and its slowest
+    inter-token gap is at most `itl_slo_ms` (a one-token answer has no gap and meets the ITL SLO).
+    Edges are inclusive (a TTFT exactly at the SLO meets it). A failed request is a miss: it counts
+    in the denominator, never in the numerator.
+    Example: 4 requests - one fine, one with a 600 ms TTFT, one with a 150 ms stall, one failed -
+    against 500 ms / 100 ms SLOs -> 0.25.
+    Errors name the argument: no records -> `records` (ValueError); SLOs not > 0 -> ValueError.
+    """
+    # BEGIN SOLUTION lab-03 task 8: a request counts only if it succeeded, its TTFT and its worst gap both within the SLOs
+    if number("ttft_slo_ms", ttft_slo_ms) <= 0:
+        raise ValueError(f"ttft_slo_ms: must be > 0, got {ttft_slo_ms}")
+    if number("itl_slo_ms", itl_slo_ms) <= 0:
+        raise ValueError(f"itl_slo_ms: must be > 0, got {itl_slo_ms}")
+    records = list(records)
+    if not records:
+        raise ValueError("records: need at least one request to measure attainment")
+    met = 0
+    for r in records:
+        if r.status != 200 or not r.arrivals_s or r.error is not None:
+            continue
+        ttft_ms = (r.arrivals_s[0] - r.sent_s) * 1e3
+        gaps = [b - a for a, b in zip(r.arrivals_s, r.arrivals_s[1:], strict=False)]
+        worst_gap_ms = max(gaps, default=0.0) * 1e3
+        met += ttft_ms <= ttft_slo_ms and worst_gap_ms <= itl_slo_ms
+    return met / len(records)
+    # END SOLUTION
+
+
+def goodput(rates: list[float], attainments: list[float], target: float = 0.9) -> float:
+    """DistServe's goodput from a sweep: the highest request rate (req/s) at which at least `target` of
+    requests meet the SLOs.
+
+    `rates` are the swept rates, strictly increasing and > 0; `attainments[i]` is the attainment
+    measured at `rates[i]` (task 8), in [0, 1]. Walk up from the lowest rate: the first rate whose
+    attainment is BELOW `target` ends the good region (an attainment equal to `target` is good), and
+    the goodput is where the straight line between the last good point and that first bad one crosses
+    `target`. Points after the first bad one are ignored, even if they recover (noise, not capacity).
+    Edges: the lowest rate already bad -> 0.0 (nothing was shown to be good); no rate bad -> the
+    highest rate swept (never extrapolate beyond what was simulated).
+    Example: rates [1, 2, 3, 4], attainments [1.0, 0.95, 0.85, 0.5], target 0.9 -> 2.5.
+    Errors (ValueError, naming the argument): empty or different lengths -> `attainments`; rates not
+    > 0 or not strictly increasing -> `rates`; attainment outside [0, 1] -> `attainments`; target
+    outside (0, 1] -> `target`.
+    """
+    # BEGIN SOLUTION lab-03 task 9: find the first rate below target; interpolate between it and the last good one
+    if not 0 < number("target", target) <= 1:
+        raise ValueError(f"target: must be in (0, 1], got {target}")
+    rates, attainments = list(rates), list(attainments)
+    if not rates or len(rates) != len(attainments):
+        raise ValueError(f"attainments: need one per rate, got {len(attainments)} for {len(rates)} rates")
+    for i, r in enumerate(rates):
+        if number("rates", r) <= 0 or (i and r <= rates[i - 1]):
+            raise ValueError(f"rates: must be > 0 and strictly increasing, got {rates}")
+    for a in attainments:
+        if not 0 <= number("attainments", a) <= 1:
+            raise ValueError(f"attainments: must be in [0, 1], got {a}")
+    if attainments[0] < target:
+        return 0.0
+    for i in range(1, len(rates)):
+        if attainments[i] < target:
+            r0, r1, a0, a1 = rates[i - 1], rates[i], attainments[i - 1], attainments[i]
+            return r0 + (r1 - r0) * (a0 - target) / (a0 - a1)
+    return float(rates[-1])
+    # END SOLUTION
+
+
+def choose_config(goodputs: dict[str, float], baseline: str, min_gain: float = 0.05) -> str:
+    """Which configuration to deploy, from each one's simulated goodput (req/s, task 9).
+
+    The `baseline` (the colocated fleet you run today) stays unless another configuration's goodput
+    beats it by MORE than `min_gain` (a fraction: 0.05 = 5%): splitting prefill from decode adds
+    moving parts and a KV link, and a win inside the simulator's noise is not a win. Among those that
+    beat it, the highest goodput wins; a tie goes to the one listed first. A baseline goodput of 0 is
+    beaten by any goodput > 0.
+    Example: {"colocated x4": 10.0, "P/D 1:3": 10.4, "P/D 2:2": 12.0}, baseline "colocated x4"
+    -> "P/D 2:2"; with only "P/D 1:3" (+4%) the baseline stays.
+    Errors (ValueError, naming the argument): baseline not in goodputs -> `baseline`; a negative
+    goodput -> `goodputs`; min_gain < 0 -> `min_gain`.
+    """
+    # BEGIN SOLUTION lab-03 task 10: keep the baseline unless something beats it by more than min_gain; then the best
+    if baseline not in goodputs:
+        raise ValueError(f"baseline: {baseline!r} is not one of the configurations {list(goodputs)}")
+    if number("min_gain", min_gain) < 0:
+        raise ValueError(f"min_gain: must be >= 0, got {min_gain}")
+    for name, g in goodputs.items():
+        if number("goodputs", g) < 0:
+            raise ValueError(f"goodputs: {name!r} has a negative goodput {g}")
+    bar = goodputs[baseline] * (1 + min_gain)
+    best = baseline
+    for name, g in goodputs.items():
+        if g > bar and (best == baseline or g > goodputs[best]):
+            best = name
+    return best
     # END SOLUTION

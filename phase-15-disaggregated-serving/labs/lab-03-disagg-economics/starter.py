@@ -219,3 +219,59 @@ def local_prefill_max_tokens(
     model/link/dtype/efficiency errors of tasks 1-2.
     """
     raise NotImplementedError("lab-03 task 7: the fixed handoff is amortised over the prompt; the wire's per-token share is not")
+
+
+# ---------------------------------------------------------------- part 2: a fleet, not one request
+# Tasks 8-10 turn simulated (or measured) runs into a decision. The records are lab-02's capture
+# records (pdpair.capture.RequestRecord: status, sent_s, arrivals_s in seconds, error), which the
+# serving twin in fleetsim/ writes for simulated runs too; plan_fleet.py calls these three functions.
+
+
+def slo_attainment(records, ttft_slo_ms: float, itl_slo_ms: float) -> float:
+    """The fraction of requests that met BOTH SLOs, in [0, 1].
+
+    A request meets them when it succeeded (status 200, at least one token, no error), its TTFT
+    (first token's arrival - sent, both in seconds) is at most `ttft_slo_ms`, and its slowest
+    inter-token gap is at most `itl_slo_ms` (a one-token answer has no gap and meets the ITL SLO).
+    Edges are inclusive (a TTFT exactly at the SLO meets it). A failed request is a miss: it counts
+    in the denominator, never in the numerator.
+    Example: 4 requests - one fine, one with a 600 ms TTFT, one with a 150 ms stall, one failed -
+    against 500 ms / 100 ms SLOs -> 0.25.
+    Errors name the argument: no records -> `records` (ValueError); SLOs not > 0 -> ValueError.
+    """
+    raise NotImplementedError("lab-03 task 8: a request counts only if it succeeded, its TTFT and its worst gap both within the SLOs")
+
+
+def goodput(rates: list[float], attainments: list[float], target: float = 0.9) -> float:
+    """DistServe's goodput from a sweep: the highest request rate (req/s) at which at least `target` of
+    requests meet the SLOs.
+
+    `rates` are the swept rates, strictly increasing and > 0; `attainments[i]` is the attainment
+    measured at `rates[i]` (task 8), in [0, 1]. Walk up from the lowest rate: the first rate whose
+    attainment is BELOW `target` ends the good region (an attainment equal to `target` is good), and
+    the goodput is where the straight line between the last good point and that first bad one crosses
+    `target`. Points after the first bad one are ignored, even if they recover (noise, not capacity).
+    Edges: the lowest rate already bad -> 0.0 (nothing was shown to be good); no rate bad -> the
+    highest rate swept (never extrapolate beyond what was simulated).
+    Example: rates [1, 2, 3, 4], attainments [1.0, 0.95, 0.85, 0.5], target 0.9 -> 2.5.
+    Errors (ValueError, naming the argument): empty or different lengths -> `attainments`; rates not
+    > 0 or not strictly increasing -> `rates`; attainment outside [0, 1] -> `attainments`; target
+    outside (0, 1] -> `target`.
+    """
+    raise NotImplementedError("lab-03 task 9: find the first rate below target; interpolate between it and the last good one")
+
+
+def choose_config(goodputs: dict[str, float], baseline: str, min_gain: float = 0.05) -> str:
+    """Which configuration to deploy, from each one's simulated goodput (req/s, task 9).
+
+    The `baseline` (the colocated fleet you run today) stays unless another configuration's goodput
+    beats it by MORE than `min_gain` (a fraction: 0.05 = 5%): splitting prefill from decode adds
+    moving parts and a KV link, and a win inside the simulator's noise is not a win. Among those that
+    beat it, the highest goodput wins; a tie goes to the one listed first. A baseline goodput of 0 is
+    beaten by any goodput > 0.
+    Example: {"colocated x4": 10.0, "P/D 1:3": 10.4, "P/D 2:2": 12.0}, baseline "colocated x4"
+    -> "P/D 2:2"; with only "P/D 1:3" (+4%) the baseline stays.
+    Errors (ValueError, naming the argument): baseline not in goodputs -> `baseline`; a negative
+    goodput -> `goodputs`; min_gain < 0 -> `min_gain`.
+    """
+    raise NotImplementedError("lab-03 task 10: keep the baseline unless something beats it by more than min_gain; then the best")

@@ -298,7 +298,7 @@ def test_prefill_request_field_by_field(impl):
     assert set(new) == set(CLIENT_BODY) - {"stream_options", "min_tokens"} | {"kv_transfer_params"}, sorted(
         new
     )
-    assert headers == {"X-Request-Id": "req-42"}, (
+    assert headers.get("X-Request-Id") == "req-42", (
         f"the prefill hop carries the request id header, got {headers}"
     )
 
@@ -640,8 +640,7 @@ def test_prefill_remotely_is_the_conditional_rule(impl, threshold, prompt, remot
         f"prefill_remotely returned {got!r}")  # fmt: skip
     assert impl.PDProxyPolicy(["http://p"], ["http://d"]).prefill_remotely({"prompt": ids(1)}) is True, (
         "the default threshold is 0: without it every request is handed off (part 1's behaviour)")  # fmt: skip
-    with pytest.raises(ValueError, match="local_prefill_max_tokens"):
-        impl.PDProxyPolicy(["http://p"], ["http://d"], local_prefill_max_tokens=-1)
+    # argument validation has its own test (test_lab_policy.py::test_policy_rejects_bad_arguments)
 
 
 @pytest.mark.lab02_task4
@@ -727,7 +726,7 @@ def test_request_timing_known_answers_with_ties_and_single_tokens(impl):
 
 @pytest.mark.lab02_task5
 def test_request_timing_rejects_bad_captures_clearly(impl):
-    with pytest.raises(ValueError, match="(?i)empty"):
+    with pytest.raises(ValueError):  # any wording: the docstring promises a reason, not its words
         impl.request_timing(0.0, [])
     with pytest.raises(ValueError):
         impl.request_timing(0.0, [1.0, 0.5])

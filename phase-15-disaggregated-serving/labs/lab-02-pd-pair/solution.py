@@ -118,9 +118,9 @@ def launch_plans(spec: PairSpec, python: str = sys.executable) -> dict[str, Laun
 # ==================================================================================== task 2: hazards
 
 HAZARD_NAMES = (
-    "model_mismatch",  # different model folders
-    "dtype_mismatch",  # --dtype differs (after aliases: half=float16, float=float32)
-    "kv_cache_dtype_mismatch",  # the EFFECTIVE cache dtype differs ("auto" = the model dtype; fp8 = fp8_e4m3)
+    "model_mismatch",  # the model STRINGS differ (the same weights in another folder count: the path is hashed)
+    "dtype_mismatch",  # --dtype differs once resolved (half = float16, float = float32; "auto" is not judged)
+    "kv_cache_dtype_mismatch",  # --kv-cache-dtype strings differ, as written ("auto" != "bfloat16", "fp8" != "fp8_e4m3")
     "num_layers_mismatch",  # shape.num_hidden_layers differs (only when both shapes are known)
     "num_kv_heads_mismatch",  # shape.num_key_value_heads differs
     "head_size_mismatch",  # shape.head_dim differs
@@ -129,18 +129,18 @@ HAZARD_NAMES = (
     "connector_mismatch",  # different connector families (NixlConnector == NixlPullConnector)
     "transfer_mode_mismatch",  # same NIXL family, push on one side and pull on the other
     "removed_connector",  # a connector name vLLM 0.32 no longer has (SharedStorageConnector, P2pNcclConnector)
-    "roles_not_complementary",  # prefill cannot produce (not kv_producer/kv_both) or decode cannot consume
+    "roles_not_complementary",  # prefill is kv_consumer or decode is kv_producer (kv_both is allowed)
     "side_channel_port_clash",  # both sides on one host with the same NIXL side-channel port
+    "http_port_clash",  # both sides on one host with the same HTTP port
     "localhost_side_channel_across_hosts",  # sides on different hosts, a side channel left on loopback
     "deprecated_kv_config_keys",  # kv_rank / kv_parallel_size / kv_ip / kv_buffer_size in the config
     "recompute_hides_failures",  # decode's kv_load_failure_policy is "recompute"
-    "dummy_weights_differ",  # load_format dummy with different seeds: different random weights
+    "max_model_len_mismatch",  # max_model_len differs: a prompt that fits one side only fails on the other
 )
 DEPRECATED_KV_KEYS = ("kv_rank", "kv_parallel_size", "kv_ip", "kv_buffer_size")
 REMOVED_CONNECTORS = {"SharedStorageConnector": "ExampleConnector", "P2pNcclConnector": None}
 NIXL_MODES = {"NixlConnector": "pull", "NixlPullConnector": "pull", "NixlPushConnector": "push"}
-DTYPE_ALIASES = {"half": "float16", "fp16": "float16", "float": "float32", "bf16": "bfloat16"}
-CACHE_DTYPE_ALIASES = {"fp8": "fp8_e4m3"}
+DTYPE_ALIASES = {"half": "float16", "float": "float32"}  # vllm/config/model.py _STR_DTYPE_TO_TORCH_DTYPE
 
 
 def _is_loopback(host: str) -> bool:
@@ -152,15 +152,20 @@ def _same_host(a: str, b: str) -> bool:
 
 
 def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
-    """Every disagreement that breaks (or hides a broken) pair, as ``Hazard(name, explanation)``.
+    """Every setting the real pair showed to break (or hide a broken) pair, as ``Hazard(name, explanation)``.
 
-    Names are from ``HAZARD_NAMES`` (see the comment beside each); each name at most once; the
-    explanation is one line saying what vLLM would do. A good pair yields ``[]``. Notes:
+    The judge is the compatibility matrix recorded on a real vLLM 0.32 pair (``captures/compat-matrix``):
+    a row that works yields no hazard; a row that broke yields the name(s) the matrix gives it. Names are
+    from ``HAZARD_NAMES`` (see the comment beside each), each at most once, in any order; the explanation
+    is one line saying what vLLM would do. A good pair yields ``[]``. Notes:
+    - the cache dtype is compared as WRITTEN (vLLM hashes the raw string), the model dtype as RESOLVED
+      (``half`` is ``float16``); ``auto`` model dtype is resolved from config.json by vLLM, so it is not judged;
     - shapes (layers, KV heads, head size) are compared only when both ``shape`` are known;
-    - "one host": the two ``host`` values are equal or both loopback; "across hosts" otherwise;
-    - the block-size rule is divisibility (prefill 16, decode 32 is fine), not equality.
+    - "one host": the two ``host`` values are equal or both loopback (localhost = 127.0.0.1 = ::1);
+    - the block-size rule is divisibility (prefill 32, decode 64 is fine), not equality.
+    Example: prefill ``kv_cache_dtype: auto``, decode ``bfloat16`` -> ``[Hazard("kv_cache_dtype_mismatch", ...)]``.
     """
-    # BEGIN SOLUTION lab-02 task 2: compare the two sides the way vLLM's handshake will
+    # BEGIN SOLUTION lab-02 task 2: compare the two sides the way vLLM's handshake (and the matrix) did
     found: list[Hazard] = []
 
     def add(name: str, why: str) -> None:
@@ -170,17 +175,13 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
     p, d = prefill, decode
     hash_msg = "NIXL compatibility hash differs: both servers start healthy, the first handshake fails"
     if p.model != d.model:
-        add("model_mismatch", f"{hash_msg} (model {p.model} vs {d.model})")
+        add("model_mismatch", f"{hash_msg} (model {p.model} vs {d.model}: the string is hashed)")
     pd_, dd_ = (DTYPE_ALIASES.get(x.dtype, x.dtype) for x in (p, d))
-    if pd_ != dd_:
+    if "auto" not in (pd_, dd_) and pd_ != dd_:
         add("dtype_mismatch", f"{hash_msg} (dtype {p.dtype} vs {d.dtype})")
-
-    def cache(side: ServerSpec, model_dtype: str) -> str:
-        c = CACHE_DTYPE_ALIASES.get(side.kv_cache_dtype, side.kv_cache_dtype)
-        return model_dtype if c == "auto" else c
-
-    if cache(p, pd_) != cache(d, dd_):
-        add("kv_cache_dtype_mismatch", f"{hash_msg} (KV cache {cache(p, pd_)} vs {cache(d, dd_)})")
+    if p.kv_cache_dtype != d.kv_cache_dtype:
+        add("kv_cache_dtype_mismatch", f"{hash_msg} (kv_cache_dtype {p.kv_cache_dtype} vs {d.kv_cache_dtype}, "
+            "hashed as written)")  # fmt: skip
     if p.shape is not None and d.shape is not None:
         for field_, name in (
             ("num_hidden_layers", "num_layers_mismatch"),
@@ -192,7 +193,7 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
                 add(name, f"{hash_msg} ({field_} {a} vs {b})")
     if d.block_size % p.block_size != 0:
         add("block_size_not_multiple", f"decode block size {d.block_size} is not a multiple of prefill's "
-            f"{p.block_size}: healthy servers, every transfer fails (vLLM #42895)")  # fmt: skip
+            f"{p.block_size}: healthy servers, the handshake rejects every transfer")  # fmt: skip
     lo, hi = sorted((p.tensor_parallel_size, d.tensor_parallel_size))
     if hi % lo != 0:
         add("tp_not_divisible", f"TP sizes {p.tensor_parallel_size} and {d.tensor_parallel_size} do not divide: "
@@ -203,19 +204,25 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
             add("removed_connector", f"{side.name}: connector {side.connector} is gone in vLLM 0.32 "
                 f"({'now ' + new if new else 'removed'}): the server refuses to start")  # fmt: skip
     pm, dm = NIXL_MODES.get(p.connector), NIXL_MODES.get(d.connector)
-    if (pm is None or dm is None) and p.connector != d.connector:
+    gone = any(h.name == "removed_connector" for h in found)  # that side never starts: nothing to match
+    if gone:
+        pass
+    elif (pm is None or dm is None) and p.connector != d.connector:
         add("connector_mismatch", f"connectors {p.connector} vs {d.connector}: the sides cannot talk; "
             "requests fail or silently prefill twice")  # fmt: skip
     elif pm is not None and dm is not None and pm != dm:
         add("transfer_mode_mismatch", f"NIXL {pm} vs {dm} (push/pull is in the compatibility hash): "
             "the first handshake fails")  # fmt: skip
-    if p.kv_role not in ("kv_producer", "kv_both") or d.kv_role not in ("kv_consumer", "kv_both"):
+    if p.kv_role == "kv_consumer" or d.kv_role == "kv_producer":
         add("roles_not_complementary", f"roles {p.kv_role} (prefill) / {d.kv_role} (decode): prefill must "
-            "produce KV and decode consume it, else no KV moves")  # fmt: skip
+            "produce KV and decode consume it")  # fmt: skip
     if _same_host(p.host, d.host):
         if p.side_channel_port == d.side_channel_port:
             add("side_channel_port_clash", f"both sides on {p.host} use side-channel port "
-                f"{p.side_channel_port}: the second ZMQ bind fails, 'Address already in use' (#20965)")  # fmt: skip
+                f"{p.side_channel_port}: the second bind fails, 'Address already in use'")  # fmt: skip
+        if p.port == d.port:
+            add("http_port_clash", f"both sides on {p.host} serve HTTP on port {p.port}: the second server "
+                "cannot bind it and exits")  # fmt: skip
     else:
         for side in (p, d):
             if _is_loopback(side.side_channel_host):
@@ -229,10 +236,10 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
                 "KVTransferConfig: start-up fails")  # fmt: skip
     if d.kv_load_failure_policy == "recompute":
         add("recompute_hides_failures", "decode recomputes the prompt when a KV load fails: a broken pair "
-            "only looks slow, no error surfaces (#32200)")  # fmt: skip
-    if p.load_format == d.load_format == "dummy" and p.seed != d.seed:
-        add("dummy_weights_differ", f"dummy weights from seeds {p.seed} vs {d.seed}: the KV decode receives "
-            "was made by another model; output is garbage with HTTP 200")  # fmt: skip
+            "only looks slow, no error surfaces")  # fmt: skip
+    if p.max_model_len != d.max_model_len:
+        add("max_model_len_mismatch", f"max_model_len {p.max_model_len} vs {d.max_model_len}: a prompt that "
+            "fits one side only is accepted by one and refused by the other")  # fmt: skip
     return found
     # END SOLUTION
 
@@ -284,7 +291,7 @@ def prefill_request(body: dict[str, Any], request_id: str) -> tuple[dict[str, An
     the client sent it), ``stream`` = False (only a non-streaming answer carries ``kv_transfer_params``),
     ``stream_options`` and ``min_tokens`` removed, and ``kv_transfer_params`` =
     ``PREFILL_KV_TRANSFER_PARAMS`` (a fresh copy: whatever the client sent there is gone).
-    headers = ``{"X-Request-Id": request_id}``.
+    headers = ``{"X-Request-Id": request_id}`` (other harmless headers may be added).
     """
     # BEGIN SOLUTION lab-02 task 3: one-token, non-streaming prefill that asks for remote decode
     new = sanitize_request(body)

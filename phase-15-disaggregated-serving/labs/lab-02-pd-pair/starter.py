@@ -79,9 +79,9 @@ def launch_plans(spec: PairSpec, python: str = sys.executable) -> dict[str, Laun
 # ==================================================================================== task 2: hazards
 
 HAZARD_NAMES = (
-    "model_mismatch",  # different model folders
-    "dtype_mismatch",  # --dtype differs (after aliases: half=float16, float=float32)
-    "kv_cache_dtype_mismatch",  # the EFFECTIVE cache dtype differs ("auto" = the model dtype; fp8 = fp8_e4m3)
+    "model_mismatch",  # the model STRINGS differ (the same weights in another folder count: the path is hashed)
+    "dtype_mismatch",  # --dtype differs once resolved (half = float16, float = float32; "auto" is not judged)
+    "kv_cache_dtype_mismatch",  # --kv-cache-dtype strings differ, as written ("auto" != "bfloat16", "fp8" != "fp8_e4m3")
     "num_layers_mismatch",  # shape.num_hidden_layers differs (only when both shapes are known)
     "num_kv_heads_mismatch",  # shape.num_key_value_heads differs
     "head_size_mismatch",  # shape.head_dim differs
@@ -90,18 +90,18 @@ HAZARD_NAMES = (
     "connector_mismatch",  # different connector families (NixlConnector == NixlPullConnector)
     "transfer_mode_mismatch",  # same NIXL family, push on one side and pull on the other
     "removed_connector",  # a connector name vLLM 0.32 no longer has (SharedStorageConnector, P2pNcclConnector)
-    "roles_not_complementary",  # prefill cannot produce (not kv_producer/kv_both) or decode cannot consume
+    "roles_not_complementary",  # prefill is kv_consumer or decode is kv_producer (kv_both is allowed)
     "side_channel_port_clash",  # both sides on one host with the same NIXL side-channel port
+    "http_port_clash",  # both sides on one host with the same HTTP port
     "localhost_side_channel_across_hosts",  # sides on different hosts, a side channel left on loopback
     "deprecated_kv_config_keys",  # kv_rank / kv_parallel_size / kv_ip / kv_buffer_size in the config
     "recompute_hides_failures",  # decode's kv_load_failure_policy is "recompute"
-    "dummy_weights_differ",  # load_format dummy with different seeds: different random weights
+    "max_model_len_mismatch",  # max_model_len differs: a prompt that fits one side only fails on the other
 )
 DEPRECATED_KV_KEYS = ("kv_rank", "kv_parallel_size", "kv_ip", "kv_buffer_size")
 REMOVED_CONNECTORS = {"SharedStorageConnector": "ExampleConnector", "P2pNcclConnector": None}
 NIXL_MODES = {"NixlConnector": "pull", "NixlPullConnector": "pull", "NixlPushConnector": "push"}
-DTYPE_ALIASES = {"half": "float16", "fp16": "float16", "float": "float32", "bf16": "bfloat16"}
-CACHE_DTYPE_ALIASES = {"fp8": "fp8_e4m3"}
+DTYPE_ALIASES = {"half": "float16", "float": "float32"}  # vllm/config/model.py _STR_DTYPE_TO_TORCH_DTYPE
 
 
 def _is_loopback(host: str) -> bool:
@@ -113,15 +113,20 @@ def _same_host(a: str, b: str) -> bool:
 
 
 def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
-    """Every disagreement that breaks (or hides a broken) pair, as ``Hazard(name, explanation)``.
+    """Every setting the real pair showed to break (or hide a broken) pair, as ``Hazard(name, explanation)``.
 
-    Names are from ``HAZARD_NAMES`` (see the comment beside each); each name at most once; the
-    explanation is one line saying what vLLM would do. A good pair yields ``[]``. Notes:
+    The judge is the compatibility matrix recorded on a real vLLM 0.32 pair (``captures/compat-matrix``):
+    a row that works yields no hazard; a row that broke yields the name(s) the matrix gives it. Names are
+    from ``HAZARD_NAMES`` (see the comment beside each), each at most once, in any order; the explanation
+    is one line saying what vLLM would do. A good pair yields ``[]``. Notes:
+    - the cache dtype is compared as WRITTEN (vLLM hashes the raw string), the model dtype as RESOLVED
+      (``half`` is ``float16``); ``auto`` model dtype is resolved from config.json by vLLM, so it is not judged;
     - shapes (layers, KV heads, head size) are compared only when both ``shape`` are known;
-    - "one host": the two ``host`` values are equal or both loopback; "across hosts" otherwise;
-    - the block-size rule is divisibility (prefill 16, decode 32 is fine), not equality.
+    - "one host": the two ``host`` values are equal or both loopback (localhost = 127.0.0.1 = ::1);
+    - the block-size rule is divisibility (prefill 32, decode 64 is fine), not equality.
+    Example: prefill ``kv_cache_dtype: auto``, decode ``bfloat16`` -> ``[Hazard("kv_cache_dtype_mismatch", ...)]``.
     """
-    raise NotImplementedError("lab-02 task 2: compare the two sides the way vLLM's handshake will")
+    raise NotImplementedError("lab-02 task 2: compare the two sides the way vLLM's handshake (and the matrix) did")
 
 
 # ============================================================================ task 3: the transforms
@@ -162,7 +167,7 @@ def prefill_request(body: dict[str, Any], request_id: str) -> tuple[dict[str, An
     the client sent it), ``stream`` = False (only a non-streaming answer carries ``kv_transfer_params``),
     ``stream_options`` and ``min_tokens`` removed, and ``kv_transfer_params`` =
     ``PREFILL_KV_TRANSFER_PARAMS`` (a fresh copy: whatever the client sent there is gone).
-    headers = ``{"X-Request-Id": request_id}``.
+    headers = ``{"X-Request-Id": request_id}`` (other harmless headers may be added).
     """
     raise NotImplementedError("lab-02 task 3: one-token, non-streaming prefill that asks for remote decode")
 

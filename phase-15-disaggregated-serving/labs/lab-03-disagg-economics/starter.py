@@ -12,9 +12,10 @@ Units: bytes are bytes; link rates are gigaBITS per second (Gb/s, 1e9 bit/s) as 
 times are milliseconds. The tables (model shapes, fabrics, accelerators) and the types (ModelShape,
 Fabric, Verdict, Decision) are given in disagg_tables.py.
 
-Bad input, in every function: a bool, a string where a number belongs, or None is a TypeError; NaN,
-infinity or a value out of range is a ValueError. Either way the message starts with the argument's
-name (e.g. "ttft_ms: ..."). `number` below does the type and finiteness half for you.
+Bad input, in every function: a bool, a string or None where a number belongs, or a float where a
+count of tokens belongs (2048.0), is a TypeError; NaN, infinity or a value out of range is a ValueError.
+Either way the message starts with the argument's name (e.g. "ttft_ms: ..."). `number` below does the
+type and finiteness half for you.
 """
 
 from __future__ import annotations

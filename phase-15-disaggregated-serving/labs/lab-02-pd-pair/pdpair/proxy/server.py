@@ -259,12 +259,22 @@ class ProxyServer:
 
     @web.middleware
     async def _account(self, request: web.Request, handler) -> web.StreamResponse:
-        """Count every completion request once in, once out (see ``pdpair.proxy.metrics``)."""
-        if request.path not in ROUTES:
-            return await handler(request)
+        """Mark the connection busy while any request runs on it (the sweeper leaves it alone), and
+        count every completion request once in, once out (see ``pdpair.proxy.metrics``)."""
         conn = self._conns.get(request.protocol)
         if conn is not None:
             conn.busy += 1
+        try:
+            if request.path not in ROUTES:
+                return await handler(request)
+            return await self._counted(request, handler)
+        finally:
+            if conn is not None:
+                conn.busy -= 1
+                conn.served += 1
+                conn.idle_since = asyncio.get_running_loop().time()
+
+    async def _counted(self, request: web.Request, handler) -> web.StreamResponse:
         self.metrics.inc("pdproxy_requests_total", endpoint=request.path)
         self.metrics.inc("pdproxy_inflight_requests")
         status = "499"  # the client closed the connection before any answer
@@ -285,10 +295,6 @@ class ProxyServer:
         finally:
             self.metrics.inc("pdproxy_inflight_requests", -1)
             self.metrics.inc("pdproxy_responses_total", status=status)
-            if conn is not None:
-                conn.busy -= 1
-                conn.served += 1
-                conn.idle_since = asyncio.get_running_loop().time()
 
     # -- routes ------------------------------------------------------------------------------------
 

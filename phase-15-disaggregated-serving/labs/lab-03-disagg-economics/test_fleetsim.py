@@ -168,3 +168,13 @@ def test_profiles_load_and_h100_numbers(tmp_path):
         load_profile(f)
     with pytest.raises(ValueError, match="model"):
         h100_profile("llama-3-70b")  # 141 GB of bf16 weights: not one H100
+
+
+def test_queue_limit_sends_short_prompts_remote_only_while_prefill_is_idle():
+    fleet = Fleet(prefill=1, decode=1, threshold=100, remote_queue_limit=1)
+    a, b, c = simulate(fleet, FLAT, [Arrival(0, 50, 3), Arrival(0, 400, 3), Arrival(0.001, 50, 3)]).records()
+    assert a.mode == "disaggregated", "prefill idle: the short prompt goes remote"
+    assert b.mode == "disaggregated", "long prompts always go remote"
+    assert c.mode == "local", "prefill busy: the short prompt stays on decode"
+    with pytest.raises(ValueError, match="remote_queue_limit"):
+        Fleet(prefill=1, decode=1, remote_queue_limit=1)

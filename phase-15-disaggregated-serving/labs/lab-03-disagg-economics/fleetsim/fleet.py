@@ -5,6 +5,7 @@
   decode instance's link (``link.KVLink``), then decoded there (lab-02's ``pd-all``).
 - ``Fleet(prefill=1, decode=1, threshold=256)``: prompts of <= 256 tokens are prefilled on a decode
   instance itself, longer ones handed off (lab-02 task 4's ``prefill_remotely``; ``pd-conditional``).
+  With ``remote_queue_limit=1`` a short prompt also goes remote while the prefill instance is idle.
 Routing (``round-robin`` or ``least-loaded``: fewest waiting + running requests, lowest index on a tie)
 picks a colocated or prefill instance when a request arrives and a decode instance when it needs one
 (arrival for local prefills, KV handoff for remote ones).
@@ -45,6 +46,9 @@ class Fleet:
     prefill: int = 0
     decode: int = 0
     threshold: int | None = None  # P/D only: prompts <= threshold are prefilled on decode
+    # P/D with a threshold: a prompt <= threshold still goes remote while the least-loaded prefill
+    # instance holds fewer than this many requests (a queue-aware rule, as Dynamo's router weighs it)
+    remote_queue_limit: int | None = None
     budget: int = 2048  # max_num_batched_tokens of every instance
     routing: str = "round-robin"
     link_gbps: float | None = -1.0  # -1: the profile's link
@@ -61,12 +65,16 @@ class Fleet:
             raise ValueError("instances: need colocated >= 1, or decode >= 1 with prefill >= 1")
         if self.colocated and self.threshold is not None:
             raise ValueError("threshold: only a P/D fleet has a conditional threshold")
+        if self.remote_queue_limit is not None and (self.threshold is None or self.remote_queue_limit < 1):
+            raise ValueError("remote_queue_limit: needs a threshold and must be >= 1")
 
     @property
     def name(self) -> str:
         if self.colocated:
             return f"colocated x{self.colocated}" + (f" chunk{self.budget}" if self.budget != 2048 else "")
         rule = "all remote" if self.threshold is None else f"local <= {self.threshold}"
+        if self.remote_queue_limit is not None:
+            rule += f" unless prefill queue < {self.remote_queue_limit}"
         return f"P/D {self.prefill}:{self.decode} {rule}"
 
 
@@ -165,7 +173,10 @@ def simulate(fleet: Fleet, profile, arrivals: list[Arrival] | None = None, strea
             req = obj
             if fleet.colocated:
                 req.mode, inst = "colocated", front_router.pick()
-            elif fleet.threshold is not None and (req.prompt_tokens <= fleet.threshold or not front):
+            elif fleet.threshold is not None and (req.prompt_tokens <= fleet.threshold or not front) and not (
+                front and fleet.remote_queue_limit is not None
+                and min(p.load() for p in front) < fleet.remote_queue_limit
+            ):  # fmt: skip
                 req.mode, inst = "local", decode_router.pick()
             else:
                 req.mode, inst = "disaggregated", front_router.pick()

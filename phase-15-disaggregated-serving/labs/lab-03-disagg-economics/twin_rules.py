@@ -1,0 +1,78 @@
+"""What a router can change on lab-02's CPU pair, as the twin predicts it (issue 15, item 6's search).
+
+    python twin_rules.py [--seeds 8]
+
+Runs lab-02's signature workload (the capture's manifest) on the calibrated CPU profile for the
+chunked colocated baseline and for P/D rules a real router can apply: all prompts remote, the length
+threshold (lab-02 task 4's local_prefill_max_tokens), and the threshold with a prefill-queue limit
+(a short prompt goes remote while the prefill instance holds fewer than N requests); each at the
+capture's answer length and at 2x and 4x longer answers. It prints, per rule, ITL p99 as a cut against
+the chunked baseline (x lower) and the short-prompt TTFT p50 toll (%), medians over --seeds, and
+whether the lab's goal (ITL p99 at least 2.5x lower, toll at most +25%) is met.
+These are predictions of the twin, not measurements: test_twin.py states how far the twin is from
+the capture (up to 20% on pd-all's short TTFT, whose queue is a resonance of the closed loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "lab-02-pd-pair")]
+
+from fleetsim.fleet import Fleet, simulate  # noqa: E402
+from fleetsim.profile import cpu_profile  # noqa: E402
+from fleetsim.workload import Streams  # noqa: E402
+from pdpair.capture import load_capture, summarize  # noqa: E402
+
+BASELINE = Fleet(colocated=2, budget=64)
+RULES = [
+    Fleet(prefill=1, decode=1),
+    Fleet(prefill=1, decode=1, threshold=256),
+    Fleet(prefill=1, decode=1, threshold=256, remote_queue_limit=1),
+    Fleet(prefill=1, decode=1, threshold=256, remote_queue_limit=2),
+]
+GOAL_CUT, GOAL_TOLL = 2.5, 0.25
+
+
+def run(fleet: Fleet, streams: Streams, seeds: int, duration: float) -> dict[str, float]:
+    profile = cpu_profile()
+    sims = [
+        summarize(
+            simulate(fleet, profile, streams=dataclasses.replace(streams, seed=s), seed=s).records(), duration
+        )
+        for s in range(1, seeds + 1)
+    ]
+    return {k: statistics.median(x[k] for x in sims) for k in ("itl_p99_ms", "ttft_p50_ms", "itl_p50_ms")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=8)
+    args = ap.parse_args(argv)
+    manifest, _ = load_capture()
+    base_streams = Streams.from_manifest(manifest["workload"])
+    duration = base_streams.duration_s
+    print(f"twin, CPU profile, lab-02 signature workload; medians of {args.seeds} seeds; goal: "
+          f"ITL p99 >= {GOAL_CUT}x lower than chunked colocated, short TTFT p50 toll <= +{GOAL_TOLL:.0%}")  # fmt: skip
+    for scale in (1, 2, 4):
+        streams = dataclasses.replace(base_streams, output_tokens=base_streams.output_tokens * scale,
+                                      output_jitter=base_streams.output_jitter * scale)  # fmt: skip
+        base = run(BASELINE, streams, args.seeds, duration)
+        print(f"\nanswers {streams.output_tokens} +- {streams.output_jitter} tokens; {BASELINE.name}: "
+              f"ITL p99 {base['itl_p99_ms']:.1f} ms, TTFT p50 {base['ttft_p50_ms']:.1f} ms")  # fmt: skip
+        for fleet in RULES:
+            m = run(fleet, streams, args.seeds, duration)
+            cut, toll = base["itl_p99_ms"] / m["itl_p99_ms"], m["ttft_p50_ms"] / base["ttft_p50_ms"] - 1
+            goal = "goal met" if cut >= GOAL_CUT and toll <= GOAL_TOLL else ""
+            print(f"  {fleet.name:45s} ITL p99 {m['itl_p99_ms']:6.1f} ms (x{cut:.2f} lower)  "
+                  f"TTFT p50 {m['ttft_p50_ms']:7.1f} ms ({toll:+.0%})  {goal}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     curves = []
     try:
         with tqdm(total=len(fleets), desc="goodput search", unit="config", dynamic_ncols=True) as bar:
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     except NotImplementedError as exc:
         print(f"\n{exc}\nplan_fleet.py uses your tasks 8-10; implement them or run with LAB_IMPL=solution")
         return 2
-    wall = time.monotonic() - t0
+    wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
 
     goodputs = {c.fleet.name: c.goodput for c in curves}
     # the baseline is the better colocated fleet (a chunked budget is a flag away, not a new fleet)
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         rel = f"{c.goodput / base.goodput - 1:+.0%}" if base.goodput else "-"
         mark = "  <- winner" if c.fleet.name == winner else ""
         print(f"{c.fleet.name:28s} {c.goodput:14.3g}  {rel:>22s}{mark}")
-    print(f"({sum(len(c.points) for c in curves)} simulations in {wall:.1f} s)")
+    print(f"({sum(len(c.points) for c in curves)} simulations in {wall:.1f} s wall, {cpu:.1f} s CPU)")
     win = next(c for c in curves if c.fleet.name == winner)
     report_trade(profile, arrivals, base, win, attain)
     if not args.no_plots:

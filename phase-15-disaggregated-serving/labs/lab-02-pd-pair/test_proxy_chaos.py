@@ -58,20 +58,20 @@ async def healthy(s: aiohttp.ClientSession, url: str, tag: str, rounds: int, tok
     """Stream ``rounds`` requests one after another; every token exactly once, in order, then [DONE]."""
     for r in range(rounds):
         body = {"prompt": f"{tag}-{r}", "max_tokens": tokens, "stream": True}
-        res = await stream_request(s, url, PATH, body, timeout_s=10)
+        res = await stream_request(s, url, PATH, body, timeout_s=15)
         want = [token_text(body, i) for i in range(tokens)]
         assert res.status == 200 and res.headers["X-PD-Mode"] == "disaggregated", (res.status, res.error)
         assert res.texts == want and res.done and not res.malformed and res.error is None, (tag, r, res.texts)
     return rounds
 
 
-async def settled_metrics(s: aiohttp.ClientSession, url: str, deadline_s: float = 5.0) -> str:
+async def settled_metrics(s: aiohttp.ClientSession, url: str, deadline_s: float = 10.0) -> str:
     """/metrics once nothing is in flight (answered within the deadline), checked for consistency."""
     end = time.monotonic() + deadline_s
     while True:
         started = time.monotonic()
-        text = await get_text(s, url + "/metrics", timeout_s=2.0)
-        assert time.monotonic() - started < 2.0, "the proxy answered /metrics late"
+        text = await get_text(s, url + "/metrics", timeout_s=5.0)
+        assert time.monotonic() - started < 5.0, "the proxy answered /metrics late"
         inflight = metric_sum(text, "pdproxy_inflight_requests")
         if inflight == 0 or time.monotonic() > end:
             break
@@ -142,7 +142,7 @@ def test_chaos_hostile_bodies_leave_memory_and_metrics_bounded():
                 assert after - before < 30, f"proxy RSS grew {after - before:.1f} MiB"
             assert await healthy(s, url, "after", 2) == 2
 
-    asyncio.run(asyncio.wait_for(scenario(), 40))
+    asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
 def test_chaos_slow_idle_and_stalled_clients_cannot_exhaust_the_proxy():
@@ -164,7 +164,7 @@ def test_chaos_slow_idle_and_stalled_clients_cannot_exhaust_the_proxy():
                 text = await get_text(s, url + "/metrics")
                 return metric_sum(text, "pdproxy_open_connections") <= 8  # the healthy session's own
 
-            deadline = time.monotonic() + 6
+            deadline = time.monotonic() + 12  # timeouts of 1-2 s; slack for a busy machine
             while not await all_closed():
                 assert time.monotonic() < deadline, "slow connections were still open after their timeouts"
                 await asyncio.sleep(0.1)
@@ -175,7 +175,7 @@ def test_chaos_slow_idle_and_stalled_clients_cannot_exhaust_the_proxy():
 
             assert await wait_for(stalled_released, max(0.5, deadline - time.monotonic())), [
                 r.outcome for r in decode.requests if r.body.get("prompt") == "stall"]  # fmt: skip
-            assert time.monotonic() - started < 10
+            assert time.monotonic() - started < 20
             text = await settled_metrics(s, url)
             assert metric_sum(text, "pdproxy_client_timeouts_total", phase="write") == 5
             assert metric_sum(text, "pdproxy_client_timeouts_total") >= 5
@@ -184,4 +184,4 @@ def test_chaos_slow_idle_and_stalled_clients_cannot_exhaust_the_proxy():
                 w.close()
             assert await healthy(s, url, "after", 2) == 2
 
-    asyncio.run(asyncio.wait_for(scenario(), 40))
+    asyncio.run(asyncio.wait_for(scenario(), 60))

@@ -333,7 +333,7 @@ def prefill_answer_problem(prefill_response: Any) -> str | None:
         return BAD_KV_PARAMS
 
     def is_id(x: Any) -> bool:
-        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+        return isinstance(x, int) and not isinstance(x, bool)
 
     blocks = params.get("remote_block_ids")
     flat = isinstance(blocks, list) and bool(blocks) and all(is_id(b) for b in blocks)

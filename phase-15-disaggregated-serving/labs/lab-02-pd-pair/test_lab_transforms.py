@@ -93,6 +93,8 @@ BAD_ANSWERS = {  # name -> (kv_transfer_params or ... for "absent", the reason)
     "port_as_string": (GOOD_PARAMS | {"remote_port": "54349"}, "bad_kv_transfer_params"),
     "port_as_bool": (GOOD_PARAMS | {"remote_port": True}, "bad_kv_transfer_params"),
     "port_out_of_range": (GOOD_PARAMS | {"remote_port": 70000}, "bad_kv_transfer_params"),
+    "port_zero": (GOOD_PARAMS | {"remote_port": 0}, "bad_kv_transfer_params"),
+    "block_ids_as_bools": (GOOD_PARAMS | {"remote_block_ids": [True, False]}, "bad_kv_transfer_params"),
     "no_block_ids": (GOOD_PARAMS | {"remote_block_ids": []}, "bad_kv_transfer_params"),
     "empty_block_groups": (GOOD_PARAMS | {"remote_block_ids": [[]]}, "bad_kv_transfer_params"),
     "block_ids_as_string": (GOOD_PARAMS | {"remote_block_ids": "1,2,3"}, "bad_kv_transfer_params"),

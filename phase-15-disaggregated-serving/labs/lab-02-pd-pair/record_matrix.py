@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--relabel", action="store_true", help="run nothing; refresh labels, MATRIX.md, README"
     )
+    parser.add_argument("--references-from", type=Path, default=None,
+                        help="a matrix.json whose colocated references (or works as_shipped row) to reuse")  # fmt: skip
     parser.add_argument("--merge", type=Path, default=None,
                         help="run nothing; add the rows of another recording (a matrix.json) to --out")  # fmt: skip
     args = parser.parse_args(argv)
@@ -102,17 +104,26 @@ def main(argv: list[str] | None = None) -> int:
     }
     t0 = time.monotonic()
     wanted = [r for r in ROWS if args.only is None or r.name in args.only]
-    refs: dict[str, dict] = {}
+    refs: dict[str, dict] = dict(old_refs)
+    if args.references_from:  # a works-row's probes ARE the colocated outputs (the row compared them)
+        seed = load_matrix(args.references_from)
+        refs = {**seed.get("references", {}), **refs}
+        shipped = {r["name"]: r for r in seed["rows"]}.get("as_shipped")
+        if "random" not in refs and shipped and shipped.get("outcome") == "works":
+            refs["random"] = {p["name"]: p["ids"] for p in shipped["probes"]}
+    kill_rows = {r.weights for r in wanted if r.tweak == "kill_prefill"}
     for i, row in enumerate(ROWS):
         if row not in wanted:
             if row.name in old:
                 matrix["rows"].append(old[row.name])
             continue
         print(f"[{i + 1}/{len(ROWS)}] {row.name}: {row.change}", flush=True)
-        if not row.cannot_run and row.weights not in refs:
+        stale = row.weights in kill_rows and "kill-drill" not in refs.get(row.weights, {})
+        if not row.cannot_run and (row.weights not in refs or stale):
             print(f"    colocated reference ({row.weights} weights) ...", flush=True)
             refs[row.weights] = colocated_references(impl, row.weights)
             matrix["references"][row.weights] = refs[row.weights]
+        matrix["references"].update(refs)
         rec = row_record(row) if row.cannot_run else run_row(impl, row, refs[row.weights])
         print(
             f"    -> {rec.get('outcome') or 'not run'} ({rec.get('timings', {}).get('row_s', 0)} s)",

@@ -98,7 +98,8 @@ ROWS: tuple[Row, ...] = (
         {"decode": {"seed": 1, "model": RANDOM_SEED1_MODEL}}, tweak="random_seed1", hazards=("model_mismatch",)),
     Row("served_name_differs", "decode --served-model-name other",
         {"decode": {"extra_args": ["--served-model-name", "other"]}},
-        unseen="not in the spec's fields; a client or proxy sees HTTP 404 model not found"),
+        unseen="the served name is an extra vLLM flag, not a pair-spec field; the first request gets HTTP 404 "
+        "'The model ... does not exist' from the side that does not know the name"),
     Row("max_model_len_differs", "decode --max-model-len 1024 (the 1500-token probe fits prefill only)",
         {"decode": {"max_model_len": 1024}}, hazards=("max_model_len_mismatch",)),
     Row("prefix_cache_one_side", "decode --no-enable-prefix-caching",

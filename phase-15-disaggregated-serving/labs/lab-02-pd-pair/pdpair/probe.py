@@ -37,6 +37,7 @@ from pdpair.matrix import (
     apply_row,
     row_record,
 )
+from pdpair.proxy import ProxyConfig
 from pdpair.runner import (
     StartupError,
     get_text,
@@ -49,7 +50,12 @@ from pdpair.runner import (
 from pdpair.spec import load_pair_spec, with_side
 
 MAX_TOKENS = 12
-REQUEST_TIMEOUT_S = 45.0
+REQUEST_TIMEOUT_S = 240.0  # a 1500-token prefill on a starved shared core took over 45 s
+STARTUP_TIMEOUT_S = 900.0  # a loaded shared 2-core machine took 200-320 s to start a pair
+# the proxy waits as long as the probes do (the defaults would turn a slow, loaded prefill into a fallback)
+PROXY = ProxyConfig(connect_timeout_s=10.0, prefill_timeout_s=REQUEST_TIMEOUT_S, decode_timeout_s=REQUEST_TIMEOUT_S,
+                    header_timeout_s=60.0, idle_timeout_s=REQUEST_TIMEOUT_S, body_timeout_s=60.0,
+                    client_stall_timeout_s=60.0)  # fmt: skip
 LOG_DIR = LAB_DIR / "out" / "logs" / "matrix"
 EXTERNAL = {"source": "external_kv_transfer"}
 LOCAL = {"source": "local_compute"}
@@ -147,7 +153,7 @@ def colocated_references(impl, weights: str) -> dict[str, list[int]]:
     """Token ids of every probe prompt on a colocated instance (no connector) with these weights."""
     spec = runnable_spec(Row("reference", "colocated"), weights)
     refs = {}
-    with run_colocated(impl, spec, log_dir=LOG_DIR) as inst:
+    with run_colocated(impl, spec, log_dir=LOG_DIR, startup_timeout_s=STARTUP_TIMEOUT_S) as inst:
         for name, n, _, _ in PROBES:
             res = post(inst.url, probe_body(probe_prompt(name, n), served_name(spec), False))
             if res["status"] != 200 or len(res["ids"]) != MAX_TOKENS:
@@ -221,7 +227,8 @@ def run_row(impl, row: Row, refs: dict[str, list[int]]) -> dict[str, Any]:
     t0 = time.monotonic()
     retries = {"port_retries": 0} if "port_retries" in inspect.signature(run_pair).parameters else {}
     try:  # no fresh ports on a clash: the clash is the row
-        with run_pair(timpl, spec, log_dir=LOG_DIR, **retries) as pair:
+        with run_pair(timpl, spec, log_dir=LOG_DIR, startup_timeout_s=STARTUP_TIMEOUT_S, proxy_config=PROXY,
+                      **retries) as pair:  # fmt: skip
             out["timings"] = {"startup_s": {"prefill": round(pair.prefill.startup_s, 1),
                                             "decode": round(pair.decode.startup_s, 1)}}  # fmt: skip
             _probe(timpl, pair, row, out, refs)

@@ -34,6 +34,7 @@ from fleetsim.workload import MIXES, poisson, read_trace  # noqa: E402
 
 from labkit.impl import impl_path_for, load_module  # noqa: E402
 
+SPAN_X_TTFT_SLO = 60  # each rate's arrivals last at least 60 x the TTFT SLO (up to --max-requests)
 DEFAULTS = {  # per profile: instances, SLOs (ms), thresholds, chunked budget of the colocated variant
     "h100": dict(instances=4, ttft=1000.0, itl=50.0, thresholds=[512], chunk=512),
     "cpu": dict(instances=2, ttft=4000.0, itl=150.0, thresholds=[512], chunk=64),
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=0.9, help="share of requests that must meet both SLOs")
     ap.add_argument("--thresholds", type=int, nargs="*", help="conditional thresholds to try (prompt tokens)")
     ap.add_argument("--requests", type=int, default=300, help="fewest requests simulated per rate")
-    ap.add_argument("--max-requests", type=int, default=3000, help="most requests simulated per rate")
+    ap.add_argument("--max-requests", type=int, default=4000, help="most requests simulated per rate")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=HERE / "out" / "plan")
     ap.add_argument("--no-plots", action="store_true")
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     goodput = lambda rates, att: impl.goodput(rates, att, args.target)  # noqa: E731
     fleets = configurations(instances, thresholds, d["chunk"])
     start = single_request_rate(profile, arrivals(args.requests), instances)
-    span = 20 * ttft_slo / 1e3
+    span = SPAN_X_TTFT_SLO * ttft_slo / 1e3
     print(f"profile {profile.name}; {instances} instances; traffic {traffic}")
     print(
         f"SLOs: TTFT <= {ttft_slo:g} ms and every gap <= {itl_slo:g} ms for >= {args.target:.0%} of requests"
@@ -130,13 +131,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{c.fleet.name:28s} {c.goodput:14.3g}  {rel:>22s}{mark}")
     print(f"({sum(len(c.points) for c in curves)} simulations in {wall:.1f} s wall, {cpu:.1f} s CPU)")
     win = next(c for c in curves if c.fleet.name == winner)
-    report_trade(profile, arrivals, base, win, attain)
+    report_trade(profile, arrivals, base, win, attain, lambda rate: requests_at(rate, args, span))
     if not args.no_plots:
         write_plots(curves, winner, args.out, args.target, f"{profile.name}, {traffic}")
     return 0
 
 
-def report_trade(profile, arrivals, base, win, attain) -> None:
+def requests_at(rate: float, args, span: float) -> int:
+    """How many requests the search simulates at ``rate`` (fleetsim.planner.search's rule)."""
+    return min(max(args.requests, math.ceil(rate * span)), args.max_requests)
+
+
+def report_trade(profile, arrivals, base, win, attain, n_at) -> None:
     """What the winner buys and taxes: both fleets at the higher of the two goodputs (where it matters)."""
     if win is base:
         print(f"\nwinner: {base.fleet.name} - no split beats it by more than choose_config's margin")
@@ -145,7 +151,7 @@ def report_trade(profile, arrivals, base, win, attain) -> None:
     if rate <= 0:
         print("\nno configuration met the SLOs at any rate searched: relax the SLOs or add instances")
         return
-    work = scaled(arrivals(max(300, math.ceil(rate * 60))), rate)
+    work = scaled(arrivals(n_at(rate)), rate)
     recs = [simulate(c.fleet, profile, work).records() for c in (base, win)]
     (a, b), (att_a, att_b) = [fleet_summary(r) for r in recs], [attain(r) for r in recs]
     print(

@@ -46,8 +46,9 @@ class SimRequest:
 class Instance:
     """An engine; ``role`` is "both" (prefill and decode), "prefill" (hands KV off) or "decode"."""
 
-    def __init__(self, name: str, profile, role: str = "both", budget: int = 2048, max_num_seqs: int | None = None,
+    def __init__(self, name: str, profile, role: str = "both", budget: int | None = None, max_num_seqs: int | None = None,
                  kv_blocks: int | None = None, seed: int = 0) -> None:  # fmt: skip
+        budget = profile.max_num_batched_tokens if budget is None else budget
         if budget < 1:
             raise ValueError(f"budget: max_num_batched_tokens must be >= 1, got {budget}")
         self.name, self.profile, self.role, self.budget = name, profile, role, budget

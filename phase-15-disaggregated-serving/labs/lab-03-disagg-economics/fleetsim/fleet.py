@@ -49,7 +49,7 @@ class Fleet:
     # P/D with a threshold: a prompt <= threshold still goes remote while the least-loaded prefill
     # instance holds fewer than this many requests (a queue-aware rule, as Dynamo's router weighs it)
     remote_queue_limit: int | None = None
-    budget: int = 2048  # max_num_batched_tokens of every instance
+    budget: int | None = None  # max_num_batched_tokens of every instance; None: the profile's default
     routing: str = "round-robin"
     link_gbps: float | None = -1.0  # -1: the profile's link
     link_latency_ms: float | None = None  # None: the profile's
@@ -71,7 +71,9 @@ class Fleet:
     @property
     def name(self) -> str:
         if self.colocated:
-            return f"colocated x{self.colocated}" + (f" chunk{self.budget}" if self.budget != 2048 else "")
+            return f"colocated x{self.colocated}" + (
+                f" chunk{self.budget}" if self.budget is not None else ""
+            )
         rule = "all remote" if self.threshold is None else f"local <= {self.threshold}"
         if self.remote_queue_limit is not None:
             rule += f" unless prefill queue < {self.remote_queue_limit}"

@@ -55,7 +55,8 @@ class LinearProfile:
     kv_bytes_per_token: int = 0
     block_size: int = 16
     kv_blocks: int = 10**9
-    max_num_seqs: int = 256
+    max_num_seqs: int = 128  # vLLM 0.32.0's CPU default for the API server (see VLLM_DEFAULTS)
+    max_num_batched_tokens: int = 2048  # the default token budget per step; a fleet may set its own
     source: dict = field(default_factory=dict)
     kind: str = "linear"
 
@@ -102,7 +103,8 @@ class RooflineProfile:
     link_latency_ms: float = 0.0
     block_size: int = 16
     kv_blocks: int = 10**9
-    max_num_seqs: int = 256
+    max_num_seqs: int = 1024
+    max_num_batched_tokens: int = 8192
     source: dict = field(default_factory=dict)
     kind: str = "roofline"
 
@@ -126,6 +128,10 @@ class RooflineProfile:
 # vLLM-class decode kernels; 80% of HBM left for KV after the weights is vLLM's default
 # gpu_memory_utilization of 0.9 minus activations. Change them with --mfu/--mbu in plan_fleet.py.
 H100 = dict(peak_flops=989e12, hbm_bytes_per_s=3.35e12, hbm_bytes=80e9)
+# vLLM 0.32.0's defaults for its OpenAI server (vllm/engine/arg_utils.py, the per-device defaults of
+# max_num_batched_tokens / max_num_seqs): CPU 2048 tokens and 128 sequences; H100/H200-class GPUs
+# (>= 70 GiB, not A100) 8192 tokens and 1024 sequences.
+VLLM_DEFAULTS = {"cpu": (2048, 128), "h100": (8192, 1024)}
 H100_ASSUMED = dict(mfu=0.5, mbu=0.6, step_ms_fixed=2.0, request_overhead_ms=5.0, kv_fraction=0.8)
 
 
@@ -163,7 +169,8 @@ def h100_profile(
         link_latency_ms=1.0,
         block_size=block,
         kv_blocks=int(kv_bytes // (kv_per_token * block)),
-        max_num_seqs=256,  # vLLM's default max_num_seqs
+        max_num_batched_tokens=VLLM_DEFAULTS["h100"][0],
+        max_num_seqs=VLLM_DEFAULTS["h100"][1],
         source={
             "hardware": "NVIDIA H100 SXM5 datasheet: 989 TFLOP/s dense BF16, 3.35 TB/s HBM3, 80 GB",
             "assumed": H100_ASSUMED,

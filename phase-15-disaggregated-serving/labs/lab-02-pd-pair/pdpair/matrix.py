@@ -120,12 +120,11 @@ ROWS: tuple[Row, ...] = (
         hazards=("num_kv_heads_mismatch",)),
     Row("http_port_clash", "both sides on one host with the same HTTP port",
         {"decode": {"port": "@prefill"}}, hazards=("http_port_clash",)),
-    Row("side_channel_loopback_two_hosts", "two hosts, prefill's side channel left on 127.0.0.1",
+    Row("side_channel_loopback_two_hosts", "two hosts (pdpair.hosts: a network namespace and a veth), prefill's "
+        "side channel left on 127.0.0.1",
         {"prefill": {"host": "10.0.0.1", "side_channel_host": "127.0.0.1"},
          "decode": {"host": "10.0.0.2", "side_channel_host": "10.0.0.2"}},
-        cannot_run="pending: the runner has no two-host mode yet; decode would dial 127.0.0.1, its own "
-        "host (the address comes from prefill's VLLM_NIXL_SIDE_CHANNEL_HOST, vllm/envs.py, advertised in "
-        "kv_transfer_params remote_host)", hazards=("localhost_side_channel_across_hosts",)),
+        tweak="two_hosts", hazards=("localhost_side_channel_across_hosts",)),
     Row("tp_2_vs_3", "prefill TP 2, decode TP 3",
         {"prefill": {"tensor_parallel_size": 2}, "decode": {"tensor_parallel_size": 3}},
         cannot_run=f"5 workers need 5 cores (one OMP-bound core each on CPU); the rule is in {NIXL}/"

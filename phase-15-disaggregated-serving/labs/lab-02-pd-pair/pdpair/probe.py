@@ -13,6 +13,7 @@ YOUR proxy: 8 requests, 8 distinct prompts (a repeated prompt would hit the pref
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import os
@@ -213,11 +214,27 @@ def _classify(row_out: dict[str, Any], refs: dict[str, list[int]], expected_toke
 
 def run_row(impl, row: Row, refs: dict[str, list[int]]) -> dict[str, Any]:
     """Start, probe, classify and stop one row; returns its record (see pdpair.matrix)."""
+    with contextlib.ExitStack() as stack:
+        return _run_row(impl, row, refs, stack)
+
+
+def _run_row(impl, row: Row, refs: dict[str, list[int]], stack: contextlib.ExitStack) -> dict[str, Any]:
     out = row_record(row)
     compiled = row.tweak == "compiled:prefill"
     spec = _tweak_spec(runnable_spec(row, enforce_eager=not compiled), row)
     if compiled:  # the decode side stays eager
         spec = with_side(spec, "decode", extra_args=[*spec.decode.extra_args, "--enforce-eager"])
+    extra: dict[str, Any] = {}
+    if row.tweak == "two_hosts":  # pdpair.hosts: prefill in its own network namespace, one veth link
+        from pdpair.hosts import on_two_hosts, two_hosts, unavailable
+
+        why = unavailable()
+        if why:
+            return {**out, "outcome": None, "cannot_run": f"two hosts unavailable here: {why}"}
+        hosts = stack.enter_context(two_hosts())
+        spec = on_two_hosts(spec, hosts)  # both sides on their link addresses, then the row's mistake:
+        spec = with_side(spec, "prefill", side_channel_host=row.sides["prefill"]["side_channel_host"])
+        extra["wrap_plan"] = hosts.wrap_plan
     drop = row.tweak.split(":", 1)[1] if row.tweak and row.tweak.startswith("no_connector:") else None
     timpl = _TweakedImpl(impl, drop)
     plans = timpl.launch_plans(spec)
@@ -225,10 +242,11 @@ def run_row(impl, row: Row, refs: dict[str, list[int]]) -> dict[str, Any]:
     out["env"] = {side: plans[side].env for side in plans}
     out["load_avg_1m"] = round(os.getloadavg()[0], 2)
     t0 = time.monotonic()
-    retries = {"port_retries": 0} if "port_retries" in inspect.signature(run_pair).parameters else {}
-    try:  # no fresh ports on a clash: the clash is the row
+    if "port_retries" in inspect.signature(run_pair).parameters:
+        extra["port_retries"] = 0  # no fresh ports on a clash: the clash is the row
+    try:
         with run_pair(timpl, spec, log_dir=LOG_DIR, startup_timeout_s=STARTUP_TIMEOUT_S, proxy_config=PROXY,
-                      **retries) as pair:  # fmt: skip
+                      **extra) as pair:  # fmt: skip
             out["timings"] = {"startup_s": {"prefill": round(pair.prefill.startup_s, 1),
                                             "decode": round(pair.decode.startup_s, 1)}}  # fmt: skip
             _probe(timpl, pair, row, out, refs)

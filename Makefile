@@ -10,7 +10,7 @@ IMPL ?= starter
 LAB_DIR = $(wildcard $(LABS)/$(LAB)-*)
 TASK_MARK = $(if $(TASK),-m $(subst -,,$(LAB))_task$(TASK),)
 
-.PHONY: help setup setup-vllm-cpu test test-vllm grade check-starter check-mutants starters demo demo-live record matrix bench lint clean
+.PHONY: help setup setup-vllm-cpu test test-vllm grade check-starter check-mutants starters demo demo-live record record-wire matrix bench lint clean
 
 help:
 	@echo "make setup            create .venv and install the labs (CPU, ~1 GB, a few minutes)"
@@ -18,6 +18,7 @@ help:
 	@echo "                      (LAB_IMPL=starter make demo: your code; unfinished tasks are named, exit 0)"
 	@echo "make demo-live        lab-02 on a real vLLM CPU pair (after make setup-vllm-cpu)"
 	@echo "make record           re-record lab-02's signature capture on this machine (vLLM tier, ~26 min)"
+	@echo "make record-wire      lab-02 pair on two hosts, link shaped per rate -> captures/wire-cpu (root)"
 	@echo "make matrix           re-record lab-02's compatibility matrix (vLLM tier, ~1-3 min per row)"
 	@echo "make plan            lab-03 fleet planner on the serving twin: goodput per P:D split, winner, plots (<2 min)"
 	@echo "make test             the solution suite (vllm tier runs when vLLM is installed)"
@@ -75,6 +76,11 @@ record:
 # The compatibility matrix: one perturbation of pair.cpu.yaml per row on a real pair (MATRIX_ARGS="--only ROW ...")
 matrix:
 	$(PY) $(LABS)/lab-02-pd-pair/record_matrix.py $(MATRIX_ARGS)
+
+# prefill and decode on two network namespaces, the link shaped to each rate (root, ip, tc; ~15 min)
+WIRE_OUT ?= $(LABS)/lab-02-pd-pair/captures/wire-cpu
+record-wire:
+	$(PY) $(LABS)/lab-02-pd-pair/record_wire.py --out $(WIRE_OUT) $(WIRE_ARGS)
 
 # lab-03 part 2: goodput of colocated vs every P:D split and threshold on the twin; PLAN_ARGS e.g.
 # "--profile cpu --mix chat" or "--mix rag --itl-slo-ms 50" (plan_fleet.py --help)

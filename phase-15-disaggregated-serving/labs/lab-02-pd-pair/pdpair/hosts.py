@@ -264,11 +264,12 @@ def _delete_live() -> None:
 def on_two_hosts(spec: PairSpec, hosts: TwoHosts) -> PairSpec:
     """``spec`` (already made runnable by ``prepare_spec``) with prefill on ``hosts.prefill_addr`` and
     decode on ``hosts.decode_addr``: HTTP server and NIXL side channel bound there, fresh ports, and
-    ``UCX_TLS=tcp`` plus the link's device in each side's env. ``spec`` is not changed."""
+    ``UCX_TLS=tcp``, the link's device and ``VLLM_HOST_IP`` (vLLM's own guess finds no route from
+    prefill's namespace) in each side's env. ``spec`` is not changed."""
     for side, addr, dev in (("prefill", hosts.prefill_addr, hosts.prefill_dev),
                             ("decode", hosts.decode_addr, hosts.decode_dev)):  # fmt: skip
         s = getattr(spec, side)
-        env = {**s.env, "UCX_TLS": "tcp", "UCX_NET_DEVICES": dev}
+        env = {**s.env, "UCX_TLS": "tcp", "UCX_NET_DEVICES": dev, "VLLM_HOST_IP": addr}
         spec = with_side(spec, side, host=addr, side_channel_host=addr, port=pick_port(addr),
                          side_channel_port=pick_port(addr), env=env)  # fmt: skip
     return spec

@@ -2,8 +2,9 @@
 
 Four tasks (grade one with `pytest -m lab01_task2`):
 1. export_request        capture a running request's transferable identity; free it on the source.
-2. import_request        validate, claim blocks all-or-nothing, write the K/V, admit it as running.
-3. migrate               export then import; on failure, put the request back on the source.
+2. validate_snapshot     refuse what this engine could not run to completion, touching nothing;
+   import_request        continue the request here as running, or fail leaving the engine as it was.
+3. migrate               export, ship, import; on any failure, put the request back on the source.
 4. readmit_by_recompute  the other recovery strategy (discard the KV, recompute from tokens), and
    recovery_cost         what each strategy costs, so you can tell when each one wins.
 
@@ -21,6 +22,7 @@ The engine (minivllm) is given. What you need from it:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -92,9 +94,24 @@ def export_request(engine: Engine, request_id: str) -> RequestSnapshot:
 
 
 def validate_snapshot(engine: Engine, snapshot: RequestSnapshot) -> None:
-    """Raise SnapshotError, naming the mismatch, unless ``snapshot`` can continue on ``engine`` as a
-    running request (the checks are listed in import_request). Touches nothing."""
-    # BEGIN SOLUTION lab-01 task 2: check id, geometry, token counts, kv shape and dtype; raise SnapshotError
+    """Raise SnapshotError naming the problem unless ``snapshot`` can continue on ``engine`` as a
+    running request and run there until it finishes; return None when it can.
+
+    Refused (each one is something the engine's admission or its next steps would trip over):
+    a request id already live on ``engine``; another geometry (``geometry_fingerprint(engine.config)``);
+    token counts a running request cannot have (at least one prompt and one output token, and
+    ``num_computed_tokens == tokens - 1``); a request that already has ``max_tokens`` output tokens; a
+    token id outside ``[0, vocab_size)``; a request whose longest K/V (prompt + max_tokens - 1 positions)
+    needs more blocks than the engine has in total; a generator state a ``torch.Generator`` refuses;
+    ``kv`` not a tensor shaped [num_computed_tokens, num_layers, 2, num_kv_heads, head_dim], of another
+    dtype, or holding NaN or infinity (one poisoned position corrupts every later token).
+
+    Free blocks are NOT checked: "no room right now" is import's OutOfBlocksError, not a bad snapshot.
+    Reads only: the engine and the snapshot are unchanged whatever the outcome.
+    Example: a request with a 9-token prompt and max_tokens=16 peaks at 24 positions = 6 blocks of 4,
+    so it is refused by a 5-block engine even if it has only 10 tokens of K/V today.
+    """
+    # BEGIN SOLUTION lab-01 task 2: refuse anything the engine could not run to completion; touch nothing
     if snapshot.request_id in engine.requests:
         raise SnapshotError(
             f"request {snapshot.request_id!r} is already live on the destination (imported twice?)"
@@ -102,70 +119,108 @@ def validate_snapshot(engine: Engine, snapshot: RequestSnapshot) -> None:
     want_geometry = geometry_fingerprint(engine.config)
     if snapshot.geometry != want_geometry:
         raise SnapshotError(f"geometry mismatch: snapshot {snapshot.geometry} vs destination {want_geometry}")
-    c, n = engine.config, snapshot.num_computed_tokens
-    if not snapshot.prompt_token_ids or not snapshot.output_token_ids or n != snapshot.num_tokens - 1:
+    c, n, params = engine.config, snapshot.num_computed_tokens, snapshot.sampling_params
+    prompt, output = snapshot.prompt_token_ids, snapshot.output_token_ids
+    if not prompt or not output or n != snapshot.num_tokens - 1:
         raise SnapshotError(
-            f"a running request has every token but the last sampled one computed: {len(snapshot.prompt_token_ids)} "
-            f"prompt + {len(snapshot.output_token_ids)} output tokens, num_computed_tokens={n}"
+            f"a running request has every token but the last sampled one computed: {len(prompt)} "
+            f"prompt + {len(output)} output tokens, num_computed_tokens={n}"
         )
+    if len(output) >= params.max_tokens:
+        raise SnapshotError(f"the request is finished: {len(output)} of max_tokens={params.max_tokens}")
+    bad = [t for t in (*prompt, *output) if not 0 <= t < c.vocab_size]
+    if bad:
+        raise SnapshotError(f"token ids {bad[:5]} outside the vocabulary [0, {c.vocab_size})")
+    peak = -(-(len(prompt) + params.max_tokens - 1) // engine.block_size)
+    if peak > engine.num_blocks:
+        raise SnapshotError(
+            f"the request peaks at {len(prompt) + params.max_tokens - 1} positions = {peak} blocks of "
+            f"{engine.block_size}; this engine has {engine.num_blocks} in all"
+        )
+    try:
+        torch.Generator().set_state(snapshot.generator_state)  # a scratch generator: touches nothing
+    except (RuntimeError, TypeError) as exc:
+        raise SnapshotError(f"generator state refused by torch.Generator: {exc}") from None
     want_shape = (n, c.num_layers, 2, c.num_kv_heads, c.head_dim)
     if not isinstance(snapshot.kv, torch.Tensor) or tuple(snapshot.kv.shape) != want_shape:
         got = tuple(snapshot.kv.shape) if isinstance(snapshot.kv, torch.Tensor) else type(snapshot.kv)
         raise SnapshotError(f"kv must be [tokens, layers, 2, kv_heads, head_dim] = {want_shape}, got {got}")
     if snapshot.kv.dtype != c.dtype:
         raise SnapshotError(f"kv dtype {snapshot.kv.dtype} != destination dtype {c.dtype}")
+    if not bool(torch.isfinite(snapshot.kv).all()):
+        where = sorted({int(p) for p in (~torch.isfinite(snapshot.kv)).nonzero()[:, 0]})
+        raise SnapshotError(f"kv holds NaN or infinity at positions {where[:5]}")
     # END SOLUTION
 
 
 def import_request(engine: Engine, snapshot: RequestSnapshot) -> None:
     """Continue the snapshot's request on ``engine`` as a RUNNING request whose next step is a decode.
 
-    1. Validate before touching anything (``validate_snapshot``); raise SnapshotError (a ValueError) naming the mismatch for:
-       a request id already live here, another geometry (``geometry_fingerprint(engine.config)``),
-       token counts that do not fit a running request (num_computed_tokens == tokens - 1, at least one
-       output token), a kv tensor not shaped [num_computed_tokens, num_layers, 2, num_kv_heads,
-       head_dim], or another dtype.
-    2. Claim ceil(num_computed_tokens / engine.block_size) blocks in ONE all-or-nothing allocation; if
-       they are not there, let the engine's OutOfBlocksError propagate. Either way a failed import
-       leaves the destination exactly as it was (usage, free list, requests, cache contents).
-    3. Write the K/V into the new blocks in logical order (the destination's block size may differ
-       from the source's), restore the generator state, and ``engine.admit_running`` the request.
+    Contract:
+    - Only what ``validate_snapshot`` accepts is imported; anything else raises its SnapshotError.
+    - The request costs ceil(num_computed_tokens / engine.block_size) blocks, claimed in one
+      all-or-nothing allocation; when they are not free, the engine's OutOfBlocksError propagates.
+    - Position p of the request's K/V ends up at logical position p in the destination's own blocks
+      (its block size may differ from the source's); its random stream continues exactly where the
+      source left it; it is admitted through ``engine.admit_running``, so its next step decodes one token.
+    - A failed import, whatever fails and whenever (validation, allocation, the copy, admission),
+      re-raises that error and leaves the destination as it was: the same set of free blocks (their
+      order, and what free blocks contain, may differ), the same live requests in the same queues, and
+      the same K/V in every block a live request holds. The snapshot is never modified.
+    Example: 10 computed tokens into an engine with 4-token blocks take 3 blocks, the last one half
+    full; the next ``step()`` pushes exactly 1 token of that request through the model.
     """
-    # BEGIN SOLUTION lab-01 task 2: validate, allocate all-or-nothing, write K/V by logical position, admit running
+    # BEGIN SOLUTION lab-01 task 2: validate, allocate all-or-nothing, write K/V by logical position, admit running; undo on failure
     validate_snapshot(engine, snapshot)
     n, block_size = snapshot.num_computed_tokens, engine.block_size
     block_ids = engine.block_pool.allocate(-(-n // block_size))  # raises OutOfBlocksError, takes nothing
-    full, rest = divmod(n, block_size)
-    kv = engine.kv_cache.kv
-    if full:  # whole blocks in one scatter; the partial last block (if any) separately
-        kv[torch.tensor(block_ids[:full])] = snapshot.kv[: full * block_size].view(full, *kv.shape[1:])
-    if rest:
-        kv[block_ids[full], :rest] = snapshot.kv[full * block_size :]
-    request = Request(
-        snapshot.request_id,
-        list(snapshot.prompt_token_ids),
-        snapshot.sampling_params,
-        list(snapshot.output_token_ids),
-    )
-    request.generator.set_state(snapshot.generator_state)  # the random stream continues where it left off
-    request.block_table = block_ids
-    request.num_computed_tokens = n
-    engine.admit_running(request)
+    try:
+        full, rest = divmod(n, block_size)
+        kv = engine.kv_cache.kv
+        if full:  # whole blocks in one scatter; the partial last block (if any) separately
+            kv[torch.tensor(block_ids[:full])] = snapshot.kv[: full * block_size].view(full, *kv.shape[1:])
+        if rest:
+            kv[block_ids[full], :rest] = snapshot.kv[full * block_size :]
+        request = Request(
+            snapshot.request_id,
+            list(snapshot.prompt_token_ids),
+            snapshot.sampling_params,
+            list(snapshot.output_token_ids),
+        )
+        request.generator.set_state(snapshot.generator_state)  # the random stream continues where it left off
+        request.block_table = block_ids
+        request.num_computed_tokens = n
+        engine.admit_running(request)
+    except BaseException:
+        engine.block_pool.free(block_ids)  # nobody holds them yet: the destination is as it was
+        raise
     # END SOLUTION
 
 
-def migrate(src: Engine, dst: Engine, request_id: str) -> RequestSnapshot:
-    """Move running request ``request_id`` from ``src`` to ``dst`` (export, then import); return the
-    snapshot that was shipped. If the import fails for any reason, put the request back on ``src``
-    unchanged (same tokens, progress, generator state and K/V contents; block ids may differ) and
-    re-raise the import's error. Nothing is lost, nothing leaks.
+def migrate(
+    src: Engine,
+    dst: Engine,
+    request_id: str,
+    transport: Callable[[RequestSnapshot], RequestSnapshot] | None = None,
+) -> RequestSnapshot:
+    """Move running request ``request_id`` from ``src`` to ``dst``; return the snapshot ``src`` exported.
+
+    ``transport`` stands for the wire: it is handed the exported snapshot and returns what arrives
+    at ``dst`` (None: the snapshot arrives as sent). A wire can fail (raise) or deliver something
+    ``dst`` refuses. Whatever fails after the export (the wire, validation, allocation, admission),
+    the request must end up back on ``src`` unchanged (same tokens, progress, generator state and K/V
+    contents; block ids may differ), ``dst`` as it was, and the original error re-raised. Nothing is
+    lost, nothing leaks, nothing runs twice.
+    Example: ``migrate(a, b, rid, transport=lambda s: send_over_tcp(s))`` raising ConnectionError
+    leaves ``rid`` running on ``a`` and re-raises the ConnectionError.
     """
-    # BEGIN SOLUTION lab-01 task 3: export, import, and on failure re-import on the source before re-raising
+    # BEGIN SOLUTION lab-01 task 3: export, ship, import; on any failure re-import the EXPORTED snapshot on the source and re-raise
     snapshot = export_request(src, request_id)
     try:
-        import_request(dst, snapshot)
-    except Exception:
-        import_request(src, snapshot)  # the source just freed these blocks, so this fits
+        arrived = snapshot if transport is None else transport(snapshot)
+        import_request(dst, arrived)
+    except BaseException:
+        import_request(src, snapshot)  # what left, not what arrived; the source just freed these blocks
         raise
     return snapshot
     # END SOLUTION
@@ -221,10 +276,12 @@ def recovery_cost(
       plus attention for the token at position p: 4 x heads x head_dim x (p + 1) (QK^T and AV).
       Embedding, norms, RoPE and the LM head are left out (the LM head runs once either way).
       ``recompute_s = recompute_flops / flops_per_s``.
-    Raises ValueError for a non-positive link or compute rate.
+    ``cheaper`` is "ship" when ``ship_s <= recompute_s`` (a tie ships: it redoes no work), else
+    "recompute". Raises ValueError for a link or compute rate that is not a positive number (0,
+    negative, NaN).
     """
     # BEGIN SOLUTION lab-01 task 4: bytes to ship vs FLOPs to recompute, and which is faster
-    if link_gbps <= 0 or flops_per_s <= 0:
+    if not (link_gbps > 0 and flops_per_s > 0):  # also refuses NaN
         raise ValueError(f"link_gbps and flops_per_s must be > 0, got {link_gbps}, {flops_per_s}")
     c, n = config, snapshot.num_computed_tokens
     itemsize = torch.empty((), dtype=c.dtype).element_size()

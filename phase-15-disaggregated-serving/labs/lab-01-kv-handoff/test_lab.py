@@ -8,6 +8,7 @@ The tasks build on each other: task 2's tests export with your task 1, task 3 us
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import random
@@ -112,9 +113,12 @@ def check_pool(engine: Engine) -> None:
 
 
 def engine_state(engine: Engine) -> dict:
-    """Everything a failed import must leave as it was."""
+    """What a failed import (or a rejected call) must leave as it was: the free blocks as a set, the
+    live requests and queues, and the K/V of every block a live request holds (what free blocks
+    contain, and the free list's order, are nobody's business)."""
+    held = sorted(b for r in engine.requests.values() for b in r.block_table)
     return {
-        "free_list": list(engine.block_pool.free_block_ids),
+        "free blocks": sorted(engine.block_pool.free_block_ids),
         "usage": engine.usage,
         "requests": {
             rid: (
@@ -128,12 +132,12 @@ def engine_state(engine: Engine) -> dict:
         },
         "running": [r.request_id for r in engine.running],
         "waiting": [r.request_id for r in engine.waiting],
-        "kv": engine.kv_cache.kv.clone(),
+        "held kv": engine.kv_cache.kv[torch.tensor(held, dtype=torch.long)].clone(),
     }
 
 
 def assert_unchanged(before: dict, after: dict, what: str) -> None:
-    for key in ("free_list", "usage", "running", "waiting"):
+    for key in ("free blocks", "usage", "running", "waiting"):
         assert before[key] == after[key], (
             f"{what} must leave the {key} unchanged: {before[key]} -> {after[key]}"
         )
@@ -145,7 +149,38 @@ def assert_unchanged(before: dict, after: dict, what: str) -> None:
         assert (status, tokens, computed, table) == (s2, t2, c2, tb2) and torch.equal(gen, g2), (
             f"{what} changed request {rid}: {(status, computed, table)} -> {(s2, c2, tb2)}"
         )
-    assert torch.equal(before["kv"], after["kv"]), f"{what} must not write into the KV cache"
+    assert torch.equal(before["held kv"], after["held kv"]), (
+        f"{what} must not write into blocks that live requests hold"
+    )
+
+
+def snapshot_copy(snap: RequestSnapshot) -> tuple:
+    """A deep copy of a snapshot's contents, to prove later that nobody modified it."""
+    return (
+        snap.request_id,
+        snap.prompt_token_ids,
+        snap.output_token_ids,
+        snap.num_computed_tokens,
+        snap.sampling_params,
+        snap.generator_state.clone(),
+        snap.kv.clone(),
+        snap.geometry,
+    )
+
+
+def assert_snapshot_unmodified(copy: tuple, snap: RequestSnapshot, what: str) -> None:
+    now = snapshot_copy(snap)
+    same = [
+        a == b
+        if not isinstance(a, torch.Tensor)
+        else a.shape == b.shape
+        and a.dtype == b.dtype
+        and bool((a == b).logical_or(a.isnan() & b.isnan()).all())
+        for a, b in zip(copy, now, strict=True)
+    ]
+    fields = ["request_id", "prompt", "output", "computed", "params", "generator_state", "kv", "geometry"]
+    changed = [f for f, ok in zip(fields, same, strict=True) if not ok]
+    assert not changed, f"{what} modified the snapshot it was given: {changed} changed"
 
 
 def start(
@@ -237,6 +272,24 @@ def test_snapshot_is_the_transferable_identity(impl, prompt_len, steps):
 
 
 @task1
+def test_two_snapshots_do_not_share_memory(impl):
+    src = make_engine(4)
+    first, _ = start(src, 11, SAMPLED, 2)
+    second = src.add_request(make_prompt(13, salt=5), NEIGHBOUR_PARAMS[1])
+    step(src, 2)
+    want_first, want_second = logical_kv(src, first), logical_kv(src, second)
+    snap_first = impl.export_request(src, first)
+    snap_second = impl.export_request(src, second)
+    for name, snap, want in (("first", snap_first, want_first), ("second", snap_second, want_second)):
+        wrong = [p for p in range(len(want)) if not torch.equal(snap.kv[p], want[p])]
+        assert not wrong, (
+            f"after two exports the {name} snapshot's kv is wrong at positions {wrong}: each snapshot must "
+            "own its K/V (a staging buffer reused across exports overwrites the earlier snapshot)"
+        )
+    assert src.usage == 0.0, f"both exported: source usage must be 0.0, got {src.usage}"
+
+
+@task1
 def test_export_rejects_unknown_and_waiting_requests(impl):
     src = make_engine()
     rid = src.add_request(make_prompt(5), GREEDY)  # waiting: never stepped, no KV yet
@@ -308,9 +361,15 @@ def test_contents_survive_not_block_ids(impl, dst_block_size):
 def test_imported_request_decodes_next_and_finishes_as_never_moved(impl, kind):
     params = PARAMS[kind]
     src, dst = make_engine(4), make_engine(2)
-    rid, prompt = start(src, 9, params, 2)
+    # Moved after 3 steps: a generator restarted from the seed would draw different tokens from here.
+    rid, prompt = start(src, 9, params, 3)
     snap = impl.export_request(src, rid)
+    copy = snapshot_copy(snap)
     impl.import_request(dst, snap)
+    assert torch.equal(dst.requests[rid].generator.get_state(), snap.generator_state), (
+        "the imported request's generator must continue from the snapshot's state (set_state), not restart "
+        "from the seed: a restarted stream replays the random draws already used on the source"
+    )
     before = dst.num_forward_tokens
     dst.step()
     assert dst.num_forward_tokens - before == 1, (
@@ -322,6 +381,76 @@ def test_imported_request_decodes_next_and_finishes_as_never_moved(impl, kind):
         f"{kind}: output after the move must equal the never-moved output; want {want}, got {out}"
     )
     assert dst.usage == 0.0, f"finished: destination usage must be back to 0.0, got {dst.usage}"
+    assert_snapshot_unmodified(copy, snap, "import_request")
+
+
+@task2
+def test_two_sampled_imports_keep_their_own_random_streams(impl):
+    src, dst = make_engine(4), make_engine(4)
+    other = SamplingParams(temperature=1.0, top_k=16, max_tokens=6, seed=23)
+    first, first_prompt = start(src, 9, SAMPLED, 0)
+    second, second_prompt = start(src, 7, other, 0, salt=6)
+    step(src, 2)
+    snaps = [impl.export_request(src, first), impl.export_request(src, second)]
+    for snap in snaps:
+        impl.import_request(dst, snap)
+    outputs = dst.run_until_done()
+    for rid, prompt, params in ((first, first_prompt, SAMPLED), (second, second_prompt, other)):
+        want = reference_output(prompt, params)
+        assert outputs[rid] == want, (
+            f"{rid}: two sampled requests imported into one engine must each keep their own generator "
+            f"(a generator shared between requests mixes their random streams); want {want}, got {outputs[rid]}"
+        )
+
+
+@task2
+@pytest.mark.parametrize("dst_block_size", [3, 4])
+def test_import_that_exactly_fits_succeeds(impl, dst_block_size):
+    src = make_engine(4)
+    rid, prompt = start(src, 10, GREEDY, 2)  # 11 computed tokens: 4 blocks of 3, 3 blocks of 4
+    need = math.ceil(12 / dst_block_size)  # = ceil(11 / block size) here, with room for the next token
+    dst = make_engine(dst_block_size, num_blocks=12)
+    hog = dst.block_pool.allocate(dst.block_pool.num_free - need)
+    snap = impl.export_request(src, rid)
+    impl.import_request(dst, snap)  # exactly `need` blocks free: this must fit
+    assert dst.block_pool.num_free == 0, (
+        f"the import needed all {need} free blocks, {dst.block_pool.num_free} left"
+    )
+    dst.block_pool.free(hog)
+    out = dst.run_until_done()[rid]
+    assert out == reference_output(prompt, GREEDY), "an exact fit must finish as never-moved"
+
+
+class AdmissionRefused(Exception):
+    """The failure refuse_admission injects (not a RuntimeError, so a NotImplementedError is not it)."""
+
+
+def refuse_admission(engine: Engine) -> None:
+    """Make ``engine.admit_running`` fail, as a last-moment admission failure no pre-check can foresee."""
+
+    def refuse(request):
+        raise AdmissionRefused("admission refused at the last moment (injected by the test)")
+
+    engine.admit_running = refuse
+
+
+@task2
+def test_failure_after_allocation_gives_the_blocks_back(impl):
+    src = make_engine(4)
+    rid, _ = start(src, 14, SAMPLED, 2)
+    dst = make_engine(4)
+    fragment(dst)
+    dst.add_request(make_prompt(6, salt=5), NEIGHBOUR_PARAMS[1])
+    step(dst, 2)
+    snap = impl.export_request(src, rid)
+    refuse_admission(dst)
+    before = engine_state(dst)
+    with pytest.raises(AdmissionRefused):
+        impl.import_request(dst, snap)
+    assert_unchanged(
+        before, engine_state(dst), "an import whose admission fails after the blocks were claimed"
+    )
+    check_pool(dst)
 
 
 @task2
@@ -340,9 +469,18 @@ def test_import_without_room_is_loud_and_changes_nothing(impl, free_blocks):
     assert_unchanged(before, engine_state(dst), f"an import that needs 4 blocks with {free_blocks} free")
 
 
-def _tamper(snap: RequestSnapshot, kind: str) -> RequestSnapshot:
-    import dataclasses
+def _tamper(snap: RequestSnapshot, kind: str, position: int = 0) -> RequestSnapshot:
+    """A snapshot with one thing wrong (``position`` picks where, for the kinds that have a where)."""
 
+    def poisoned(value: float) -> torch.Tensor:
+        kv = snap.kv.clone()
+        kv[position % len(kv), -1, 1, 0, 0] = value
+        return kv
+
+    tokens = (*snap.prompt_token_ids, *snap.output_token_ids)
+    i = position % len(tokens)
+    outside = (*tokens[:i], CONFIG.vocab_size, *tokens[i + 1 :])
+    params = snap.sampling_params
     changes = {
         "fewer_layers": {"kv": snap.kv[:, :1].clone()},
         "fewer_kv_heads": {"kv": snap.kv[:, :, :, :1].clone()},
@@ -351,10 +489,36 @@ def _tamper(snap: RequestSnapshot, kind: str) -> RequestSnapshot:
         "truncated_kv": {"kv": snap.kv[:-1].clone()},
         "extra_output_token": {"output_token_ids": (*snap.output_token_ids, 3)},
         "computed_count_off": {"num_computed_tokens": snap.num_computed_tokens - 1},
+        "nan_kv": {"kv": poisoned(float("nan"))},
+        "inf_kv": {"kv": poisoned(float("inf"))},
+        "token_outside_vocab": {
+            "prompt_token_ids": outside[: len(snap.prompt_token_ids)],
+            "output_token_ids": outside[len(snap.prompt_token_ids) :],
+        },
+        "finished": {"sampling_params": dataclasses.replace(params, max_tokens=len(snap.output_token_ids))},
+        "never_fits": {"sampling_params": dataclasses.replace(params, max_tokens=10_000)},
+        "bad_generator_state": {"generator_state": snap.generator_state[:100].clone()},
+        "other_weights_claimed": {"geometry": geometry_fingerprint(ModelConfig(seed=1))},
     }[kind]
     return dataclasses.replace(snap, **changes)
 
 
+TAMPERED = [
+    "fewer_layers",
+    "fewer_kv_heads",
+    "smaller_head_dim",
+    "float64_kv",
+    "truncated_kv",
+    "extra_output_token",
+    "computed_count_off",
+    "nan_kv",
+    "inf_kv",
+    "token_outside_vocab",
+    "finished",
+    "never_fits",
+    "bad_generator_state",
+    "other_weights_claimed",
+]
 FOREIGN = {
     "other_layer_count": ModelConfig(num_layers=3),
     "other_kv_heads": ModelConfig(num_kv_heads=1),
@@ -364,36 +528,148 @@ FOREIGN = {
 }
 
 
-@task2
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "fewer_layers",
-        "fewer_kv_heads",
-        "smaller_head_dim",
-        "float64_kv",
-        "truncated_kv",
-        "extra_output_token",
-        "computed_count_off",
-        *FOREIGN,
-    ],
-)
-def test_bad_snapshot_rejected_and_destination_unchanged(impl, kind):
+def bad_snapshot_case(impl, kind: str) -> tuple[Engine, RequestSnapshot]:
+    """A destination with a neighbour, and a snapshot it must refuse for reason ``kind``."""
     if kind in FOREIGN:  # a genuine snapshot, from an engine running another model
         src = make_engine(4, model=TinyDecoder(FOREIGN[kind]))
         rid, _ = start(src, 10, GREEDY, 2)
         snap = impl.export_request(src, rid)
     else:
         src = make_engine(4)
-        rid, _ = start(src, 10, GREEDY, 2)
-        snap = _tamper(impl.export_request(src, rid), kind)
+        rid, _ = start(src, 10, SAMPLED, 2)
+        snap = impl.export_request(src, rid)
+        if kind != "duplicate_id":
+            snap = _tamper(snap, kind, position=3)
     dst = make_engine(4)
     dst.add_request(make_prompt(6, salt=6), NEIGHBOUR_PARAMS[0])
+    if kind == "duplicate_id":  # the same id already live (waiting) on the destination
+        dst.add_request(make_prompt(4, salt=7), GREEDY, request_id=snap.request_id)
     step(dst, 1)
-    before = engine_state(dst)
+    return dst, snap
+
+
+BAD_KINDS = [*TAMPERED, *FOREIGN, "duplicate_id"]
+
+
+@task2
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_bad_snapshot_rejected_and_destination_unchanged(impl, kind):
+    dst, snap = bad_snapshot_case(impl, kind)
+    before, copy = engine_state(dst), snapshot_copy(snap)
     with pytest.raises(SnapshotError):
         impl.import_request(dst, snap)
     assert_unchanged(before, engine_state(dst), f"rejecting a {kind} snapshot")
+    assert_snapshot_unmodified(copy, snap, f"rejecting a {kind} snapshot")
+    check_pool(dst)
+
+
+@task2
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_validate_snapshot_refuses_and_touches_nothing(impl, kind):
+    dst, snap = bad_snapshot_case(impl, kind)
+    before, copy = engine_state(dst), snapshot_copy(snap)
+    with pytest.raises(SnapshotError):
+        impl.validate_snapshot(dst, snap)
+    assert_unchanged(before, engine_state(dst), f"validate_snapshot on a {kind} snapshot")
+    assert_snapshot_unmodified(copy, snap, "validate_snapshot")
+
+
+@task2
+@pytest.mark.parametrize("dst_block_size", [1, 4, 8])
+def test_validate_snapshot_accepts_a_good_one_and_touches_nothing(impl, dst_block_size):
+    src, dst = make_engine(4), make_engine(dst_block_size)
+    rid, _ = start(src, 10, SAMPLED, 3)
+    dst.add_request(make_prompt(6, salt=6), NEIGHBOUR_PARAMS[1])
+    step(dst, 2)
+    snap = impl.export_request(src, rid)
+    before, copy = engine_state(dst), snapshot_copy(snap)
+    assert impl.validate_snapshot(dst, snap) is None, "validate_snapshot returns None for a good snapshot"
+    assert_unchanged(before, engine_state(dst), "validating a good snapshot")
+    assert_snapshot_unmodified(copy, snap, "validate_snapshot")
+    dst.block_pool.allocate(dst.block_pool.num_free)  # no room now is not a bad snapshot
+    assert impl.validate_snapshot(dst, snap) is None, (
+        "validate_snapshot does not check free blocks: no room right now is import's OutOfBlocksError"
+    )
+
+
+@task2
+@pytest.mark.parametrize("dst_blocks", [3, 5])
+def test_request_that_can_never_fit_is_refused_before_allocating(impl, dst_blocks):
+    # A 9-token prompt with max_tokens=16 peaks at 9 + 16 - 1 = 24 positions = 6 blocks of 4. Moved
+    # after 2 steps it has only 10 tokens of K/V (3 blocks), which a 3- or 5-block engine could hold.
+    src = make_engine(4)
+    rid, _ = start(src, 9, SamplingParams(max_tokens=16), 2)
+    snap = impl.export_request(src, rid)
+    dst = make_engine(4, num_blocks=dst_blocks)
+    before = engine_state(dst)
+    with pytest.raises(SnapshotError):
+        impl.import_request(dst, snap)
+    assert dst.block_pool.num_used == 0 and not dst.requests, (
+        f"a {dst_blocks}-block engine refusing a 6-block request must be left with no used blocks and no "
+        f"request, has {dst.block_pool.num_used} used and {sorted(dst.requests)}"
+    )
+    assert_unchanged(before, engine_state(dst), "refusing a request that can never fit")
+
+
+FAILED_IMPORTS = {
+    "no_room": OutOfBlocksError,
+    "admission_refused": AdmissionRefused,
+    "duplicate_id": SnapshotError,
+    **dict.fromkeys(
+        [
+            "nan_kv",
+            "inf_kv",
+            "token_outside_vocab",
+            "finished",
+            "never_fits",
+            "bad_generator_state",
+            "truncated_kv",
+            "float64_kv",
+            "other_weights_claimed",
+        ],
+        SnapshotError,
+    ),
+}
+
+
+@task2
+@settings(max_examples=30, deadline=None)
+@given(
+    data=st.data(),
+    failure=st.sampled_from(sorted(FAILED_IMPORTS)),
+    dst_bs=st.sampled_from([1, 2, 3, 4, 8]),
+    prompt_len=st.integers(1, 14),
+    moved_after=st.integers(1, 4),
+)
+def test_any_failed_import_leaves_the_destination_as_it_was(
+    impl, data, failure, dst_bs, prompt_len, moved_after
+):
+    src = make_engine(4)
+    rid, _ = start(src, prompt_len, SAMPLED, moved_after)
+    snap = impl.export_request(src, rid)
+    dst = make_engine(dst_bs)
+    fragment(dst)
+    for j in range(data.draw(st.integers(0, 2), label="neighbours")):
+        dst.add_request(make_prompt(3 + 2 * j, salt=30 + j), NEIGHBOUR_PARAMS[j])
+    step(dst, data.draw(st.integers(0, 2), label="destination steps"))
+    hog: list[int] = []
+    if failure == "no_room":  # one block short of the K/V alone
+        hog = dst.block_pool.allocate(
+            dst.block_pool.num_free - math.ceil(snap.num_computed_tokens / dst_bs) + 1
+        )
+    elif failure == "admission_refused":
+        refuse_admission(dst)
+    elif failure == "duplicate_id":
+        dst.add_request(make_prompt(4, salt=7), GREEDY, request_id=snap.request_id)
+    else:
+        snap = _tamper(snap, failure, position=data.draw(st.integers(0, 40), label="where"))
+    before, copy = engine_state(dst), snapshot_copy(snap)
+    with pytest.raises(FAILED_IMPORTS[failure]):
+        impl.import_request(dst, snap)
+    assert_unchanged(before, engine_state(dst), f"a failed import ({failure})")
+    assert_snapshot_unmodified(copy, snap, f"a failed import ({failure})")
+    dst.block_pool.free(hog)
+    check_pool(dst)
 
 
 @task2
@@ -410,6 +686,32 @@ def test_snapshot_imported_twice_is_rejected(impl):
 
 # ---------------------------------------------------------------- task 3: migrate
 BLOCK_SIZES = st.sampled_from([1, 2, 3, 4, 8])
+
+
+def checked_migrate(impl, src: Engine, dst: Engine, rid: str) -> RequestSnapshot:
+    """``impl.migrate``, then name the task at fault when the move broke something an earlier task
+    owns: task 3's invisibility rests on task 1's snapshot and task 2's import."""
+    request = src.requests[rid]
+    want_gen, want_kv = request.generator.get_state(), logical_kv(src, rid)
+    snap = impl.migrate(src, dst, rid)
+    assert isinstance(snap, RequestSnapshot), f"migrate must return the exported snapshot, got {type(snap)}"
+    assert torch.equal(snap.generator_state, want_gen), (
+        "task 1: export_request did not capture the generator's current state, so the move replays "
+        "random draws (fix task 1 before task 3)"
+    )
+    assert rid in dst.requests, f"after migrate, {rid} must be live on the destination"
+    assert torch.equal(dst.requests[rid].generator.get_state(), want_gen), (
+        "task 2: import_request did not restore the generator state from the snapshot, so the moved "
+        "request's sampling restarts (fix task 2 before task 3)"
+    )
+    wrong = [
+        p for p, kv in enumerate(want_kv) if not torch.equal(kv_at(dst, dst.requests[rid].block_table, p), kv)
+    ]
+    assert not wrong, (
+        f"task 1 or 2: after the move the K/V differs at logical positions {wrong} (export must gather in "
+        "logical order, import must write each position to its own slot): fix those before task 3"
+    )
+    return snap
 
 
 def run_migration(
@@ -431,7 +733,7 @@ def run_migration(
     for _ in range(moved_after):
         src.step()
         dst.step()
-    impl.migrate(src, dst, target)
+    checked_migrate(impl, src, dst, target)
     check_pool(src)
     check_pool(dst)
     if round_trip and not dst.requests[target].is_finished:
@@ -439,7 +741,7 @@ def run_migration(
         for _ in range(back_after):
             src.step()
             dst.step()
-        impl.migrate(dst, src, target)
+        checked_migrate(impl, dst, src, target)
     outputs = {**src.run_until_done(), **dst.run_until_done()}
     assert src.usage == 0.0 and dst.usage == 0.0, (
         f"all finished: usage must be 0.0, got {src.usage}, {dst.usage}"
@@ -481,13 +783,13 @@ def test_migration_at_block_boundaries(impl, block_size, offset):
     prompt_len = 3 * block_size - 1 + offset
     src, dst = make_engine(block_size), make_engine(block_size)
     rid, prompt = start(src, prompt_len, SAMPLED, 2)
-    impl.migrate(src, dst, rid)
+    checked_migrate(impl, src, dst, rid)
     out = dst.run_until_done()[rid]
     want = reference_output(prompt, SAMPLED)
     assert out == want, f"{prompt_len + 1} computed tokens, block size {block_size}: want {want}, got {out}"
 
 
-def _rollback_case(impl, dst: Engine, error: type[Exception]):
+def _rollback_case(impl, dst: Engine, error: type[Exception], transport=None, match: str | None = None):
     src = make_engine(4)
     neighbour = src.add_request(make_prompt(6, salt=8), NEIGHBOUR_PARAMS[1])
     rid, prompt = start(src, 11, SAMPLED, 3)
@@ -500,8 +802,9 @@ def _rollback_case(impl, dst: Engine, error: type[Exception]):
     )
     usage = src.usage
     dst_before = engine_state(dst)
-    with pytest.raises(error):
-        impl.migrate(src, dst, rid)
+    kwargs = {} if transport is None else {"transport": transport}
+    with pytest.raises(error, match=match):
+        impl.migrate(src, dst, rid, **kwargs)
     assert rid in src.requests, f"a failed migrate must leave {rid} on the source"
     request = src.requests[rid]
     assert request.status == RequestStatus.RUNNING, f"restored request must be running, is {request.status}"
@@ -509,11 +812,12 @@ def _rollback_case(impl, dst: Engine, error: type[Exception]):
     assert got == want[:2], f"restored tokens/progress must be unchanged: want {want[:2]}, got {got}"
     assert torch.equal(request.generator.get_state(), want[2]), "restored generator state must be unchanged"
     assert all(torch.equal(a, b) for a, b in zip(want[3], logical_kv(src, rid), strict=True)), (
-        "restored K/V must be unchanged at every logical position"
+        "restored K/V must be unchanged at every logical position (put back what left, not what arrived)"
     )
     assert src.usage == usage, f"source usage must be back to {usage}, got {src.usage}"
     check_pool(src)
     assert_unchanged(dst_before, engine_state(dst), "a failed migrate (destination side)")
+    assert rid not in dst.requests, f"a failed migrate must not leave {rid} on the destination"
     outputs = src.run_until_done()
     assert outputs[rid] == reference_output(prompt, SAMPLED), (
         "after rollback the request must finish as never-moved"
@@ -535,6 +839,74 @@ def test_failed_migrate_out_of_blocks_rolls_back(impl):
 @task3
 def test_failed_migrate_wrong_geometry_rolls_back(impl):
     _rollback_case(impl, make_engine(4, model=TinyDecoder(ModelConfig(num_kv_heads=1))), SnapshotError)
+
+
+@task3
+def test_failed_migrate_wire_error_rolls_back(impl):
+    def broken_wire(snapshot):
+        raise ConnectionError("link down mid-transfer (injected by the test)")
+
+    _rollback_case(impl, make_engine(4), ConnectionError, transport=broken_wire, match="injected")
+
+
+@task3
+def test_failed_migrate_corrupted_in_transit_rolls_back(impl):
+    def bit_flipping_wire(snapshot):  # delivers a copy with one poisoned value; the original is intact
+        return _tamper(snapshot, "nan_kv", position=5)
+
+    _rollback_case(impl, make_engine(4), SnapshotError, transport=bit_flipping_wire)
+
+
+@task3
+def test_failed_migrate_after_allocation_rolls_back(impl):
+    dst = make_engine(4)
+    dst.add_request(make_prompt(5, salt=9), NEIGHBOUR_PARAMS[0])
+    step(dst, 1)
+    refuse_admission(dst)  # fails after the destination claimed blocks: no pre-check can see it coming
+    _rollback_case(impl, dst, AdmissionRefused)
+
+
+@task3
+@pytest.mark.parametrize("dst_blocks", [3, 5])
+def test_failed_migrate_into_an_engine_too_small_rolls_back(impl, dst_blocks):
+    src = make_engine(4)
+    rid, prompt = start(src, 9, SamplingParams(max_tokens=16), 2)  # peaks at 6 blocks of 4
+    dst = make_engine(4, num_blocks=dst_blocks)
+    with pytest.raises(SnapshotError):
+        impl.migrate(src, dst, rid)
+    assert dst.block_pool.num_used == 0 and not dst.requests, (
+        f"the {dst_blocks}-block destination must keep no used blocks and no request, has "
+        f"{dst.block_pool.num_used} used and {sorted(dst.requests)}"
+    )
+    assert rid in src.requests, f"{rid} must be back on the source"
+    assert src.run_until_done()[rid] == reference_output(prompt, SamplingParams(max_tokens=16))
+
+
+@task3
+def test_migrate_ships_through_the_transport_and_returns_the_snapshot(impl):
+    src, dst = make_engine(4), make_engine(8)
+    rid, prompt = start(src, 10, SAMPLED, 3)
+    want_kv = logical_kv(src, rid)
+    want_state = (src.requests[rid].all_token_ids, src.requests[rid].generator.get_state())
+    carried = []
+
+    def recording_wire(snapshot):  # a wire that delivers a faithful copy
+        carried.append(snapshot.request_id)
+        return dataclasses.replace(
+            snapshot, kv=snapshot.kv.clone(), generator_state=snapshot.generator_state.clone()
+        )
+
+    snap = impl.migrate(src, dst, rid, transport=recording_wire)
+    assert carried == [rid], f"migrate must hand the snapshot to the transport exactly once, it did {carried}"
+    assert isinstance(snap, RequestSnapshot) and snap.request_id == rid, (
+        f"migrate must return the snapshot it exported, got {snap!r}"
+    )
+    assert list(snap.prompt_token_ids + snap.output_token_ids) == want_state[0], "returned snapshot: tokens"
+    assert torch.equal(snap.generator_state, want_state[1]), "returned snapshot: generator state"
+    assert snap.num_computed_tokens == len(want_kv) and all(
+        torch.equal(snap.kv[p], kv) for p, kv in enumerate(want_kv)
+    ), "the returned snapshot's kv must be the K/V that left the source"
+    assert dst.run_until_done()[rid] == reference_output(prompt, SAMPLED)
 
 
 # ---------------------------------------------------------------- task 4: recompute and its cost
@@ -649,3 +1021,29 @@ def test_recovery_cost_scales_with_dtype_and_context(impl):
     assert cost.recompute_flops == 4_339_200, f"recompute FLOPs must be 4339200, got {cost.recompute_flops}"
     with pytest.raises(ValueError):
         impl.recovery_cost(snap, CONFIG, link_gbps=0.0, flops_per_s=1e9)
+
+
+@task4
+def test_recovery_cost_tie_goes_to_ship(impl):
+    src = make_engine(4)
+    rid, _ = start(src, 7, GREEDY, 4)  # 10 computed tokens: 2560 B to ship, 382720 FLOP to recompute
+    snap = impl.export_request(src, rid)
+    # 2560 B = 20480 bits over 2.048e-5 Gb/s = 1.0 s; 382720 FLOP at 382720 FLOP/s = 1.0 s: a tie
+    cost = impl.recovery_cost(snap, CONFIG, link_gbps=2.048e-5, flops_per_s=382_720.0)
+    assert cost.ship_s == cost.recompute_s == 1.0, (
+        f"both must take 1.0 s, got {cost.ship_s}, {cost.recompute_s}"
+    )
+    assert cost.cheaper == "ship", f"a tie ships (it redoes no work), got {cost.cheaper!r}"
+
+
+@task4
+@pytest.mark.parametrize(
+    "link_gbps, flops_per_s",
+    [(0.0, 1e9), (-1.0, 1e9), (float("nan"), 1e9), (1.0, 0.0), (1.0, -1e9), (1.0, float("nan"))],
+)
+def test_recovery_cost_refuses_rates_that_are_not_positive(impl, link_gbps, flops_per_s):
+    src = make_engine(4)
+    rid, _ = start(src, 5, GREEDY, 1)
+    snap = impl.export_request(src, rid)
+    with pytest.raises(ValueError):
+        impl.recovery_cost(snap, CONFIG, link_gbps=link_gbps, flops_per_s=flops_per_s)

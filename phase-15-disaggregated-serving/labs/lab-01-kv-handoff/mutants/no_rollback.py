@@ -5,7 +5,7 @@ from labkit.mutants import inherit_solution
 inherit_solution(globals())
 
 
-def migrate(src, dst, request_id):
+def migrate(src, dst, request_id, transport=None):
     snapshot = export_request(src, request_id)
-    import_request(dst, snapshot)  # BUG: no try/except putting it back on src
+    import_request(dst, snapshot if transport is None else transport(snapshot))  # BUG: no rollback
     return snapshot

@@ -54,7 +54,13 @@ async def one_round(session, url: str, concurrency: int, per_stream: int, tokens
     async def stream(k: int):
         for j in range(per_stream):
             body = {"model": "fake", "prompt": f"{tag}{k}-{j}", "max_tokens": tokens, "stream": True}
-            res = await stream_request(session, url, "/v1/completions", body, timeout_s=60)
+            for attempt in (1, 2):  # a kept-alive connection the server closed as we reused it: retry once
+                try:
+                    res = await stream_request(session, url, "/v1/completions", body, timeout_s=60)
+                    break
+                except aiohttp.ServerDisconnectedError:
+                    if attempt == 2:
+                        raise
             if res.status != 200 or len(res.texts) != tokens:
                 raise RuntimeError(f"{tag}: bad answer {res.status} {res.error}")
             ttft.append((res.arrivals[0] - res.sent_at) * 1e3)

@@ -311,3 +311,21 @@ def test_proxy_and_fakes_run_as_processes():
         run(scenario())
     finally:
         stop_processes(procs)  # only the processes this test started, by their pid
+
+
+def test_proxy_cli_has_a_flag_per_limit_and_refuses_bad_values(capsys):
+    from pdpair.proxy import main
+    from pdpair.proxy.config import ProxyConfig
+
+    with pytest.raises(SystemExit) as info:
+        main(["--decode", "http://127.0.0.1:1", "--help"])
+    assert info.value.code == 0
+    usage = capsys.readouterr().out
+    for flag in ("--max-body-bytes", "--max-json-depth", "--header-timeout", "--idle-timeout", "--body-timeout",
+                 "--client-stall-timeout", "--max-connections", "--max-upstream-body-bytes", "--no-uvloop"):  # fmt: skip
+        assert flag in usage, flag
+    with pytest.raises(SystemExit) as info:
+        main(["--decode", "http://127.0.0.1:1", "--max-body-bytes", "0"])
+    assert info.value.code == 2 and "max_body_bytes" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="header_timeout_s"):
+        ProxyConfig(header_timeout_s=0)

@@ -124,7 +124,7 @@ HAZARD_NAMES = (
     "num_layers_mismatch",  # shape.num_hidden_layers differs (only when both shapes are known)
     "num_kv_heads_mismatch",  # shape.num_key_value_heads differs
     "head_size_mismatch",  # shape.head_dim differs
-    "block_size_not_multiple",  # decode block size is not a multiple of prefill's
+    "block_size_mismatch",  # the block sizes differ (on the CPU pair 32/64 gave garbage, 64/32 failed)
     "tp_not_divisible",  # the larger TP size is not a multiple of the smaller
     "connector_mismatch",  # different connector families (NixlConnector == NixlPullConnector)
     "transfer_mode_mismatch",  # same NIXL family, push on one side and pull on the other
@@ -162,7 +162,7 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
       (``half`` is ``float16``); ``auto`` model dtype is resolved from config.json by vLLM, so it is not judged;
     - shapes (layers, KV heads, head size) are compared only when both ``shape`` are known;
     - "one host": the two ``host`` values are equal or both loopback (localhost = 127.0.0.1 = ::1);
-    - the block-size rule is divisibility (prefill 32, decode 64 is fine), not equality.
+    - block sizes must be equal: the matrix saw 64/32 fail at the handshake and 32/64 return wrong tokens.
     Example: prefill ``kv_cache_dtype: auto``, decode ``bfloat16`` -> ``[Hazard("kv_cache_dtype_mismatch", ...)]``.
     """
     # BEGIN SOLUTION lab-02 task 2: compare the two sides the way vLLM's handshake (and the matrix) did
@@ -191,9 +191,9 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
             a, b = getattr(p.shape, field_), getattr(d.shape, field_)
             if a != b:
                 add(name, f"{hash_msg} ({field_} {a} vs {b})")
-    if d.block_size % p.block_size != 0:
-        add("block_size_not_multiple", f"decode block size {d.block_size} is not a multiple of prefill's "
-            f"{p.block_size}: healthy servers, the handshake rejects every transfer")  # fmt: skip
+    if d.block_size != p.block_size:
+        add("block_size_mismatch", f"block sizes {p.block_size} (prefill) vs {d.block_size} (decode): the "
+            "handshake rejects a smaller decode block; a larger one loads wrong KV (HTTP 200, wrong output)")  # fmt: skip
     lo, hi = sorted((p.tensor_parallel_size, d.tensor_parallel_size))
     if hi % lo != 0:
         add("tp_not_divisible", f"TP sizes {p.tensor_parallel_size} and {d.tensor_parallel_size} do not divide: "

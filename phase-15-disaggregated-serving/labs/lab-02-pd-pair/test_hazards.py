@@ -74,8 +74,6 @@ GOOD_VARIANTS = {
     "dtype_spelled_float_and_float32": [("prefill", {"dtype": "float"}), ("decode", {"dtype": "float32"})],
     # vllm/model_executor/model_loader/weight_utils.py: initialize_single_dummy_weight(..., seed=1234)
     "dummy_weights_other_seed": [("prefill", {"load_format": "dummy", "seed": 0}), ("decode", {"load_format": "dummy", "seed": 7})],
-    # nixl/base_worker.py _validate_remote_agent_handshake: divisibility, not equality
-    "decode_block_multiple_of_prefill": [("prefill", {"block_size": 16}), ("decode", {"block_size": 32})],
     "tp_divides": [("prefill", {"tensor_parallel_size": 1}), ("decode", {"tensor_parallel_size": 2})],
     "same_ports_other_hosts": [
         ("prefill", {"host": "10.0.0.1", "side_channel_host": "10.0.0.1", "side_channel_port": 5600, "port": 8100}),
@@ -95,6 +93,8 @@ BAD_PAIRS = {
                                             ("decode", {"host": "10.0.0.2", "side_channel_host": "::1"})],
     "removed_connector": [("prefill", {"connector": "P2pNcclConnector", "kv_connector_module_path": None})],
     "deprecated_kv_config_keys": [("prefill", {"kv_transfer_extra": {"kv_ip": "10.0.0.1"}})],
+    # the matrix: 32/64 passed the handshake and returned wrong tokens; 16/32 is the same ratio
+    "block_size_mismatch": [("prefill", {"block_size": 16}), ("decode", {"block_size": 32})],
     "head_size_mismatch": [("decode", {"shape": replace(TINY, head_dim=128)})],
     "tp_not_divisible": [("prefill", {"tensor_parallel_size": 2}), ("decode", {"tensor_parallel_size": 3})],
 }  # fmt: skip

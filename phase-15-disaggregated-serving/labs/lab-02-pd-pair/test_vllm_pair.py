@@ -409,7 +409,7 @@ class TestMismatchedPair:
         # your find_hazards on the spec this pair was launched from (pure: it needs no server)
         hazards = impl.find_hazards(pair.spec.prefill, pair.spec.decode)
         names = [h.name for h in hazards]
-        assert "block_size_not_multiple" in names, (
+        assert "block_size_mismatch" in names, (
             f"find_hazards must name prefill block 64 / decode block 32 before launch, it said {names}")  # fmt: skip
         assert pair.prefill.healthy() and pair.decode.healthy(), "vLLM starts both: the check is at handshake"
         _, res, _ = _handoff_direct(impl, pair, PROMPTS["mismatch-a"])

@@ -114,6 +114,12 @@ def test_fp8_halves_and_the_tiny_llama_of_lab02(impl):
 
 
 @task1
+def test_a_four_bit_cache_is_half_a_byte_per_element(impl):
+    got = impl.kv_bytes_per_token("qwen2.5-7b", 0.5)
+    assert got == 14_336, f"Qwen2.5-7B with a 4-bit KV cache (0.5 B/element) = 14336 B/token, got {got!r}"
+
+
+@task1
 def test_mla_ignores_the_gqa_fields(impl):
     # an MLA model whose kv_heads/head_dim are filled in anyway: the latent is still all it caches
     mla = ModelShape(
@@ -745,7 +751,8 @@ def test_the_exact_tie_pays(impl):
 @task7
 @pytest.mark.parametrize(
     "handoff_ms, max_penalty, want",
-    [(0.0, 0.5, 0), (0.0, 0.25, 0), (1.0, 0.25, None), (0.0, 0.2, None), (1.0, 0.26, 99)],
+    # limits are binary fractions so every way of computing the tie is exact (0.26 - 0.25 is not 0.01)
+    [(0.0, 0.5, 0), (0.0, 0.25, 0), (1.0, 0.25, None), (0.0, 0.1875, None), (1.0, 0.28125, 31)],
     ids=["no-handoff", "no-handoff-wire-at-limit", "handoff-wire-at-limit", "wire-over-limit", "near-limit"],
 )
 def test_edges_of_the_knob(impl, handoff_ms, max_penalty, want):

@@ -90,7 +90,6 @@ HAZARD_NAMES = (
     "connector_mismatch",  # different connector families (NixlConnector == NixlPullConnector)
     "transfer_mode_mismatch",  # same NIXL family, push on one side and pull on the other
     "removed_connector",  # a connector name vLLM 0.32 no longer has (SharedStorageConnector, P2pNcclConnector)
-    "roles_not_complementary",  # prefill is kv_consumer or decode is kv_producer (kv_both is allowed)
     "side_channel_port_clash",  # both sides on one host with the same NIXL side-channel port
     "http_port_clash",  # both sides on one host with the same HTTP port
     "localhost_side_channel_across_hosts",  # sides on different hosts, a side channel left on loopback
@@ -123,6 +122,8 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
       (``half`` is ``float16``); ``auto`` model dtype is resolved from config.json by vLLM, so it is not judged;
     - shapes (layers, KV heads, head size) are compared only when both ``shape`` are known;
     - "one host": the two ``host`` values are equal or both loopback (localhost = 127.0.0.1 = ::1);
+    - ``kv_role`` is not compared: the KV follows each request's ``kv_transfer_params`` (the matrix ran
+      swapped roles and kv_both on both sides: both worked);
     - block sizes must be equal: the matrix saw 64/32 fail at the handshake and 32/64 return wrong tokens.
     Example: prefill ``kv_cache_dtype: auto``, decode ``bfloat16`` -> ``[Hazard("kv_cache_dtype_mismatch", ...)]``.
     """

@@ -129,6 +129,20 @@ def counters(url: str) -> dict[str, float]:
     }
 
 
+ENVIRONMENT_FAILURE = re.compile(r"Available memory on node|not healthy within")
+
+
+def _logs_of(spec) -> str:
+    """The full logs of this row's two servers (the failure report carries only their last lines, and the
+    root cause may sit above them); the runner names each log after its server's HTTP port."""
+    texts = []
+    for side in (spec.prefill, spec.decode):
+        for log in LOG_DIR.glob(f"*-{side.port}.log"):
+            with contextlib.suppress(OSError):
+                texts.append(log.read_text(errors="replace"))
+    return "\n".join(texts)
+
+
 def log_evidence(text: str, limit: int = 6) -> list[str]:
     """The log lines worth quoting (errors, handshake, compatibility), deduplicated, newest last."""
     seen: list[str] = []
@@ -255,9 +269,14 @@ def _run_row(impl, row: Row, refs: dict[str, list[int]], stack: contextlib.ExitS
             ]
     except StartupError as exc:
         text = str(exc)
+        logs = _logs_of(spec)
+        if ENVIRONMENT_FAILURE.search(text + "\n" + logs):
+            # the shared machine, not the row: say so instead of recording a vLLM outcome
+            return {**out, "outcome": None, "cannot_run": "not recorded: the shared machine ran out of memory "
+                    "or time at start-up; re-run this row (make matrix MATRIX_ARGS='--only ...')"}  # fmt: skip
         head = text.splitlines()[0]
         out["outcome"] = "refuses_to_start"
-        out["evidence"] = [head] + log_evidence(text, limit=6)
+        out["evidence"] = [head] + log_evidence(text + "\n" + logs, limit=6)
     out.setdefault("timings", {})["row_s"] = round(time.monotonic() - t0, 1)
     return out
 

@@ -279,6 +279,11 @@ def probe_summary(rec: dict[str, Any]) -> str:
     return line
 
 
+def _row_time_range(rows: list[dict[str, Any]]) -> str:
+    times = sorted(r["timings"]["row_s"] for r in rows if r.get("timings", {}).get("row_s"))
+    return f"{times[0]:.0f}-{times[-1]:.0f} s (median {times[len(times) // 2]:.0f} s)" if times else "n/a"
+
+
 def _load_range(rows: list[dict[str, Any]]) -> str:
     loads = [r["load_avg_1m"] for r in rows if r.get("load_avg_1m") is not None]
     return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "n/a"
@@ -298,7 +303,8 @@ def render_markdown(matrix: dict[str, Any]) -> str:
             if matrix.get("recordings")
             else ""
         )
-        + f"; 1-min load average at each row's start {_load_range(rows)} (a shared machine).",
+        + f"; each run row {_row_time_range(rows)} including its pair's start-up; 1-min load average at each "
+        f"row's start {_load_range(rows)} (a shared 2-core machine: start-ups took minutes, not ~30 s).",
         "",
         "Probes per row (fresh pair each row): a short and a 1500-token token-id prompt, JSON and SSE, "
         "through the transforms (prefill then decode) and through the proxy, each compared token for token "

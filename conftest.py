@@ -24,7 +24,7 @@ from labkit import impl as labimpl
 from labkit import lab_short_name
 
 TASK_MARKER = re.compile(r"^lab(?P<lab>\d\d)_task(?P<task>\d+)$")
-STARTER_MESSAGE = re.compile(r"^lab-\d\d task \d+: ")
+STARTER_MESSAGE = re.compile(r"^(?P<lab>lab-\d\d) task (?P<task>\d+): ")
 
 _records: dict[str, dict] = {}
 _collection_errors: list[dict] = []
@@ -116,13 +116,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
 
 
-def _starter_raised(excinfo: pytest.ExceptionInfo) -> bool:
-    """NotImplementedError with the starter's message, raised from a starter.py frame."""
+def _starter_task(item: pytest.Item, excinfo: pytest.ExceptionInfo) -> str | None:
+    """'lab-0X task N' when the test failed with its OWN lab's starter NotImplementedError, else None.
+
+    Own lab's: the message starts 'lab-0X task N: ' for the test's lab, and a frame of the traceback is
+    in the file LAB_IMPL grades for that lab (its starter.py, or the file LAB_IMPL names). Another
+    file's NotImplementedError, or one with another lab's message, does not count.
+    """
     if not excinfo.errisinstance(NotImplementedError):
-        return False
-    if not STARTER_MESSAGE.match(str(excinfo.value)):
-        return False
-    return any(Path(str(entry.path)).name == "starter.py" for entry in excinfo.traceback)
+        return None
+    found = STARTER_MESSAGE.match(str(excinfo.value))
+    lab = _lab_of(item)
+    if not found or lab is None or found["lab"] != lab_short_name(lab):
+        return None
+    graded = labimpl.impl_path_for(lab).resolve()
+    if not any(Path(str(entry.path)).resolve() == graded for entry in excinfo.traceback):
+        return None
+    return f"{found['lab']} task {found['task']}"
+
+
+def _impl_failed_to_load(excinfo: pytest.ExceptionInfo) -> bool:
+    """The implementation file itself raised while being imported (not a test failure of its code)."""
+    return any(
+        entry.name == "load_module" and Path(str(entry.path)).resolve() == Path(labimpl.__file__).resolve()
+        for entry in excinfo.traceback
+    )
 
 
 @pytest.hookimpl(wrapper=True)
@@ -138,14 +156,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             "outcome": None,
             "exception": None,
             "from_starter": False,
+            "starter_task": None,
+            "impl_import_error": False,
+            "when": None,
             "message": None,
         },
     )
     if report.failed and rec["outcome"] != "failed":
         rec["outcome"] = "failed"
+        rec["when"] = call.when
         if call.excinfo is not None:
             rec["exception"] = call.excinfo.typename
-            rec["from_starter"] = _starter_raised(call.excinfo)
+            rec["starter_task"] = _starter_task(item, call.excinfo)
+            rec["from_starter"] = rec["starter_task"] is not None
+            rec["impl_import_error"] = _impl_failed_to_load(call.excinfo)
             rec["message"] = str(call.excinfo.value)[:300]
     elif report.skipped and rec["outcome"] is None:
         rec["outcome"] = "skipped"

@@ -26,6 +26,7 @@ from labkit import lab_dirs
 
 BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION (?P<msg>lab-\d\d task \d+: .+?)\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
+TASK = re.compile(r"^lab-\d\d task (?P<task>\d+): ")
 HEADER = (
     "# STARTER FILE - your work goes here. Replace each `raise NotImplementedError(...)` with code that\n"
     "# meets the docstring above it, then grade yourself: see this lab's README ('How to grade').\n"
@@ -37,28 +38,44 @@ class FenceError(ValueError):
     pass
 
 
-def starter_source(solution_source: str, origin: str = "solution.py") -> str:
+def starter_source(
+    solution_source: str, origin: str = "solution.py", only_tasks: set[int] | None = None
+) -> str:
+    """The starter for ``solution_source``: every fenced body replaced by its NotImplementedError.
+
+    ``only_tasks`` (for the integrity check): stub only the fences of those task numbers and keep the
+    solution's code in the others, e.g. ``only_tasks={3}`` gives a file where task 3 alone is missing.
+    """
     out: list[str] = [HEADER]
-    inside = False
+    inside = keep = False
     for lineno, line in enumerate(solution_source.splitlines(keepends=True), start=1):
         begin = BEGIN.match(line)
         if begin:
             if inside:
                 raise FenceError(f"{origin}:{lineno}: BEGIN SOLUTION inside another fence")
             inside = True
+            keep = only_tasks is not None and int(TASK.match(begin["msg"])["task"]) not in only_tasks
             msg = begin["msg"].replace("\\", "\\\\").replace('"', '\\"')
-            out.append(f'{begin["indent"]}raise NotImplementedError("{msg}")\n')
+            if not keep:
+                out.append(f'{begin["indent"]}raise NotImplementedError("{msg}")\n')
         elif END.match(line):
             if not inside:
                 raise FenceError(f"{origin}:{lineno}: END SOLUTION without BEGIN")
             inside = False
         elif "# BEGIN SOLUTION" in line:
             raise FenceError(f"{origin}:{lineno}: fence must read '# BEGIN SOLUTION lab-0X task N: <what>'")
-        elif not inside:
+        elif not inside or keep:
             out.append(line)
     if inside:
         raise FenceError(f"{origin}: a BEGIN SOLUTION fence is never closed")
     return "".join(out)
+
+
+def fenced_tasks(solution_source: str) -> list[int]:
+    """The task numbers that have at least one fence in a solution, ascending."""
+    return sorted(
+        {int(TASK.match(m["msg"])["task"]) for m in map(BEGIN.match, solution_source.splitlines()) if m}
+    )
 
 
 def expected_starter(lab_dir: Path) -> str:

@@ -29,6 +29,7 @@ from labkit.impl import load_module
 pytestmark = pytest.mark.ungraded
 LAB = Path(__file__).resolve().parent
 LOG_DIR = LAB / "out" / "logs"
+STARTUP_S = 900.0  # per start-up: on a machine shared by many jobs one took over 5 min
 
 
 def _listener(port: int, host: str = "127.0.0.1") -> socket.socket:
@@ -189,7 +190,7 @@ def test_vllm_on_a_taken_side_channel_port_never_turns_healthy_and_never_exits(s
     try:
         t0 = time.monotonic()
         with pytest.raises(PortTakenError) as err:
-            start_all([plan], LOG_DIR, timeout_s=240, started=started)
+            start_all([plan], LOG_DIR, timeout_s=STARTUP_S, started=started)
         detected_s = time.monotonic() - t0
         inst = started[0]
         assert err.value.port == spec.prefill.side_channel_port
@@ -212,7 +213,7 @@ def test_pair_recovers_when_its_side_channel_port_is_taken(solution):
     holder = _hold_port(taken)
     try:
         t0 = time.monotonic()
-        with run_pair(solution, spec, log_dir=LOG_DIR) as pair:
+        with run_pair(solution, spec, log_dir=LOG_DIR, startup_timeout_s=STARTUP_S) as pair:
             up_s = time.monotonic() - t0
             assert pair.spec.prefill.side_channel_port != taken
             assert pair.plans["prefill"].env["VLLM_NIXL_SIDE_CHANNEL_PORT"] == str(

@@ -181,15 +181,16 @@ class TwoHosts:
         self.rate_mbit, self.delay_ms, self.cut_now = rate_mbit, delay_ms, False
 
     def cut(self) -> None:
-        """Drop every packet both ways (tc netem loss 100% on both ends); the link stays up, so TCP
-        connections stall and retransmit rather than fail at once, as with a pulled cable."""
-        self.in_ns("tc", "qdisc", "replace", "dev", self.prefill_dev, "root", "netem", "loss", "100%")
-        _run("tc", "qdisc", "replace", "dev", self.decode_dev, "root", "netem", "loss", "100%")
+        """Cut the link: prefill's end set down (``ip link set <dev> down`` in its namespace), so every
+        packet either way is dropped while sockets, addresses and the shaping stay; TCP connections stall
+        and retransmit rather than fail at once, as with a pulled cable. (``tc netem loss 100%`` would do
+        the same, but ``sch_netem`` is not in every kernel: it is not in this machine's.)"""
+        self.in_ns("ip", "link", "set", self.prefill_dev, "down")
         self.cut_now = True
 
     def restore(self) -> None:
-        """Undo ``cut``: the shaping set before it again."""
-        _run("tc", "qdisc", "del", "dev", self.decode_dev, "root", check=False)
+        """Undo ``cut``: the link up again, with the shaping set before it."""
+        self.in_ns("ip", "link", "set", self.prefill_dev, "up")
         self.shape(self.rate_mbit, self.delay_ms)
 
     def qdisc(self) -> str:

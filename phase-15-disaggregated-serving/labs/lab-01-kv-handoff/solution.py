@@ -1,12 +1,15 @@
 """Lab 01: move a live request between two engines, and prove nobody can tell.
 
-Four tasks (grade one with `pytest -m lab01_task2`):
+Five tasks (grade one with `pytest -m lab01_task2`):
 1. export_request        capture a running request's transferable identity; free it on the source.
 2. validate_snapshot     refuse what this engine could not run to completion, touching nothing;
    import_request        continue the request here as running, or fail leaving the engine as it was.
 3. migrate               export, ship, import; on any failure, put the request back on the source.
 4. readmit_by_recompute  the other recovery strategy (discard the KV, recompute from tokens), and
    recovery_cost         what each strategy costs, so you can tell when each one wins.
+5. export_held, read_held, commit_held, release_held, release_expired, pull
+                         the two-phase (pull-mode) handoff: the source holds the blocks under a lease
+                         until the reader commits; abort or expiry gives the request back.
 
 The engine (minivllm) is given. What you need from it:
 - ``engine.requests[rid]``: a live Request (``prompt_token_ids``, ``output_token_ids``,
@@ -17,7 +20,10 @@ The engine (minivllm) is given. What you need from it:
   ``read_block(id)`` / ``write_block(id, data)``. Logical position p of a request lives at
   ``kv[block_table[p // block_size], p % block_size]``.
 - ``engine.admit_running(request)`` / ``engine.enqueue_waiting(request)``: take a request in.
-- ``geometry_fingerprint(engine.config)`` and ``RequestSnapshot`` (minivllm/snapshot.py).
+- ``geometry_fingerprint(engine.config)``, ``RequestSnapshot`` and ``new_snapshot_id`` (minivllm/snapshot.py).
+- ``request.epoch`` / ``engine.epochs[rid]``: how many times a request has moved, and the latest epoch
+  it has been live at on this engine (the engine records it on admission).
+- ``engine.clock()`` and ``engine.leases`` (minivllm/lease.py): for task 5.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from dataclasses import dataclass
 import torch
 from minivllm import (
     Engine,
+    LeaseError,
+    LeaseState,
     ModelConfig,
     OutOfBlocksError,
     Request,
@@ -35,17 +43,25 @@ from minivllm import (
     RequestStatus,
     SnapshotError,
     geometry_fingerprint,
+    new_snapshot_id,
 )
 
 __all__ = [
+    "LeaseError",
     "OutOfBlocksError",
     "RecoveryCost",
     "SnapshotError",
+    "commit_held",
+    "export_held",
     "export_request",
     "import_request",
     "migrate",
+    "pull",
+    "read_held",
     "readmit_by_recompute",
     "recovery_cost",
+    "release_expired",
+    "release_held",
     "validate_snapshot",
 ]
 
@@ -54,7 +70,8 @@ def export_request(engine: Engine, request_id: str) -> RequestSnapshot:
     """Capture the RUNNING request ``request_id`` as a RequestSnapshot, then take it out of ``engine``
     and free its blocks.
 
-    The snapshot holds: the request id; prompt and output tokens (as tuples); ``num_computed_tokens``;
+    The snapshot holds: the request id; a fresh ``snapshot_id`` (``new_snapshot_id``) and the request's
+    ``epoch``; prompt and output tokens (as tuples); ``num_computed_tokens``;
     the sampling params; ``generator.get_state()``; ``kv`` = the K/V of positions
     0..num_computed_tokens-1 in LOGICAL order, shape [num_computed_tokens, num_layers, 2, num_kv_heads,
     head_dim] (``kv[p]`` is position p), memory of its own (not a view of the cache: the blocks are
@@ -85,6 +102,8 @@ def export_request(engine: Engine, request_id: str) -> RequestSnapshot:
         generator_state=request.generator.get_state(),
         kv=kv,
         geometry=geometry_fingerprint(engine.config),
+        snapshot_id=new_snapshot_id(request_id),
+        epoch=request.epoch,
     )
     engine.detach_request(request_id)
     engine.block_pool.free(request.block_table)
@@ -98,7 +117,9 @@ def validate_snapshot(engine: Engine, snapshot: RequestSnapshot) -> None:
     running request and run there until it finishes; return None when it can.
 
     Refused (each one is something the engine's admission or its next steps would trip over):
-    a request id already live on ``engine``; another geometry (``geometry_fingerprint(engine.config)``);
+    a request id already live on ``engine``; a STALE snapshot, whose epoch is older than the latest
+    epoch this engine has seen the request at (``engine.epochs``: the request has moved on since this
+    snapshot was taken, so importing it would fork or rewind it); another geometry (``geometry_fingerprint(engine.config)``);
     token counts a running request cannot have (at least one prompt and one output token, and
     ``num_computed_tokens == tokens - 1``); a request that already has ``max_tokens`` output tokens; a
     token id outside ``[0, vocab_size)``; a request whose longest K/V (prompt + max_tokens - 1 positions)
@@ -115,6 +136,12 @@ def validate_snapshot(engine: Engine, snapshot: RequestSnapshot) -> None:
     if snapshot.request_id in engine.requests:
         raise SnapshotError(
             f"request {snapshot.request_id!r} is already live on the destination (imported twice?)"
+        )
+    seen = engine.epochs.get(snapshot.request_id, 0)
+    if snapshot.epoch < seen:
+        raise SnapshotError(
+            f"stale snapshot of {snapshot.request_id!r}: epoch {snapshot.epoch}, but this engine has seen the "
+            f"request at epoch {seen} (it moved on since this snapshot was taken)"
         )
     want_geometry = geometry_fingerprint(engine.config)
     if snapshot.geometry != want_geometry:
@@ -158,8 +185,12 @@ def import_request(engine: Engine, snapshot: RequestSnapshot) -> None:
 
     Contract:
     - Only what ``validate_snapshot`` accepts is imported; anything else raises its SnapshotError.
-    - The request costs ceil(num_computed_tokens / engine.block_size) blocks, claimed in one
-      all-or-nothing allocation; when they are not free, the engine's OutOfBlocksError propagates.
+    - The request costs the blocks for its K/V PLUS room for the token it decodes next, i.e.
+      ceil((num_computed_tokens + 1) / engine.block_size) blocks, claimed in one all-or-nothing
+      allocation; when they are not free, the engine's OutOfBlocksError propagates. (Without that
+      headroom, a K/V that fills its last block exactly leaves the request, newest in ``running``,
+      to preempt ITSELF on its first step and throw the shipped K/V away.)
+    - The imported request is one move further than the snapshot: ``epoch = snapshot.epoch + 1``.
     - Position p of the request's K/V ends up at logical position p in the destination's own blocks
       (its block size may differ from the source's); its random stream continues exactly where the
       source left it; it is admitted through ``engine.admit_running``, so its next step decodes one token.
@@ -167,13 +198,15 @@ def import_request(engine: Engine, snapshot: RequestSnapshot) -> None:
       re-raises that error and leaves the destination as it was: the same set of free blocks (their
       order, and what free blocks contain, may differ), the same live requests in the same queues, and
       the same K/V in every block a live request holds. The snapshot is never modified.
-    Example: 10 computed tokens into an engine with 4-token blocks take 3 blocks, the last one half
-    full; the next ``step()`` pushes exactly 1 token of that request through the model.
+    Example: 10 computed tokens into an engine with 4-token blocks take ceil(11 / 4) = 3 blocks; 12
+    take ceil(13 / 4) = 4 (the 4th is headroom). Either way the next ``step()`` pushes exactly 1 token
+    of that request through the model.
     """
     # BEGIN SOLUTION lab-01 task 2: validate, allocate all-or-nothing, write K/V by logical position, admit running; undo on failure
     validate_snapshot(engine, snapshot)
     n, block_size = snapshot.num_computed_tokens, engine.block_size
-    block_ids = engine.block_pool.allocate(-(-n // block_size))  # raises OutOfBlocksError, takes nothing
+    # The K/V's blocks plus room for the next token: raises OutOfBlocksError, takes nothing.
+    block_ids = engine.block_pool.allocate(-(-(n + 1) // block_size))
     try:
         full, rest = divmod(n, block_size)
         kv = engine.kv_cache.kv
@@ -190,6 +223,7 @@ def import_request(engine: Engine, snapshot: RequestSnapshot) -> None:
         request.generator.set_state(snapshot.generator_state)  # the random stream continues where it left off
         request.block_table = block_ids
         request.num_computed_tokens = n
+        request.epoch = snapshot.epoch + 1
         engine.admit_running(request)
     except BaseException:
         engine.block_pool.free(block_ids)  # nobody holds them yet: the destination is as it was
@@ -211,6 +245,8 @@ def migrate(
     the request must end up back on ``src`` unchanged (same tokens, progress, generator state and K/V
     contents; block ids may differ), ``dst`` as it was, and the original error re-raised. Nothing is
     lost, nothing leaks, nothing runs twice.
+    (The rollback re-imports on ``src``, so ``src`` needs room for it again, headroom included: the
+    copy-out model's weak spot, which the pull model of task 5 does not have.)
     Example: ``migrate(a, b, rid, transport=lambda s: send_over_tcp(s))`` raising ConnectionError
     leaves ``rid`` running on ``a`` and re-raises the ConnectionError.
     """
@@ -249,6 +285,7 @@ def readmit_by_recompute(engine: Engine, snapshot: RequestSnapshot) -> None:
         list(snapshot.output_token_ids),
     )
     request.generator.set_state(snapshot.generator_state)  # the random stream continues where it left off
+    request.epoch = snapshot.epoch + 1
     engine.enqueue_waiting(request)  # KV discarded: the next step recomputes every token
     # END SOLUTION
 
@@ -304,4 +341,127 @@ def recovery_cost(
         recompute_s=recompute_s,
         cheaper="ship" if ship_s <= recompute_s else "recompute",
     )
+    # END SOLUTION
+
+
+# ------------------------------------------------------------------ task 5: the two-phase (pull) handoff
+def export_held(engine: Engine, request_id: str, lease_s: float = 30.0) -> str:
+    """Phase one of a pull-mode handoff: take running request ``request_id`` out of ``engine``'s
+    queues but HOLD its blocks under a lease for a remote reader; return the lease's snapshot id.
+
+    The held blocks stay allocated (usage does not drop) and belong to nobody else until the lease
+    ends: ``commit_held`` (the reader has the K/V: free them), ``release_held`` (abort: the request
+    resumes here) or expiry, ``lease_s`` seconds of ``engine.clock`` from now (``release_expired``).
+    The snapshot id is new for every export, even of the same request. Open the lease with
+    ``engine.leases.open(snapshot_id, request, deadline)``.
+    Raises KeyError for an unknown id, ValueError for a request that is not running or a ``lease_s``
+    that is not a positive number; the engine is then unchanged.
+    Example: with ``engine.clock`` at 100.0 and ``lease_s=30``, the lease expires at 130.0.
+    """
+    # BEGIN SOLUTION lab-01 task 5: detach the request, keep its blocks, open a lease with a deadline
+    if not lease_s > 0:
+        raise ValueError(f"lease_s must be a positive number of seconds, got {lease_s}")
+    if request_id not in engine.requests:
+        raise KeyError(f"no live request {request_id!r} to export (live: {sorted(engine.requests)})")
+    if engine.requests[request_id].status != RequestStatus.RUNNING:
+        raise ValueError(f"{request_id} is not running: only a running request has KV to ship")
+    request = engine.detach_request(request_id)  # its blocks stay allocated: the lease holds them
+    snapshot_id = new_snapshot_id(request_id)
+    engine.leases.open(snapshot_id, request, engine.clock() + lease_s)
+    return snapshot_id
+    # END SOLUTION
+
+
+def read_held(engine: Engine, snapshot_id: str) -> RequestSnapshot:
+    """The reader's side of phase one: the snapshot of a held request, K/V read from the held blocks.
+
+    Same contents as ``export_request`` would give (tokens, progress, params, generator state, K/V in
+    logical order owning its memory, geometry), plus ``snapshot_id`` and the request's ``epoch``.
+    Refused with LeaseError, changing nothing, when the lease is unknown, committed, released, or
+    expired (``engine.clock() >= deadline``): past the deadline the blocks may be someone else's.
+    Reading does not end the lease (a reader may read again before it commits).
+    """
+    # BEGIN SOLUTION lab-01 task 5: refuse unless the lease is active and unexpired; gather the held K/V
+    lease = engine.leases.get(snapshot_id)  # LeaseError for an id this engine never leased
+    if lease.state != LeaseState.ACTIVE or lease.expired(engine.clock()):
+        what = lease.state.value if lease.state != LeaseState.ACTIVE else f"expired at {lease.deadline}"
+        raise LeaseError(f"lease {snapshot_id!r} is {what}: its blocks may belong to someone else")
+    request, n = lease.request, lease.request.num_computed_tokens
+    kv = engine.kv_cache.kv[torch.tensor(request.block_table)].flatten(0, 1)[:n]
+    return RequestSnapshot(
+        request_id=request.request_id,
+        prompt_token_ids=tuple(request.prompt_token_ids),
+        output_token_ids=tuple(request.output_token_ids),
+        num_computed_tokens=n,
+        sampling_params=request.sampling_params,
+        generator_state=request.generator.get_state(),
+        kv=kv,
+        geometry=geometry_fingerprint(engine.config),
+        snapshot_id=snapshot_id,
+        epoch=request.epoch,
+    )
+    # END SOLUTION
+
+
+def commit_held(engine: Engine, snapshot_id: str) -> None:
+    """Phase two, success: the reader has the K/V. Free the held blocks and mark the lease committed.
+
+    Refused with LeaseError, changing nothing, for a lease that is unknown, already committed or
+    released, or expired (after the deadline the source may already have taken the request back).
+    """
+    # BEGIN SOLUTION lab-01 task 5: only a live lease commits; free exactly its blocks
+    lease = engine.leases.get(snapshot_id)  # LeaseError for an id this engine never leased
+    if lease.state != LeaseState.ACTIVE or lease.expired(engine.clock()):
+        what = lease.state.value if lease.state != LeaseState.ACTIVE else f"expired at {lease.deadline}"
+        raise LeaseError(f"lease {snapshot_id!r} is {what}: nothing to commit")
+    engine.block_pool.free(lease.request.block_table)
+    lease.request.block_table = []
+    lease.state = LeaseState.COMMITTED
+    # END SOLUTION
+
+
+def release_held(engine: Engine, snapshot_id: str) -> None:
+    """Phase two, failure (abort): the request resumes on ``engine`` as it was when it was exported,
+    RUNNING on its own held blocks, so its next step is a decode (nothing copied, nothing recomputed).
+    The lease is marked released; a later read or commit of it is refused.
+
+    Allowed for an active lease whether or not it has expired; LeaseError (nothing changed) for an
+    unknown, committed or already released one.
+    """
+    # BEGIN SOLUTION lab-01 task 5: re-admit the held request running on its own blocks; lease released
+    lease = engine.leases.get(snapshot_id)
+    if lease.state != LeaseState.ACTIVE:
+        raise LeaseError(f"lease {snapshot_id!r} is {lease.state.value}: nothing to release")
+    engine.admit_running(lease.request)
+    lease.state = LeaseState.RELEASED
+    # END SOLUTION
+
+
+def release_expired(engine: Engine) -> list[str]:
+    """Release (as ``release_held``) every active lease whose deadline has passed
+    (``engine.clock() >= deadline``); return their snapshot ids, oldest lease first. Unexpired
+    leases are left alone."""
+    # BEGIN SOLUTION lab-01 task 5: release every active lease past its deadline
+    now = engine.clock()
+    expired = [lease.snapshot_id for lease in engine.leases.active() if lease.expired(now)]
+    for snapshot_id in expired:
+        release_held(engine, snapshot_id)
+    return expired
+    # END SOLUTION
+
+
+def pull(src: Engine, dst: Engine, snapshot_id: str) -> RequestSnapshot:
+    """The decode side completes a pull-mode handoff: read the held request from ``src``, import it
+    into ``dst``, then commit on ``src``; return the snapshot read.
+
+    Each lease is consumed once: a second pull of the same snapshot id (into any engine) is refused
+    with LeaseError, so one export can never fork into two running copies. If the read is refused,
+    nothing changes. If the import fails, ``dst`` is as it was, the lease stays active (``src`` still
+    holds the request: retry, release it, or let it expire) and the import's error is re-raised.
+    """
+    # BEGIN SOLUTION lab-01 task 5: read, import, and only then commit
+    snapshot = read_held(src, snapshot_id)
+    import_request(dst, snapshot)  # on failure: dst unchanged, the lease still holds the blocks
+    commit_held(src, snapshot_id)
+    return snapshot
     # END SOLUTION

@@ -3,13 +3,16 @@
 # (Instructors: generated from solution.py by `make starters`; edit solution.py, not this file.)
 """Lab 01: move a live request between two engines, and prove nobody can tell.
 
-Four tasks (grade one with `pytest -m lab01_task2`):
+Five tasks (grade one with `pytest -m lab01_task2`):
 1. export_request        capture a running request's transferable identity; free it on the source.
 2. validate_snapshot     refuse what this engine could not run to completion, touching nothing;
    import_request        continue the request here as running, or fail leaving the engine as it was.
 3. migrate               export, ship, import; on any failure, put the request back on the source.
 4. readmit_by_recompute  the other recovery strategy (discard the KV, recompute from tokens), and
    recovery_cost         what each strategy costs, so you can tell when each one wins.
+5. export_held, read_held, commit_held, release_held, release_expired, pull
+                         the two-phase (pull-mode) handoff: the source holds the blocks under a lease
+                         until the reader commits; abort or expiry gives the request back.
 
 The engine (minivllm) is given. What you need from it:
 - ``engine.requests[rid]``: a live Request (``prompt_token_ids``, ``output_token_ids``,
@@ -20,7 +23,10 @@ The engine (minivllm) is given. What you need from it:
   ``read_block(id)`` / ``write_block(id, data)``. Logical position p of a request lives at
   ``kv[block_table[p // block_size], p % block_size]``.
 - ``engine.admit_running(request)`` / ``engine.enqueue_waiting(request)``: take a request in.
-- ``geometry_fingerprint(engine.config)`` and ``RequestSnapshot`` (minivllm/snapshot.py).
+- ``geometry_fingerprint(engine.config)``, ``RequestSnapshot`` and ``new_snapshot_id`` (minivllm/snapshot.py).
+- ``request.epoch`` / ``engine.epochs[rid]``: how many times a request has moved, and the latest epoch
+  it has been live at on this engine (the engine records it on admission).
+- ``engine.clock()`` and ``engine.leases`` (minivllm/lease.py): for task 5.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from dataclasses import dataclass
 import torch
 from minivllm import (
     Engine,
+    LeaseError,
+    LeaseState,
     ModelConfig,
     OutOfBlocksError,
     Request,
@@ -38,17 +46,25 @@ from minivllm import (
     RequestStatus,
     SnapshotError,
     geometry_fingerprint,
+    new_snapshot_id,
 )
 
 __all__ = [
+    "LeaseError",
     "OutOfBlocksError",
     "RecoveryCost",
     "SnapshotError",
+    "commit_held",
+    "export_held",
     "export_request",
     "import_request",
     "migrate",
+    "pull",
+    "read_held",
     "readmit_by_recompute",
     "recovery_cost",
+    "release_expired",
+    "release_held",
     "validate_snapshot",
 ]
 
@@ -57,7 +73,8 @@ def export_request(engine: Engine, request_id: str) -> RequestSnapshot:
     """Capture the RUNNING request ``request_id`` as a RequestSnapshot, then take it out of ``engine``
     and free its blocks.
 
-    The snapshot holds: the request id; prompt and output tokens (as tuples); ``num_computed_tokens``;
+    The snapshot holds: the request id; a fresh ``snapshot_id`` (``new_snapshot_id``) and the request's
+    ``epoch``; prompt and output tokens (as tuples); ``num_computed_tokens``;
     the sampling params; ``generator.get_state()``; ``kv`` = the K/V of positions
     0..num_computed_tokens-1 in LOGICAL order, shape [num_computed_tokens, num_layers, 2, num_kv_heads,
     head_dim] (``kv[p]`` is position p), memory of its own (not a view of the cache: the blocks are
@@ -77,7 +94,9 @@ def validate_snapshot(engine: Engine, snapshot: RequestSnapshot) -> None:
     running request and run there until it finishes; return None when it can.
 
     Refused (each one is something the engine's admission or its next steps would trip over):
-    a request id already live on ``engine``; another geometry (``geometry_fingerprint(engine.config)``);
+    a request id already live on ``engine``; a STALE snapshot, whose epoch is older than the latest
+    epoch this engine has seen the request at (``engine.epochs``: the request has moved on since this
+    snapshot was taken, so importing it would fork or rewind it); another geometry (``geometry_fingerprint(engine.config)``);
     token counts a running request cannot have (at least one prompt and one output token, and
     ``num_computed_tokens == tokens - 1``); a request that already has ``max_tokens`` output tokens; a
     token id outside ``[0, vocab_size)``; a request whose longest K/V (prompt + max_tokens - 1 positions)
@@ -98,8 +117,12 @@ def import_request(engine: Engine, snapshot: RequestSnapshot) -> None:
 
     Contract:
     - Only what ``validate_snapshot`` accepts is imported; anything else raises its SnapshotError.
-    - The request costs ceil(num_computed_tokens / engine.block_size) blocks, claimed in one
-      all-or-nothing allocation; when they are not free, the engine's OutOfBlocksError propagates.
+    - The request costs the blocks for its K/V PLUS room for the token it decodes next, i.e.
+      ceil((num_computed_tokens + 1) / engine.block_size) blocks, claimed in one all-or-nothing
+      allocation; when they are not free, the engine's OutOfBlocksError propagates. (Without that
+      headroom, a K/V that fills its last block exactly leaves the request, newest in ``running``,
+      to preempt ITSELF on its first step and throw the shipped K/V away.)
+    - The imported request is one move further than the snapshot: ``epoch = snapshot.epoch + 1``.
     - Position p of the request's K/V ends up at logical position p in the destination's own blocks
       (its block size may differ from the source's); its random stream continues exactly where the
       source left it; it is admitted through ``engine.admit_running``, so its next step decodes one token.
@@ -107,8 +130,9 @@ def import_request(engine: Engine, snapshot: RequestSnapshot) -> None:
       re-raises that error and leaves the destination as it was: the same set of free blocks (their
       order, and what free blocks contain, may differ), the same live requests in the same queues, and
       the same K/V in every block a live request holds. The snapshot is never modified.
-    Example: 10 computed tokens into an engine with 4-token blocks take 3 blocks, the last one half
-    full; the next ``step()`` pushes exactly 1 token of that request through the model.
+    Example: 10 computed tokens into an engine with 4-token blocks take ceil(11 / 4) = 3 blocks; 12
+    take ceil(13 / 4) = 4 (the 4th is headroom). Either way the next ``step()`` pushes exactly 1 token
+    of that request through the model.
     """
     raise NotImplementedError("lab-01 task 2: validate, allocate all-or-nothing, write K/V by logical position, admit running; undo on failure")
 
@@ -127,6 +151,8 @@ def migrate(
     the request must end up back on ``src`` unchanged (same tokens, progress, generator state and K/V
     contents; block ids may differ), ``dst`` as it was, and the original error re-raised. Nothing is
     lost, nothing leaks, nothing runs twice.
+    (The rollback re-imports on ``src``, so ``src`` needs room for it again, headroom included: the
+    copy-out model's weak spot, which the pull model of task 5 does not have.)
     Example: ``migrate(a, b, rid, transport=lambda s: send_over_tcp(s))`` raising ConnectionError
     leaves ``rid`` running on ``a`` and re-raises the ConnectionError.
     """
@@ -173,3 +199,71 @@ def recovery_cost(
     negative, NaN).
     """
     raise NotImplementedError("lab-01 task 4: bytes to ship vs FLOPs to recompute, and which is faster")
+
+
+# ------------------------------------------------------------------ task 5: the two-phase (pull) handoff
+def export_held(engine: Engine, request_id: str, lease_s: float = 30.0) -> str:
+    """Phase one of a pull-mode handoff: take running request ``request_id`` out of ``engine``'s
+    queues but HOLD its blocks under a lease for a remote reader; return the lease's snapshot id.
+
+    The held blocks stay allocated (usage does not drop) and belong to nobody else until the lease
+    ends: ``commit_held`` (the reader has the K/V: free them), ``release_held`` (abort: the request
+    resumes here) or expiry, ``lease_s`` seconds of ``engine.clock`` from now (``release_expired``).
+    The snapshot id is new for every export, even of the same request. Open the lease with
+    ``engine.leases.open(snapshot_id, request, deadline)``.
+    Raises KeyError for an unknown id, ValueError for a request that is not running or a ``lease_s``
+    that is not a positive number; the engine is then unchanged.
+    Example: with ``engine.clock`` at 100.0 and ``lease_s=30``, the lease expires at 130.0.
+    """
+    raise NotImplementedError("lab-01 task 5: detach the request, keep its blocks, open a lease with a deadline")
+
+
+def read_held(engine: Engine, snapshot_id: str) -> RequestSnapshot:
+    """The reader's side of phase one: the snapshot of a held request, K/V read from the held blocks.
+
+    Same contents as ``export_request`` would give (tokens, progress, params, generator state, K/V in
+    logical order owning its memory, geometry), plus ``snapshot_id`` and the request's ``epoch``.
+    Refused with LeaseError, changing nothing, when the lease is unknown, committed, released, or
+    expired (``engine.clock() >= deadline``): past the deadline the blocks may be someone else's.
+    Reading does not end the lease (a reader may read again before it commits).
+    """
+    raise NotImplementedError("lab-01 task 5: refuse unless the lease is active and unexpired; gather the held K/V")
+
+
+def commit_held(engine: Engine, snapshot_id: str) -> None:
+    """Phase two, success: the reader has the K/V. Free the held blocks and mark the lease committed.
+
+    Refused with LeaseError, changing nothing, for a lease that is unknown, already committed or
+    released, or expired (after the deadline the source may already have taken the request back).
+    """
+    raise NotImplementedError("lab-01 task 5: only a live lease commits; free exactly its blocks")
+
+
+def release_held(engine: Engine, snapshot_id: str) -> None:
+    """Phase two, failure (abort): the request resumes on ``engine`` as it was when it was exported,
+    RUNNING on its own held blocks, so its next step is a decode (nothing copied, nothing recomputed).
+    The lease is marked released; a later read or commit of it is refused.
+
+    Allowed for an active lease whether or not it has expired; LeaseError (nothing changed) for an
+    unknown, committed or already released one.
+    """
+    raise NotImplementedError("lab-01 task 5: re-admit the held request running on its own blocks; lease released")
+
+
+def release_expired(engine: Engine) -> list[str]:
+    """Release (as ``release_held``) every active lease whose deadline has passed
+    (``engine.clock() >= deadline``); return their snapshot ids, oldest lease first. Unexpired
+    leases are left alone."""
+    raise NotImplementedError("lab-01 task 5: release every active lease past its deadline")
+
+
+def pull(src: Engine, dst: Engine, snapshot_id: str) -> RequestSnapshot:
+    """The decode side completes a pull-mode handoff: read the held request from ``src``, import it
+    into ``dst``, then commit on ``src``; return the snapshot read.
+
+    Each lease is consumed once: a second pull of the same snapshot id (into any engine) is refused
+    with LeaseError, so one export can never fork into two running copies. If the read is refused,
+    nothing changes. If the import fails, ``dst`` is as it was, the lease stays active (``src`` still
+    holds the request: retry, release it, or let it expire) and the import's error is re-raised.
+    """
+    raise NotImplementedError("lab-01 task 5: read, import, and only then commit")

@@ -19,6 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from minivllm import (
     Engine,
+    LeaseError,
+    LeaseState,
+    ManualClock,
     ModelConfig,
     OutOfBlocksError,
     RequestSnapshot,
@@ -33,6 +36,7 @@ task1 = pytest.mark.lab01_task1
 task2 = pytest.mark.lab01_task2
 task3 = pytest.mark.lab01_task3
 task4 = pytest.mark.lab01_task4
+task5 = pytest.mark.lab01_task5
 
 CONFIG = ModelConfig()
 MODEL = TinyDecoder(CONFIG)
@@ -95,15 +99,16 @@ def fragment(engine: Engine) -> None:
 
 def check_pool(engine: Engine) -> None:
     """Block accounting: free + used == total, no id twice, and the used blocks are exactly the union
-    of the live requests' block tables (a block held by nobody is a leak)."""
+    of the live requests' block tables and the blocks active leases hold (a block held by nobody is
+    a leak; a block both free and held is a double booking)."""
     pool = engine.block_pool
     free = list(pool.free_block_ids)
     assert len(free) == len(set(free)), f"a block is on the free list twice: {free}"
     assert pool.num_free + pool.num_used == pool.num_blocks, (
         f"free ({pool.num_free}) + used ({pool.num_used}) must equal total ({pool.num_blocks})"
     )
-    held = [b for r in engine.requests.values() for b in r.block_table]
-    assert len(held) == len(set(held)), f"two live requests share a block: {held}"
+    held = [b for r in engine.requests.values() for b in r.block_table] + engine.leases.held_block_ids
+    assert len(held) == len(set(held)), f"two live requests (or leases) share a block: {held}"
     used = {b for b in range(pool.num_blocks) if pool.is_used(b)}
     assert used == set(held), (
         f"used blocks must be exactly the live requests' blocks; leaked {sorted(used - set(held))}, "
@@ -313,10 +318,10 @@ def test_import_bills_the_destination_exactly(impl, dst_block_size):
     used_before, free_before = dst.block_pool.num_used, set(dst.block_pool.free_block_ids)
     impl.import_request(dst, snap)
     n = snap.num_computed_tokens
-    want = math.ceil(n / dst_block_size)
+    want = math.ceil((n + 1) / dst_block_size)
     assert dst.block_pool.num_used - used_before == want, (
-        f"{n} tokens in blocks of {dst_block_size} must cost ceil = {want} blocks, "
-        f"cost {dst.block_pool.num_used - used_before}"
+        f"{n} tokens of K/V plus room for the next token, in blocks of {dst_block_size}, must cost "
+        f"ceil({n + 1} / {dst_block_size}) = {want} blocks, cost {dst.block_pool.num_used - used_before}"
     )
     request = dst.requests[rid]
     assert request.status == RequestStatus.RUNNING and request in dst.running, (
@@ -423,6 +428,49 @@ def test_import_that_exactly_fits_succeeds(impl, dst_block_size):
 
 class AdmissionRefused(Exception):
     """The failure refuse_admission injects (not a RuntimeError, so a NotImplementedError is not it)."""
+
+
+@task2
+@pytest.mark.parametrize("block_size", [2, 4])
+def test_exact_fit_import_never_preempts_itself(impl, block_size):
+    # 12 computed tokens fill their last block exactly: the next token needs a new block.
+    src = make_engine(4)
+    rid, prompt = start(src, 11, GREEDY, 2)
+    snap = impl.export_request(src, rid)
+    kv_blocks = 12 // block_size
+    dst = make_engine(block_size, num_blocks=kv_blocks + 6)
+    hog = dst.block_pool.allocate(dst.block_pool.num_free - kv_blocks)  # room for the K/V, none to grow
+    before = engine_state(dst)
+    with pytest.raises(OutOfBlocksError):
+        impl.import_request(dst, snap)  # accepted, it would preempt itself on its first step
+    assert_unchanged(before, engine_state(dst), "refusing an import with no headroom")
+    dst.block_pool.free(hog[:1])  # one block of headroom
+    impl.import_request(dst, snap)
+    forward, preemptions = dst.num_forward_tokens, dst.num_preemptions
+    dst.step()
+    assert (dst.num_forward_tokens - forward, dst.num_preemptions - preemptions) == (1, 0), (
+        "with headroom the imported request's first step is a decode of 1 token and preempts nobody; "
+        f"got {dst.num_forward_tokens - forward} tokens and {dst.num_preemptions - preemptions} preemptions"
+    )
+    dst.block_pool.free(hog[1:])
+    assert dst.run_until_done()[rid] == reference_output(prompt, GREEDY)
+
+
+@task2
+def test_stale_snapshot_after_a_round_trip_is_refused(impl):
+    a, b = make_engine(4), make_engine(8)
+    rid, prompt = start(a, 10, SAMPLED, 2)
+    first = impl.export_request(a, rid)
+    impl.import_request(b, first)  # A -> B
+    b.step()
+    impl.import_request(a, impl.export_request(b, rid))  # B -> A
+    before = engine_state(b)
+    with pytest.raises(SnapshotError):
+        impl.import_request(b, first)  # the A -> B snapshot again: the request has moved on since
+    assert_unchanged(before, engine_state(b), "refusing a stale snapshot")
+    with pytest.raises(SnapshotError):
+        impl.validate_snapshot(b, first)
+    assert a.run_until_done()[rid] == reference_output(prompt, SAMPLED), "A -> B -> A: as never-moved"
 
 
 def refuse_admission(engine: Engine) -> None:
@@ -1047,3 +1095,307 @@ def test_recovery_cost_refuses_rates_that_are_not_positive(impl, link_gbps, flop
     snap = impl.export_request(src, rid)
     with pytest.raises(ValueError):
         impl.recovery_cost(snap, CONFIG, link_gbps=link_gbps, flops_per_s=flops_per_s)
+
+
+# ---------------------------------------------------------------- task 5: the two-phase (pull) handoff
+def leased_engine(block_size: int = 4, num_blocks: int | None = None) -> tuple[Engine, ManualClock]:
+    """An engine on a hand-driven clock that starts at 100.0 s."""
+    clock = ManualClock(100.0)
+    return Engine(MODEL, num_blocks or 160 // block_size + 8, block_size, clock=clock), clock
+
+
+def held_case(impl, lease_s: float = 30.0):
+    """A source with a neighbour and one request exported under a lease; what it looked like before."""
+    src, clock = leased_engine(4)
+    fragment(src)
+    neighbour = src.add_request(make_prompt(6, salt=8), NEIGHBOUR_PARAMS[1])
+    rid, prompt = start(src, 13, SAMPLED, 3)
+    request = src.requests[rid]
+    before = {
+        "table": list(request.block_table),
+        "kv": logical_kv(src, rid),
+        "generator": request.generator.get_state(),
+        "tokens": list(request.all_token_ids),
+        "usage": src.usage,
+    }
+    sid = impl.export_held(src, rid, lease_s=lease_s)
+    return src, clock, rid, prompt, neighbour, sid, before
+
+
+def lease_state(engine: Engine, sid: str) -> LeaseState:
+    return engine.leases.get(sid).state
+
+
+@task5
+def test_export_held_keeps_the_blocks_held_not_free(impl):
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    assert isinstance(sid, str) and sid, f"export_held returns the lease's snapshot id, got {sid!r}"
+    assert rid not in src.requests and all(r.request_id != rid for r in [*src.running, *src.waiting]), (
+        f"{rid} must leave the source's queues while its blocks are held"
+    )
+    lease = src.leases.get(sid)
+    assert lease.state == LeaseState.ACTIVE and lease.deadline == 130.0, (
+        f"the lease must be active with deadline clock + lease_s = 130.0, got {lease.state}, {lease.deadline}"
+    )
+    assert src.usage == before["usage"], (
+        f"held blocks stay allocated (pull model: the reader has not read them yet): usage "
+        f"{before['usage']} -> {src.usage}"
+    )
+    assert sorted(src.leases.held_block_ids) == sorted(before["table"]), (
+        f"the lease must hold exactly the request's blocks {before['table']}, holds {src.leases.held_block_ids}"
+    )
+    check_pool(src)
+    src.run_until_done()  # the neighbour runs to the end while the blocks are held
+    wrong = [p for p, kv in enumerate(before["kv"]) if not torch.equal(kv_at(src, before["table"], p), kv)]
+    assert not wrong, f"held blocks were reused by someone else: K/V changed at positions {wrong}"
+
+
+@task5
+def test_read_held_is_the_snapshot_and_changes_nothing(impl):
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    snap = impl.read_held(src, sid)
+    assert isinstance(snap, RequestSnapshot) and snap.request_id == rid and snap.snapshot_id == sid, (
+        f"read_held returns the held request's snapshot with its snapshot id, got {snap!r}"
+    )
+    assert list(snap.prompt_token_ids + snap.output_token_ids) == before["tokens"], "tokens"
+    assert snap.num_computed_tokens == len(before["kv"]), "num_computed_tokens"
+    assert torch.equal(snap.generator_state, before["generator"]), "generator state"
+    assert snap.geometry == geometry_fingerprint(CONFIG), "geometry"
+    wrong = [p for p, kv in enumerate(before["kv"]) if not torch.equal(snap.kv[p], kv)]
+    assert not wrong, f"kv must be the held K/V in logical order; wrong at positions {wrong}"
+    assert lease_state(src, sid) == LeaseState.ACTIVE and src.usage == before["usage"], (
+        "reading does not end the lease or free anything"
+    )
+    again = impl.read_held(src, sid)
+    assert torch.equal(again.kv, snap.kv), "a second read before the commit gives the same K/V"
+
+
+@task5
+def test_commit_frees_exactly_the_held_blocks_once(impl):
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    neighbour_blocks = len(src.requests[neighbour].block_table)
+    impl.commit_held(src, sid)
+    assert lease_state(src, sid) == LeaseState.COMMITTED, "after commit the lease is committed"
+    assert src.usage == neighbour_blocks / src.num_blocks, (
+        f"commit frees the held blocks: usage must fall to the neighbour's share, got {src.usage}"
+    )
+    check_pool(src)
+    state = engine_state(src)
+    for name, call in (
+        ("commit", impl.commit_held),
+        ("read", impl.read_held),
+        ("release", impl.release_held),
+    ):
+        with pytest.raises(LeaseError):
+            call(src, sid)
+        assert_unchanged(state, engine_state(src), f"a {name} after the commit")
+    assert rid not in src.requests, "a committed request does not come back"
+
+
+@task5
+def test_release_resumes_on_the_source_without_recompute(impl):
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    impl.release_held(src, sid)
+    assert lease_state(src, sid) == LeaseState.RELEASED, "after release the lease is released"
+    assert rid in src.requests and src.requests[rid].status == RequestStatus.RUNNING, (
+        f"a released request resumes RUNNING on the source, got {src.requests.get(rid)}"
+    )
+    assert src.requests[rid].block_table == before["table"], (
+        "it resumes on its own held blocks (nothing copied)"
+    )
+    check_pool(src)
+    with pytest.raises(LeaseError):
+        impl.read_held(src, sid)
+    forward = src.num_forward_tokens
+    src.step()
+    assert src.num_forward_tokens - forward == 2, (  # the neighbour's decode and the resumed request's
+        f"the resumed request decodes 1 token (nothing recomputed), the step ran {src.num_forward_tokens - forward}"
+    )
+    out = src.run_until_done()
+    assert out[rid] == reference_output(prompt, SAMPLED), "a released request finishes as never-moved"
+    assert src.usage == 0.0
+
+
+@task5
+def test_lease_expires_at_its_deadline(impl):
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl, lease_s=30.0)
+    clock.advance(29.5)
+    assert impl.release_expired(src) == [], "0.5 s before the deadline nothing expires"
+    assert lease_state(src, sid) == LeaseState.ACTIVE
+    impl.read_held(src, sid)  # still readable
+    clock.advance(0.5)  # exactly the deadline: expired
+    state = engine_state(src)
+    with pytest.raises(LeaseError):
+        impl.read_held(src, sid)
+    with pytest.raises(LeaseError):
+        impl.commit_held(src, sid)
+    assert_unchanged(state, engine_state(src), "a refused read or commit of an expired lease")
+    assert lease_state(src, sid) == LeaseState.ACTIVE, "a refused read leaves releasing to release_expired"
+    assert impl.release_expired(src) == [sid], "at the deadline the lease expires and is released"
+    assert impl.release_expired(src) == [], "an expired lease is released once"
+    assert rid in src.requests and src.requests[rid].status == RequestStatus.RUNNING, (
+        "an expired lease's request resumes on the source"
+    )
+    out = src.run_until_done()
+    assert out[rid] == reference_output(prompt, SAMPLED), "it finishes as never-moved"
+    check_pool(src)
+
+
+@task5
+def test_release_expired_leaves_younger_leases_alone(impl):
+    src, clock = leased_engine(4)
+    first, _ = start(src, 9, GREEDY, 0)
+    second, _ = start(src, 7, SAMPLED, 0, salt=4)
+    step(src, 2)
+    old = impl.export_held(src, first, lease_s=10.0)  # expires at 110
+    clock.advance(5.0)
+    young = impl.export_held(src, second, lease_s=10.0)  # expires at 115
+    clock.advance(5.0)
+    assert impl.release_expired(src) == [old], "at 110 s only the first lease has expired"
+    assert lease_state(src, young) == LeaseState.ACTIVE and second not in src.requests
+    check_pool(src)
+
+
+@task5
+@pytest.mark.parametrize("dst_block_size", [2, 8])
+def test_pull_moves_the_request_and_frees_the_source(impl, dst_block_size):
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    dst, _ = leased_engine(dst_block_size)
+    other = dst.add_request(make_prompt(5, salt=9), NEIGHBOUR_PARAMS[2])
+    dst.step()
+    snap = impl.pull(src, dst, sid)
+    assert isinstance(snap, RequestSnapshot) and snap.snapshot_id == sid, "pull returns the snapshot it read"
+    assert lease_state(src, sid) == LeaseState.COMMITTED, "after a pull the source's lease is committed"
+    assert src.usage == len(src.requests[neighbour].block_table) / src.num_blocks, (
+        "after the pull the source holds only its neighbour's blocks"
+    )
+    check_pool(src)
+    check_pool(dst)
+    outputs = {**src.run_until_done(), **dst.run_until_done()}
+    assert outputs[rid] == reference_output(prompt, SAMPLED), "pulled: output as never-moved"
+    assert outputs[other] == reference_output(make_prompt(5, salt=9), NEIGHBOUR_PARAMS[2]), "neighbour"
+
+
+@task5
+def test_one_export_cannot_fork_into_two_engines(impl):
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    b, _ = leased_engine(4)
+    c, _ = leased_engine(8)
+    impl.pull(src, b, sid)
+    c_before = engine_state(c)
+    with pytest.raises(LeaseError):
+        impl.pull(src, c, sid)  # the same handoff, replayed towards another engine
+    assert_unchanged(c_before, engine_state(c), "a refused second pull")
+    assert rid not in c.requests, "the request must not run twice"
+    assert b.run_until_done()[rid] == reference_output(prompt, SAMPLED)
+
+
+@task5
+def test_stale_handoff_after_a_round_trip_is_refused(impl):
+    a, _ = leased_engine(4)
+    b, _ = leased_engine(8)
+    rid, prompt = start(a, 10, SAMPLED, 2)
+    first = impl.export_held(a, rid)
+    first_snap = impl.pull(a, b, first)  # A -> B
+    b.step()
+    impl.pull(b, a, impl.export_held(b, rid))  # B -> A
+    b_before = engine_state(b)
+    with pytest.raises(LeaseError):
+        impl.pull(a, b, first)  # the old A -> B handoff, replayed
+    with pytest.raises(SnapshotError):
+        impl.import_request(b, first_snap)  # the old snapshot itself: its epoch is stale on B
+    assert_unchanged(b_before, engine_state(b), "refusing a stale handoff")
+    assert a.run_until_done()[rid] == reference_output(prompt, SAMPLED), "A -> B -> A: as never-moved"
+
+
+@task5
+def test_failed_pull_keeps_the_lease(impl):
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    dst, _ = leased_engine(4, num_blocks=8)
+    dst.block_pool.allocate(6)  # 2 free; the request needs 4
+    dst_before = engine_state(dst)
+    with pytest.raises(OutOfBlocksError):
+        impl.pull(src, dst, sid)
+    assert_unchanged(dst_before, engine_state(dst), "a failed pull (destination side)")
+    assert lease_state(src, sid) == LeaseState.ACTIVE and src.usage == before["usage"], (
+        "a failed pull leaves the lease active and the blocks held: the source still has the request"
+    )
+    impl.release_held(src, sid)
+    assert src.run_until_done()[rid] == reference_output(prompt, SAMPLED), (
+        "released after a failed pull, the request finishes as never-moved"
+    )
+
+
+@task5
+def test_export_held_rejects_what_it_cannot_hold(impl):
+    src, clock = leased_engine(4)
+    rid, _ = start(src, 8, GREEDY, 1)
+    waiting = src.add_request(make_prompt(5, salt=3), GREEDY)
+    before = engine_state(src)
+    with pytest.raises(KeyError):
+        impl.export_held(src, "no-such-request")
+    with pytest.raises(ValueError):
+        impl.export_held(src, waiting)
+    for lease_s in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError):
+            impl.export_held(src, rid, lease_s=lease_s)
+    assert_unchanged(before, engine_state(src), "a refused export_held")
+    assert not src.leases.active(), "a refused export_held opens no lease"
+
+
+@task5
+@settings(max_examples=20, deadline=None)
+@given(data=st.data(), num_engines=st.integers(2, 3))
+def test_random_interleavings_keep_every_promise(impl, data, num_engines):
+    """export_held / pull / release / expiry / steps in any order on 2-3 engines: no block both free
+    and held, no request live twice, every output equal to never moving."""
+    clock = ManualClock(0.0)  # one clock for the whole cluster
+    engines = [
+        Engine(MODEL, 160 // bs + 8, bs, clock=clock)
+        for bs in data.draw(st.permutations([2, 4, 8]))[:num_engines]
+    ]
+    expected = {}
+    for i, params in enumerate([SAMPLED, GREEDY, NEIGHBOUR_PARAMS[1]]):
+        prompt = make_prompt(5 + 3 * i, salt=50 + i)
+        expected[engines[i % num_engines].add_request(prompt, params)] = (prompt, params)
+    engines[0].step()
+    first = engines[0].running[0].request_id
+    held: dict[str, int] = {impl.export_held(engines[0], first, lease_s=30.0): 0}  # snapshot id -> engine
+    for _ in range(data.draw(st.integers(4, 14), label="operations")):
+        op = data.draw(st.sampled_from(["step", "export", "pull", "release", "expire"]), label="op")
+        if op == "step":
+            engines[data.draw(st.integers(0, num_engines - 1), label="engine")].step()
+        elif op == "export":
+            i = data.draw(st.integers(0, num_engines - 1), label="from")
+            if engines[i].running:
+                rid = data.draw(st.sampled_from([r.request_id for r in engines[i].running]), label="rid")
+                held[impl.export_held(engines[i], rid, lease_s=data.draw(st.sampled_from([5.0, 30.0])))] = i
+        elif op in ("pull", "release") and held:
+            sid = data.draw(st.sampled_from(sorted(held)), label="lease")
+            src = engines[held[sid]]
+            try:
+                if op == "release":
+                    impl.release_held(src, sid)
+                else:
+                    impl.pull(src, engines[data.draw(st.integers(0, num_engines - 1), label="to")], sid)
+            except (LeaseError, SnapshotError, OutOfBlocksError):
+                pass  # refused: expired, already used, or the destination is full; nothing may change
+        elif op == "expire":
+            clock.advance(data.draw(st.sampled_from([1.0, 10.0])))
+            for engine in engines:
+                impl.release_expired(engine)
+        live = [rid for e in engines for rid in e.requests] + [
+            lease.request.request_id for e in engines for lease in e.leases.active()
+        ]
+        assert len(live) == len(set(live)), f"a request is live (or held) twice: {sorted(live)}"
+        for engine in engines:
+            check_pool(engine)
+    for engine in engines:  # end every open lease, then run everything out
+        for lease in engine.leases.active():
+            impl.release_held(engine, lease.snapshot_id)
+    outputs = {}
+    for engine in engines:
+        outputs.update(engine.run_until_done())
+        assert engine.usage == 0.0, f"all finished: usage must be 0.0, got {engine.usage}"
+    for rid, (prompt, params) in expected.items():
+        assert outputs.get(rid) == reference_output(prompt, params), f"{rid} must finish as never-moved"

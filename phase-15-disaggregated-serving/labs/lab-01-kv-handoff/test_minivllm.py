@@ -13,6 +13,10 @@ from minivllm import (
     BlockPool,
     Engine,
     KVCache,
+    LeaseError,
+    LeaseState,
+    LeaseTable,
+    ManualClock,
     ModelConfig,
     OutOfBlocksError,
     Request,
@@ -20,6 +24,7 @@ from minivllm import (
     SamplingParams,
     TinyDecoder,
     geometry_fingerprint,
+    new_snapshot_id,
 )
 
 pytestmark = pytest.mark.ungraded
@@ -152,3 +157,41 @@ def test_geometry_fingerprint_ignores_block_size_only():
     assert base == geometry_fingerprint(ModelConfig())
     for changed in (ModelConfig(num_layers=3), ModelConfig(head_dim=16), ModelConfig(dtype=torch.float64)):
         assert geometry_fingerprint(changed) != base
+
+
+# ---------------------------------------------------------------- leases, epochs, headroom (support for tasks 2 and 5)
+def test_lease_table_and_manual_clock():
+    clock = ManualClock(10.0)
+    clock.advance(2.5)
+    assert clock() == 12.5
+    with pytest.raises(ValueError):
+        clock.advance(-1.0)
+    table = LeaseTable()
+    request = Request("r", prompt(3), SamplingParams())
+    request.block_table = [4, 7]
+    lease = table.open("r/1", request, deadline=20.0)
+    assert table.get("r/1") is lease and lease.state == LeaseState.ACTIVE
+    assert not lease.expired(19.999) and lease.expired(20.0), "a lease expires AT its deadline"
+    assert table.held_block_ids == [4, 7] and table.active() == [lease]
+    with pytest.raises(LeaseError):
+        table.open("r/1", request, deadline=30.0)  # ids are single-use
+    with pytest.raises(LeaseError):
+        table.get("unknown")
+    lease.state = LeaseState.COMMITTED
+    assert table.held_block_ids == [] and table.active() == [] and table.get("r/1") is lease
+
+
+def test_engine_records_epochs_and_accepts_one_block_of_headroom():
+    engine = Engine(MODEL, 16, 4)
+    rid = engine.add_request(prompt(8))
+    engine.step()  # 8 computed tokens fill 2 blocks exactly
+    request = engine.detach_request(rid)
+    request.block_table += engine.block_pool.allocate(1)  # room for the 9th token, no more
+    request.epoch = 3
+    engine.admit_running(request)
+    assert engine.epochs[rid] == 3, "admission records the request's epoch"
+    request = engine.detach_request(rid)
+    request.block_table += engine.block_pool.allocate(1)  # two blocks beyond the K/V: refused
+    with pytest.raises(ValueError):
+        engine.admit_running(request)
+    assert new_snapshot_id("x") != new_snapshot_id("x"), "every handoff gets a fresh id"

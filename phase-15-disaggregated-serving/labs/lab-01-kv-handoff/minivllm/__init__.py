@@ -8,20 +8,27 @@ One concept per file, in the spirit of nano-vllm, with vLLM v1 names where they 
 - ``sequence.py``   SamplingParams and Request (per-request seeded torch.Generator).
 - ``sampler.py``    greedy / temperature + top-k sampling.
 - ``engine.py``     Engine: continuous batching, preemption by recompute, and the hooks a KV handoff needs.
-- ``snapshot.py``   RequestSnapshot (what crosses the wire) and the geometry fingerprint.
+- ``snapshot.py``   RequestSnapshot (what crosses the wire, with its id and epoch) and the geometry fingerprint.
+- ``lease.py``      leases: blocks held for a remote reader until commit, abort or expiry (pull model).
 """
 
 from minivllm.block_pool import BlockPool, OutOfBlocksError
 from minivllm.engine import Engine
 from minivllm.kv_cache import KVCache
+from minivllm.lease import Lease, LeaseError, LeaseState, LeaseTable, ManualClock
 from minivllm.model import ModelConfig, TinyDecoder
 from minivllm.sequence import Request, RequestStatus, SamplingParams
-from minivllm.snapshot import RequestSnapshot, SnapshotError, geometry_fingerprint
+from minivllm.snapshot import RequestSnapshot, SnapshotError, geometry_fingerprint, new_snapshot_id
 
 __all__ = [
     "BlockPool",
     "Engine",
     "KVCache",
+    "Lease",
+    "LeaseError",
+    "LeaseState",
+    "LeaseTable",
+    "ManualClock",
     "ModelConfig",
     "OutOfBlocksError",
     "Request",
@@ -31,4 +38,5 @@ __all__ = [
     "SnapshotError",
     "TinyDecoder",
     "geometry_fingerprint",
+    "new_snapshot_id",
 ]

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from collections import deque
+from collections.abc import Callable
 
 import torch
 
 from minivllm.block_pool import BlockPool
 from minivllm.kv_cache import KVCache
+from minivllm.lease import LeaseTable
 from minivllm.model import TinyDecoder
 from minivllm.sampler import sample
 from minivllm.sequence import Request, RequestStatus, SamplingParams
@@ -49,7 +52,13 @@ def cdiv(a: int, b: int) -> int:
 
 
 class Engine:
-    def __init__(self, model: TinyDecoder, num_blocks: int, block_size: int):
+    def __init__(
+        self,
+        model: TinyDecoder,
+        num_blocks: int,
+        block_size: int,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.model = model
         self.config = model.config
         self.block_size = block_size
@@ -61,6 +70,9 @@ class Engine:
         self.finished: dict[str, list[int]] = {}  # request id -> output tokens, kept for inspection
         self.num_forward_tokens = 0  # tokens pushed through the model: prefill work shows up here
         self.num_preemptions = 0
+        self.clock = clock  # seconds; leases expire by it (tests pass a minivllm.ManualClock)
+        self.leases = LeaseTable()  # blocks held for remote readers (pull-mode handoffs, task 5)
+        self.epochs: dict[str, int] = {}  # request id -> the latest epoch it has been live at here
 
     # ------------------------------------------------------------------ inspection
     @property
@@ -96,22 +108,24 @@ class Engine:
             )
         request.status = RequestStatus.WAITING
         self.requests[request.request_id] = request
+        self._record_epoch(request)
         self.waiting.append(request)
 
     def admit_running(self, request: Request) -> None:
         """Take in a request whose K/V for positions 0..num_computed_tokens-1 the caller has already
         written into ``request.block_table`` (blocks allocated from this engine's pool). Its next step
-        is a decode of its last token: no prefill is redone."""
+        is a decode of its last token: no prefill is redone. The block table holds the K/V's blocks,
+        and may hold one more when the K/V fills its last block exactly (room for the next token)."""
         self._check_admissible(request)
         n = request.num_computed_tokens
         if not 1 <= n < request.num_tokens:
             raise ValueError(
                 f"{request.request_id}: a running request has 1 <= computed ({n}) < tokens ({request.num_tokens})"
             )
-        if len(request.block_table) != cdiv(n, self.block_size):
+        if not cdiv(n, self.block_size) <= len(request.block_table) <= cdiv(n + 1, self.block_size):
             raise ValueError(
                 f"{request.request_id}: {n} computed tokens need {cdiv(n, self.block_size)} blocks of "
-                f"{self.block_size}, block table has {len(request.block_table)}"
+                f"{self.block_size} (+1 of headroom at most), block table has {len(request.block_table)}"
             )
         if not all(self.block_pool.is_used(b) for b in request.block_table):
             raise ValueError(
@@ -119,7 +133,11 @@ class Engine:
             )
         request.status = RequestStatus.RUNNING
         self.requests[request.request_id] = request
+        self._record_epoch(request)
         self.running.append(request)
+
+    def _record_epoch(self, request: Request) -> None:
+        self.epochs[request.request_id] = max(self.epochs.get(request.request_id, 0), request.epoch)
 
     def detach_request(self, request_id: str) -> Request:
         """Take a live request out of this engine and return it. Its blocks stay allocated, now owned

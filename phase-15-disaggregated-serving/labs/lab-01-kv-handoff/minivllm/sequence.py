@@ -48,6 +48,7 @@ class Request:
         self.num_computed_tokens = 0
         self.block_table: list[int] = []
         self.status = RequestStatus.WAITING
+        self.epoch = 0  # how many times this request has moved between engines (see RequestSnapshot.epoch)
 
     @property
     def all_token_ids(self) -> list[int]:

@@ -9,6 +9,7 @@ own block size). Contents survive a move; block identity does not.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass
 
 import torch
@@ -31,10 +32,17 @@ class RequestSnapshot:
     generator_state: torch.Tensor  # torch.Generator.get_state() of the request's generator
     kv: torch.Tensor  # [num_computed_tokens, num_layers, 2, num_kv_heads, head_dim]: kv[p] = position p
     geometry: str  # geometry_fingerprint() of the engine that exported it
+    snapshot_id: str = ""  # new_snapshot_id(): names this one handoff (a lease is keyed by it)
+    epoch: int = 0  # the request's epoch when it left: an engine that has seen a later one refuses it
 
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+
+def new_snapshot_id(request_id: str) -> str:
+    """A fresh id for one handoff of ``request_id``: unique even when the same request moves again."""
+    return f"{request_id}/{uuid.uuid4().hex[:12]}"
 
 
 def geometry_fingerprint(config: ModelConfig) -> str:

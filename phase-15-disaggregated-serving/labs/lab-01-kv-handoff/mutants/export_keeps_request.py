@@ -18,6 +18,8 @@ def export_request(engine, request_id):
         generator_state=request.generator.get_state(),
         kv=kv,
         geometry=geometry_fingerprint(engine.config),
+        snapshot_id=new_snapshot_id(request_id),
+        epoch=request.epoch,
     )
     engine.block_pool.free(request.block_table)  # BUG: no engine.detach_request(request_id)
     return snapshot

@@ -10,7 +10,7 @@ inherit_solution(globals())
 def import_request(engine, snapshot):
     validate_snapshot(engine, snapshot)
     n, bs = snapshot.num_computed_tokens, engine.block_size
-    block_ids = engine.block_pool.allocate(-(-n // bs))
+    block_ids = engine.block_pool.allocate(-(-(n + 1) // bs))
     try:
         for p in range(n):
             engine.kv_cache.kv[block_ids[p // bs], p % bs] = snapshot.kv[p]
@@ -22,6 +22,7 @@ def import_request(engine, snapshot):
         )  # BUG: no request.generator.set_state(snapshot.generator_state)
         request.block_table = block_ids
         request.num_computed_tokens = n
+        request.epoch = snapshot.epoch + 1
         engine.admit_running(request)
     except BaseException:
         engine.block_pool.free(block_ids)

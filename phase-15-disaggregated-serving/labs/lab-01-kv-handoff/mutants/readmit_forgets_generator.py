@@ -16,4 +16,5 @@ def readmit_by_recompute(engine, snapshot):
         snapshot.sampling_params,
         list(snapshot.output_token_ids),
     )  # BUG: no request.generator.set_state(snapshot.generator_state)
+    request.epoch = snapshot.epoch + 1
     engine.enqueue_waiting(request)

@@ -12,4 +12,5 @@ def readmit_by_recompute(engine, snapshot):
         raise SnapshotError("geometry mismatch")
     request = Request(snapshot.request_id, list(snapshot.prompt_token_ids), snapshot.sampling_params)  # BUG
     request.generator.set_state(snapshot.generator_state)
+    request.epoch = snapshot.epoch + 1
     engine.enqueue_waiting(request)

@@ -40,11 +40,14 @@ TIER_SKIP = ("needs vLLM", "needs CUDA")
 CPU_GRADED = "not vllm and not gpu and not ungraded"
 
 
-def run_suite(lab: Path, impl: str, extra: list[str]) -> tuple[dict, float, str]:
+def run_suite(
+    lab: Path, impl: str, extra: list[str], targets: list[str] | None = None
+) -> tuple[dict, float, str]:
+    """Run pytest on the lab (or only on `targets`, node ids under it) against `impl`."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         env = dict(os.environ, LAB_IMPL=impl, LAB_REPORT=str(report))
-        cmd = [sys.executable, "-m", "pytest", str(lab), "-q", "-p", "no:randomly", *extra]
+        cmd = [sys.executable, "-m", "pytest", *(targets or [str(lab)]), "-q", "-p", "no:randomly", *extra]
         t0 = time.monotonic()
         proc = subprocess.run(
             cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
@@ -96,7 +99,9 @@ def prove_task(lab: Path, task: int) -> tuple[list[str], int, float]:
 def check_starter(labs: list[Path], solution_markexpr: str | None, jobs: int) -> bool:
     ok = True
     for lab in labs:
-        data, secs, out = run_suite(lab, "starter", [])
+        # Ungraded tests check support code, not the starter: running them here (the vllm tier's pairs
+        # among them) would only double CI's time.
+        data, secs, out = run_suite(lab, "starter", ["-m", "not ungraded"])
         tests = data["tests"]
         graded = {k: v for k, v in tests.items() if v["graded"]}
         problems = [
@@ -160,6 +165,33 @@ def _mutant_doc(path: Path) -> str | None:
     return doc.strip().splitlines()[0] if doc else None
 
 
+CATCHERS = "catchers.json"
+
+
+def _caught(tests: dict) -> list[str]:
+    return [
+        k for k, v in tests.items() if v["graded"] and v["outcome"] == "failed" and not v["impl_import_error"]
+    ]
+
+
+def _load_catchers(lab: Path) -> dict[str, str]:
+    """mutant file name -> node id of the graded test that caught it on the last run (a speed hint only)."""
+    path = lab / "mutants" / CATCHERS
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _save_catchers(lab: Path, found: dict[str, str]) -> None:
+    path = lab / "mutants" / CATCHERS
+    known = _load_catchers(lab)
+    merged = {k: v for k, v in {**known, **found}.items() if (lab / "mutants" / k).exists()}
+    if merged != known:
+        path.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n")
+
+
 def check_mutants(labs: list[Path], jobs: int, all_catchers: bool = False) -> bool:
     """Every mutant caught by a graded CPU test that passes on the solution; prints a per-lab table."""
     ok = True
@@ -183,21 +215,34 @@ def check_mutants(labs: list[Path], jobs: int, all_catchers: bool = False) -> bo
         (lab, m) for lab in labs for m in sorted((lab / "mutants").glob("*.py")) if m.name != "__init__.py"
     ]
 
+    hints = {lab: _load_catchers(lab) for lab in labs}
+
     def run_one(job):
         lab, mutant = job
-        extra = ([] if all_catchers else ["-x"]) + ["-m", CPU_GRADED]
-        extra += [f"--deselect={nodeid}" for nodeid in broken[lab]]
-        data, secs, _ = run_suite(lab, str(mutant), extra)
+        extra = ["-m", CPU_GRADED] + [f"--deselect={nodeid}" for nodeid in broken[lab]]
+        hint = hints[lab].get(mutant.name)
+        passed = baselines[lab][0]["tests"].get(hint or "", {}).get("outcome") == "passed"
+        if hint and passed and not all_catchers:
+            # The test that caught this mutant last time, alone first: one short run instead of the
+            # lab's suite up to the first failure. Any other outcome falls through to the full run.
+            data, secs, _ = run_suite(lab, str(mutant), extra, targets=[hint])
+            if _caught(data["tests"]):
+                return (
+                    lab,
+                    mutant,
+                    _caught(data["tests"]),
+                    data["collection_errors"],
+                    None,
+                    data["tests"],
+                    secs,
+                )
+        data, secs, _ = run_suite(lab, str(mutant), ([] if all_catchers else ["-x"]) + extra)
         tests = data["tests"]
-        caught = [
-            k
-            for k, v in tests.items()
-            if v["graded"] and v["outcome"] == "failed" and not v["impl_import_error"]
-        ]
         import_error = next((v["message"] for v in tests.values() if v.get("impl_import_error")), None)
-        return lab, mutant, caught, data["collection_errors"], import_error, tests, secs
+        return lab, mutant, _caught(tests), data["collection_errors"], import_error, tests, secs
 
     table = {lab: [0, 0] for lab in labs}
+    found: dict[Path, dict[str, str]] = {lab: {} for lab in labs}
     survivors: dict[Path, list[str]] = {lab: [] for lab in labs}
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for lab, mutant, caught, errors, import_error, tests, secs in pool.map(run_one, jobs_list):
@@ -216,6 +261,7 @@ def check_mutants(labs: list[Path], jobs: int, all_catchers: bool = False) -> bo
                 ok = False
             elif caught:
                 table[lab][0] += 1
+                found[lab][mutant.name] = caught[0]
                 task = tests[caught[0]]["task"]
                 more = f" and {len(caught) - 1} more" if len(caught) > 1 else ""
                 print(f"[caught  ] {name} - {doc}\n           by {caught[0]} ({task}){more} ({secs:.1f}s)")
@@ -225,6 +271,8 @@ def check_mutants(labs: list[Path], jobs: int, all_catchers: bool = False) -> bo
                 ok = False
     if not jobs_list:
         print("no mutants found")
+    for lab in labs:
+        _save_catchers(lab, found[lab])
     print("\nmutants caught by graded CPU tests:")
     for lab, (caught_n, total) in table.items():
         pct = f"{100 * caught_n / total:5.1f}%" if total else "    -"

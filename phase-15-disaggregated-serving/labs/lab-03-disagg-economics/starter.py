@@ -92,7 +92,7 @@ def kv_bytes_per_token(model: ModelShape | str, dtype_bytes: int | float = 2) ->
     Errors: unknown model -> ValueError naming `model`; dtype_bytes not a number or <= 0 -> an error
     naming `dtype_bytes`.
     """
-    raise NotImplementedError("lab-03 task 1: count what each layer caches per token (K and V, or MLA's one latent)")
+    raise NotImplementedError("lab-03 task 1: the bytes one token's KV cache occupies, all layers together")
 
 
 def transfer_ms(nbytes: int | float, link_gbps: float | str | Fabric, efficiency: float = 1.0) -> float:
@@ -105,7 +105,7 @@ def transfer_ms(nbytes: int | float, link_gbps: float | str | Fabric, efficiency
     Errors name the argument: nbytes < 0; a rate <= 0 or an unknown fabric (`link_gbps`);
     efficiency outside (0, 1].
     """
-    raise NotImplementedError("lab-03 task 2: bytes are 8 bits; the link moves link_gbps x efficiency gigabits each second")
+    raise NotImplementedError("lab-03 task 2: how long the link takes to move nbytes, in milliseconds")
 
 
 def interference_tax_ms(output_tokens: int, itl_p50_ms: float, itl_p99_ms: float) -> float:
@@ -124,7 +124,7 @@ def interference_tax_ms(output_tokens: int, itl_p50_ms: float, itl_p99_ms: float
     Zero tokens and p99 == p50 are valid (no tax). Errors name the argument: output_tokens < 0 or
     not an integer; itl_p50_ms < 0; itl_p99_ms < itl_p50_ms.
     """
-    raise NotImplementedError("lab-03 task 3: the excess over p50, on every gap between output tokens")
+    raise NotImplementedError("lab-03 task 3: what prefill interference adds to one request's decode, in milliseconds")
 
 
 def penalty_ratio(transfer_ms: float, ttft_ms: float) -> float:
@@ -133,7 +133,7 @@ def penalty_ratio(transfer_ms: float, ttft_ms: float) -> float:
     Example: a 10.7 ms toll on a 200 ms TTFT = 0.0537. A 0 ms toll is valid (penalty 0); a TTFT of
     0 or less is not (it is what the toll is measured against). Errors name the argument.
     """
-    raise NotImplementedError("lab-03 task 4: the toll relative to the colocated TTFT")
+    raise NotImplementedError("lab-03 task 4: the toll measured against what the client waits for today")
 
 
 def should_disaggregate(
@@ -168,7 +168,7 @@ def should_disaggregate(
     Errors name the argument; itl_p50_ms must be > 0 (a ratio is taken against it), max_penalty
     >= 0, min_spike_ratio >= 1; the others as in tasks 1-4.
     """
-    raise NotImplementedError("lab-03 task 5: no spike -> NO_NO_DISEASE; toll/TTFT over the limit -> NO_SLOW_LINK; else YES")
+    raise NotImplementedError("lab-03 task 5: the verdict, in the order the docstring asks the questions, with its reason")
 
 
 def prefill_ttft_ms(
@@ -189,7 +189,7 @@ def prefill_ttft_ms(
     0 tokens -> 0 ms. Errors name the argument: prompt_tokens < 0 or not an integer; peak <= 0 or
     unknown; mfu outside (0, 1]; a model whose params_b or hidden is unknown (0) -> `model`.
     """
-    raise NotImplementedError("lab-03 task 6: FLOPs of the weights and of causal attention, over the FLOP/s the chip achieves")
+    raise NotImplementedError("lab-03 task 6: the time one prompt's prefill takes on this accelerator at this MFU")
 
 
 def local_prefill_max_tokens(
@@ -219,7 +219,7 @@ def local_prefill_max_tokens(
     Errors name the argument: prefill_tokens_per_s <= 0, handoff_ms < 0, max_penalty < 0, and the
     model/link/dtype/efficiency errors of tasks 1-2.
     """
-    raise NotImplementedError("lab-03 task 7: the fixed handoff is amortised over the prompt; the wire's per-token share is not")
+    raise NotImplementedError("lab-03 task 7: the longest prompt for which remote prefill does not pay")
 
 
 # ---------------------------------------------------------------- part 2: a fleet, not one request

@@ -473,6 +473,18 @@ def test_stale_snapshot_after_a_round_trip_is_refused(impl):
     assert a.run_until_done()[rid] == reference_output(prompt, SAMPLED), "A -> B -> A: as never-moved"
 
 
+@task2
+def test_a_snapshot_at_the_latest_epoch_is_not_stale(impl):
+    """Only an OLDER epoch is stale: the snapshot that just left may come back (it is what a rollback re-imports)."""
+    a = make_engine(4)
+    rid, prompt = start(a, 10, SAMPLED, 2)
+    snap = impl.export_request(a, rid)
+    assert snap.epoch == a.epochs[rid], "setup: the snapshot carries the epoch the source last saw"
+    impl.validate_snapshot(a, snap)  # same epoch as seen: not stale (a '<=' comparison refuses it)
+    impl.import_request(a, snap)
+    assert a.run_until_done()[rid] == reference_output(prompt, SAMPLED), "back home: as never-moved"
+
+
 def refuse_admission(engine: Engine) -> None:
     """Make ``engine.admit_running`` fail, as a last-moment admission failure no pre-check can foresee."""
 

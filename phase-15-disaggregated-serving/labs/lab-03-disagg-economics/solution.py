@@ -1,9 +1,11 @@
-"""Lab 03 - the economics of disaggregation, in seven functions.
+"""Lab 03 - the economics of disaggregation: one request (tasks 1-7), then a fleet (tasks 8-10).
 
 Disaggregating prefill from decode cures one disease - the decode ITL spike when a prefill lands in a
 decode batch - and charges one toll: the prompt's KV cache must cross a wire before decode can start.
 Tasks 1-5 price both sides and decide; task 6 asks how much the verdict rests on the TTFT it divides
-by; task 7 turns the trade into the knob real routers expose (which prompts go remote).
+by; task 7 turns the trade into the knob real routers expose (which prompts go remote). Tasks 8-10
+(part 2, FLEET.md) judge whole fleets from simulated or measured requests: SLO attainment, goodput,
+and the choice of configuration.
 
 Units: bytes are bytes; link rates are gigaBITS per second (Gb/s, 1e9 bit/s) as vendors quote them;
 times are milliseconds. The tables (model shapes, fabrics, accelerators) and the types (ModelShape,

@@ -219,8 +219,8 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
             add("side_channel_port_clash", f"both sides on {p.host} use side-channel port "
                 f"{p.side_channel_port}: the second bind fails, 'Address already in use'")  # fmt: skip
         if p.port == d.port:
-            add("http_port_clash", f"both sides on {p.host} serve HTTP on port {p.port}: the second server "
-                "cannot bind it and exits")  # fmt: skip
+            add("http_port_clash", f"both sides on {p.host} serve HTTP on port {p.port}: both came up on it, "
+                "requests reach either process and decode handshakes with itself")  # fmt: skip
     else:
         for side in (p, d):
             if _is_loopback(side.side_channel_host):

@@ -107,7 +107,10 @@ ROWS: tuple[Row, ...] = (
     Row("batched_tokens_differs", "decode --max-num-batched-tokens 256",
         {"decode": {"extra_args": ["--max-num-batched-tokens", "256"]}}),
     Row("ucx_tls_differs", "prefill UCX_TLS=tcp, decode UCX_TLS=shm,self",
-        {"prefill": {"env": {"UCX_TLS": "tcp"}}, "decode": {"env": {"UCX_TLS": "shm,self"}}}),
+        {"prefill": {"env": {"UCX_TLS": "tcp"}}, "decode": {"env": {"UCX_TLS": "shm,self"}}},
+        unseen="UCX_TLS is environment, not a pair-spec field, and the mismatch is not what broke: decode's "
+        "own list left its NIXL agent no usable UCX transport (its log: 'no active messages transport', "
+        "NIXL_ERR_BACKEND) and decode exited at start-up; a start-up health check sees it"),
     Row("lease_differs", "prefill kv_lease_duration 2 s, decode 30 s (the default)",
         {"prefill": {"kv_connector_extra_config": {"kv_lease_duration": 2}}}),
     Row("cache_auto_vs_fp8", "decode --kv-cache-dtype fp8", {"decode": {"kv_cache_dtype": "fp8"}},
@@ -272,6 +275,9 @@ def probe_summary(rec: dict[str, Any]) -> str:
     line = (f"HTTP {statuses}; decode +{delta.get('external_kv_transfer', 0):.0f} external_kv_transfer / "
             f"+{delta.get('local_compute', 0):.0f} local_compute prompt tokens, "
             f"{delta.get('nixl_xfer_count', 0):.0f} NIXL reads")  # fmt: skip
+    fallbacks = [p.get("fallback_reason") for p in rec["probes"] if p.get("mode") == "fallback"]
+    if fallbacks:
+        line += f"; the proxy fell back {len(fallbacks)}x ({', '.join(sorted(set(map(str, fallbacks))))})"
     if rec.get("drill"):
         d = rec["drill"]
         line += (f"; after prefill was killed: HTTP {d.get('status')}, local_compute "
@@ -299,7 +305,7 @@ def render_markdown(matrix: dict[str, Any]) -> str:
         f"vLLM {matrix.get('vllm')}, nixl {matrix.get('nixl')}, {matrix.get('machine', '')}. "
         f"Recorded {matrix.get('recorded_at', '?')}; wall time {matrix.get('wall_s', '?')} s"
         + (
-            f" ({len(matrix['recordings'])} recorder processes in parallel)"
+            f" ({len(matrix['recordings'])} recorder runs merged, some in parallel)"
             if matrix.get("recordings")
             else ""
         )
@@ -348,7 +354,7 @@ HAZARD_WHEN = {
     "transfer_mode_mismatch": "NIXL push on one side, pull on the other",
     "removed_connector": "`SharedStorageConnector` (now `ExampleConnector`) or `P2pNcclConnector`",
     "side_channel_port_clash": "one host (localhost = 127.0.0.1 = ::1), one NIXL side-channel port",
-    "http_port_clash": "one host, one HTTP port",
+    "http_port_clash": "one host, one HTTP port (both servers started on it here; requests hit either one)",
     "localhost_side_channel_across_hosts": "two hosts, a side channel on loopback",
     "deprecated_kv_config_keys": "0.10-era `kv_rank`, `kv_parallel_size`, `kv_ip`, `kv_buffer_size`",
     "recompute_hides_failures": "decode's `kv_load_failure_policy: recompute`",

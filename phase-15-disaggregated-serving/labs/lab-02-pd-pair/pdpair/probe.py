@@ -129,7 +129,7 @@ def counters(url: str) -> dict[str, float]:
     }
 
 
-ENVIRONMENT_FAILURE = re.compile(r"Available memory on node|not healthy within")
+ENVIRONMENT_FAILURE = re.compile(r"Available memory on node|not healthy within|uct_iface_open\(tcp/pdp")
 
 
 def _logs_of(spec) -> str:
@@ -272,8 +272,8 @@ def _run_row(impl, row: Row, refs: dict[str, list[int]], stack: contextlib.ExitS
         logs = _logs_of(spec)
         if ENVIRONMENT_FAILURE.search(text + "\n" + logs):
             # the shared machine, not the row: say so instead of recording a vLLM outcome
-            return {**out, "outcome": None, "cannot_run": "not recorded: the shared machine ran out of memory "
-                    "or time at start-up; re-run this row (make matrix MATRIX_ARGS='--only ...')"}  # fmt: skip
+            return {**out, "outcome": None, "cannot_run": "not recorded: the shared machine failed the start-up (memory, "
+                    "deadline or a vanishing network device); re-run this row (make matrix MATRIX_ARGS='--only ...')"}  # fmt: skip
         head = text.splitlines()[0]
         out["outcome"] = "refuses_to_start"
         out["evidence"] = [head] + log_evidence(text + "\n" + logs, limit=6)

@@ -95,6 +95,8 @@ BAD_PAIRS = {
     "deprecated_kv_config_keys": [("prefill", {"kv_transfer_extra": {"kv_ip": "10.0.0.1"}})],
     # the matrix: 32/64 passed the handshake and returned wrong tokens; 16/32 is the same ratio
     "block_size_mismatch": [("prefill", {"block_size": 16}), ("decode", {"block_size": 32})],
+    # kv_connector/factory.py: each name is its own class with its own protocol; NIXL's handshake needs NIXL
+    "connector_mismatch": [("decode", {"connector": "LMCacheConnectorV1", "kv_connector_module_path": None})],
     "head_size_mismatch": [("decode", {"shape": replace(TINY, head_dim=128)})],
     "tp_not_divisible": [("prefill", {"tensor_parallel_size": 2}), ("decode", {"tensor_parallel_size": 3})],
 }  # fmt: skip

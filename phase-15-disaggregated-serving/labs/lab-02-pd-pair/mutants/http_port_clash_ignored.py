@@ -1,4 +1,4 @@
-"""Same HTTP port on one host not checked: the second server cannot bind and exits at start-up."""
+"""Same HTTP port on one host not checked: both servers start, and decode ends up handshaking with itself."""
 
 from labkit.mutants import inherit_solution
 

@@ -1356,7 +1356,9 @@ def test_export_held_rejects_what_it_cannot_hold(impl):
 
 
 @task5
-@settings(max_examples=20, deadline=None)
+# Derandomized: the same 20 interleavings every run, so a grade never depends on the draw (400 random
+# ones passed on the solution when this was written); no example database shared with mutant runs.
+@settings(max_examples=20, deadline=None, derandomize=True, database=None)
 @given(data=st.data(), num_engines=st.integers(2, 3))
 def test_random_interleavings_keep_every_promise(impl, data, num_engines):
     """export_held / pull / release / expiry / steps in any order on 2-3 engines: no block both free

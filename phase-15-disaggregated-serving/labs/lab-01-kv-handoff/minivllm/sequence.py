@@ -1,4 +1,4 @@
-"""SamplingParams and Request: a request's tokens, progress, blocks and its own random generator."""
+"""SamplingParams and Request: a request's tokens, progress, blocks and its own random stream."""
 
 from __future__ import annotations
 
@@ -10,17 +10,26 @@ import torch
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """``temperature == 0`` is greedy; otherwise sample from the ``top_k`` best logits (0 = all) with a
-    torch.Generator seeded by ``seed``. The request finishes after ``max_tokens`` output tokens."""
+    """``temperature == 0`` is greedy; otherwise sample from the ``top_k`` best logits (0 = all), with
+    randomness keyed by ``seed``. The request finishes after ``max_tokens`` output tokens.
+
+    ``rng`` says where that randomness lives (minivllm/sampler.py): ``"stateful"`` (the default), a
+    per-request torch.Generator seeded by ``seed`` whose state advances with every draw (vLLM's V1
+    model runner); ``"counter"``, no generator at all: each draw's noise is a pure function of
+    (``seed``, position, token id) (vLLM's V2 model runner). Anything else raises ValueError.
+    """
 
     temperature: float = 0.0
     top_k: int = 0
     max_tokens: int = 8
     seed: int = 0
+    rng: str = "stateful"
 
     def __post_init__(self):
         if self.temperature < 0 or self.top_k < 0 or self.max_tokens < 1:
             raise ValueError(f"invalid sampling params {self}")
+        if self.rng not in ("stateful", "counter"):
+            raise ValueError(f"rng must be 'stateful' or 'counter', got {self.rng!r}")
 
 
 class RequestStatus(enum.Enum):
@@ -44,7 +53,10 @@ class Request:
         self.prompt_token_ids = list(prompt_token_ids)
         self.output_token_ids = list(output_token_ids or [])
         self.sampling_params = sampling_params
-        self.generator = torch.Generator().manual_seed(sampling_params.seed)
+        # The random stream's state: a generator for rng="stateful", None for rng="counter" (none exists).
+        self.generator: torch.Generator | None = (
+            torch.Generator().manual_seed(sampling_params.seed) if sampling_params.rng == "stateful" else None
+        )
         self.num_computed_tokens = 0
         self.block_table: list[int] = []
         self.status = RequestStatus.WAITING

@@ -2,6 +2,7 @@
 
     python calibrate_profile.py                    # captures/cpu-2core -> lab-03 profiles/cpu-llama-200m/
     python calibrate_profile.py --capture DIR --out DIR
+    python calibrate_profile.py --joins [--capture DIR]   # what a request joining decode costs, measured
 
 The profile says how long one vLLM step of ``models/llama-200m`` takes on one pinned core:
 step_ms = fixed + per decode sequence x decode batch + per prompt token x prefill tokens + per attention
@@ -21,6 +22,12 @@ setups named below, so run 2 and the other statistics of run 1 stay a check (lab
 3. request overhead: ``colocated`` run 1's short-prompt TTFT p50 minus the twin's with no overhead.
 4. KV handoff latency: ``pd-all`` run 1's median (TTFT - prefill hop) of short prompts minus the twin's
    with no latency (this is the decode hop, NIXL's pull and the relay together, on one host).
+
+``--joins`` measures the join step (the step in which a new request joins the running decode batch)
+instead of fitting: on every instance that streams answers, each step is classified by what joined in it
+(nothing; a handed-off request, whose KV was pulled and whose last prompt token decode computes; a
+locally prefilled short prompt, whose whole prefill rides the step) and the median step time of each
+class is printed beside the profile's prediction for the same step.
 
 Why from the capture and not a fresh measurement: this machine is shared (other vLLM servers run on
 the same 2 cores while it is used), so a step-time sweep today measures the neighbours; the capture
@@ -66,6 +73,61 @@ def steps_of(records, instance: str) -> list[tuple[float, float, int, int]]:
             ends.append([t, 0, 0])
         ends[-1][2 if first else 1] += 1
     return [(a[0], b[0], b[1], b[2]) for a, b in zip(ends, ends[1:], strict=False)]
+
+
+def join_classes(records, instance: str) -> dict[str, list[float]]:
+    """The instance's step times (ms) grouped by who joined in the step: "none", "handed-off" (only
+    handed-off requests' first tokens), "local" (exactly one locally prefilled or colocated short
+    prompt's first token, nothing else joining), "other" (anything else: several, or a long prompt)."""
+    tokens = sorted(
+        (t, (r.kind, r.mode) if i == 0 else None)
+        for r in records
+        if r.ok and r.instance == instance
+        for i, t in enumerate(r.arrivals_s)
+    )  # fmt: skip
+    ends: list[list] = []  # [end_s, joined]
+    for t, joined in tokens:
+        if not ends or t - ends[-1][0] > STEP_CLUSTER_S:
+            ends.append([t, []])
+        if joined:
+            ends[-1][1].append(joined)
+    out: dict[str, list[float]] = {"none": [], "handed-off": [], "local": [], "other": []}
+    for a, b in zip(ends, ends[1:], strict=False):
+        joined = b[1]
+        if not joined:
+            key = "none"
+        elif all(k == "short" and m == "disaggregated" for k, m in joined):
+            key = "handed-off"
+        elif len(joined) == 1 and joined[0][0] == "short":
+            key = "local"
+        else:
+            key = "other"
+        out[key].append((b[0] - a[0]) * 1e3)
+    return out
+
+
+def report_joins(capture: Path, profile_path: Path) -> None:
+    """Print the measured join steps of every decoding instance of every setup and run, and the profile's."""
+    from fleetsim.profile import load_profile  # noqa: PLC0415
+
+    manifest, runs = load_capture(capture)
+    short = manifest["workload"]["short_prompt_tokens"]
+    prof = load_profile(profile_path)
+    streams = manifest["workload"]["streams"]
+    print(f"join steps in {capture} (median ms, steps; a step = a cluster of token arrivals)")
+    print(f"  profile {prof.name}, {streams - 1} decodes: plain step {prof.step_ms(0, 0, streams - 1, 0):.1f}, "
+          f"handed-off join {prof.step_ms(1, chunk_pairs(short - 1, 1), streams - 1, 0, 1):.1f}, "
+          f"local {short}-token prefill + join {prof.step_ms(short, chunk_pairs(0, short), streams - 1, 0, 1):.1f}")  # fmt: skip
+    for (setup, run), records in sorted(runs.items()):
+        for inst in sorted({r.instance for r in records if r.ok} - {"prefill"}):
+            classes = join_classes(records, inst)
+            total = sum(len(v) for v in classes.values())
+            cells = [
+                f"{k} {_pct(v, 50):6.1f} ({len(v)}, {100 * len(v) / total:.1f}%)"
+                for k, v in classes.items()
+                if v
+            ]
+            print(f"  {setup:18s} run {run} {inst:10s} " + "  ".join(cells))
 
 
 def lstsq(rows: list[list[float]], ys: list[float]) -> list[float]:
@@ -221,7 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--capture", type=Path, default=CAPTURE_DIR)
     p.add_argument("--out", type=Path, default=OUT_DIR)
+    p.add_argument("--joins", action="store_true", help="measure the join steps instead of fitting")
     args = p.parse_args(argv)
+    if args.joins:
+        report_joins(args.capture.resolve(), args.out)
+        return 0
     profile, info = calibrate(args.capture.resolve())
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "profile.json").write_text(profile.to_json())

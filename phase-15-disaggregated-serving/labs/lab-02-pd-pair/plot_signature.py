@@ -5,6 +5,9 @@
     python plot_signature.py --spikes                # also list every colocated stall and its culprit
 
 Needs the plot extra (matplotlib). No vLLM: it only reads captures/ (see pdpair/capture.py).
+It also prints lab-03's twin (fleetsim, the calibrated CPU profile) beside the measurement: each
+setup's figures, and each P/D setup's ITL p99 cut and TTFT toll against the capture's own chunked
+colocated baseline (``--twin-seeds 0`` skips it).
 Plots: the ITL tail (share of gaps >= x, log-log) per setup and run with p50/p99/p99.9 marked; TTFT
 distributions with each run's median (steady streams and long prompts);
 one instance's decode gaps over time with the long prompts' arrivals marked.
@@ -17,14 +20,14 @@ import sys
 from pathlib import Path
 
 LAB = Path(__file__).resolve().parent
-sys.path[:0] = [str(LAB), str(LAB.parents[2])]  # pdpair, and labkit at the repository root
+sys.path[:0] = [str(LAB), str(LAB.parents[2]), str(LAB.parent / "lab-03-disagg-economics")]  # + fleetsim
 
 from pdpair.capture import CAPTURE_DIR, SPIKE_S, attribute_spikes, load_capture, timings, toll_parts  # noqa: E402
 
 from labkit import impl as labimpl  # noqa: E402
 
 COLORS = {"colocated": "tab:red", "colocated-chunk64": "tab:orange", "pd-all": "tab:purple",
-          "pd-conditional": "tab:green"}  # fmt: skip
+          "pd-conditional": "tab:green", "pd-planned": "tab:blue"}  # fmt: skip
 COLS = ["ttft_p50_ms", "long_ttft_p50_ms", "itl_p50_ms", "itl_p99_ms", "itl_p999_ms", "itl_max_ms",
         "gaps_over_250ms_pct", "short_tokens_per_s", "failed"]  # fmt: skip
 
@@ -215,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(LAB / "out" / "plots"))
     ap.add_argument("--spikes", action="store_true", help="list each stall and the long prompt behind it")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument(
+        "--twin-seeds", type=int, default=8, help="seeds of lab-03's twin beside each setup (0: none)"
+    )
     args = ap.parse_args(argv)
     impl = labimpl.load_module(labimpl.impl_path_for(LAB))
     manifest, runs = load_capture(Path(args.capture))
@@ -231,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     print_signatures(impl, manifest, runs)
     print("\nthe TTFT toll, taken apart (proxy's Server-Timing + decode's NIXL counters):")
     print_toll(manifest, runs)
+    if args.twin_seeds > 0:
+        from fleetsim.replay import print_twin_table, twin_table  # noqa: PLC0415 - lab-03's twin
+
+        print("\nthe twin beside the measurement (lab-03 fleetsim, calibrated CPU profile; ms):")
+        print_twin_table(twin_table(manifest, runs, seeds=args.twin_seeds), args.twin_seeds)
     if args.spikes:
         print("\nstalls and their causes:")
         print_spikes(manifest, runs)

@@ -3,6 +3,8 @@ manifest (needs the vllm tier; `make record`: 1530 s = 25.5 min on 2 cores with 
 
     python record_signature.py                          # all setups, 2 runs, 120 s each -> captures/cpu-2core
     python record_signature.py --duration 10 --runs 1 --out out/smoke       # a quick look
+    python record_signature.py --setups colocated-chunk64,pd-planned --out captures/cpu-2core/planned
+                                                        # a setup against its baseline, one session
     python record_signature.py --device cuda --model /models/Llama-3.1-8B-Instruct --weights as_is \\
         --out captures/my-2gpu                          # one GPU per instance: GPU 0 and GPU 1
 
@@ -15,6 +17,9 @@ through the lab's proxy with YOUR ``PDProxyPolicy``:
   colocated-chunk64  the same with --max-num-batched-tokens 64: each prefill spread over many decode steps
   pd-all             prefill instance (core 0) + decode instance (core 1), NIXL; every request handed off
   pd-conditional     the same pair; prompts of <= --local-prefill-max tokens prefilled on decode itself
+  pd-planned         pd-conditional with decode's step budget cut to --planned-decode-budget tokens
+                     (--max-num-batched-tokens): a local prefill is spread over two decode steps, the
+                     plan lab-03's twin (twin_rules.py) found for the lab's ITL p99 / TTFT goal
 
 Models run compiled (no --enforce-eager). After the runs it prints each setup's figures and the
 signature (YOUR task-5 ``signature``) of each P/D setup against each colocated one.
@@ -69,18 +74,22 @@ SETUPS = {
     "colocated-chunk64": "2 single-core instances, no connector, proxy round-robin; --max-num-batched-tokens 64",
     "pd-all": "prefill instance + decode instance (NIXL), every request handed off",
     "pd-conditional": "prefill instance + decode instance (NIXL), prompts <= {local_max} tokens prefilled on decode",
+    "pd-planned": "prefill instance + decode instance (NIXL), prompts <= {local_max} tokens prefilled on decode, "
+    "decode --max-num-batched-tokens {decode_budget}",
 }
+LOCAL_PREFILL = ("pd-conditional", "pd-planned")
 WARMUP_S = 8.0
 NIXL_METRICS = ("vllm:nixl_xfer_time_seconds_count", "vllm:nixl_xfer_time_seconds_sum",
                 "vllm:nixl_bytes_transferred_sum")  # fmt: skip
 
 
-def setup_spec(spec, setup: str):
-    """This setup's change to the prepared spec: the chunk budget of colocated-chunk64."""
-    if setup == "colocated-chunk64":
-        for side in ("prefill", "decode"):
-            extra = [*getattr(spec, side).extra_args, "--max-num-batched-tokens", "64"]
-            spec = with_side(spec, side, extra_args=extra)
+def setup_spec(spec, setup: str, decode_budget: int = 24):
+    """This setup's change to the prepared spec: the chunk budget of colocated-chunk64 (both instances),
+    pd-planned's budget of the decode instance (``decode_budget`` tokens per step)."""
+    budgets = {"colocated-chunk64": {"prefill": 64, "decode": 64}, "pd-planned": {"decode": decode_budget}}
+    for side, budget in budgets.get(setup, {}).items():
+        extra = [*getattr(spec, side).extra_args, "--max-num-batched-tokens", str(budget)]
+        spec = with_side(spec, side, extra_args=extra)
     return spec
 
 
@@ -114,7 +123,7 @@ def record_one(impl, spec, setup: str, cfg: WorkloadConfig, local_max: int, log_
         plans = [plans["prefill"], plans["decode"]]
         labels = {plans[0].url: "prefill", plans[1].url: "decode"}
         policy = impl.PDProxyPolicy([plans[0].url], [plans[1].url],
-                                    local_prefill_max_tokens=local_max if setup == "pd-conditional" else 0)  # fmt: skip
+                                    local_prefill_max_tokens=local_max if setup in LOCAL_PREFILL else 0)  # fmt: skip
     started: list = []
     try:
         start_all(plans, log_dir, started=started)
@@ -159,6 +168,11 @@ def record_one(impl, spec, setup: str, cfg: WorkloadConfig, local_max: int, log_
     }
 
 
+def _loadavg() -> list[float]:
+    """The machine's 1/5/15-minute load averages: how busy the cores were around a run (others' work)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def _nixl(plans) -> dict[str, float]:
     """Decode's NIXL counters (0 on a colocated instance: it has no connector)."""
     text = get_text(plans[-1].url + "/metrics")
@@ -184,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--long-every", type=float, default=6.0)
     ap.add_argument("--long-prompt", type=int, default=1500)
     ap.add_argument("--local-prefill-max", type=int, default=256)
+    ap.add_argument("--planned-decode-budget", type=int, default=24,
+                    help="pd-planned: decode's --max-num-batched-tokens (lab-03's twin_rules.py picks it)")  # fmt: skip
     ap.add_argument("--out", default=str(CAPTURE_DIR), help="capture folder (its old files are replaced)")
     args = ap.parse_args(argv)
     setups = [s for s in args.setups.split(",") if s]
@@ -207,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(base, seed=run)  # the same prompts for every setup of this run
         for setup in setups:
             t = time.monotonic()
-            rec = record_one(impl, setup_spec(spec, setup), setup, cfg, args.local_prefill_max,
-                             DEFAULT_LOG_DIR)  # fmt: skip
+            load_before = _loadavg()
+            rec = record_one(impl, setup_spec(spec, setup, args.planned_decode_budget), setup, cfg,
+                             args.local_prefill_max, DEFAULT_LOG_DIR)  # fmt: skip
+            rec["loadavg_1_5_15"] = {"before": load_before, "after": _loadavg()}
             write_records(capture_file(out, setup, run), rec.pop("records"))
             stats = summarize(read_records(capture_file(out, setup, run)), cfg.duration_s)
             results[setup][str(run)] = {**stats, **rec, "wall_s": round(time.monotonic() - t, 1)}
@@ -242,8 +260,12 @@ def main(argv: list[str] | None = None) -> int:
             "after start-up); client and proxy are unpinned processes on the same machine"
         ),
         "workload": {**dataclasses.asdict(base), "seed": "= run number", "warmup_s": WARMUP_S},
-        "setups": {s: SETUPS[s].format(local_max=args.local_prefill_max) for s in setups},
+        "setups": {
+            s: SETUPS[s].format(local_max=args.local_prefill_max, decode_budget=args.planned_decode_budget)
+            for s in setups
+        },
         "local_prefill_max_tokens": args.local_prefill_max,
+        "planned_decode_budget": args.planned_decode_budget,
         "runs": runs,
         "results": results,
     }

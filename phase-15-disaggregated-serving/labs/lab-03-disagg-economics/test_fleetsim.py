@@ -178,3 +178,25 @@ def test_queue_limit_sends_short_prompts_remote_only_while_prefill_is_idle():
     assert c.mode == "local", "prefill busy: the short prompt stays on decode"
     with pytest.raises(ValueError, match="remote_queue_limit"):
         Fleet(prefill=1, decode=1, remote_queue_limit=1)
+
+
+def test_dynamo_rule_keeps_long_prompts_local_while_the_prefill_queue_is_full():
+    fleet = Fleet(prefill=1, decode=1, threshold=100, max_prefill_queue=1)
+    a, b, c = simulate(
+        fleet, FLAT, [Arrival(0, 400, 3), Arrival(0.001, 400, 3), Arrival(0.002, 50, 3)]
+    ).records()
+    assert a.mode == "disaggregated", "queue empty: a long prompt goes remote"
+    assert b.mode == "local", "queue full (1 >= 1): the long prompt is prefilled on decode"
+    assert c.mode == "local", "short prompts stay local as before"
+    with pytest.raises(ValueError, match="max_prefill_queue"):
+        Fleet(colocated=1, max_prefill_queue=1)
+
+
+def test_decode_budget_chunks_local_prefills_on_decode_only():
+    fleet = Fleet(prefill=1, decode=1, threshold=100, decode_budget=10)
+    local, remote = simulate(fleet, FLAT, [Arrival(0, 25, 2), Arrival(0, 400, 2)]).records()
+    # 25 prompt tokens in chunks of 10, 10, 5 on decode (20, 20, 15 ms): first token at 55 ms
+    assert local.mode == "local" and local.arrivals_s[0] == pytest.approx(0.055)
+    assert remote.prefill_ms == pytest.approx(410.0), "the prefill instance keeps the whole budget"
+    with pytest.raises(ValueError, match="decode_budget"):
+        Fleet(colocated=1, decode_budget=8)

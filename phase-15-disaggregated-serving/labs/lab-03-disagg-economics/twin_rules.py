@@ -4,9 +4,13 @@
 
 Runs lab-02's signature workload (the capture's manifest) on the calibrated CPU profile for the
 chunked colocated baseline and for P/D rules a real router can apply: all prompts remote, the length
-threshold (lab-02 task 4's local_prefill_max_tokens), and the threshold with a prefill-queue limit
-(a short prompt goes remote while the prefill instance holds fewer than N requests); each at the
-capture's answer length and at 2x and 4x longer answers. It prints, per rule, ITL p99 as a cut against
+threshold (lab-02 task 4's local_prefill_max_tokens), the threshold with a prefill-queue limit in
+either direction (a short prompt goes remote while the prefill instance holds fewer than N requests;
+or Dynamo's rule, a long prompt goes remote only while the prefill queue holds fewer than N,
+ai-dynamo/dynamo examples/llm/components/disagg_router.py), and one engine setting a router does not
+own: decode's own token budget (--max-num-batched-tokens), which cuts a local prefill into chunks
+over two decode steps (lab-02's ``pd-planned``); each at the capture's answer length and at 2x and 4x
+longer answers. It prints, per rule, ITL p99 as a cut against
 the chunked baseline (x lower) and the short-prompt TTFT p50 toll (%), medians over --seeds, and
 whether the lab's goal (ITL p99 at least 2.5x lower, toll at most +25%) is met.
 These are predictions of the twin, not measurements: test_twin.py states how far the twin is from
@@ -35,7 +39,13 @@ RULES = [
     Fleet(prefill=1, decode=1, threshold=256),
     Fleet(prefill=1, decode=1, threshold=256, remote_queue_limit=1),
     Fleet(prefill=1, decode=1, threshold=256, remote_queue_limit=2),
+    Fleet(prefill=1, decode=1, threshold=256, max_prefill_queue=1),
+    Fleet(prefill=1, decode=1, threshold=256, max_prefill_queue=2),
+    Fleet(prefill=1, decode=1, threshold=256, decode_budget=24),  # lab-02's pd-planned
+    Fleet(prefill=1, decode=1, threshold=256, decode_budget=32),
+    Fleet(prefill=1, decode=1, threshold=256, remote_queue_limit=1, decode_budget=24),
 ]
+PLANNED = Fleet(prefill=1, decode=1, threshold=256, decode_budget=24)
 GOAL_CUT, GOAL_TOLL = 2.5, 0.25
 
 
@@ -69,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             m = run(fleet, streams, args.seeds, duration)
             cut, toll = base["itl_p99_ms"] / m["itl_p99_ms"], m["ttft_p50_ms"] / base["ttft_p50_ms"] - 1
             goal = "goal met" if cut >= GOAL_CUT and toll <= GOAL_TOLL else ""
-            print(f"  {fleet.name:45s} ITL p99 {m['itl_p99_ms']:6.1f} ms (x{cut:.2f} lower)  "
+            print(f"  {fleet.name:62s} ITL p99 {m['itl_p99_ms']:6.1f} ms (x{cut:.2f} lower)  "
                   f"TTFT p50 {m['ttft_p50_ms']:7.1f} ms ({toll:+.0%})  {goal}")  # fmt: skip
     return 0
 

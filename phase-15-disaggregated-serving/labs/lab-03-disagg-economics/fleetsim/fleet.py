@@ -6,6 +6,13 @@
 - ``Fleet(prefill=1, decode=1, threshold=256)``: prompts of <= 256 tokens are prefilled on a decode
   instance itself, longer ones handed off (lab-02 task 4's ``prefill_remotely``; ``pd-conditional``).
   With ``remote_queue_limit=1`` a short prompt also goes remote while the prefill instance is idle.
+- ``Fleet(prefill=1, decode=1, threshold=256, max_prefill_queue=2)``: Dynamo's conditional rule - a
+  prompt goes remote only if it is longer than the threshold AND the prefill queue holds fewer than 2
+  requests; otherwise decode prefills it (ai-dynamo/dynamo ``examples/llm/components/disagg_router.py``,
+  ``PyDisaggregatedRouter.prefill_remote``: prefill length vs ``max_local_prefill_length`` and queue
+  size vs ``max_prefill_queue_size``).
+- ``decode_budget=24``: the decode instances' own ``max_num_batched_tokens`` (a local prefill is then
+  chunked over decode steps), while the prefill instances keep ``budget``.
 Routing (``round-robin`` or ``least-loaded``: fewest waiting + running requests, lowest index on a tie)
 picks a colocated or prefill instance when a request arrives and a decode instance when it needs one
 (arrival for local prefills, KV handoff for remote ones).
@@ -49,7 +56,11 @@ class Fleet:
     # P/D with a threshold: a prompt <= threshold still goes remote while the least-loaded prefill
     # instance holds fewer than this many requests (a queue-aware rule, as Dynamo's router weighs it)
     remote_queue_limit: int | None = None
+    # Dynamo's rule: a prompt goes remote only while the least-loaded prefill instance holds fewer than
+    # this many requests; otherwise it is prefilled on decode, however long
+    max_prefill_queue: int | None = None
     budget: int | None = None  # max_num_batched_tokens of every instance; None: the profile's default
+    decode_budget: int | None = None  # P/D only: the decode instances' own budget (None: ``budget``)
     routing: str = "round-robin"
     link_gbps: float | None = -1.0  # -1: the profile's link
     link_latency_ms: float | None = None  # None: the profile's
@@ -65,6 +76,12 @@ class Fleet:
             raise ValueError("instances: need colocated >= 1, or decode >= 1 with prefill >= 1")
         if self.colocated and self.threshold is not None:
             raise ValueError("threshold: only a P/D fleet has a conditional threshold")
+        if self.decode_budget is not None and (self.colocated or self.decode_budget < 1):
+            raise ValueError(
+                "decode_budget: only a P/D fleet's decode instances have one, and it must be >= 1"
+            )
+        if self.max_prefill_queue is not None and (self.colocated or self.max_prefill_queue < 1):
+            raise ValueError("max_prefill_queue: only a P/D fleet has a prefill queue, and it must be >= 1")
         if self.remote_queue_limit is not None and (self.threshold is None or self.remote_queue_limit < 1):
             raise ValueError("remote_queue_limit: needs a threshold and must be >= 1")
 
@@ -77,6 +94,10 @@ class Fleet:
         rule = "all remote" if self.threshold is None else f"local <= {self.threshold}"
         if self.remote_queue_limit is not None:
             rule += f" unless prefill queue < {self.remote_queue_limit}"
+        if self.max_prefill_queue is not None:
+            rule += f", local while prefill queue >= {self.max_prefill_queue}"
+        if self.decode_budget is not None:
+            rule += f", decode chunk{self.decode_budget}"
         return f"P/D {self.prefill}:{self.decode} {rule}"
 
 
@@ -100,6 +121,20 @@ class SimResult:
         return out
 
 
+def prefill_locally(fleet: Fleet, prompt_tokens: int, front: list[Instance]) -> bool:
+    """A P/D fleet's routing rule for one arriving prompt: True = a decode instance prefills it itself.
+    ``front`` are the prefill instances; their queue is the least-loaded one's requests (waiting + running).
+    Example: threshold 256, max_prefill_queue 2, a 1500-token prompt while prefill holds 2 -> True."""
+    if not front:
+        return True
+    queue = min(p.load() for p in front)
+    if fleet.max_prefill_queue is not None and queue >= fleet.max_prefill_queue:
+        return True
+    if fleet.threshold is None or prompt_tokens > fleet.threshold:
+        return False
+    return not (fleet.remote_queue_limit is not None and queue < fleet.remote_queue_limit)
+
+
 class _Router:
     def __init__(self, instances: list[Instance], policy: str) -> None:
         self.instances, self.policy, self.rr = instances, policy, itertools.cycle(instances)
@@ -117,7 +152,11 @@ def simulate(fleet: Fleet, profile, arrivals: list[Arrival] | None = None, strea
     jitter (the same seed, fleet and workload give the same result)."""
     if arrivals is None and streams is None:
         raise ValueError("workload: give arrivals, streams, or both")
-    mk = lambda name, role: Instance(name, profile, role, fleet.budget, seed=seed)  # noqa: E731
+
+    def mk(name: str, role: str) -> Instance:
+        budget = fleet.decode_budget if role == "decode" and fleet.decode_budget is not None else fleet.budget
+        return Instance(name, profile, role, budget, seed=seed)
+
     if fleet.colocated:
         front = [mk(f"instance-{i}", "both") for i in range(fleet.colocated)]
         decoders: list[Instance] = []
@@ -175,10 +214,7 @@ def simulate(fleet: Fleet, profile, arrivals: list[Arrival] | None = None, strea
             req = obj
             if fleet.colocated:
                 req.mode, inst = "colocated", front_router.pick()
-            elif fleet.threshold is not None and (req.prompt_tokens <= fleet.threshold or not front) and not (
-                front and fleet.remote_queue_limit is not None
-                and min(p.load() for p in front) < fleet.remote_queue_limit
-            ):  # fmt: skip
+            elif prefill_locally(fleet, req.prompt_tokens, front):
                 req.mode, inst = "local", decode_router.pick()
             else:
                 req.mode, inst = "disaggregated", front_router.pick()

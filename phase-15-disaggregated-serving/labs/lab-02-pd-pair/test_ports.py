@@ -1,7 +1,9 @@
 """Ungraded: the runner's ports (pdpair.procs / pdpair.runner), not student work.
 
-CPU: ports are picked outside the kernel's ephemeral range; a start-up whose log says a port is taken
-fails in seconds (not at the 300 s deadline) and is retried on fresh ports. ``vllm`` tier: another process
+CPU: ports are picked outside the kernel's ephemeral range; a port a plan needs (HTTP, NIXL side channel
+with vLLM's data-parallel offset) that is taken before start-up is found before anything starts, naming
+its owner; a start-up whose log says a port is taken fails in seconds (not at the 300 s deadline); both
+are retried on fresh ports. ``vllm`` tier: another process
 holds the NIXL side-channel port the runner chose, and the real pair still comes up on new ports; what
 vLLM 0.32 itself does with a taken side-channel port (never healthy, never exits) is asserted here.
 These tests load solution.py themselves: they check the plumbing, whatever LAB_IMPL grades.
@@ -42,6 +44,18 @@ def _listener(port: int, host: str = "127.0.0.1") -> socket.socket:
 def _fake_plan(name: str, port: int) -> LaunchPlan:
     argv = [sys.executable, "-m", "pdpair.fakes", "--role", "decode", "--port", str(port)]
     return LaunchPlan(name=name, argv=argv, env={}, url=f"http://127.0.0.1:{port}")
+
+
+def _hold_port(port: int) -> subprocess.Popen:
+    """Another process listening on 127.0.0.1:port until stopped."""
+    code = (
+        "import socket, sys, time\n"
+        f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen()\n"
+        "print('held', flush=True); time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
 
 
 # ------------------------------------------------------------------------------------------------ CPU
@@ -85,6 +99,69 @@ def test_taken_port_is_read_from_a_log_line(line, port):
     assert taken_port_in("INFO all good\n") is None
 
 
+KV_CONFIG = '{"kv_connector": "NixlConnector", "kv_role": "kv_producer"}'
+
+
+def _nixl_plan(name: str, port: int, side_channel_port: int, *extra: str) -> LaunchPlan:
+    argv = [sys.executable, "-m", "pdpair.fakes", "--role", "decode", "--port", str(port),
+            "--kv-transfer-config", KV_CONFIG, *extra]  # fmt: skip
+    env = {"VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1", "VLLM_NIXL_SIDE_CHANNEL_PORT": str(side_channel_port)}
+    return LaunchPlan(name=name, argv=argv, env=env, url=f"http://127.0.0.1:{port}")
+
+
+def test_plan_ports_are_http_and_the_side_channel_per_data_parallel_rank():
+    http, sc = pick_port(), pick_port()
+    assert procs.plan_ports(_fake_plan("decode", http)) == [("http", "127.0.0.1", http)]
+    assert procs.plan_ports(_nixl_plan("prefill", http, sc)) == [
+        ("http", "127.0.0.1", http),
+        ("nixl side channel", "127.0.0.1", sc),
+    ]
+    two = procs.plan_ports(_nixl_plan("prefill", http, sc, "--data-parallel-size", "2"))
+    assert [p for _, _, p in two] == [http, sc, sc + 1]
+    ranked = procs.plan_ports(
+        _nixl_plan("prefill", http, sc, "--data-parallel-size=4", "--data-parallel-rank=3")
+    )
+    assert [p for _, _, p in ranked] == [http, sc + 3]
+    solution = load_module(LAB / "solution.py")
+    spec = with_fresh_ports(load_pair_spec(LAB / "pair.cpu.yaml"))
+    plans = solution.launch_plans(spec, python=sys.executable)
+    assert procs.plan_ports(plans["prefill"]) == [
+        ("http", spec.prefill.host, spec.prefill.port),
+        ("nixl side channel", spec.prefill.side_channel_host, spec.prefill.side_channel_port),
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra, offset", [((), 0), (("--data-parallel-size", "2"), 1)], ids=["dp1", "dp2-rank1"]
+)
+def test_a_taken_side_channel_port_is_found_before_starting_and_names_its_owner(extra, offset):
+    """vLLM would load the model first and then wait forever on the bind: here nothing is started."""
+    http, sc = pick_port(), pick_port()
+    holder = _hold_port(sc + offset)
+    started: list = []
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(PortTakenError) as err:
+            start_all([_nixl_plan("prefill", http, sc, *extra)], LOG_DIR, timeout_s=60, started=started)
+        assert time.monotonic() - t0 < 2 and started == [], "found before anything started"
+    finally:
+        procs.stop_processes([holder])
+    assert err.value.port == sc + offset and err.value.instance_name == "prefill"
+    msg = str(err.value)
+    assert f"nixl side channel port 127.0.0.1:{sc + offset} is taken" in msg
+    assert f"by pid {holder.pid} (" in msg, msg
+
+
+def test_port_owner_names_the_listening_process():
+    port = pick_port()
+    holder = _hold_port(port)
+    try:
+        assert procs.port_owner(port).startswith(f"pid {holder.pid} (")
+    finally:
+        procs.stop_processes([holder])
+    assert procs.port_owner(port) is None
+
+
 def test_a_server_that_hangs_on_a_taken_port_fails_in_seconds():
     """Like vLLM's NIXL listener: a thread dies on the bind, the process stays up and never healthy."""
     port = pick_port()
@@ -104,7 +181,7 @@ def test_a_server_that_hangs_on_a_taken_port_fails_in_seconds():
     with _listener(port):
         try:
             with pytest.raises(PortTakenError) as err:
-                start_all([plan], LOG_DIR, timeout_s=60, started=started)
+                start_all([plan], LOG_DIR, timeout_s=60, started=started, check_ports=False)
             assert started[0].exited() is None, "the server must still be running: only the log tells"
         finally:
             stop_all(started)
@@ -167,18 +244,6 @@ def solution():
     return load_module(LAB / "solution.py")
 
 
-def _hold_port(port: int) -> subprocess.Popen:
-    """Another process listening on 127.0.0.1:port until stopped."""
-    code = (
-        "import socket, sys, time\n"
-        f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen()\n"
-        "print('held', flush=True); time.sleep(600)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
-    return proc
-
-
 @pytest.mark.vllm
 def test_vllm_on_a_taken_side_channel_port_never_turns_healthy_and_never_exits(solution):
     """What vLLM 0.32 does (base_scheduler.py: the listener thread dies at bind, ready_event.wait()
@@ -190,7 +255,7 @@ def test_vllm_on_a_taken_side_channel_port_never_turns_healthy_and_never_exits(s
     try:
         t0 = time.monotonic()
         with pytest.raises(PortTakenError) as err:
-            start_all([plan], LOG_DIR, timeout_s=STARTUP_S, started=started)
+            start_all([plan], LOG_DIR, timeout_s=STARTUP_S, started=started, check_ports=False)
         detected_s = time.monotonic() - t0
         inst = started[0]
         assert err.value.port == spec.prefill.side_channel_port
@@ -208,6 +273,8 @@ def test_vllm_on_a_taken_side_channel_port_never_turns_healthy_and_never_exits(s
 
 @pytest.mark.vllm
 def test_pair_recovers_when_its_side_channel_port_is_taken(solution):
+    """The runner finds the taken port before starting anything (``check_ports_free``) and starts on
+    fresh ports: one start-up, not a wasted one plus a retry."""
     spec = prepare_spec(load_pair_spec(LAB / "pair.cpu.yaml"))
     taken = spec.prefill.side_channel_port
     holder = _hold_port(taken)
@@ -225,6 +292,6 @@ def test_pair_recovers_when_its_side_channel_port_is_taken(solution):
                                          headers={"Content-Type": "application/json"})  # fmt: skip
             with urllib.request.urlopen(req, timeout=60) as resp:
                 assert resp.status == 200 and resp.headers.get("X-PD-Mode") == "disaggregated"
-        print(f"pair up on fresh ports {up_s:.1f} s after start (one failed try included)")
+        print(f"pair up on fresh ports {up_s:.1f} s after start (the taken port found before starting)")
     finally:
         procs.stop_processes([holder])

@@ -8,7 +8,9 @@ outbound connection (a browser, a package install), and vLLM's NIXL side-channel
 with ``ZMQError: Address already in use`` while the server never turns healthy. ``pick_port`` therefore
 chooses a random port OUTSIDE that range (``PORT_FLOOR`` up to the range, or above it), which only an
 explicit ``bind`` can take, and checks it is free now. Another program may still bind it first; so
-``start_all`` watches each log for ``address already in use`` and raises ``PortTakenError`` within a
+``start_all`` probes every port a plan will listen on just before starting it (``check_ports_free``:
+the HTTP port and the side channel with vLLM's data-parallel offset, naming the owner when /proc
+tells), and then watches each log for ``address already in use`` and raises ``PortTakenError`` within a
 poll (about half a second) instead of waiting out the deadline, and ``pdpair.runner`` retries on new
 ports a bounded number of times. The proxy (``ProxyThread``, ``python -m pdpair.proxy --port 0``) and
 the fakes bind port 0 and keep it open while they serve, so nothing can take theirs.
@@ -180,6 +182,96 @@ def taken_port_in(text: str) -> tuple[str, int | None] | None:
                 return line.strip(), int(m.group(1) or m.group(2))
             first = first or (line.strip(), None)
     return first
+
+
+def _argv_value(argv: Sequence[str], *names: str) -> str | None:
+    """The value of the last ``--name value`` / ``--name=value`` in ``argv`` for any of ``names``."""
+    found = None
+    for i, arg in enumerate(argv):
+        for name in names:
+            if arg == name and i + 1 < len(argv):
+                found = argv[i + 1]
+            elif arg.startswith(name + "="):
+                found = arg.split("=", 1)[1]
+    return found
+
+
+def plan_ports(plan: LaunchPlan) -> list[tuple[str, str, int]]:
+    """Every ``(what, host, port)`` the server of ``plan`` will listen on, as vLLM 0.32 computes them.
+
+    ``http``: host and port of ``plan.url``. ``nixl side channel`` (only when argv has a
+    ``--kv-transfer-config`` naming a Nixl connector): ``VLLM_NIXL_SIDE_CHANNEL_HOST`` (default
+    ``localhost``) and ``VLLM_NIXL_SIDE_CHANNEL_PORT`` (default 5600) from the plan's env, else this
+    process's, plus the data-parallel index of each rank the server runs (``nixl/base_scheduler.py``:
+    ``side_channel_port = VLLM_NIXL_SIDE_CHANNEL_PORT + data_parallel_index``): ``--data-parallel-rank R``
+    -> R; otherwise ``--data-parallel-start-rank`` (0) up to ``--data-parallel-size-local`` or
+    ``--data-parallel-size`` (1) ranks. Example: url ``http://127.0.0.1:8100``, side channel 5600,
+    ``--data-parallel-size 2`` -> ``[("http", "127.0.0.1", 8100), ("nixl side channel", "127.0.0.1",
+    5600), ("nixl side channel", "127.0.0.1", 5601)]`` (a side-channel host of 127.0.0.1 assumed)."""
+    host, _, port = plan.url.split("://", 1)[-1].rstrip("/").rpartition(":")
+    ports = [("http", host.strip("[]"), int(port))]
+    kv = _argv_value(plan.argv, "--kv-transfer-config", "--kv_transfer_config") or ""
+    if "Nixl" not in kv:
+        return ports
+    env = {**os.environ, **plan.env}
+    sc_host = env.get("VLLM_NIXL_SIDE_CHANNEL_HOST", "localhost")
+    base = int(env.get("VLLM_NIXL_SIDE_CHANNEL_PORT", "5600"))
+    rank = _argv_value(plan.argv, "--data-parallel-rank", "-dpr")
+    if rank is not None:
+        ranks = [int(rank)]
+    else:
+        start = int(_argv_value(plan.argv, "--data-parallel-start-rank", "-dpsr") or 0)
+        size = _argv_value(plan.argv, "--data-parallel-size-local", "-dpl")
+        size = size or _argv_value(plan.argv, "--data-parallel-size", "-dp") or 1
+        ranks = list(range(start, start + int(size)))
+    return ports + [("nixl side channel", sc_host, base + r) for r in ranks]
+
+
+def port_owner(port: int, proc_root: Path = Path("/proc")) -> str | None:
+    """Who holds local TCP ``port`` in this network namespace: ``"pid 1234 (python3)"``, or None when
+    nobody does or the owner cannot be read (another user's process without root, no /proc).
+    A listening socket is preferred over a connected one."""
+    inodes: list[tuple[bool, str]] = []
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (proc_root / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port and fields[9] != "0":
+                inodes.append((fields[3] != "0A", fields[9]))  # 0A = LISTEN sorts first
+    for _, inode in sorted(inodes):
+        target = f"socket:[{inode}]"
+        for pid in filter(str.isdigit, os.listdir(proc_root)):
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(proc_root / pid / "fd"):
+                    with contextlib.suppress(OSError):
+                        if os.readlink(proc_root / pid / "fd" / fd) == target:
+                            comm = (proc_root / pid / "comm").read_text().strip()
+                            return f"pid {pid} ({comm})"
+    return None
+
+
+def check_ports_free(plans: Sequence[LaunchPlan]) -> None:
+    """Raise ``PortTakenError`` naming the plan, the port and its owner (``port_owner``) if a port a plan
+    will listen on (``plan_ports``) cannot be bound now; else return. Run before anything starts: vLLM
+    binds its NIXL side channel only after loading the model and waits for that bind forever
+    (``nixl/base_scheduler.py``, ``ready_event.wait()`` with no timeout), so a taken side-channel port
+    would otherwise cost a whole start-up. Only other processes' ports count: two plans sharing a port
+    are a spec hazard (``find_hazards``) and the compatibility matrix records what vLLM does with them.
+    A host that is not an address of this network namespace (prefill on another ``pdpair.hosts`` host)
+    cannot be probed from here and passes (``port_is_free``)."""
+    for plan in plans:
+        for what, host, port in plan_ports(plan):
+            if not port_is_free(port, host):
+                owner = port_owner(port)
+                raise PortTakenError(
+                    f"{plan.name}: its {what} port {host}:{port} is taken"
+                    f"{' by ' + owner if owner else ''}, found before starting it",
+                    plan.name,
+                    port,
+                )
 
 
 # --------------------------------------------------------------------------------------- /proc helpers
@@ -367,14 +459,19 @@ def start_all(
     log_dir: Path,
     timeout_s: float = STARTUP_TIMEOUT_S,
     started: list | None = None,
+    check_ports: bool = True,
 ) -> list[Instance]:
     """Start every plan at once and wait until all are healthy, then re-pin each to its cores.
 
     Every Instance is appended to ``started`` as soon as it exists, so the caller can always stop them.
     Raises StartupError (with each server's log tail) if one exits or the deadline passes, and its
-    subclass PortTakenError as soon as a log says a port is taken (the caller may retry on new ports).
+    subclass PortTakenError before starting anything when a port a plan needs is taken now
+    (``check_ports_free``; ``check_ports=False`` skips that) and as soon as a log says a port is taken
+    (the caller may retry on new ports).
     """
     started = [] if started is None else started
+    if check_ports:
+        check_ports_free(plans)
     stamp = time.strftime("%H%M%S")
     for plan in plans:
         inst = Instance(plan, Path(log_dir) / f"{plan.name}-{stamp}-{plan.url.rsplit(':', 1)[-1]}.log",

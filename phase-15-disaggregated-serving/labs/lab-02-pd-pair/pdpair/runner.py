@@ -25,8 +25,9 @@ What it does, in order (each step has a deadline; nothing is left running):
    ``pdpair.nixl_cpu``), waits for ``/health`` with a deadline (a server that dies or times out raises
    with the tail of each server's log), re-pins every thread of each instance to its core (vLLM's NIXL
    worker moves its compute thread to the last core), and puts the proxy in front (``ProxyThread``).
-   A log that says a port is taken stops the start-up at once (``PortTakenError``); both servers are
-   stopped and started again on fresh ports (``with_fresh_ports``), at most ``PORT_RETRIES`` times.
+   A port found taken just before starting (``pdpair.procs.check_ports_free``) or in a log stops the
+   start-up at once (``PortTakenError``); both servers are stopped and started again on fresh ports
+   (``with_fresh_ports``), at most ``PORT_RETRIES`` times.
 3. On exit, always: SIGTERM to each process group it created, SIGKILL after a deadline.
 
 ``run_colocated`` starts the baseline the same way: your prefill launch plan without

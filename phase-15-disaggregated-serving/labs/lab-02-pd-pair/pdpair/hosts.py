@@ -24,9 +24,17 @@ UCX may pick shared memory between two processes of one machine and the bytes ne
 In pull mode decode reads the KV from prefill, so the KV flows prefill -> decode: ``shape`` sets the
 queueing discipline on prefill's end (its egress).
 
-Needs Linux, ``ip`` and ``tc`` (iproute2) and CAP_NET_ADMIN (root). ``unavailable()`` says what is
-missing (tests skip with that reason); rootless user namespaces are not used. Namespaces of runs that
-died without cleaning up (SIGKILL) are deleted by the next ``two_hosts()`` (``sweep_stale``).
+Needs Linux, ``ip`` and ``tc`` (iproute2) and CAP_NET_ADMIN: root, or rootless where unprivileged user
+namespaces are allowed, by running the whole program inside one (``rootless_argv``)::
+
+    python -m pdpair.hosts rootless -- .venv/bin/python -m pytest .../test_two_hosts.py
+
+There the program is root of a new user namespace with its own network and mount namespaces (``unshare
+--user --map-root-user --net --mount``), a private tmpfs on ``/run`` (for ``ip netns``) and its loopback
+up; "this namespace" above is then that private one, so the machine's interfaces are out of reach by
+construction. ``unavailable()`` says what is missing (tests skip with that reason), and names the rootless
+command where it would work. Namespaces of runs that died without cleaning up (SIGKILL) are deleted by
+the next ``two_hosts()`` (``sweep_stale``).
 """
 
 from __future__ import annotations
@@ -86,10 +94,46 @@ def unavailable() -> str | None:
         )
     probe = f"{NS_PREFIX}probe-{os.getpid()}"
     made = _run("ip", "netns", "add", probe, check=False)
-    if made.returncode != 0:
-        return (f"two hosts need root (CAP_NET_ADMIN) to create network namespaces: `ip netns add` said "
-                f"{made.stderr.strip()!r}")  # fmt: skip
-    _run("ip", "netns", "del", probe, check=False)
+    if made.returncode == 0:
+        _run("ip", "netns", "del", probe, check=False)
+        return None
+    need = (f"two hosts need CAP_NET_ADMIN to create network namespaces (uid {os.geteuid()}): `ip netns add` "
+            f"said {made.stderr.strip()!r}")  # fmt: skip
+    rootless = rootless_unavailable()
+    if rootless is None:
+        return (f"{need}; unprivileged user namespaces work here: run as root, or rootless as "
+                f"`python -m pdpair.hosts rootless -- <your command>`")  # fmt: skip
+    return f"{need}; run as root (rootless mode is not possible here: {rootless})"
+
+
+ROOTLESS_SETUP = 'mount -t tmpfs pdpair-run /run && ip link set lo up && exec "$@"'  # run by sh, argv after
+
+
+def rootless_argv(argv: list[str]) -> list[str]:
+    """``argv`` as it must run to make two hosts without root: as root of a new user namespace with new
+    network and mount namespaces, a tmpfs on ``/run`` (``ip netns add`` writes ``/run/netns``) and
+    loopback up. Example: ``rootless_argv(["python", "x.py"])`` -> ``["unshare", "--user",
+    "--map-root-user", "--net", "--mount", "sh", "-c", ROOTLESS_SETUP, "sh", "python", "x.py"]``.
+    The script is this module's constant; ``argv`` is passed as arguments, never parsed by the shell."""
+    return ["unshare", "--user", "--map-root-user", "--net", "--mount", "sh", "-c", ROOTLESS_SETUP, "sh",
+            *argv]  # fmt: skip
+
+
+def rootless_unavailable() -> str | None:
+    """Why ``rootless_argv`` cannot work on this machine (naming what is missing), or None if it can:
+    ``unshare`` must exist and an unprivileged user namespace be allowed to create a namespace, a link
+    and a tbf qdisc. Tried for real, as the current user, in a throw-away namespace."""
+    if shutil.which("unshare") is None:
+        return "`unshare` (util-linux) not found on PATH"
+    check = ("ip netns add pdpair-rootless-probe && ip link add pdprl0 type veth peer name pdprl1 && "
+             "tc qdisc add dev pdprl0 root tbf rate 10mbit burst 32kb latency 100ms")  # fmt: skip
+    proc = subprocess.run(
+        rootless_argv(["sh", "-c", check]), capture_output=True, text=True, timeout=CMD_TIMEOUT_S
+    )
+    if proc.returncode != 0:
+        return (f"an unprivileged user namespace cannot make them (`unshare --user --map-root-user --net "
+                f"--mount` then ip/tc said {proc.stderr.strip()[-300:]!r}; see user.max_user_namespaces and, on "
+                f"Debian/Ubuntu, kernel.unprivileged_userns_clone / apparmor_restrict_unprivileged_userns)")  # fmt: skip
     return None
 
 
@@ -298,3 +342,25 @@ def on_two_hosts(spec: PairSpec, hosts: TwoHosts) -> PairSpec:
         spec = with_side(spec, side, host=addr, side_channel_host=addr, port=pick_port(addr),
                          side_channel_port=pick_port(addr), env=env)  # fmt: skip
     return spec
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pdpair.hosts rootless -- CMD ...``: run CMD where two hosts can be made without root."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m pdpair.hosts", description=main.__doc__)
+    parser.add_argument("mode", choices=["rootless"])
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- and the command to run")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give the command to run after --")
+    why = rootless_unavailable()
+    if why is not None:
+        print(f"pdpair.hosts: rootless mode is not possible here: {why}", file=sys.stderr)
+        return 2
+    return subprocess.call(rootless_argv(command))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

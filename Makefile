@@ -56,7 +56,7 @@ test:
 	$(PY) -m pytest
 
 test-vllm:
-	LAB_REQUIRE_VLLM=1 $(PY) -m pytest $(LABS)/lab-02-pd-pair -m vllm
+	LAB_REQUIRE_VLLM=1 PDPAIR_LONG_DRILLS=1 $(PY) -m pytest $(LABS)/lab-02-pd-pair -m vllm
 
 test-dynamo:
 	LAB_REQUIRE_DYNAMO=1 $(PY) -m pytest $(LABS)/lab-02-pd-pair/test_dynamo.py -m dynamo -s

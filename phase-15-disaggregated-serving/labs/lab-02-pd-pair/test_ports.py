@@ -152,6 +152,25 @@ def test_a_taken_side_channel_port_is_found_before_starting_and_names_its_owner(
     assert f"by pid {holder.pid} (" in msg, msg
 
 
+def test_a_port_left_in_time_wait_by_a_stopped_server_is_not_taken():
+    """The colocated baseline and then the pair reuse one spec's ports (demo.py): the first server's
+    connections linger in TIME_WAIT after it stops, which a server's SO_REUSEADDR bind ignores (Linux:
+    when the lingering socket's listener had SO_REUSEADDR too, as uvicorn's has)."""
+    port = pick_port()
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's listener does
+    server.bind(("127.0.0.1", port))
+    server.listen()
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    conn.close()  # the server side closes first: its end of the connection goes to TIME_WAIT
+    client.close()
+    server.close()
+    time.sleep(0.2)
+    assert not procs.port_is_free(port), "TIME_WAIT blocks a plain bind"
+    procs.check_ports_free([_fake_plan("prefill", port)])  # no PortTakenError
+
+
 def test_port_owner_names_the_listening_process():
     port = pick_port()
     holder = _hold_port(port)

@@ -125,13 +125,17 @@ def ephemeral_range(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
     return low, high
 
 
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True if ``host:port`` can be bound now (TCP, no SO_REUSEADDR: stricter than a server's bind).
+def port_is_free(port: int, host: str = "127.0.0.1", reuse_addr: bool = False) -> bool:
+    """True if ``host:port`` can be bound now (TCP). Without SO_REUSEADDR (the default) this is stricter
+    than a server's bind: a port with connections in TIME_WAIT counts as taken. ``reuse_addr=True`` binds
+    as uvicorn and zmq do (SO_REUSEADDR): only a listener or a live connection on the port takes it.
 
     A ``host`` this network namespace does not have (another "host" of ``pdpair.hosts``) cannot be
     checked from here: that is reported free."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
+        if reuse_addr:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as err:
@@ -261,10 +265,11 @@ def check_ports_free(plans: Sequence[LaunchPlan]) -> None:
     would otherwise cost a whole start-up. Only other processes' ports count: two plans sharing a port
     are a spec hazard (``find_hazards``) and the compatibility matrix records what vLLM does with them.
     A host that is not an address of this network namespace (prefill on another ``pdpair.hosts`` host)
-    cannot be probed from here and passes (``port_is_free``)."""
+    cannot be probed from here and passes (``port_is_free``). The probe binds with SO_REUSEADDR, as
+    vLLM's servers do, so the TIME_WAIT connections of a server just stopped on that port do not count."""
     for plan in plans:
         for what, host, port in plan_ports(plan):
-            if not port_is_free(port, host):
+            if not port_is_free(port, host, reuse_addr=True):  # as the server will bind it
                 owner = port_owner(port)
                 raise PortTakenError(
                     f"{plan.name}: its {what} port {host}:{port} is taken"

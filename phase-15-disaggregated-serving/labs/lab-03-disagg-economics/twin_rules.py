@@ -41,6 +41,7 @@ RULES = [
     Fleet(prefill=1, decode=1, threshold=256, remote_queue_limit=2),
     Fleet(prefill=1, decode=1, threshold=256, max_prefill_queue=1),
     Fleet(prefill=1, decode=1, threshold=256, max_prefill_queue=2),
+    Fleet(prefill=1, decode=1, max_prefill_queue=3),  # lab-02 task 4's max_prefill_inflight=3, no threshold
     Fleet(prefill=1, decode=1, threshold=256, decode_budget=24),  # lab-02's pd-planned
     Fleet(prefill=1, decode=1, threshold=256, decode_budget=32),
     Fleet(prefill=1, decode=1, threshold=256, remote_queue_limit=1, decode_budget=24),

@@ -29,6 +29,7 @@ import aiohttp
 import pytest
 from pdpair import hosts as hostmod
 from pdpair.client import metric_sum, stream_request
+from pdpair.proxy import ProxyConfig
 from pdpair.runner import get_text, prepare_spec, run_pair
 from pdpair.spec import load_pair_spec, with_side
 
@@ -41,6 +42,10 @@ REASON = hostmod.unavailable()
 if REASON is not None and os.environ.get("PDPAIR_REQUIRE_HOSTS") == "1":  # CI: must run, not skip
     pytest.fail(f"PDPAIR_REQUIRE_HOSTS=1 but {REASON}", pytrace=False)
 needs_hosts = pytest.mark.skipif(REASON is not None, reason=str(REASON))
+needs_long_drills = pytest.mark.skipif(  # > 60 s each: `make test-vllm` runs them, `make test` does not
+    os.environ.get("PDPAIR_LONG_DRILLS") != "1",
+    reason="a drill of over a minute: PDPAIR_LONG_DRILLS=1 runs it",
+)
 KV_BYTES_PER_TOKEN = 8 * 2 * 4 * 64 * 2  # the tiny Llama: 8 layers, K and V, 4 KV heads, head_dim 64, bf16
 BLOCK = 32
 STARTUP_S = 900.0  # the runner deadline: on a machine shared by many jobs a start-up took 5+ min
@@ -111,6 +116,98 @@ def test_link_carries_bytes_at_the_shaped_rate_and_is_deleted():
     assert hostmod.our_namespaces() == [] or all(
         not n.startswith(f"pdpair-{os.getpid()}-") for n in hostmod.our_namespaces()
     )
+
+
+@needs_hosts
+def test_a_delay_without_netem_names_the_module_and_changes_nothing():
+    """This machine's kernel has no ``sch_netem`` (``tc`` says "Specified qdisc kind is unknown"): a
+    delay must fail with a message naming the module, and leave the rate shaping as it was."""
+    with hostmod.two_hosts() as hosts:
+        hosts.shape(rate_mbit=40)
+        if hosts.netem_missing() is None:  # a kernel with netem: the delay is set
+            hosts.shape(rate_mbit=40, delay_ms=5)
+            assert "netem" in hosts.qdisc() and "delay 5ms" in hosts.qdisc()
+            return
+        with pytest.raises(hostmod.HostsError, match="sch_netem"):
+            hosts.shape(delay_ms=5)
+        assert "rate 40Mbit" in hosts.qdisc() and hosts.rate_mbit == 40 and hosts.delay_ms is None
+
+
+def _as_nobody(fn) -> object:
+    """``fn()``'s JSON-able result, computed in a forked child that dropped to uid/gid 65534 (nobody)."""
+    import json
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no exec (this machine's Python lives under /root, unreadable to nobody)
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.chdir("/")
+            out = json.dumps({"ok": fn()})
+        except BaseException as err:  # noqa: BLE001 - carried back to the test
+            out = json.dumps({"error": repr(err)})
+        os.write(w, out.encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        data = json.loads(f.read())
+    os.waitpid(pid, 0)
+    assert "error" not in data, data
+    return data["ok"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or REASON is not None, reason="needs root to become nobody")
+def test_without_root_the_reason_names_what_is_missing_and_the_rootless_command():
+    why, rootless = _as_nobody(lambda: [hostmod.unavailable(), hostmod.rootless_unavailable()])
+    assert why is not None and "CAP_NET_ADMIN" in why and "uid 65534" in why, why
+    if rootless is None:  # this machine: unprivileged user namespaces may make namespaces, links, tbf
+        assert "python -m pdpair.hosts rootless --" in why, why
+    else:
+        assert "rootless mode is not possible here" in why and rootless in why, why
+
+
+_ROOTLESS_SCRIPT = (
+    "import json, socket, subprocess, sys, time\n"
+    f"sys.path.insert(0, {str(LAB)!r})\n"
+    "from pdpair import hosts as h\n"
+    "assert h.unavailable() is None, h.unavailable()\n"
+    "with h.two_hosts() as t:\n"
+    "    srv = subprocess.Popen(t.exec_prefix() + [sys.executable, '-c', 'import socket\\n"
+    "s = socket.socket(); s.bind((\"' + t.prefill_addr + '\", 24999)); s.listen(); print(1, flush=True)\\n"
+    'while True:\\n    c, _ = s.accept(); c.sendall(b"x" * 2000000); c.close()\'], stdout=subprocess.PIPE)\n'
+    "    srv.stdout.readline()\n"
+    "    t.shape(rate_mbit=20)\n"
+    "    t0 = time.monotonic()\n"
+    "    with socket.create_connection((t.prefill_addr, 24999), timeout=10) as c:\n"
+    "        n = 0\n"
+    "        while (b := c.recv(1 << 20)):\n"
+    "            n += len(b)\n"
+    "    took = time.monotonic() - t0\n"
+    "    srv.kill(); srv.wait()\n"
+    "    made = t.namespace\n"
+    "print(json.dumps({'bytes': n, 'took_s': took, 'left': h.our_namespaces(), 'made': made}))\n"
+)
+
+
+@needs_hosts
+def test_two_hosts_inside_a_user_namespace():
+    """The rootless path (``rootless_argv``): the same module, run as root of a new user namespace (as
+    this user; on this machine unprivileged users may do the same, see the test above), makes the
+    link, shapes it and deletes it, and the machine's own namespace list never sees it."""
+    import json
+
+    before = hostmod.our_namespaces()
+    out = subprocess.run(hostmod.rootless_argv([sys.executable, "-c", _ROOTLESS_SCRIPT]), capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    want = (2_000_000 - 256 * 1024) * 8 / 20e6  # tbf lets its 256 KiB bucket through at once
+    assert seen["bytes"] == 2_000_000 and 0.8 < seen["took_s"] / want < 1.3, seen
+    assert seen["left"] == [] and seen["made"].startswith("pdpair-")
+    assert hostmod.our_namespaces() == before, "nothing was made in the machine's own namespaces"
 
 
 @needs_hosts
@@ -193,7 +290,7 @@ def base():
     return prepare_spec(load_pair_spec(LAB / "pair.cpu.yaml"))
 
 
-def _pair_on_hosts(solution, spec, **side_changes):
+def _pair_on_hosts(solution, spec, proxy_config=None, **side_changes):
     """A context: two hosts, the pair on them (prefill changed by ``side_changes``), yields (hosts, pair)."""
     import contextlib
 
@@ -203,9 +300,8 @@ def _pair_on_hosts(solution, spec, **side_changes):
             spec2 = hostmod.on_two_hosts(spec, hosts)
             if side_changes:
                 spec2 = with_side(spec2, "prefill", **side_changes)
-            with run_pair(
-                solution, spec2, log_dir=LOG_DIR, wrap_plan=hosts.wrap_plan, startup_timeout_s=STARTUP_S
-            ) as pair:
+            with run_pair(solution, spec2, log_dir=LOG_DIR, wrap_plan=hosts.wrap_plan,
+                          startup_timeout_s=STARTUP_S, proxy_config=proxy_config) as pair:  # fmt: skip
                 yield hosts, pair
         assert not _ns_exists(hosts.namespace)
 
@@ -240,7 +336,10 @@ def test_localhost_side_channel_across_hosts(solution, base):
 @pytest.fixture(scope="class")
 def fail_pair(solution, base):
     """Two hosts and the pair on them (decode's policy ``fail``), shared by the slow-link and cut drills."""
-    with _pair_on_hosts(solution, base) as (hosts, pair):
+    # decode may stay silent past the proxy's default 60 s while a long cut lasts: the client must see
+    # what vLLM does, not the proxy's timeout
+    cfg = ProxyConfig(prefill_timeout_s=60.0, decode_timeout_s=150.0)
+    with _pair_on_hosts(solution, base, proxy_config=cfg) as (hosts, pair):
         _send(pair.proxy.url, _body(pair.model, _prompt(64)))  # warm-up: the handshake
         yield hosts, pair
 
@@ -284,11 +383,41 @@ class TestFailPair:
         hosts, pair = fail_pair
         assert_cut_survived(cut_drill(hosts, pair, "fail"))
 
+    @pytest.mark.vllm
+    @pytest.mark.slow
+    @needs_long_drills
+    @needs_hosts
+    def test_link_cut_longer_than_the_lease(self, fail_pair):
+        """The link cut for ``LONG_CUT_S`` (past the 30 s KV lease, ``kv_lease_duration``'s default in
+        ``nixl/base_scheduler.py``) mid-transfer. Recorded here (README, "Two hosts on one machine"):
+        decode's heartbeats cannot reach prefill, so prefill's lease runs out during the cut and it logs
+        ``Releasing expired KV blocks`` (``nixl/base_worker.py``, ``_reap_expired_send_leases``): the
+        blocks go back to its free pool. Decode knows nothing of it: its read resumes when the link is
+        back, completes (no failed transfer, the client gets HTTP 200 and its tokens), and prefill then
+        logs ``Potentially invalid KV blocks ... may have expired`` (``nixl/pull_worker.py``,
+        ``_get_new_notifs``). On an idle prefill nothing had reused the freed blocks, so the output was
+        still the colocated one; under load another request could take them first (not drilled)."""
+        hosts, pair = fail_pair
+        p_log0 = len(pair.prefill.log_text())
+        seen = cut_drill(hosts, pair, "fail", cut_s=LONG_CUT_S)
+        p_log = pair.prefill.log_text()[p_log0:]
+        seen |= {"prefill_released_expired": p_log.count("Releasing expired KV blocks"),
+                 "prefill_read_after_expiry": p_log.count("Potentially invalid KV blocks"),
+                 "healthy": pair.prefill.healthy() and pair.decode.healthy()}  # fmt: skip
+        print(f"long cut: {seen}")
+        want = {"status": 200, "tokens": 4, "error": None, "mode": "disaggregated", "nixl_num_failed_transfers": 0,
+                "nixl_xfer_time_seconds_count": 1, "nixl_bytes_transferred_sum": 60 * BLOCK * KV_BYTES_PER_TOKEN,
+                "prefill_released_expired": 1, "prefill_read_after_expiry": 1, "healthy": True}  # fmt: skip
+        got = {k: seen[k] for k in want}
+        assert got == want, f"a {LONG_CUT_S:.0f} s cut mid-transfer:\n want {want}\n got  {got}"
+        assert seen["took_s"] >= LONG_CUT_S, "the request waited out the cut"
 
-def cut_drill(hosts, pair, policy: str) -> dict:
+
+def cut_drill(hosts, pair, policy: str, cut_s: float | None = None) -> dict:
     """Cut the link 0.5 s after decode takes a 1900-token prompt's handoff at 30 Mbit/s (60 blocks,
-    15.7 MB: ~4.2 s of transfer), keep it cut ``CUT_S``, restore it; returns what the client, decode and
-    prefill showed."""
+    15.7 MB: ~4.2 s of transfer), keep it cut ``cut_s`` (default ``CUT_S``), restore it; returns what the
+    client, decode and prefill showed."""
+    cut_s = CUT_S if cut_s is None else cut_s
     model, d, p = pair.model, pair.decode.url, pair.prefill.url
     hosts.shape(rate_mbit=30)
     before = {k: _metric(d, k) for k in DECODE_COUNTERS} | {k: _metric(p, k) for k in PREFILL_COUNTERS}
@@ -308,7 +437,7 @@ def cut_drill(hosts, pair, policy: str) -> dict:
         time.sleep(0.05)
     time.sleep(0.5)
     hosts.cut()
-    time.sleep(CUT_S)
+    time.sleep(cut_s)
     hosts.restore()
     t.join(200)
     time.sleep(2.0)
@@ -317,7 +446,7 @@ def cut_drill(hosts, pair, policy: str) -> dict:
     seen = {"status": res.status, "tokens": len(_ids(res)), "error": res.error, "took_s": round(took, 1),
             "mode": res.headers.get("X-PD-Mode"), "fallback": res.headers.get("X-PD-Fallback-Reason"),
             **{k.removeprefix("vllm:"): after[k] - before[k] for k in after}}  # fmt: skip
-    print(f"cut {CUT_S:.0f} s mid-transfer ({policy}): {seen}")
+    print(f"cut {cut_s:.0f} s mid-transfer ({policy}): {seen}")
     hosts.shape()
     reference, _ = _send(p, _body(model, prompt))  # prefill alone, a plain request: the colocated answer
     seen["same_as_colocated"] = _ids(res) == _ids(reference) and len(_ids(reference)) == 4
@@ -340,8 +469,9 @@ DECODE_COUNTERS = (
     "vllm:nixl_xfer_time_seconds_count",
     "vllm:nixl_bytes_transferred_sum",
 )
-PREFILL_COUNTERS = ("vllm:nixl_num_kv_expired_reqs",)
+PREFILL_COUNTERS = ("vllm:nixl_num_kv_expired_reqs", "vllm:nixl_num_notifications_after_expiry")
 CUT_S = 10.0
+LONG_CUT_S = 40.0  # > the 30 s lease plus one 5 s heartbeat interval
 
 
 @pytest.mark.vllm

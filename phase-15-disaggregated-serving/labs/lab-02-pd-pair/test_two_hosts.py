@@ -3,14 +3,17 @@
 Without root, ``ip`` or ``tc`` every test here skips with ``pdpair.hosts.unavailable()``'s reason
 (``PDPAIR_REQUIRE_HOSTS=1`` makes that an error instead, for CI).
 CPU (root, no vLLM, seconds): the link is made, carries bytes at the shaped rate, and is ALWAYS deleted:
-after the block, after an exception, after Ctrl-C (SIGINT), SIGTERM, and (by the next run) SIGKILL.
+after the block, after an exception, after Ctrl-C (SIGINT), SIGTERM, and (by the next run) SIGKILL; a
+delay without the kernel's netem names the module; as ``nobody`` the skip reason names the rootless
+command, and the module works inside a user namespace (``rootless_argv``).
 ``vllm`` tier, a real pair on two hosts (solution.py's launch plans: these check vLLM and the plumbing,
 not student work), each drill asserting what the recorded runs showed (README, "Two hosts on one machine"):
 
 - ``localhost_side_channel_across_hosts``: prefill advertises its side channel on 127.0.0.1; decode's
   handshake goes to ITS OWN loopback, where nothing listens;
 - the link slowed mid-run: the next transfers take bytes x 8 / rate, the outputs stay identical;
-- the link cut during a long prompt's transfer, under ``fail`` and under ``recompute``.
+- the link cut during a long prompt's transfer, under ``fail`` and under ``recompute``; and for 40 s,
+  past the KV lease (over a minute: ``PDPAIR_LONG_DRILLS=1``, set by ``make test-vllm``).
 """
 
 from __future__ import annotations

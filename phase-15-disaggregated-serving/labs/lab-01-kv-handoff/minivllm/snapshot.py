@@ -29,7 +29,8 @@ class RequestSnapshot:
     output_token_ids: tuple[int, ...]
     num_computed_tokens: int  # positions whose K/V is in ``kv``: every token but the last sampled one
     sampling_params: SamplingParams
-    generator_state: torch.Tensor  # torch.Generator.get_state() of the request's generator
+    generator_state: torch.Tensor | None  # torch.Generator.get_state() of the request's generator;
+    # None for rng="counter": that request has no generator, its seed (in sampling_params) is enough
     kv: torch.Tensor  # [num_computed_tokens, num_layers, 2, num_kv_heads, head_dim]: kv[p] = position p
     geometry: str  # geometry_fingerprint() of the engine that exported it
     snapshot_id: str = ""  # new_snapshot_id(): names this one handoff (a lease is keyed by it)

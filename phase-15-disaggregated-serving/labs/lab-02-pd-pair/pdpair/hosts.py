@@ -30,8 +30,8 @@ namespaces are allowed, by running the whole program inside one (``rootless_argv
     python -m pdpair.hosts rootless -- .venv/bin/python -m pytest .../test_two_hosts.py
 
 There the program is root of a new user namespace with its own network and mount namespaces (``unshare
---user --map-root-user --net --mount``), a private tmpfs on ``/run`` (for ``ip netns``) and its loopback
-up; "this namespace" above is then that private one, so the machine's interfaces are out of reach by
+--user --map-root-user --net --mount``), a private tmpfs on ``/run`` (for ``ip netns``), its own ``/sys``
+(for UCX) and its loopback up; "this namespace" above is then that private one, so the machine's interfaces are out of reach by
 construction. ``unavailable()`` says what is missing (tests skip with that reason), and names the rootless
 command where it would work. Namespaces of runs that died without cleaning up (SIGKILL) are deleted by
 the next ``two_hosts()`` (``sweep_stale``).
@@ -106,13 +106,17 @@ def unavailable() -> str | None:
     return f"{need}; run as root (rootless mode is not possible here: {rootless})"
 
 
-ROOTLESS_SETUP = 'mount -t tmpfs pdpair-run /run && ip link set lo up && exec "$@"'  # run by sh, argv after
+# run by sh, the command's argv after it; /sys remounted so that it shows this network namespace's links
+# (UCX finds the link's device there: with the machine's /sys it sees only lo and NIXL fails to start)
+ROOTLESS_SETUP = (
+    'mount -t tmpfs pdpair-run /run && mount -t sysfs pdpair-sys /sys && ip link set lo up && exec "$@"'
+)
 
 
 def rootless_argv(argv: list[str]) -> list[str]:
     """``argv`` as it must run to make two hosts without root: as root of a new user namespace with new
-    network and mount namespaces, a tmpfs on ``/run`` (``ip netns add`` writes ``/run/netns``) and
-    loopback up. Example: ``rootless_argv(["python", "x.py"])`` -> ``["unshare", "--user",
+    network and mount namespaces, a tmpfs on ``/run`` (``ip netns add`` writes ``/run/netns``), ``/sys``
+    of the new network namespace and loopback up. Example: ``rootless_argv(["python", "x.py"])`` -> ``["unshare", "--user",
     "--map-root-user", "--net", "--mount", "sh", "-c", ROOTLESS_SETUP, "sh", "python", "x.py"]``.
     The script is this module's constant; ``argv`` is passed as arguments, never parsed by the shell."""
     return ["unshare", "--user", "--map-root-user", "--net", "--mount", "sh", "-c", ROOTLESS_SETUP, "sh",

@@ -1,6 +1,7 @@
 """What a router can change on lab-02's CPU pair, as the twin predicts it (issue 15, item 6's search).
 
     python twin_rules.py [--seeds 8]
+    python twin_rules.py --speeds 0.7,1,2,5,10    # pd-conditional and pd-planned on a faster/slower machine
 
 Runs lab-02's signature workload (the capture's manifest) on the calibrated CPU profile for the
 chunked colocated baseline and for P/D rules a real router can apply: all prompts remote, the length
@@ -50,8 +51,18 @@ PLANNED = Fleet(prefill=1, decode=1, threshold=256, decode_budget=24)
 GOAL_CUT, GOAL_TOLL = 2.5, 0.25
 
 
-def run(fleet: Fleet, streams: Streams, seeds: int, duration: float) -> dict[str, float]:
-    profile = cpu_profile()
+STEP_COSTS = ("step_ms_fixed", "per_decode_seq_ms", "per_decode_context_ms", "per_prefill_token_ms",
+              "per_prefill_pair_ms", "per_prefill_token_sq_ms", "per_join_ms")  # fmt: skip
+
+
+def scaled(profile, speed: float):
+    """The profile on a machine whose every step takes ``speed`` times as long (client, proxy and
+    handoff costs unchanged). Example: speed 2 doubles every step."""
+    return dataclasses.replace(profile, **{k: getattr(profile, k) * speed for k in STEP_COSTS})
+
+
+def run(fleet: Fleet, streams: Streams, seeds: int, duration: float, profile=None) -> dict[str, float]:
+    profile = profile or cpu_profile()
     sims = [
         summarize(
             simulate(fleet, profile, streams=dataclasses.replace(streams, seed=s), seed=s).records(), duration
@@ -64,10 +75,24 @@ def run(fleet: Fleet, streams: Streams, seeds: int, duration: float) -> dict[str
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument(
+        "--speeds", default="", help="comma-separated step-cost factors: the cut on other machines"
+    )
     args = ap.parse_args(argv)
     manifest, _ = load_capture()
     base_streams = Streams.from_manifest(manifest["workload"])
     duration = base_streams.duration_s
+    if args.speeds:
+        for speed in (float(x) for x in args.speeds.split(",")):
+            prof = scaled(cpu_profile(), speed)
+            base = run(BASELINE, base_streams, args.seeds, duration, prof)
+            cells = []
+            for fleet in (RULES[1], PLANNED):
+                m = run(fleet, base_streams, args.seeds, duration, prof)
+                cells.append(f"{fleet.name}: x{base['itl_p99_ms'] / m['itl_p99_ms']:.2f}, "
+                             f"{m['ttft_p50_ms'] / base['ttft_p50_ms'] - 1:+.0%}")  # fmt: skip
+            print(f"step costs x{speed:g}: chunk64 ITL p99 {base['itl_p99_ms']:.0f} ms; " + "; ".join(cells))
+        return 0
     print(f"twin, CPU profile, lab-02 signature workload; medians of {args.seeds} seeds; goal: "
           f"ITL p99 >= {GOAL_CUT}x lower than chunked colocated, short TTFT p50 toll <= +{GOAL_TOLL:.0%}")  # fmt: skip
     for scale in (1, 2, 4):

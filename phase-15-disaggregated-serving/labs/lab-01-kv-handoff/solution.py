@@ -10,6 +10,9 @@ Five tasks (grade one with `pytest -m lab01_task2`):
 5. export_held, read_held, commit_held, release_held, release_expired, pull
                          the two-phase (pull-mode) handoff: the source holds the blocks under a lease
                          until the reader commits; abort or expiry gives the request back.
+6. import_prefix_aware   the destination reuses the prefix its cache holds; only the rest is shipped.
+7. import_with_load_errors, partial_recovery_cost
+                         a transfer that lost some blocks: keep the valid prefix, recompute the rest.
 8. counter_sample        per-request randomness with no state to carry: a draw keyed on (seed,
                          position), so a moved request needs nothing but its seed.
 
@@ -26,6 +29,9 @@ The engine (minivllm) is given. What you need from it:
 - ``request.epoch`` / ``engine.epochs[rid]``: how many times a request has moved, and the latest epoch
   it has been live at on this engine (the engine records it on admission).
 - ``engine.clock()`` and ``engine.leases`` (minivllm/lease.py): for task 5.
+- For task 6, an engine built with ``enable_prefix_caching=True``: ``engine.prefix_cache`` (``lookup``,
+  ``insert``, ``get``; minivllm/prefix_cache.py with ``full_block_hashes`` / ``hash_block_tokens``) and
+  the pool's reference counts (``block_pool.touch(ids)``, ``num_evictable(ids)``, ``ref_count(id)``).
 - ``request.generator`` is None for a request sampled with ``SamplingParams(rng="counter")``: it has no
   random state at all (task 8; ``Engine(..., counter_sampler=counter_sample)`` samples it).
 - ``apply_temperature_top_k`` and ``gumbel_noise`` (minivllm/sampler.py): for task 8.
@@ -33,6 +39,7 @@ The engine (minivllm) is given. What you need from it:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,6 +54,7 @@ from minivllm import (
     RequestSnapshot,
     RequestStatus,
     SnapshotError,
+    full_block_hashes,
     geometry_fingerprint,
     new_snapshot_id,
 )
@@ -55,14 +63,19 @@ from minivllm.sampler import apply_temperature_top_k, gumbel_noise
 __all__ = [
     "LeaseError",
     "OutOfBlocksError",
+    "PartialRecoveryCost",
+    "PrefixImport",
     "RecoveryCost",
     "SnapshotError",
     "commit_held",
     "counter_sample",
     "export_held",
     "export_request",
+    "import_prefix_aware",
     "import_request",
+    "import_with_load_errors",
     "migrate",
+    "partial_recovery_cost",
     "pull",
     "read_held",
     "readmit_by_recompute",
@@ -507,6 +520,202 @@ def pull(src: Engine, dst: Engine, snapshot_id: str) -> RequestSnapshot:
     import_request(dst, snapshot)  # on failure: dst unchanged, the lease still holds the blocks
     commit_held(src, snapshot_id)
     return snapshot
+    # END SOLUTION
+
+
+# ------------------------------------------------------------------ task 6: a prefix-aware import
+@dataclass(frozen=True)
+class PrefixImport:
+    reused_blocks: int  # destination blocks shared from its prefix cache: reference +1, nothing written
+    shipped_blocks: int  # destination blocks whose K/V came over the wire (the last may be partial)
+    shipped_bytes: int  # K/V bytes written: every computed position after the reused prefix
+
+
+def import_prefix_aware(engine: Engine, snapshot: RequestSnapshot) -> PrefixImport:
+    """``import_request``, but the destination reuses the K/V its prefix cache already holds and only
+    the rest crosses the wire; return what was reused and what was shipped.
+
+    Contract (everything ``import_request`` promises, plus):
+    - The lookup keys are the chained hashes (``hash_block_tokens`` / ``full_block_hashes``, in
+      ``engine.block_size`` blocks) of the FULL blocks of the snapshot's COMPUTED positions
+      (0..num_computed_tokens-1): a partial block is still being written, and the last sampled token
+      has no K/V yet. The hit is the run of cached blocks from block 0 to the first miss
+      (``engine.prefix_cache.lookup``). An engine without prefix caching (``engine.prefix_cache`` is
+      None) reuses nothing.
+    - Hit blocks are shared, not copied: ``engine.block_pool.touch`` adds a reference (a
+      free-but-cached hit leaves the free list), and they head the request's block table. The
+      request still costs ceil((num_computed_tokens + 1) / block_size) blocks in all; the ones not
+      hit are allocated fresh, and only positions after the hit are written into them (the snapshot's
+      K/V at hit positions is never read: a real pull does not even fetch it).
+    - Room: the fresh blocks AND the hit blocks that sit on the free list must fit in the free
+      blocks (``block_pool.num_evictable``). Otherwise OutOfBlocksError, before anything is touched.
+    - After admission, the full blocks written here are named in the prefix cache
+      (``engine.prefix_cache.insert``), so the next request with this prefix reuses them.
+    - Refused (SnapshotError, OutOfBlocksError): nothing changes at all, not even the free list's
+      order or the cache. Failing later (the copy, admission): the error is re-raised and every
+      reference taken is given back (the same free blocks and reference counts as before).
+    Example: 4-token blocks, 14 computed tokens, the destination caches the first 8: reused 2,
+    shipped 2 blocks (positions 8..13, 6 x kv_bytes_per_token bytes), 4 blocks in the table.
+    """
+    # BEGIN SOLUTION lab-01 task 6: look up the full computed blocks' chained hashes, share the hit, ship and write only the rest
+    validate_snapshot(engine, snapshot)
+    n, block_size = snapshot.num_computed_tokens, engine.block_size
+    pool, cache = engine.block_pool, engine.prefix_cache
+    tokens = (*snapshot.prompt_token_ids, *snapshot.output_token_ids)
+    hashes = full_block_hashes(tokens[:n], block_size)
+    hit = cache.lookup(hashes) if cache is not None else []
+    fresh = -(-(n + 1) // block_size) - len(hit)
+    if fresh + pool.num_evictable(hit) > pool.num_free:  # hits on the free list take free blocks too
+        raise OutOfBlocksError(fresh + pool.num_evictable(hit), pool.num_free)
+    pool.touch(hit)  # first: allocating could otherwise hand a free-but-cached hit out as a new block
+    block_ids = hit + pool.allocate(fresh)
+    try:
+        kv = engine.kv_cache.kv
+        for p in range(len(hit) * block_size, n):
+            kv[block_ids[p // block_size], p % block_size] = snapshot.kv[p]
+        request = Request(
+            snapshot.request_id,
+            list(snapshot.prompt_token_ids),
+            snapshot.sampling_params,
+            list(snapshot.output_token_ids),
+        )
+        if request.generator is not None:  # a counter-sampled request has none (task 8)
+            request.generator.set_state(snapshot.generator_state)
+        request.block_table = block_ids
+        request.num_computed_tokens = n
+        request.epoch = snapshot.epoch + 1
+        engine.admit_running(request)
+    except BaseException:
+        pool.free(block_ids)  # one reference each: the hits go back to their other holders (or the cache)
+        raise
+    for i in range(len(hit), len(hashes) if cache is not None else 0):  # name what was written: full blocks
+        cache.insert(hashes[i], block_ids[i])
+    return PrefixImport(
+        reused_blocks=len(hit),
+        shipped_blocks=-(-n // block_size) - len(hit),
+        shipped_bytes=(n - len(hit) * block_size) * engine.config.kv_bytes_per_token,
+    )
+    # END SOLUTION
+
+
+# ------------------------------------------------------------------ task 7: a partly failed transfer
+def import_with_load_errors(engine: Engine, snapshot: RequestSnapshot, failed_blocks: set[int]) -> int:
+    """Import ``snapshot`` when the transport reports that some blocks arrived corrupt: keep the valid
+    PREFIX of the K/V, recompute the rest; return how many positions will be recomputed.
+
+    ``failed_blocks`` are block indices in ``engine.block_size`` units (block i = positions
+    i*block_size .. (i+1)*block_size - 1 of the snapshot's K/V), as a transport's per-block checksum
+    would report them. The K/V in a failed block may hold anything, NaN included: it is never read
+    nor validated (everything else ``validate_snapshot`` checks still is).
+    - Nothing failed: exactly ``import_request``; returns 0.
+    - First failed block k > 0: the request is imported RUNNING with positions 0..k*block_size-1 kept
+      (written from the snapshot) and ``num_computed_tokens = k * block_size``: every block after the
+      first failed one is recomputed too, valid or not, since the engine's computed count is a prefix.
+      It claims the same ceil((num_computed_tokens + 1) / block_size) blocks as ``import_request`` and
+      is admitted through ``engine.admit_running``; its next step pushes the num_computed_tokens -
+      k*block_size dropped positions plus the usual decoded one through the model. Returns
+      num_computed_tokens - k*block_size.
+    - k == 0: nothing is kept: the request is readmitted by recompute (task 4); returns
+      num_computed_tokens.
+    - The request's epoch is snapshot.epoch + 1 and its random stream continues (as ``import_request``).
+    Refused, the engine unchanged: ValueError for a block index outside [0, ceil(num_computed_tokens /
+    block_size)); SnapshotError for what validation refuses; OutOfBlocksError when the blocks are not
+    free. A failure after allocation gives the blocks back and re-raises.
+    Example: 4-token blocks, 14 computed tokens, failed {1, 3}: keep positions 0..3, recompute 10;
+    the next step runs 11 tokens of this request.
+    """
+    # BEGIN SOLUTION lab-01 task 7: truncate at the FIRST failed block; write the prefix, admit with fewer computed tokens
+    n, block_size = snapshot.num_computed_tokens, engine.block_size
+    bad = sorted(b for b in failed_blocks if not (isinstance(b, int) and 0 <= b < -(-n // block_size)))
+    if bad:
+        raise ValueError(f"failed block indices {bad} outside [0, {-(-n // block_size)}) for {n} positions")
+    if not failed_blocks:
+        import_request(engine, snapshot)
+        return 0
+    keep = min(failed_blocks) * block_size
+    kv = snapshot.kv.clone() if isinstance(snapshot.kv, torch.Tensor) else snapshot.kv
+    if isinstance(kv, torch.Tensor) and kv.shape[:1] == (n,):
+        kv[keep:] = 0  # what is dropped is never checked: it may hold anything
+    validate_snapshot(engine, dataclasses.replace(snapshot, kv=kv))
+    if keep == 0:
+        readmit_by_recompute(engine, snapshot)
+        return n
+    block_ids = engine.block_pool.allocate(-(-(n + 1) // block_size))
+    try:
+        for p in range(keep):
+            engine.kv_cache.kv[block_ids[p // block_size], p % block_size] = snapshot.kv[p]
+        request = Request(
+            snapshot.request_id,
+            list(snapshot.prompt_token_ids),
+            snapshot.sampling_params,
+            list(snapshot.output_token_ids),
+        )
+        if request.generator is not None:  # a counter-sampled request has none (task 8)
+            request.generator.set_state(snapshot.generator_state)
+        request.block_table = block_ids
+        request.num_computed_tokens = keep
+        request.epoch = snapshot.epoch + 1
+        engine.admit_running(request)
+    except BaseException:
+        engine.block_pool.free(block_ids)
+        raise
+    return n - keep
+    # END SOLUTION
+
+
+@dataclass(frozen=True)
+class PartialRecoveryCost:
+    kept_tokens: int  # positions whose shipped K/V is kept: the prefix before the first failed block
+    ship_bytes: int  # K/V bytes of the kept prefix
+    recompute_tokens: int  # positions recomputed: the rest of the computed K/V
+    recompute_flops: int  # model FLOPs for them, counted as in recovery_cost
+    ship_s: float  # ship_bytes over the link
+    recompute_s: float  # recompute_flops at the compute rate
+    total_s: float  # ship_s + recompute_s
+
+
+def partial_recovery_cost(
+    snapshot: RequestSnapshot,
+    config: ModelConfig,
+    block_size: int,
+    failed_blocks: set[int],
+    link_gbps: float,
+    flops_per_s: float,
+) -> PartialRecoveryCost:
+    """What ``import_with_load_errors`` costs: ship the kept prefix, recompute the rest.
+
+    Priced with task 4's model (``recovery_cost``): the kept prefix (positions before the first failed
+    block, in ``block_size`` blocks) is shipped K/V; the positions from there to num_computed_tokens -
+    1 are recomputed, and recomputing position p costs what it does in ``recovery_cost`` (its
+    attention reads p + 1 positions), so the suffix costs the whole recompute minus the prefix's.
+    Failed or dropped blocks are not counted as shipped: their bytes are of no use. No failed block:
+    all shipped, nothing recomputed; block 0 failed: nothing shipped, all recomputed.
+    Raises ValueError for a block index outside [0, ceil(num_computed_tokens / block_size)), a
+    block size below 1, or rates ``recovery_cost`` refuses.
+    Example: 14 computed positions in 4-token blocks, failed {2}: kept 8, recompute positions 8..13.
+    """
+    # BEGIN SOLUTION lab-01 task 7: the kept prefix priced as shipped, the suffix as recompute (task 4's model, twice)
+    n = snapshot.num_computed_tokens
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    bad = sorted(b for b in failed_blocks if not (isinstance(b, int) and 0 <= b < -(-n // block_size)))
+    if bad:
+        raise ValueError(f"failed block indices {bad} outside [0, {-(-n // block_size)}) for {n} positions")
+    keep = min(failed_blocks) * block_size if failed_blocks else n
+    whole = recovery_cost(snapshot, config, link_gbps, flops_per_s)
+    prefix_only = dataclasses.replace(snapshot, num_computed_tokens=keep)
+    prefix = recovery_cost(prefix_only, config, link_gbps, flops_per_s)
+    recompute_flops = whole.recompute_flops - prefix.recompute_flops
+    recompute_s = recompute_flops / flops_per_s
+    return PartialRecoveryCost(
+        kept_tokens=keep,
+        ship_bytes=prefix.ship_bytes,
+        recompute_tokens=n - keep,
+        recompute_flops=recompute_flops,
+        ship_s=prefix.ship_s,
+        recompute_s=recompute_s,
+        total_s=prefix.ship_s + recompute_s,
+    )
     # END SOLUTION
 
 

@@ -10,6 +10,7 @@ One concept per file, in the spirit of nano-vllm, with vLLM v1 names where they 
 - ``engine.py``     Engine: continuous batching, preemption by recompute, and the hooks a KV handoff needs.
 - ``snapshot.py``   RequestSnapshot (what crosses the wire, with its id and epoch) and the geometry fingerprint.
 - ``lease.py``      leases: blocks held for a remote reader until commit, abort or expiry (pull model).
+- ``prefix_cache.py`` PrefixCache: chained hashes of full blocks -> the blocks holding them (prefix caching).
 """
 
 from minivllm.block_pool import BlockPool, OutOfBlocksError
@@ -17,6 +18,7 @@ from minivllm.engine import Engine
 from minivllm.kv_cache import KVCache
 from minivllm.lease import Lease, LeaseError, LeaseState, LeaseTable, ManualClock
 from minivllm.model import ModelConfig, TinyDecoder
+from minivllm.prefix_cache import PrefixCache, full_block_hashes, hash_block_tokens
 from minivllm.sequence import Request, RequestStatus, SamplingParams
 from minivllm.snapshot import RequestSnapshot, SnapshotError, geometry_fingerprint, new_snapshot_id
 
@@ -31,12 +33,15 @@ __all__ = [
     "ManualClock",
     "ModelConfig",
     "OutOfBlocksError",
+    "PrefixCache",
     "Request",
     "RequestSnapshot",
     "RequestStatus",
     "SamplingParams",
     "SnapshotError",
     "TinyDecoder",
+    "full_block_hashes",
     "geometry_fingerprint",
+    "hash_block_tokens",
     "new_snapshot_id",
 ]

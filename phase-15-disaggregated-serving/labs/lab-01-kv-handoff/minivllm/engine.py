@@ -14,6 +14,15 @@ A KV handoff needs three more doors, given here so the lab can be about the hand
 ``detach_request`` (take a live request out, its blocks stay allocated to the caller),
 ``admit_running`` (take in a request whose K/V the caller already wrote) and ``enqueue_waiting``
 (take in a request that must be recomputed).
+
+``Engine(..., enable_prefix_caching=True)`` (off by default) adds automatic prefix caching, as vLLM
+v1 does: after each step the request's full computed blocks get their chained hash
+(``minivllm/prefix_cache.py``), and admitting a waiting request (new, or preempted: preemption frees
+the blocks but they keep their hashes) first looks its tokens up and shares the cached prefix
+(reference count +1) instead of computing it again. At most ``num_tokens - 1`` tokens can hit: the
+last one is always computed, for its logits (vLLM 0.32.0 ``v1/core/kv_cache_manager.py:
+KVCacheManager.get_computed_blocks``). A hit's free-but-cached blocks count against the free ones
+(``v1/core/single_type_kv_cache_manager.py: get_num_blocks_to_allocate``).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from minivllm.block_pool import BlockPool
 from minivllm.kv_cache import KVCache
 from minivllm.lease import LeaseTable
 from minivllm.model import TinyDecoder
+from minivllm.prefix_cache import full_block_hashes
 from minivllm.sampler import sample
 from minivllm.sequence import Request, RequestStatus, SamplingParams
 
@@ -58,12 +68,13 @@ class Engine:
         num_blocks: int,
         block_size: int,
         clock: Callable[[], float] = time.monotonic,
+        enable_prefix_caching: bool = False,
         counter_sampler: Callable[[torch.Tensor, Request], int] | None = None,
     ):
         self.model = model
         self.config = model.config
         self.block_size = block_size
-        self.block_pool = BlockPool(num_blocks)
+        self.block_pool = BlockPool(num_blocks, enable_caching=enable_prefix_caching)
         self.kv_cache = KVCache(model.config, num_blocks, block_size)
         self.requests: dict[str, Request] = {}  # every live request: waiting or running
         self.waiting: deque[Request] = deque()
@@ -71,6 +82,7 @@ class Engine:
         self.finished: dict[str, list[int]] = {}  # request id -> output tokens, kept for inspection
         self.num_forward_tokens = 0  # tokens pushed through the model: prefill work shows up here
         self.num_preemptions = 0
+        self.num_prefix_hit_tokens = 0  # tokens admission found in the prefix cache (not computed)
         self.clock = clock  # seconds; leases expire by it (tests pass a minivllm.ManualClock)
         self.counter_sampler = counter_sampler  # draws for rng='counter' requests (lab task 8; sampler.py)
         self.leases = LeaseTable()  # blocks held for remote readers (pull-mode handoffs, task 5)
@@ -84,6 +96,11 @@ class Engine:
     @property
     def usage(self) -> float:
         return self.block_pool.usage
+
+    @property
+    def prefix_cache(self):
+        """The engine's PrefixCache, or None when prefix caching is off."""
+        return self.block_pool.prefix_cache
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
@@ -117,17 +134,22 @@ class Engine:
         """Take in a request whose K/V for positions 0..num_computed_tokens-1 the caller has already
         written into ``request.block_table`` (blocks allocated from this engine's pool). Its next step
         is a decode of its last token: no prefill is redone. The block table holds the K/V's blocks,
-        and may hold one more when the K/V fills its last block exactly (room for the next token)."""
+        and may hold one more when the K/V fills its last block exactly (room for the next token).
+        A request may also come in with fewer tokens computed (a partial import whose tail must be
+        recomputed): its block table then covers at most all its tokens, and its next step computes
+        every uncomputed token, then samples."""
         self._check_admissible(request)
         n = request.num_computed_tokens
         if not 1 <= n < request.num_tokens:
             raise ValueError(
                 f"{request.request_id}: a running request has 1 <= computed ({n}) < tokens ({request.num_tokens})"
             )
-        if not cdiv(n, self.block_size) <= len(request.block_table) <= cdiv(n + 1, self.block_size):
+        most = max(cdiv(n + 1, self.block_size), cdiv(request.num_tokens, self.block_size))
+        if not cdiv(n, self.block_size) <= len(request.block_table) <= most:
             raise ValueError(
                 f"{request.request_id}: {n} computed tokens need {cdiv(n, self.block_size)} blocks of "
-                f"{self.block_size} (+1 of headroom at most), block table has {len(request.block_table)}"
+                f"{self.block_size} (room for its next step at most: {most}), block table has "
+                f"{len(request.block_table)}"
             )
         if not all(self.block_pool.is_used(b) for b in request.block_table):
             raise ValueError(
@@ -182,6 +204,7 @@ class Engine:
                     logits = self.model.forward_token(token, position, self.kv_cache.kv, request.block_table)
             self.num_forward_tokens += request.num_tokens - request.num_computed_tokens
             request.num_computed_tokens = request.num_tokens
+            self.cache_full_blocks(request)
             token = sample(logits, request, self.counter_sampler)
             request.output_token_ids.append(token)
             produced[request.request_id] = token
@@ -214,20 +237,43 @@ class Engine:
         # Admit only when nobody was just preempted: otherwise the victim would bounce straight back.
         while not preempted and self.waiting:
             request = self.waiting[0]
-            need = cdiv(request.num_tokens, self.block_size)
-            if need > self.block_pool.num_free:
+            hit = self.prefix_hit(request.all_token_ids[: request.num_tokens - 1])
+            need = cdiv(request.num_tokens, self.block_size) - len(hit)
+            if need + self.block_pool.num_evictable(hit) > self.block_pool.num_free:
                 break
             self.waiting.popleft()
-            request.block_table = self.block_pool.allocate(need)
+            self.block_pool.touch(hit)  # before allocating: a free-but-cached hit must not be handed out
+            request.block_table = hit + self.block_pool.allocate(need)
+            request.num_computed_tokens = len(hit) * self.block_size
+            self.num_prefix_hit_tokens += request.num_computed_tokens
             request.status = RequestStatus.RUNNING
             self.running.append(request)
         return list(self.running)
+
+    # ------------------------------------------------------------------ prefix caching
+    def prefix_hit(self, token_ids: list[int]) -> list[int]:
+        """The cached blocks holding the longest prefix of ``token_ids`` in whole blocks ([] when
+        prefix caching is off). Looks only; takes no reference."""
+        if self.prefix_cache is None:
+            return []
+        return self.prefix_cache.lookup(full_block_hashes(token_ids, self.block_size))
+
+    def cache_full_blocks(self, request: Request) -> None:
+        """Name every full, computed block of ``request`` by its chained hash, so later requests with
+        the same prefix can share it (vLLM 0.32.0 ``v1/core/block_pool.py: BlockPool.cache_full_blocks``).
+        A no-op when prefix caching is off."""
+        if self.prefix_cache is None:
+            return
+        computed = request.all_token_ids[: request.num_computed_tokens]
+        for i, block_hash in enumerate(full_block_hashes(computed, self.block_size)):
+            if self.prefix_cache.hash_of(request.block_table[i]) != block_hash:
+                self.prefix_cache.insert(block_hash, request.block_table[i])
 
     def _preempt(self, request: Request) -> None:
         self.running.remove(request)
         self.block_pool.free(request.block_table)
         request.block_table = []
-        request.num_computed_tokens = 0  # KV discarded: recomputed from its tokens when readmitted
+        request.num_computed_tokens = 0  # recomputed from its tokens when readmitted (less any prefix hit)
         request.status = RequestStatus.WAITING
         self.waiting.appendleft(request)
         self.num_preemptions += 1

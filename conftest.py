@@ -18,6 +18,8 @@ import importlib.util
 import json
 import os
 import re
+import signal
+import threading
 from collections import defaultdict
 from pathlib import Path
 
@@ -42,7 +44,15 @@ def _task_of(item: pytest.Item) -> str | None:
     return tasks[0] if tasks else None
 
 
+def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum} (SIGTERM, e.g. from timeout): stopping, tearing fixtures down")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    # Servers the tests start run in their own sessions, so a SIGTERM to pytest (CI's `timeout`) would
+    # otherwise end pytest and leave them running; as KeyboardInterrupt, every fixture tears down first.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         labimpl.validate_setting(labimpl.lab_impl_setting())
     except labimpl.LabImplError as exc:

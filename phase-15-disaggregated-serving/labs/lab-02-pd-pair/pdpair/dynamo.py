@@ -117,8 +117,8 @@ def dynamo_worker_plan(plan: LaunchPlan, mode: str, discovery_dir: Path, broker_
     Same interpreter and engine flags (``--kv-transfer-config`` included, verbatim); the module becomes
     ``pdpair.dynamo_shims dynamo.vllm --disaggregation-mode <mode>``; ``--host``, ``--port`` and
     ``--skip-tokenizer-init`` are dropped. env: the plan's, then ``plane_env`` and the worker's own
-    ports (health on the plan's port when Dynamo accepts it, see ``system_port``; ``url`` names it).
-    ``plan`` is not modified."""
+    ports (health on the plan's port when Dynamo accepts it, see ``system_port``; ``url`` names it);
+    the NIXL side channel on 127.0.0.1 unless the plan names a host. ``plan`` is not modified."""
     if mode not in ("prefill", "decode"):
         raise ValueError(f"mode must be prefill or decode, got {mode!r}")
     m = _module_index(plan.argv)
@@ -133,6 +133,9 @@ def dynamo_worker_plan(plan: LaunchPlan, mode: str, discovery_dir: Path, broker_
     argv = [*plan.argv[: m - 1], "-m", SHIM_MODULE, "dynamo.vllm", "--disaggregation-mode", mode, *rest]
     port = system_port(int(plan.url.rsplit(":", 1)[1]))
     env = {
+        # Without it Dynamo picks a routable address for the NIXL side channel (dynamo/vllm/args.py at
+        # 1.6.1, ensure_side_channel_host -> get_host_ip); a plan that names one keeps its own.
+        "VLLM_NIXL_SIDE_CHANNEL_HOST": LOOPBACK,
         **plan.env,
         **plane_env(discovery_dir, broker_url),
         "DYN_SYSTEM_ENABLED": "true",
@@ -274,8 +277,9 @@ def run_dynamo(
     tmp = Path(tempfile.mkdtemp(prefix="pdpair-dynamo-"))
     instances: list[Instance] = []
     plans: dict[str, LaunchPlan] = {}
-    broker = EventBroker(LOOPBACK)
+    broker = None
     try:
+        broker = EventBroker(LOOPBACK)
         discovery = tmp / "discovery"
         discovery.mkdir()
         spec = with_tokenizer(spec, tmp / "model")
@@ -299,7 +303,8 @@ def run_dynamo(
             instances.extend(i for i in stack.restarts if i not in instances)
     finally:
         stop_all(instances)
-        broker.close()
+        if broker is not None:
+            broker.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

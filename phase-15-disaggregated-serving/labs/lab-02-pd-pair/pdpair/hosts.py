@@ -117,10 +117,13 @@ def rootless_argv(argv: list[str]) -> list[str]:
     """``argv`` as it must run to make two hosts without root: as root of a new user namespace with new
     network and mount namespaces, a tmpfs on ``/run`` (``ip netns add`` writes ``/run/netns``), ``/sys``
     of the new network namespace and loopback up. Example: ``rootless_argv(["python", "x.py"])`` -> ``["unshare", "--user",
-    "--map-root-user", "--net", "--mount", "sh", "-c", ROOTLESS_SETUP, "sh", "python", "x.py"]``.
+    "--map-root-user", "--net", "--mount", "--pid", "--fork", "--kill-child", "sh", "-c", ROOTLESS_SETUP,
+    "sh", "python", "x.py"]``.
     The script is this module's constant; ``argv`` is passed as arguments, never parsed by the shell."""
-    return ["unshare", "--user", "--map-root-user", "--net", "--mount", "sh", "-c", ROOTLESS_SETUP, "sh",
-            *argv]  # fmt: skip
+    # --pid --fork --kill-child: the command is init of its own pid namespace, so when unshare dies (a
+    # caller's timeout kills it) the kernel kills every process the command started, none is orphaned
+    return ["unshare", "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--kill-child",
+            "sh", "-c", ROOTLESS_SETUP, "sh", *argv]  # fmt: skip
 
 
 def rootless_unavailable() -> str | None:

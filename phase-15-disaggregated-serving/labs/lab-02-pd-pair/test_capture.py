@@ -75,7 +75,9 @@ MODES = {"colocated": {"fallback"}, "colocated-chunk64": {"fallback"}, "pd-all":
          "pd-conditional": {"disaggregated", "local"}, "pd-planned": {"disaggregated", "local"}}  # fmt: skip
 # sessions of the planned setup against the chunked baseline, each recorded in one sitting
 # (record_signature.py's docstring): captures/cpu-2core/planned*/
-PLANNED_DIRS = sorted(d for d in CAPTURE_DIR.glob("planned*") if d.is_dir())
+# a session folder counts once its manifest is written (the recorder writes it last): one being recorded
+# right now is not yet part of the capture
+PLANNED_DIRS = sorted(d for d in CAPTURE_DIR.glob("planned*") if (d / "manifest.json").is_file())
 
 
 @pytest.mark.parametrize("folder", [CAPTURE_DIR, *PLANNED_DIRS], ids=lambda d: d.name)

@@ -1,7 +1,8 @@
 """lab-02 task 4, the prefill-queue limit: ``max_prefill_inflight`` and ``prefill_busy``.
 
 Dynamo's conditional rule sends a prompt to prefill only while the prefill queue is shorter than a limit
-(ai-dynamo/dynamo ``examples/llm/components/disagg_router.py``); the proxy's queue is the prefill hops
+(an early ai-dynamo/dynamo ``examples/llm/components/disagg_router.py``; in 1.6.1 the router's
+``prefill_busy_threshold``); the proxy's queue is the prefill hops
 it has in flight. Real HTTP on 127.0.0.1 through the given proxy, slow fake prefills holding hops open.
 """
 

@@ -8,7 +8,8 @@ chunked colocated baseline and for P/D rules a real router can apply: all prompt
 threshold (lab-02 task 4's local_prefill_max_tokens), the threshold with a prefill-queue limit in
 either direction (a short prompt goes remote while the prefill instance holds fewer than N requests;
 or Dynamo's rule, a long prompt goes remote only while the prefill queue holds fewer than N,
-ai-dynamo/dynamo examples/llm/components/disagg_router.py), and one engine setting a router does not
+an early ai-dynamo/dynamo's examples/llm/components/disagg_router.py; Dynamo 1.6.1's router has it as
+prefill_busy_threshold), and one engine setting a router does not
 own: decode's own token budget (--max-num-batched-tokens), which cuts a local prefill into chunks
 over two decode steps (lab-02's ``pd-planned``); each at the capture's answer length and at 2x and 4x
 longer answers. It prints, per rule, ITL p99 as a cut against

@@ -279,7 +279,10 @@ def release_held(engine: Engine, snapshot_id: str) -> None:
     back with it late is refused instead of rewinding or reviving the request.
 
     Allowed for an active lease whether or not it has expired; LeaseError (nothing changed) for an
-    unknown, committed or already released one.
+    unknown, committed or already released one. LeaseError too when a request with the held
+    request's id is live on ``engine`` again (one id, two copies): nothing changes, not even the
+    epoch, and the lease stays active, still holding its blocks (release it once that id is gone, or
+    commit it to drop the held copy).
     """
     raise NotImplementedError("lab-01 task 5: re-admit the held request running on its own blocks, one epoch on; lease released")
 
@@ -311,7 +314,8 @@ def pull(src: Engine, dst: Engine, snapshot_id: str) -> RequestSnapshot:
 @dataclass(frozen=True)
 class PrefixImport:
     reused_blocks: int  # destination blocks shared from its prefix cache: reference +1, nothing written
-    shipped_blocks: int  # destination blocks whose K/V came over the wire (the last may be partial)
+    shipped_blocks: int  # destination blocks whose K/V came over the wire (the last may be partial;
+    # the headroom block for the next token is not counted: nothing crosses the wire into it)
     shipped_bytes: int  # K/V bytes written: every computed position after the reused prefix
 
 
@@ -329,8 +333,10 @@ def import_prefix_aware(engine: Engine, snapshot: RequestSnapshot) -> PrefixImpo
     - Hit blocks are shared, not copied: ``engine.block_pool.touch`` adds a reference (a
       free-but-cached hit leaves the free list), and they head the request's block table. The
       request still costs ceil((num_computed_tokens + 1) / block_size) blocks in all; the ones not
-      hit are allocated fresh, and only positions after the hit are written into them (the snapshot's
-      K/V at hit positions is never read: a real pull does not even fetch it).
+      hit are allocated fresh, and only positions after the hit are written into them. The snapshot's
+      K/V at hit positions is never read (a real pull does not even fetch it) nor validated: it may
+      hold anything, NaN included, and that is no reason to refuse (everything else
+      ``validate_snapshot`` checks still is, NaN at a position after the hit included).
     - Room: the fresh blocks AND the hit blocks that sit on the free list must fit in the free
       blocks (``block_pool.num_evictable``). Otherwise OutOfBlocksError, before anything is touched.
     - After admission, the full blocks written here are named in the prefix cache
@@ -338,8 +344,14 @@ def import_prefix_aware(engine: Engine, snapshot: RequestSnapshot) -> PrefixImpo
     - Refused (SnapshotError, OutOfBlocksError): nothing changes at all, not even the free list's
       order or the cache. Failing later (the copy, admission): the error is re-raised and every
       reference taken is given back (the same free blocks and reference counts as before).
+    - ``shipped_blocks`` counts the blocks positions after the hit were written into; the headroom
+      block (the one more a request whose K/V fills its last block exactly gets for its next token)
+      is in the table but not counted: nothing crossed the wire into it. ``shipped_bytes`` is those
+      positions times ``engine.config.kv_bytes_per_token``.
     Example: 4-token blocks, 14 computed tokens, the destination caches the first 8: reused 2,
-    shipped 2 blocks (positions 8..13, 6 x kv_bytes_per_token bytes), 4 blocks in the table.
+    shipped 2 blocks (positions 8..13, 6 x engine.config.kv_bytes_per_token bytes), 4 blocks in the
+    table. With 12 computed tokens instead: reused 2, shipped 1 block (positions 8..11), and still 4
+    blocks in the table (the 4th is the headroom block, not shipped).
     """
     raise NotImplementedError("lab-01 task 6: look up the full computed blocks' chained hashes, share the hit, ship and write only the rest")
 
@@ -351,8 +363,10 @@ def import_with_load_errors(engine: Engine, snapshot: RequestSnapshot, failed_bl
 
     ``failed_blocks`` are block indices in ``engine.block_size`` units (block i = positions
     i*block_size .. (i+1)*block_size - 1 of the snapshot's K/V), as a transport's per-block checksum
-    would report them. The K/V in a failed block may hold anything, NaN included: it is never read
-    nor validated (everything else ``validate_snapshot`` checks still is).
+    would report them. The K/V from the first failed block on may hold anything, NaN included, in a
+    failed block or in a later one the report calls valid: all of it is dropped, never read nor
+    validated, so it is no reason to refuse (everything else ``validate_snapshot`` checks still is,
+    NaN in the kept prefix included).
     - Nothing failed: exactly ``import_request``; returns 0.
     - First failed block k > 0: the request is imported RUNNING with positions 0..k*block_size-1 kept
       (written from the snapshot) and ``num_computed_tokens = k * block_size``: every block after the
@@ -362,11 +376,12 @@ def import_with_load_errors(engine: Engine, snapshot: RequestSnapshot, failed_bl
       k*block_size dropped positions plus the usual decoded one through the model. Returns
       num_computed_tokens - k*block_size.
     - k == 0: nothing is kept: the request is readmitted by recompute (task 4); returns
-      num_computed_tokens.
+      num_computed_tokens. It waits holding no blocks, so there is no OutOfBlocksError then, however
+      full the pool is.
     - The request's epoch is snapshot.epoch + 1 and its random stream continues (as ``import_request``).
     Refused, the engine unchanged: ValueError for a block index outside [0, ceil(num_computed_tokens /
-    block_size)); SnapshotError for what validation refuses; OutOfBlocksError when the blocks are not
-    free. A failure after allocation gives the blocks back and re-raises.
+    block_size)); SnapshotError for what validation refuses; OutOfBlocksError (k > 0 only) when the
+    blocks are not free. A failure after allocation gives the blocks back and re-raises.
     Example: 4-token blocks, 14 computed tokens, failed {1, 3}: keep positions 0..3, recompute 10;
     the next step runs 11 tokens of this request.
     """

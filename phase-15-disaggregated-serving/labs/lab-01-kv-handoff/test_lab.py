@@ -1263,6 +1263,37 @@ def test_release_resumes_on_the_source_without_recompute(impl):
 
 
 @task5
+def test_release_refuses_while_the_request_id_is_live_again(impl):
+    """release_held promises LeaseError, nothing changed and the lease still active, while a request
+    with the held request's id is live on the source again (releasing would make two copies)."""
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    src.add_request(make_prompt(5, salt=31), GREEDY, request_id=rid)  # the id is live here again
+    held_epoch = src.leases.get(sid).request.epoch
+    state, epochs = engine_state(src), dict(src.epochs)
+    try:
+        impl.release_held(src, sid)
+    except LeaseError:
+        pass
+    except NotImplementedError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the message names what was raised instead
+        pytest.fail(f"release_held with {rid!r} live again must raise LeaseError, raised {exc!r}")
+    else:
+        pytest.fail(f"release_held succeeded while {rid!r} was live on the source again (two copies)")
+    assert_unchanged(state, engine_state(src), "a refused release")
+    assert lease_state(src, sid) == LeaseState.ACTIVE, "a refused release leaves the lease active"
+    got = (src.leases.get(sid).request.epoch, src.epochs)
+    assert got == (held_epoch, epochs), (
+        f"a refused release moves no epoch: (held request's epoch, engine.epochs) {(held_epoch, epochs)} -> {got}"
+    )
+    assert sorted(src.leases.held_block_ids) == sorted(before["table"]), "the lease still holds its blocks"
+    src.detach_request(rid)  # once the other copy is gone, the release goes through
+    impl.release_held(src, sid)
+    assert src.requests[rid].block_table == before["table"], "and resumes on the held blocks"
+    check_pool(src)
+
+
+@task5
 def test_lease_expires_at_its_deadline(impl):
     src, clock, rid, prompt, neighbour, sid, before = held_case(impl, lease_s=30.0)
     clock.advance(29.5)
@@ -1271,10 +1302,16 @@ def test_lease_expires_at_its_deadline(impl):
     impl.read_held(src, sid)  # still readable
     clock.advance(0.5)  # exactly the deadline: expired
     state = engine_state(src)
-    with pytest.raises(LeaseError):
-        impl.read_held(src, sid)
-    with pytest.raises(LeaseError):
-        impl.commit_held(src, sid)
+    for name, call in (("read_held", impl.read_held), ("commit_held", impl.commit_held)):
+        try:
+            call(src, sid)
+        except LeaseError:
+            pass
+        else:
+            pytest.fail(
+                f"{name} succeeded at the lease's deadline (clock 130.0 s, deadline 130.0 s): a lease is "
+                f"expired once clock() >= deadline, and {name} of an expired lease raises LeaseError"
+            )
     assert_unchanged(state, engine_state(src), "a refused read or commit of an expired lease")
     assert lease_state(src, sid) == LeaseState.ACTIVE, "a refused read leaves releasing to release_expired"
     assert impl.release_expired(src) == [sid], "at the deadline the lease expires and is released"

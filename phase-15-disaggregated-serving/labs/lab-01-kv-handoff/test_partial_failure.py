@@ -152,13 +152,45 @@ def test_no_corruption_means_no_recompute(impl):
 
 
 @task7
-def test_a_failed_block_may_hold_anything_even_nan(impl):
+@pytest.mark.parametrize(
+    "failed, poisoned",
+    [({2}, {2}), ({1}, {3})],
+    ids=["the-failed-block", "a-valid-block-after-the-first-failed-one"],
+)
+def test_a_dropped_block_may_hold_anything_even_nan(impl, failed, poisoned):
     prompt = tokens(12, 5)
-    snap = exported(impl, prompt, SAMPLED, steps=2)  # 13 positions
+    snap = exported(impl, prompt, SAMPLED, steps=2)  # 13 positions = blocks 0..3 of 4
     dst = Engine(MODEL, 48, 4)
-    recomputed = impl.import_with_load_errors(dst, corrupt(snap, {2}, 4, value=float("nan")), {2})
-    assert recomputed == 13 - 8, "the failed block's K/V is never read: NaN there is no reason to refuse"
+    try:
+        recomputed = impl.import_with_load_errors(dst, corrupt(snap, poisoned, 4, value=float("nan")), failed)
+    except SnapshotError as exc:
+        pytest.fail(
+            f"failed blocks {failed}, NaN in block(s) {poisoned}: every block from the first failed one on is "
+            f"dropped and recomputed, its K/V never read, so NaN there is no reason to refuse ({exc})"
+        )
+    keep = min(failed) * 4
+    assert recomputed == 13 - keep, (
+        f"the K/V from block {min(failed)} on is dropped: {13 - keep} positions recomputed, got {recomputed}"
+    )
     assert dst.run_until_done()[snap.request_id] == reference_output(prompt, SAMPLED)
+
+
+@task7
+def test_block_0_failed_needs_no_free_block(impl):
+    """With block 0 failed nothing is kept and nothing is allocated (the request waits to be recomputed,
+    as task 4's readmit), so a full pool is no reason for OutOfBlocksError."""
+    prompt = tokens(12, 9)
+    snap = exported(impl, prompt, GREEDY, steps=2)  # 13 positions
+    dst = Engine(MODEL, 8, 4)
+    taken = dst.block_pool.allocate(8)  # not one block free
+    try:
+        recomputed = impl.import_with_load_errors(dst, corrupt(snap, {0}, 4), {0})
+    except OutOfBlocksError:
+        pytest.fail("block 0 failed: nothing is kept, so nothing is allocated now and a full pool is fine")
+    assert recomputed == 13, f"block 0 failed: all 13 positions are recomputed, got {recomputed}"
+    assert [r.request_id for r in dst.waiting] == [snap.request_id], "it waits to be recomputed"
+    dst.block_pool.free(taken)
+    assert dst.run_until_done()[snap.request_id] == reference_output(prompt, GREEDY)
 
 
 @task7

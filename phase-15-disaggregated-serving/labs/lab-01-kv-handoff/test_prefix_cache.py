@@ -236,16 +236,26 @@ def test_import_ships_only_the_blocks_the_destination_lacks(impl, block_size):
 
 
 @task6
-def test_the_wire_need_not_carry_what_the_destination_has(impl):
+@pytest.mark.parametrize("filler", [7.0, float("nan")])
+def test_the_wire_need_not_carry_what_the_destination_has(impl, filler):
     shared = tokens(12, 43)
     dst = caching_engine(4)
     resident = dst.add_request(shared + tokens(2, 44), SAMPLED)
     dst.step()
     snap = exported(impl, shared + tokens(4, 45), GREEDY, steps=2)
     kv = snap.kv.clone()
-    kv[:12] = 7.0  # a real pull never fetches the cached prefix: whatever is there must not be read
-    imported = impl.import_prefix_aware(dst, dataclasses.replace(snap, kv=kv))
-    assert receipt(impl, imported) == want_receipt(snap.num_computed_tokens, 3, 4)
+    kv[:12] = filler  # a real pull never fetches the cached prefix: whatever is there must not be read
+    try:
+        imported = impl.import_prefix_aware(dst, dataclasses.replace(snap, kv=kv))
+    except SnapshotError as exc:
+        pytest.fail(
+            f"import_prefix_aware refused {filler} at positions 0..11, which the destination reuses from its "
+            f"prefix cache: the K/V there is never read, so what it holds is no reason to refuse ({exc})"
+        )
+    want = want_receipt(snap.num_computed_tokens, 3, 4)
+    assert receipt(impl, imported) == want, (
+        f"want (reused_blocks, shipped_blocks, shipped_bytes) = {want}, got {receipt(impl, imported)}"
+    )
     out = dst.run_until_done()
     assert out[snap.request_id] == reference_output(shared + tokens(4, 45), GREEDY), (
         "positions the destination already had were read from the snapshot (or written over the shared "
@@ -266,7 +276,10 @@ def test_reference_counts_return_to_their_start_after_finish(impl, resident_live
     start = list(dst.block_pool.ref_counts)
     snap = exported(impl, shared + tokens(3, 48), SAMPLED, steps=2)
     got = receipt(impl, impl.import_prefix_aware(dst, snap))
-    assert got == want_receipt(snap.num_computed_tokens, 2, 4), f"reuse the 2 cached blocks, got {got}"
+    want = want_receipt(snap.num_computed_tokens, 2, 4)
+    assert got == want, (
+        f"reuse the 2 cached blocks: want (reused_blocks, shipped_blocks, shipped_bytes) = {want}, got {got}"
+    )
     hits = dst.requests[snap.request_id].block_table[:2]
     assert [dst.block_pool.ref_count(b) for b in hits] == [start[b] + 1 for b in hits], (
         "each reused block gains exactly one reference"
@@ -302,6 +315,10 @@ def _refusal_case(impl, kind: str):
     if kind == "duplicate_id":
         impl.import_prefix_aware(caching_engine(4), snap)  # fine elsewhere...
         dst.add_request(tokens(3, 53), GREEDY, request_id=snap.request_id)  # ...but the id is live here
+    elif kind == "nan_after_the_hit":  # positions 0..7 are the cached hit; 9 crosses the wire
+        kv = snap.kv.clone()
+        kv[9] = float("nan")
+        snap = dataclasses.replace(snap, kv=kv)
     elif kind == "other_geometry":
         src = Engine(TinyDecoder(ModelConfig(seed=1)), 48, 4)
         rid = src.add_request(shared + tokens(6, 52), params)
@@ -313,7 +330,12 @@ def _refusal_case(impl, kind: str):
 @task6
 @pytest.mark.parametrize(
     "kind, error",
-    [("no_room", OutOfBlocksError), ("duplicate_id", SnapshotError), ("other_geometry", SnapshotError)],
+    [
+        ("no_room", OutOfBlocksError),
+        ("duplicate_id", SnapshotError),
+        ("other_geometry", SnapshotError),
+        ("nan_after_the_hit", SnapshotError),
+    ],
 )
 def test_a_refused_import_changes_nothing_not_even_the_free_order(impl, kind, error):
     dst, snap = _refusal_case(impl, kind)
@@ -326,6 +348,26 @@ def test_a_refused_import_changes_nothing_not_even_the_free_order(impl, kind, er
         f"a refused import must leave everything as it was, the free list's order (what is evicted "
         f"next) and the prefix cache included; changed: {changed}"
     )
+    check_refcounts(dst)
+
+
+@task6
+def test_the_headroom_block_is_not_counted_as_shipped(impl):
+    """12 computed positions in 4-token blocks, the first 8 cached: the K/V fills its last block, so the
+    table gets a 4th block for the next token, but nothing crossed the wire into it."""
+    shared = tokens(8, 54)
+    dst = caching_engine(4)
+    dst.add_request(shared + tokens(2, 55), GREEDY)
+    dst.step()
+    snap = exported(impl, shared + tokens(3, 56), SAMPLED, steps=2)
+    assert snap.num_computed_tokens == 12
+    got = receipt(impl, impl.import_prefix_aware(dst, snap))
+    want = (2, 1, 4 * BYTES_PER_TOKEN)
+    assert got == want, (
+        f"12 computed positions, 8 reused: want (reused_blocks, shipped_blocks, shipped_bytes) = {want} "
+        f"(the headroom block is not shipped), got {got}"
+    )
+    assert len(dst.requests[snap.request_id].block_table) == 4, "the table still holds the headroom block"
     check_refcounts(dst)
 
 

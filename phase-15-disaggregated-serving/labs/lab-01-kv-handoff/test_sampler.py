@@ -111,12 +111,30 @@ def test_counter_draw_is_keyed_on_the_seed_and_the_sequence_position(impl):
         got = impl.counter_sample(logits.clone(), request)
         want = expected_draw(logits, request)
         if got != want:
-            wrong.append((len(prompt), len(output), want, got))
+            wrong.append((len(prompt), len(output), want, got, what_went_wrong(logits, request, got)))
     assert not wrong, (
         "counter_sample must return argmax(apply_temperature_top_k(logits) + gumbel_noise(seed, position)) with "
         "position = the index of the LAST token in the whole sequence (num_tokens - 1, prompt included); "
-        f"(prompt, output, want, got) differs for {wrong[:4]}"
+        f"(prompt, output, want, got, diagnosis) differs for {wrong[:4]}"
     )
+
+
+def what_went_wrong(logits: torch.Tensor, request: Request, got: int) -> str:
+    """Name the likeliest mistake behind a wrong draw (test-side diagnosis only)."""
+    params, vocab = request.sampling_params, logits.numel()
+    if 0 < params.top_k < vocab and logits[got] < torch.topk(logits, params.top_k).values[-1]:
+        return f"token {got} is outside the top-{params.top_k}: the logits were not shaped with top_k"
+    noise = gumbel_noise(params.seed, request.num_tokens - 1, vocab)
+    if got == int(torch.argmax(logits + noise)):
+        return "the unshaped logits plus the right noise: apply_temperature_top_k first"
+    shaped = apply_temperature_top_k(logits, params.temperature, params.top_k)
+    n, out = request.num_tokens, len(request.output_token_ids)
+    for name, position in (("num_tokens", n), ("len(output)", out), ("len(output) - 1", out - 1)):
+        if position >= 0 and got == int(torch.argmax(shaped + gumbel_noise(params.seed, position, vocab))):
+            return f"the noise of position {name} = {position}, not num_tokens - 1 = {n - 1}"
+    if got == int(torch.argmax(shaped)):
+        return "the shaped logits' argmax, as if no noise was added"
+    return "not the noise of (seed, num_tokens - 1) for these shaped logits: check the key"
 
 
 @task8

@@ -74,7 +74,8 @@ class LeaseTable:
         return self._leases[snapshot_id]
 
     def active(self) -> list[Lease]:
-        """Leases still holding blocks (expired or not: expiry takes effect when someone releases)."""
+        """Leases still holding blocks (expired or not: expiry takes effect when someone releases), in
+        the order they were opened (the oldest first), whatever their deadlines."""
         return [lease for lease in self._leases.values() if lease.state == LeaseState.ACTIVE]
 
     @property

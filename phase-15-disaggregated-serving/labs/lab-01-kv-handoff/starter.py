@@ -292,7 +292,9 @@ def release_expired(engine: Engine) -> list[str]:
     (``engine.clock() >= deadline``) and return their snapshot ids, in the order they are released:
     the order they expired (earliest deadline first), leases with equal deadlines in the order they
     were opened. That order is the order the requests rejoin ``running``, which decides who is
-    preempted first later (the newest in ``running``). Unexpired leases are left alone.
+    preempted first later (the newest in ``running``). Unexpired leases are left alone. An expired
+    lease that ``release_held`` refuses (its request id is live on this engine again) is skipped: it
+    stays active, is not returned, and the leases after it are still released.
     Example: a lease opened at 100 s for 30 s and one opened at 105 s for 10 s, released at 130 s,
     come back second-opened first (deadline 115 before 130)."""
     raise NotImplementedError("lab-01 task 5: release every active lease past its deadline, in the order they expired")

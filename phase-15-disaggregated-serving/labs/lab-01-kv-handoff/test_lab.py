@@ -1377,6 +1377,31 @@ def test_release_expired_breaks_ties_in_the_order_the_leases_were_opened(impl):
 
 
 @task5
+def test_release_expired_skips_a_lease_whose_id_is_live_again(impl):
+    """release_expired promises: an expired lease release_held refuses is skipped (still active, not
+    returned) and the leases after it are still released, so one refusal never stops the sweep."""
+    src, clock = leased_engine(4)
+    first, _ = start(src, 9, GREEDY, 0)
+    second, _ = start(src, 7, SAMPLED, 0, salt=4)
+    step(src, 2)
+    blocked = impl.export_held(src, first, lease_s=10.0)  # expires at 110 s, first in the sweep
+    clock.advance(5.0)
+    freed = impl.export_held(src, second, lease_s=10.0)  # expires at 115 s
+    src.add_request(make_prompt(5, salt=31), GREEDY, request_id=first)  # first's id is live here again
+    clock.advance(20.0)
+    try:
+        got = impl.release_expired(src)
+    except LeaseError as exc:
+        pytest.fail(f"release_expired must skip the lease release_held refuses, not raise: {exc!r}")
+    assert got == [freed], f"only the lease that could be released is returned: want {[freed]}, got {got}"
+    assert lease_state(src, blocked) == LeaseState.ACTIVE, "the refused lease stays active"
+    assert lease_state(src, freed) != LeaseState.ACTIVE and second in src.requests, (
+        "the lease after the refused one is still released: its request is back on the source"
+    )
+    check_pool(src)
+
+
+@task5
 def test_a_release_moves_the_epoch_on(impl):
     """After an abort (or expiry) the request is one epoch past the handoff it gave up: a snapshot read
     under the released lease is stale on the source, while a new handoff goes through."""

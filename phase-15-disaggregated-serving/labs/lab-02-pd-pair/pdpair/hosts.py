@@ -134,9 +134,12 @@ def rootless_unavailable() -> str | None:
         return "`unshare` (util-linux) not found on PATH"
     check = ("ip netns add pdpair-rootless-probe && ip link add pdprl0 type veth peer name pdprl1 && "
              "tc qdisc add dev pdprl0 root tbf rate 10mbit burst 32kb latency 100ms")  # fmt: skip
-    proc = subprocess.run(
-        rootless_argv(["sh", "-c", check]), capture_output=True, text=True, timeout=CMD_TIMEOUT_S
-    )
+    try:
+        proc = subprocess.run(
+            rootless_argv(["sh", "-c", check]), capture_output=True, text=True, timeout=CMD_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:  # the namespace (and its probe link) dies with the killed unshare
+        return f"the rootless probe (`unshare ... ip/tc`) did not finish within {CMD_TIMEOUT_S} s"
     if proc.returncode != 0:
         return (f"an unprivileged user namespace cannot make them (`unshare --user --map-root-user --net "
                 f"--mount` then ip/tc said {proc.stderr.strip()[-300:]!r}; see user.max_user_namespaces and, on "

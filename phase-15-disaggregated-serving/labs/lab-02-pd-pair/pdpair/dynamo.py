@@ -51,7 +51,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pdpair.dynamo_shims import EventBroker, check_versions, write_tokenizer
-from pdpair.procs import STARTUP_TIMEOUT_S, Instance, StartupError, pick_port, start_all, stop_all
+from pdpair.procs import (
+    STARTUP_TIMEOUT_S,
+    Instance,
+    StartupError,
+    failure_report,
+    pick_port,
+    start_all,
+    stop_all,
+)
 from pdpair.runner import DEFAULT_LOG_DIR, LAB_DIR, PORT_RETRIES, post_json, served_name, start_with_retries
 from pdpair.spec import LaunchPlan, PairSpec, with_side
 
@@ -235,7 +243,7 @@ def wait_ready(
     while time.monotonic() - t0 < timeout_s:
         for inst in instances:
             if inst.exited() is not None:
-                raise StartupError(_report(f"{inst.name} exited with code {inst.exited()}", instances))
+                raise StartupError(failure_report(f"{inst.name} exited with code {inst.exited()}", instances))
         try:
             status, answer, _ = post_json(url + "/v1/completions", body, timeout_s=30)
         except OSError as err:
@@ -245,15 +253,8 @@ def wait_ready(
         last = (status, str(answer)[:200])
         time.sleep(1.0)
     raise StartupError(
-        _report(f"frontend not ready within {timeout_s:.0f} s (last answer {last})", instances)
+        failure_report(f"frontend not ready within {timeout_s:.0f} s (last answer {last})", instances)
     )
-
-
-def _report(headline: str, instances: Sequence[Instance]) -> str:
-    parts = [headline]
-    for inst in instances:
-        parts.append(f"--- {inst.name} ({inst.url}), log {inst.log_path}, last lines:\n{inst.log_tail(25)}")
-    return "\n".join(parts)
 
 
 @contextlib.contextmanager

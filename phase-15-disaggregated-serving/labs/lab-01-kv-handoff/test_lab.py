@@ -9,7 +9,6 @@ The tasks build on each other: task 2's tests export with your task 1, task 3 us
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import random
 
@@ -17,6 +16,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lab01_oracles import CONFIG, GREEDY, MODEL, PARAMS, SAMPLED, make_prompt, reference_output
 from minivllm import (
     Engine,
     LeaseError,
@@ -38,11 +38,6 @@ task3 = pytest.mark.lab01_task3
 task4 = pytest.mark.lab01_task4
 task5 = pytest.mark.lab01_task5
 
-CONFIG = ModelConfig()
-MODEL = TinyDecoder(CONFIG)
-GREEDY = SamplingParams(max_tokens=6)
-SAMPLED = SamplingParams(temperature=0.9, top_k=24, max_tokens=6, seed=7)
-PARAMS = {"greedy": GREEDY, "sampled": SAMPLED}
 # Neighbours: a mix of greedy and seeded sampling, so a move that disturbs anyone shows up.
 NEIGHBOUR_PARAMS = [
     SamplingParams(max_tokens=5),
@@ -52,25 +47,9 @@ NEIGHBOUR_PARAMS = [
 
 
 # ---------------------------------------------------------------- helpers (test-side oracles only)
-def make_prompt(n: int, salt: int = 1) -> list[int]:
-    return [(salt * 37 + i * 11 + 5) % CONFIG.vocab_size for i in range(n)]
-
-
 def make_engine(block_size: int = 4, num_blocks: int | None = None, model: TinyDecoder = MODEL) -> Engine:
     # Default: room for every request a test runs, so nothing is preempted unless a test wants it.
     return Engine(model, num_blocks or 160 // block_size + 8, block_size)
-
-
-@functools.cache
-def _reference(prompt: tuple[int, ...], params: SamplingParams) -> tuple[int, ...]:
-    engine = Engine(MODEL, 64, 16)
-    rid = engine.add_request(list(prompt), params)
-    return tuple(engine.run_until_done()[rid])
-
-
-def reference_output(prompt: list[int], params: SamplingParams) -> list[int]:
-    """The never-moved output: the request alone on a fresh engine."""
-    return list(_reference(tuple(prompt), params))
 
 
 def step(engine: Engine, times: int) -> None:

@@ -8,43 +8,20 @@ the oracle is still the never-moved run, and the engine's ``num_forward_tokens``
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import pytest
 import torch
+from lab01_oracles import CONFIG, GREEDY, MODEL, PARAMS, SAMPLED, make_prompt, reference_output
 from minivllm import (
     Engine,
-    ModelConfig,
     OutOfBlocksError,
     RequestStatus,
     SamplingParams,
     SnapshotError,
-    TinyDecoder,
 )
 
 task7 = pytest.mark.lab01_task7
-
-CONFIG = ModelConfig()
-MODEL = TinyDecoder(CONFIG)
-GREEDY = SamplingParams(max_tokens=6)
-SAMPLED = SamplingParams(temperature=0.9, top_k=24, max_tokens=6, seed=7)
-PARAMS = {"greedy": GREEDY, "sampled": SAMPLED}
-
-
-def tokens(n: int, salt: int) -> list[int]:
-    return [(salt * 37 + i * 11 + 5) % CONFIG.vocab_size for i in range(n)]
-
-
-@functools.cache
-def _reference(prompt: tuple[int, ...], params: SamplingParams) -> tuple[int, ...]:
-    engine = Engine(MODEL, 64, 16)
-    rid = engine.add_request(list(prompt), params)
-    return tuple(engine.run_until_done()[rid])
-
-
-def reference_output(prompt: list[int], params: SamplingParams) -> list[int]:
-    return list(_reference(tuple(prompt), params))
 
 
 def exported(impl, prompt: list[int], params: SamplingParams, steps: int):
@@ -93,11 +70,11 @@ def assert_unchanged(before: dict, after: dict, what: str) -> None:
     "block_size, failed", [(4, {1}), (4, {2}), (4, {3}), (2, {4}), (4, {1, 3}), (2, {2, 5})]
 )
 def test_the_valid_prefix_is_kept_and_only_the_rest_recomputed(impl, kind, block_size, failed):
-    prompt = tokens(13, 1)
+    prompt = make_prompt(13, 1)
     snap = exported(impl, prompt, PARAMS[kind], steps=2)  # 14 computed positions
     n, keep = snap.num_computed_tokens, min(failed) * block_size
     dst = Engine(MODEL, 48, block_size)
-    neighbour = dst.add_request(tokens(6, 2), GREEDY)
+    neighbour = dst.add_request(make_prompt(6, 2), GREEDY)
     dst.step()
     recomputed = impl.import_with_load_errors(dst, corrupt(snap, failed, block_size), failed)
     assert recomputed == n - keep, (
@@ -119,14 +96,14 @@ def test_the_valid_prefix_is_kept_and_only_the_rest_recomputed(impl, kind, block
     )
     out = dst.run_until_done()
     assert out[snap.request_id] == reference_output(prompt, PARAMS[kind]), "recovered: as never-moved"
-    assert out[neighbour] == reference_output(tokens(6, 2), GREEDY), "the neighbour is unharmed"
+    assert out[neighbour] == reference_output(make_prompt(6, 2), GREEDY), "the neighbour is unharmed"
     assert dst.usage == 0.0
 
 
 @task7
 @pytest.mark.parametrize("failed", [{0}, {0, 2}])
 def test_a_corrupt_first_block_means_a_full_recompute(impl, failed):
-    prompt = tokens(11, 3)
+    prompt = make_prompt(11, 3)
     snap = exported(impl, prompt, SAMPLED, steps=3)  # 13 computed positions
     dst = Engine(MODEL, 48, 4)
     recomputed = impl.import_with_load_errors(dst, corrupt(snap, failed, 4), failed)
@@ -139,7 +116,7 @@ def test_a_corrupt_first_block_means_a_full_recompute(impl, failed):
 
 @task7
 def test_no_corruption_means_no_recompute(impl):
-    prompt = tokens(9, 4)
+    prompt = make_prompt(9, 4)
     snap = exported(impl, prompt, SAMPLED, steps=2)
     dst = Engine(MODEL, 48, 4)
     assert impl.import_with_load_errors(dst, snap, set()) == 0, "nothing failed: nothing to recompute"
@@ -158,7 +135,7 @@ def test_no_corruption_means_no_recompute(impl):
     ids=["the-failed-block", "a-valid-block-after-the-first-failed-one"],
 )
 def test_a_dropped_block_may_hold_anything_even_nan(impl, failed, poisoned):
-    prompt = tokens(12, 5)
+    prompt = make_prompt(12, 5)
     snap = exported(impl, prompt, SAMPLED, steps=2)  # 13 positions = blocks 0..3 of 4
     dst = Engine(MODEL, 48, 4)
     try:
@@ -179,7 +156,7 @@ def test_a_dropped_block_may_hold_anything_even_nan(impl, failed, poisoned):
 def test_block_0_failed_needs_no_free_block(impl):
     """With block 0 failed nothing is kept and nothing is allocated (the request waits to be recomputed,
     as task 4's readmit), so a full pool is no reason for OutOfBlocksError."""
-    prompt = tokens(12, 9)
+    prompt = make_prompt(12, 9)
     snap = exported(impl, prompt, GREEDY, steps=2)  # 13 positions
     dst = Engine(MODEL, 8, 4)
     taken = dst.block_pool.allocate(8)  # not one block free
@@ -195,7 +172,7 @@ def test_block_0_failed_needs_no_free_block(impl):
 
 @task7
 def test_nan_in_the_kept_prefix_is_still_refused(impl):
-    snap = exported(impl, tokens(12, 6), SAMPLED, steps=2)
+    snap = exported(impl, make_prompt(12, 6), SAMPLED, steps=2)
     dst = Engine(MODEL, 48, 4)
     kv = snap.kv.clone()
     kv[1] = float("nan")  # block 0, which the report says is fine
@@ -208,7 +185,7 @@ def test_nan_in_the_kept_prefix_is_still_refused(impl):
 @task7
 @pytest.mark.parametrize("failed", [{4}, {-1}, {0, 9}])
 def test_failed_blocks_outside_the_kv_are_refused(impl, failed):
-    snap = exported(impl, tokens(12, 7), GREEDY, steps=2)  # 13 positions = blocks 0..3 of 4
+    snap = exported(impl, make_prompt(12, 7), GREEDY, steps=2)  # 13 positions = blocks 0..3 of 4
     dst = Engine(MODEL, 48, 4)
     before = engine_state(dst)
     with pytest.raises(ValueError):
@@ -219,7 +196,7 @@ def test_failed_blocks_outside_the_kv_are_refused(impl, failed):
 
 @task7
 def test_no_room_is_loud_and_changes_nothing(impl):
-    snap = exported(impl, tokens(12, 8), GREEDY, steps=2)  # 13 positions + 1: 4 blocks of 4
+    snap = exported(impl, make_prompt(12, 8), GREEDY, steps=2)  # 13 positions + 1: 4 blocks of 4
     dst = Engine(MODEL, 8, 4)
     dst.block_pool.allocate(5)  # 3 free
     before = engine_state(dst)
@@ -232,7 +209,7 @@ def test_no_room_is_loud_and_changes_nothing(impl):
 @task7
 @pytest.mark.parametrize("failed, keep", [(set(), 14), ({0}, 0), ({2}, 8), ({1, 3}, 4), ({3}, 12)])
 def test_partial_recovery_cost_ships_the_prefix_and_recomputes_the_rest(impl, failed, keep):
-    snap = exported(impl, tokens(13, 9), GREEDY, steps=2)  # 14 computed positions
+    snap = exported(impl, make_prompt(13, 9), GREEDY, steps=2)  # 14 computed positions
     got = impl.partial_recovery_cost(snap, CONFIG, 4, failed, link_gbps=8.0, flops_per_s=1e9)
     bytes_per_token = CONFIG.kv_bytes_per_token  # 256 for the lab model
     # Task 4's model by hand for this config: per position, 2 layers x (weights 2*32*64 + 2*32*32 +
@@ -258,7 +235,7 @@ def test_partial_recovery_cost_ships_the_prefix_and_recomputes_the_rest(impl, fa
 
 @task7
 def test_partial_recovery_cost_matches_task_4_at_the_extremes(impl):
-    snap = exported(impl, tokens(20, 10), SAMPLED, steps=3)
+    snap = exported(impl, make_prompt(20, 10), SAMPLED, steps=3)
     whole = impl.recovery_cost(snap, CONFIG, 1.0, 1e10)
     nothing_failed = impl.partial_recovery_cost(snap, CONFIG, 8, set(), 1.0, 1e10)
     first_failed = impl.partial_recovery_cost(snap, CONFIG, 8, {0}, 1.0, 1e10)
@@ -276,6 +253,6 @@ def test_partial_recovery_cost_matches_task_4_at_the_extremes(impl):
     [(4, {9}, (1.0, 1e9)), (0, {1}, (1.0, 1e9)), (4, {1}, (0.0, 1e9)), (4, {1}, (1.0, -1.0))],
 )
 def test_partial_recovery_cost_refuses_what_it_cannot_price(impl, block_size, failed, rates):
-    snap = exported(impl, tokens(12, 11), GREEDY, steps=2)
+    snap = exported(impl, make_prompt(12, 11), GREEDY, steps=2)
     with pytest.raises(ValueError):
         impl.partial_recovery_cost(snap, CONFIG, block_size, failed, *rates)

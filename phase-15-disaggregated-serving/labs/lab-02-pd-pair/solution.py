@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from pdpair.pair.spec import VLLM_SERVER_MODULE, Hazard, LaunchPlan, PairSpec, ServerSpec
 from pdpair.proxy import ErrorReply, ProxyContext, Relay, UpstreamError
-from pdpair.spec import VLLM_SERVER_MODULE, Hazard, LaunchPlan, PairSpec, ServerSpec
 
 # ================================================================================ task 1: launch plans
 

@@ -12,7 +12,7 @@ and the choice of configuration.
 
 Units: bytes are bytes; link rates are gigaBITS per second (Gb/s, 1e9 bit/s) as vendors quote them;
 times are milliseconds. The tables (model shapes, fabrics, accelerators) and the types (ModelShape,
-Fabric, Verdict, Decision) are given in disagg_tables.py.
+Fabric, Verdict, Decision) are given in disagg.tables.py.
 
 Bad input, in every function: a bool, a string or None where a number belongs, or a float where a
 count of tokens belongs (2048.0), is a TypeError; NaN, infinity or a value out of range is a ValueError.
@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
-from disagg_tables import ACCELERATORS, FABRICS, MODELS, Accelerator, Decision, Fabric, ModelShape, Verdict
+from disagg.tables import ACCELERATORS, FABRICS, MODELS, Accelerator, Decision, Fabric, ModelShape, Verdict
 
 DEFAULT_MAX_PENALTY = 0.10  # the toll may add at most 10% to colocated TTFT (the phase's "+10%")
 DEFAULT_MIN_SPIKE_RATIO = 1.5  # ITL p99 / p50 at or above this = an interference spike worth curing
@@ -226,7 +226,7 @@ def local_prefill_max_tokens(
 
 # ---------------------------------------------------------------- part 2: a fleet, not one request
 # Tasks 8-10 turn simulated (or measured) runs into a decision. The records are lab-02's capture
-# records (pdpair.capture.RequestRecord: status, sent_s, arrivals_s in seconds, error), which the
+# records (labkit.capture.RequestRecord: status, sent_s, arrivals_s in seconds, error), which the
 # serving twin in fleetsim/ writes for simulated runs too; plan_fleet.py calls these three functions.
 
 

@@ -1,9 +1,10 @@
 """Export gathers into one reused staging buffer and returns a view of it: the next export overwrites it."""
 
+import dataclasses
+
 from labkit.mutants import inherit_solution
 
 inherit_solution(globals())
-
 _staging = {}
 _correct_export = export_request
 
@@ -14,6 +15,3 @@ def export_request(engine, request_id):
     n = snapshot.num_computed_tokens
     buf[:n] = snapshot.kv  # BUG: a buffer shared by every export, handed out as a view
     return dataclasses.replace(snapshot, kv=buf[:n])
-
-
-import dataclasses  # noqa: E402

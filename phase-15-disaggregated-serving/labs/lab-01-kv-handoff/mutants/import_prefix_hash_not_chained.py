@@ -1,8 +1,7 @@
 """Each block is hashed on its own tokens, not chained to its parent: the same tokens cached at another position hit."""
 
-from minivllm import hash_block_tokens
-
 from labkit.mutants import inherit_solution
+from minivllm import hash_block_tokens
 
 inherit_solution(globals())
 

@@ -1,8 +1,7 @@
 """The partial last block is hashed and cached too: a later import shares a block both requests keep writing into."""
 
-from minivllm import hash_block_tokens
-
 from labkit.mutants import inherit_solution
+from minivllm import hash_block_tokens
 
 inherit_solution(globals())
 

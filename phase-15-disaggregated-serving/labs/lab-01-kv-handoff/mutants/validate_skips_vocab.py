@@ -2,10 +2,11 @@
 
 By then the blocks were claimed, and the error is the engine's ValueError instead of a SnapshotError."""
 
+import dataclasses
+
 from labkit.mutants import inherit_solution
 
 inherit_solution(globals())
-
 _correct_validate = validate_snapshot
 
 
@@ -17,6 +18,3 @@ def validate_snapshot(engine, snapshot):
         output_token_ids=tuple(t % vocab for t in snapshot.output_token_ids),
     )
     _correct_validate(engine, clipped)
-
-
-import dataclasses  # noqa: E402

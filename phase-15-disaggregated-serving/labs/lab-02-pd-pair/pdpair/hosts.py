@@ -55,8 +55,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pdpair.procs import pick_port
-from pdpair.spec import LaunchPlan, PairSpec, with_side
+from pdpair.pair.procs import pick_port
+from pdpair.pair.spec import LaunchPlan, PairSpec, with_side
 
 NS_PREFIX = "pdpair-"
 SUBNET_BASE = "10.99"  # 10.99.N.0/24, N in SUBNET_RANGE

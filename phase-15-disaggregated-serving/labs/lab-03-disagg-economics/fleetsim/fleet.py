@@ -21,7 +21,7 @@ Times follow lab-02's proxy: a request reaches its engine ``request_overhead_ms`
 (the profile's client + proxy cost) and each token reaches the client when its step ends. A handed-off
 request's prefill hop ends with its prefill; the decode instance then computes the prompt's last
 token itself (as vLLM's NIXL consumer does) and streams the answer, first token included.
-``simulate`` returns each request in lab-02's capture record format (``pdpair.capture.RequestRecord``),
+``simulate`` returns each request in the capture record format lab-02 records in (``labkit.capture.RequestRecord``),
 so lab-02's metric code reads simulated and measured runs alike.
 """
 
@@ -30,19 +30,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from fleetsim.engine import Instance, SimRequest
 from fleetsim.link import KVLink
 from fleetsim.workload import Arrival, Streams
-
-try:  # lab-02's record format; its folder is on pytest's pythonpath, scripts add it here
-    from pdpair.capture import RequestRecord
-except ImportError:  # pragma: no cover - depends on how the caller set sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab-02-pd-pair"))
-    from pdpair.capture import RequestRecord
+from labkit.capture import RequestRecord  # the capture format lab-02 records a real pair in
 
 ROUTINGS = ("round-robin", "least-loaded")
 

@@ -20,10 +20,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pdpair.capture import _pct
-
 from fleetsim.fleet import Fleet, RequestRecord, simulate
 from fleetsim.workload import Arrival
+from labkit.capture import percentile
 
 Attain = Callable[[list], float]
 Goodput = Callable[[list[float], list[float]], float]
@@ -63,8 +62,8 @@ def fleet_summary(records: list[RequestRecord]) -> dict[str, float]:
     per_req = [[(b - a) * 1e3 for a, b in zip(r.arrivals_s, r.arrivals_s[1:], strict=False)] for r in ok]
     gaps = [g for gs in per_req for g in gs] or [float("nan")]
     worst = [max(gs, default=0.0) for gs in per_req] or [float("nan")]
-    return {"ttft_p50_ms": _pct(ttft, 50), "ttft_p99_ms": _pct(ttft, 99), "itl_p50_ms": _pct(gaps, 50),
-            "itl_p99_ms": _pct(gaps, 99), "worst_gap_p90_ms": _pct(worst, 90), "unfinished": 1 - len(ok) / len(records)}  # fmt: skip
+    return {"ttft_p50_ms": percentile(ttft, 50), "ttft_p99_ms": percentile(ttft, 99), "itl_p50_ms": percentile(gaps, 50),
+            "itl_p99_ms": percentile(gaps, 99), "worst_gap_p90_ms": percentile(worst, 90), "unfinished": 1 - len(ok) / len(records)}  # fmt: skip
 
 
 def scaled(arrivals: list[Arrival], rate: float) -> list[Arrival]:

@@ -139,7 +139,7 @@ def h100_profile(
     model: str = "llama-3-8b", mfu: float | None = None, mbu: float | None = None
 ) -> RooflineProfile:
     """One H100-class GPU serving ``model`` (a name in lab-03's MODELS) in bf16 with bf16 KV."""
-    from disagg_tables import MODELS
+    from disagg.tables import MODELS
 
     if model not in MODELS:
         raise ValueError(f"model: unknown {model!r}; known: {', '.join(MODELS)}")

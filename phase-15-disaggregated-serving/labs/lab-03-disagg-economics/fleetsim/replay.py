@@ -3,7 +3,7 @@
 ``fleet_for(setup, manifest)`` maps a setup of ``lab-02-pd-pair/record_signature.py`` to the fleet the
 twin simulates (the same instances, budgets and routing rule); ``predict`` runs the capture's own
 workload (its manifest) on it over several seeds and returns the median of each figure, in the
-capture's units (``pdpair.capture.summarize``: ms). ``twin_table`` puts measured (mean of the capture's
+capture's units (``labkit.capture.summarize``: ms). ``twin_table`` puts measured (mean of the capture's
 runs) and predicted side by side, and for every P/D setup the two numbers the lab's goal is stated in:
 the ITL p99 cut against the chunked colocated baseline of the SAME capture (x lower) and the
 short-prompt TTFT p50 toll against it (%). Ratios within one capture are what a capture recorded on a
@@ -42,7 +42,7 @@ def fleet_for(setup: str, manifest: dict) -> Fleet:
 
 def predict(setup: str, manifest: dict, profile, seeds: int = 8) -> dict[str, float]:
     """The twin's median over ``seeds`` seeds (1..seeds) of each figure of ``METRICS``, in ms."""
-    from pdpair.capture import summarize  # noqa: PLC0415 - lab-02's reader; fleet.py put it on the path
+    from labkit.capture import summarize  # noqa: PLC0415
 
     fleet = fleet_for(setup, manifest)
     duration = manifest["workload"]["duration_s"]
@@ -56,9 +56,8 @@ def predict(setup: str, manifest: dict, profile, seeds: int = 8) -> dict[str, fl
 def twin_table(manifest: dict, runs: dict, profile=None, seeds: int = 8) -> list[dict]:
     """One row per setup of the capture: measured (mean over its runs) and twin for each of ``METRICS``,
     and for P/D setups the cut and toll against the capture's own ``colocated-chunk64`` (None without it)."""
-    from pdpair.capture import summarize  # noqa: PLC0415
-
     from fleetsim.profile import cpu_profile  # noqa: PLC0415
+    from labkit.capture import summarize  # noqa: PLC0415
 
     profile = profile or cpu_profile()
     duration = manifest["workload"]["duration_s"]

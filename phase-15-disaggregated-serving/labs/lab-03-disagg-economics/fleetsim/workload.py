@@ -89,7 +89,7 @@ def read_trace(path: str | Path) -> list[Arrival]:
 
 @dataclass(frozen=True)
 class Streams:
-    """Closed-loop load, lab-02's signature workload (pdpair/workload.py, WorkloadConfig): ``streams``
+    """Closed-loop load, lab-02's signature workload (``pdpair.load.workload.WorkloadConfig``): ``streams``
     clients, client i starting at i x ``stagger_s``, each sending a short prompt and the next one the
     moment the last token arrives; answers are ``output_tokens`` +- ``output_jitter`` (uniform); plus
     one long prompt every ``long_every_s`` from ``long_every_s / 2`` on. Nothing is sent after

@@ -14,13 +14,12 @@ import asyncio
 import dataclasses
 import signal
 import sys
-from pathlib import Path
+
+from pdpair import LAB_DIR
 
 from .config import ProxyConfig
 from .replies import Policy
 from .server import ProxyServer
-
-LAB_DIR = Path(__file__).resolve().parent.parent.parent
 
 
 def load_impl(value: str | None = None):

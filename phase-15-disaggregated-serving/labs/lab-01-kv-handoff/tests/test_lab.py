@@ -1,0 +1,1554 @@
+"""Lab 01 spec: a KV handoff nobody can observe. Run one task with `pytest -m lab01_task2`.
+
+The oracle is the never-moved run: the same prompt and sampling params alone on a fresh engine. The
+model is batch-invariant by construction (minivllm/model.py), so a request's tokens do not depend on
+its neighbours, its block size or where its K/V lives; any difference after a move is a handoff bug.
+The tasks build on each other: task 2's tests export with your task 1, task 3 uses both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minivllm import (
+    Engine,
+    LeaseError,
+    LeaseState,
+    ManualClock,
+    ModelConfig,
+    OutOfBlocksError,
+    RequestSnapshot,
+    RequestStatus,
+    SamplingParams,
+    SnapshotError,
+    TinyDecoder,
+    geometry_fingerprint,
+)
+from minivllm.testing import CONFIG, GREEDY, MODEL, PARAMS, SAMPLED, make_prompt, reference_output
+
+task1 = pytest.mark.lab01_task1
+task2 = pytest.mark.lab01_task2
+task3 = pytest.mark.lab01_task3
+task4 = pytest.mark.lab01_task4
+task5 = pytest.mark.lab01_task5
+
+# Neighbours: a mix of greedy and seeded sampling, so a move that disturbs anyone shows up.
+NEIGHBOUR_PARAMS = [
+    SamplingParams(max_tokens=5),
+    SamplingParams(temperature=1.0, max_tokens=7, seed=11),
+    SamplingParams(temperature=0.7, top_k=8, max_tokens=4, seed=12),
+]
+
+
+# ---------------------------------------------------------------- helpers (test-side oracles only)
+def make_engine(block_size: int = 4, num_blocks: int | None = None, model: TinyDecoder = MODEL) -> Engine:
+    # Default: room for every request a test runs, so nothing is preempted unless a test wants it.
+    return Engine(model, num_blocks or 160 // block_size + 8, block_size)
+
+
+def step(engine: Engine, times: int) -> None:
+    for _ in range(times):
+        engine.step()
+
+
+def kv_at(engine: Engine, block_table: list[int], position: int) -> torch.Tensor:
+    """K/V of one logical position, [layers, 2, kv_heads, head_dim], read through a block table."""
+    bs = engine.block_size
+    return engine.kv_cache.kv[block_table[position // bs], position % bs].clone()
+
+
+def logical_kv(engine: Engine, rid: str) -> list[torch.Tensor]:
+    request = engine.requests[rid]
+    return [kv_at(engine, request.block_table, p) for p in range(request.num_computed_tokens)]
+
+
+def fragment(engine: Engine) -> None:
+    """Scramble the free list (a seeded shuffle, the same every run): later allocations get
+    non-contiguous, out-of-order physical blocks, as they do in a long-running server."""
+    ids = engine.block_pool.allocate(engine.block_pool.num_free)
+    random.Random(0).shuffle(ids)
+    engine.block_pool.free(ids)
+
+
+def check_pool(engine: Engine) -> None:
+    """Block accounting: free + used == total, no id twice, and the used blocks are exactly the union
+    of the live requests' block tables and the blocks active leases hold (a block held by nobody is
+    a leak; a block both free and held is a double booking)."""
+    pool = engine.block_pool
+    free = list(pool.free_block_ids)
+    assert len(free) == len(set(free)), f"a block is on the free list twice: {free}"
+    assert pool.num_free + pool.num_used == pool.num_blocks, (
+        f"free ({pool.num_free}) + used ({pool.num_used}) must equal total ({pool.num_blocks})"
+    )
+    held = [b for r in engine.requests.values() for b in r.block_table] + engine.leases.held_block_ids
+    assert len(held) == len(set(held)), f"two live requests (or leases) share a block: {held}"
+    used = {b for b in range(pool.num_blocks) if pool.is_used(b)}
+    assert used == set(held), (
+        f"used blocks must be exactly the live requests' blocks; leaked {sorted(used - set(held))}, "
+        f"held but free {sorted(set(held) - used)}"
+    )
+    assert not used & set(free), f"blocks both used and free: {sorted(used & set(free))}"
+
+
+def engine_state(engine: Engine) -> dict:
+    """What a failed import (or a rejected call) must leave as it was: the free blocks as a set, the
+    live requests and queues, and the K/V of every block a live request holds (what free blocks
+    contain, and the free list's order, are nobody's business)."""
+    held = sorted(b for r in engine.requests.values() for b in r.block_table)
+    return {
+        "free blocks": sorted(engine.block_pool.free_block_ids),
+        "usage": engine.usage,
+        "requests": {
+            rid: (
+                r.status,
+                r.all_token_ids,
+                r.num_computed_tokens,
+                list(r.block_table),
+                r.generator.get_state(),
+            )
+            for rid, r in engine.requests.items()
+        },
+        "running": [r.request_id for r in engine.running],
+        "waiting": [r.request_id for r in engine.waiting],
+        "held kv": engine.kv_cache.kv[torch.tensor(held, dtype=torch.long)].clone(),
+    }
+
+
+def assert_unchanged(before: dict, after: dict, what: str) -> None:
+    for key in ("free blocks", "usage", "running", "waiting"):
+        assert before[key] == after[key], (
+            f"{what} must leave the {key} unchanged: {before[key]} -> {after[key]}"
+        )
+    assert before["requests"].keys() == after["requests"].keys(), (
+        f"{what} must leave the requests unchanged: {sorted(before['requests'])} -> {sorted(after['requests'])}"
+    )
+    for rid, (status, tokens, computed, table, gen) in before["requests"].items():
+        s2, t2, c2, tb2, g2 = after["requests"][rid]
+        assert (status, tokens, computed, table) == (s2, t2, c2, tb2) and torch.equal(gen, g2), (
+            f"{what} changed request {rid}: {(status, computed, table)} -> {(s2, c2, tb2)}"
+        )
+    assert torch.equal(before["held kv"], after["held kv"]), (
+        f"{what} must not write into blocks that live requests hold"
+    )
+
+
+def snapshot_copy(snap: RequestSnapshot) -> tuple:
+    """A deep copy of a snapshot's contents, to prove later that nobody modified it."""
+    return (
+        snap.request_id,
+        snap.prompt_token_ids,
+        snap.output_token_ids,
+        snap.num_computed_tokens,
+        snap.sampling_params,
+        snap.generator_state.clone(),
+        snap.kv.clone(),
+        snap.geometry,
+    )
+
+
+def assert_snapshot_unmodified(copy: tuple, snap: RequestSnapshot, what: str) -> None:
+    now = snapshot_copy(snap)
+    same = [
+        a == b
+        if not isinstance(a, torch.Tensor)
+        else a.shape == b.shape
+        and a.dtype == b.dtype
+        and bool((a == b).logical_or(a.isnan() & b.isnan()).all())
+        for a, b in zip(copy, now, strict=True)
+    ]
+    fields = ["request_id", "prompt", "output", "computed", "params", "generator_state", "kv", "geometry"]
+    changed = [f for f, ok in zip(fields, same, strict=True) if not ok]
+    assert not changed, f"{what} modified the snapshot it was given: {changed} changed"
+
+
+def start(
+    engine: Engine, prompt_len: int, params: SamplingParams, steps: int, salt: int = 1
+) -> tuple[str, list[int]]:
+    prompt = make_prompt(prompt_len, salt)
+    rid = engine.add_request(prompt, params)
+    step(engine, steps)
+    return rid, prompt
+
+
+# ---------------------------------------------------------------- task 1: export_request
+@task1
+def test_export_alone_returns_source_to_empty(impl):
+    src = make_engine()
+    rid, _ = start(src, 10, GREEDY, 3)
+    impl.export_request(src, rid)
+    assert src.usage == 0.0, f"the only request left: source usage must be back to 0.0, got {src.usage}"
+    assert rid not in src.requests, f"{rid} must be gone from the source's requests"
+    assert all(r.request_id != rid for r in [*src.running, *src.waiting]), f"{rid} still queued on the source"
+    assert sorted(src.block_pool.free_block_ids) == list(range(src.num_blocks)), (
+        "every block must be free again"
+    )
+    check_pool(src)
+
+
+@task1
+def test_export_frees_exactly_its_blocks_and_spares_neighbours(impl):
+    src = make_engine()
+    fragment(src)
+    neighbour = src.add_request(make_prompt(9, salt=3), NEIGHBOUR_PARAMS[1])
+    rid, _ = start(src, 13, SAMPLED, 2)
+    neighbour_table = list(src.requests[neighbour].block_table)
+    neighbour_kv = logical_kv(src, neighbour)
+    impl.export_request(src, rid)
+    check_pool(src)
+    want = len(neighbour_table) / src.num_blocks
+    assert src.usage == want, f"source usage must fall back to the neighbour's share {want}, got {src.usage}"
+    assert src.requests[neighbour].block_table == neighbour_table, (
+        "export must not touch another request's blocks"
+    )
+    assert all(torch.equal(a, b) for a, b in zip(neighbour_kv, logical_kv(src, neighbour), strict=True)), (
+        "export must not touch another request's K/V"
+    )
+    out = src.run_until_done()[neighbour]
+    assert out == reference_output(make_prompt(9, salt=3), NEIGHBOUR_PARAMS[1]), (
+        "the neighbour's output changed"
+    )
+
+
+@task1
+@pytest.mark.parametrize("prompt_len, steps", [(11, 1), (12, 1), (13, 4), (9, 4), (1, 2)])
+def test_snapshot_is_the_transferable_identity(impl, prompt_len, steps):
+    src = make_engine(block_size=4)
+    fragment(src)  # physical block order != logical order
+    rid, prompt = start(src, prompt_len, SAMPLED, steps)
+    request = src.requests[rid]
+    want_kv = logical_kv(src, rid)
+    want_gen = request.generator.get_state()
+    want_out = list(request.output_token_ids)
+    snap = impl.export_request(src, rid)
+    assert isinstance(snap, RequestSnapshot), (
+        f"export_request must return a RequestSnapshot, got {type(snap)}"
+    )
+    assert snap.request_id == rid and list(snap.prompt_token_ids) == prompt, (
+        "the snapshot must keep id and prompt"
+    )
+    assert list(snap.output_token_ids) == want_out, (
+        f"output tokens: want {want_out}, got {snap.output_token_ids}"
+    )
+    n = prompt_len + steps - 1
+    assert snap.num_computed_tokens == n, (
+        f"a running request has computed every token but the last sampled one: want {n}, got {snap.num_computed_tokens}"
+    )
+    assert snap.sampling_params == SAMPLED, "the sampling params must travel"
+    assert torch.equal(snap.generator_state, want_gen), (
+        "the generator state must be the request's, as it is now"
+    )
+    assert snap.geometry == geometry_fingerprint(CONFIG), (
+        "the snapshot must carry the source's geometry fingerprint"
+    )
+    shape = (n, CONFIG.num_layers, 2, CONFIG.num_kv_heads, CONFIG.head_dim)
+    assert tuple(snap.kv.shape) == shape, (
+        f"kv must be [tokens, layers, 2, kv_heads, head_dim] = {shape}, got {tuple(snap.kv.shape)}"
+    )
+    src.kv_cache.kv.fill_(float("nan"))  # the freed blocks get reused: the snapshot must own its data
+    wrong = [p for p in range(n) if not torch.equal(snap.kv[p], want_kv[p])]
+    assert not wrong, f"kv must hold the K/V of every position in logical order; wrong at positions {wrong}"
+
+
+@task1
+def test_two_snapshots_do_not_share_memory(impl):
+    src = make_engine(4)
+    first, _ = start(src, 11, SAMPLED, 2)
+    second = src.add_request(make_prompt(13, salt=5), NEIGHBOUR_PARAMS[1])
+    step(src, 2)
+    want_first, want_second = logical_kv(src, first), logical_kv(src, second)
+    snap_first = impl.export_request(src, first)
+    snap_second = impl.export_request(src, second)
+    for name, snap, want in (("first", snap_first, want_first), ("second", snap_second, want_second)):
+        wrong = [p for p in range(len(want)) if not torch.equal(snap.kv[p], want[p])]
+        assert not wrong, (
+            f"after two exports the {name} snapshot's kv is wrong at positions {wrong}: each snapshot must "
+            "own its K/V (a staging buffer reused across exports overwrites the earlier snapshot)"
+        )
+    assert src.usage == 0.0, f"both exported: source usage must be 0.0, got {src.usage}"
+
+
+@task1
+def test_export_rejects_unknown_and_waiting_requests(impl):
+    src = make_engine()
+    rid = src.add_request(make_prompt(5), GREEDY)  # waiting: never stepped, no KV yet
+    before = engine_state(src)
+    with pytest.raises(KeyError):
+        impl.export_request(src, "no-such-request")
+    with pytest.raises(ValueError):
+        impl.export_request(src, rid)
+    assert_unchanged(before, engine_state(src), "a rejected export")
+
+
+# ---------------------------------------------------------------- task 2: import_request
+@task2
+@pytest.mark.parametrize("dst_block_size", [1, 3, 4, 8])
+def test_import_bills_the_destination_exactly(impl, dst_block_size):
+    src, dst = make_engine(4), make_engine(dst_block_size)
+    dst.add_request(make_prompt(6, salt=2), NEIGHBOUR_PARAMS[0])
+    step(dst, 2)
+    rid, _ = start(src, 10, GREEDY, 3)
+    snap = impl.export_request(src, rid)
+    used_before, free_before = dst.block_pool.num_used, set(dst.block_pool.free_block_ids)
+    impl.import_request(dst, snap)
+    n = snap.num_computed_tokens
+    want = math.ceil((n + 1) / dst_block_size)
+    assert dst.block_pool.num_used - used_before == want, (
+        f"{n} tokens of K/V plus room for the next token, in blocks of {dst_block_size}, must cost "
+        f"ceil({n + 1} / {dst_block_size}) = {want} blocks, cost {dst.block_pool.num_used - used_before}"
+    )
+    request = dst.requests[rid]
+    assert request.status == RequestStatus.RUNNING and request in dst.running, (
+        "an import is admitted as running"
+    )
+    assert request.num_computed_tokens == n, (
+        f"prepaid compute: {n} tokens computed, got {request.num_computed_tokens}"
+    )
+    assert set(request.block_table) <= free_before, (
+        f"the imported request may only use blocks that were free: {request.block_table} vs free {sorted(free_before)}"
+    )
+    check_pool(dst)
+
+
+@task2
+@pytest.mark.parametrize("dst_block_size", [1, 3, 4, 8])
+def test_contents_survive_not_block_ids(impl, dst_block_size):
+    src, dst = make_engine(4), make_engine(dst_block_size)
+    fragment(src)
+    fragment(dst)
+    other = dst.add_request(make_prompt(7, salt=4), NEIGHBOUR_PARAMS[2])  # occupies dst blocks
+    step(dst, 1)
+    other_kv = logical_kv(dst, other)
+    rid, _ = start(src, 14, SAMPLED, 3)
+    src_table, want_kv = list(src.requests[rid].block_table), logical_kv(src, rid)
+    snap = impl.export_request(src, rid)
+    impl.import_request(dst, snap)
+    dst_table = dst.requests[rid].block_table
+    wrong = [p for p in range(len(want_kv)) if not torch.equal(kv_at(dst, dst_table, p), want_kv[p])]
+    assert not wrong, (
+        f"K/V must be identical at every logical position (src blocks {src_table} of 4 -> dst blocks "
+        f"{dst_table} of {dst_block_size}); wrong at positions {wrong}"
+    )
+    assert all(torch.equal(a, b) for a, b in zip(other_kv, logical_kv(dst, other), strict=True)), (
+        "the import overwrote another request's K/V on the destination"
+    )
+    check_pool(dst)
+
+
+@task2
+@pytest.mark.parametrize("kind", ["greedy", "sampled"])
+def test_imported_request_decodes_next_and_finishes_as_never_moved(impl, kind):
+    params = PARAMS[kind]
+    src, dst = make_engine(4), make_engine(2)
+    # Moved after 3 steps: a generator restarted from the seed would draw different tokens from here.
+    rid, prompt = start(src, 9, params, 3)
+    snap = impl.export_request(src, rid)
+    copy = snapshot_copy(snap)
+    impl.import_request(dst, snap)
+    assert torch.equal(dst.requests[rid].generator.get_state(), snap.generator_state), (
+        "the imported request's generator must continue from the snapshot's state (set_state), not restart "
+        "from the seed: a restarted stream replays the random draws already used on the source"
+    )
+    before = dst.num_forward_tokens
+    dst.step()
+    assert dst.num_forward_tokens - before == 1, (
+        f"prepaid compute: the first step after an import decodes 1 token, it ran {dst.num_forward_tokens - before}"
+    )
+    out = dst.run_until_done()[rid]
+    want = reference_output(prompt, params)
+    assert out == want, (
+        f"{kind}: output after the move must equal the never-moved output; want {want}, got {out}"
+    )
+    assert dst.usage == 0.0, f"finished: destination usage must be back to 0.0, got {dst.usage}"
+    assert_snapshot_unmodified(copy, snap, "import_request")
+
+
+@task2
+def test_two_sampled_imports_keep_their_own_random_streams(impl):
+    src, dst = make_engine(4), make_engine(4)
+    other = SamplingParams(temperature=1.0, top_k=16, max_tokens=6, seed=23)
+    first, first_prompt = start(src, 9, SAMPLED, 0)
+    second, second_prompt = start(src, 7, other, 0, salt=6)
+    step(src, 2)
+    snaps = [impl.export_request(src, first), impl.export_request(src, second)]
+    for snap in snaps:
+        impl.import_request(dst, snap)
+    outputs = dst.run_until_done()
+    for rid, prompt, params in ((first, first_prompt, SAMPLED), (second, second_prompt, other)):
+        want = reference_output(prompt, params)
+        assert outputs[rid] == want, (
+            f"{rid}: two sampled requests imported into one engine must each keep their own generator "
+            f"(a generator shared between requests mixes their random streams); want {want}, got {outputs[rid]}"
+        )
+
+
+@task2
+@pytest.mark.parametrize("dst_block_size", [3, 4])
+def test_import_that_exactly_fits_succeeds(impl, dst_block_size):
+    src = make_engine(4)
+    rid, prompt = start(src, 10, GREEDY, 2)  # 11 computed tokens: 4 blocks of 3, 3 blocks of 4
+    need = math.ceil(12 / dst_block_size)  # = ceil(11 / block size) here, with room for the next token
+    dst = make_engine(dst_block_size, num_blocks=12)
+    hog = dst.block_pool.allocate(dst.block_pool.num_free - need)
+    snap = impl.export_request(src, rid)
+    impl.import_request(dst, snap)  # exactly `need` blocks free: this must fit
+    assert dst.block_pool.num_free == 0, (
+        f"the import needed all {need} free blocks, {dst.block_pool.num_free} left"
+    )
+    dst.block_pool.free(hog)
+    out = dst.run_until_done()[rid]
+    assert out == reference_output(prompt, GREEDY), "an exact fit must finish as never-moved"
+
+
+class AdmissionRefused(Exception):
+    """The failure refuse_admission injects (not a RuntimeError, so a NotImplementedError is not it)."""
+
+
+@task2
+@pytest.mark.parametrize("block_size", [2, 4])
+def test_exact_fit_import_never_preempts_itself(impl, block_size):
+    # 12 computed tokens fill their last block exactly: the next token needs a new block.
+    src = make_engine(4)
+    rid, prompt = start(src, 11, GREEDY, 2)
+    snap = impl.export_request(src, rid)
+    kv_blocks = 12 // block_size
+    dst = make_engine(block_size, num_blocks=kv_blocks + 6)
+    hog = dst.block_pool.allocate(dst.block_pool.num_free - kv_blocks)  # room for the K/V, none to grow
+    before = engine_state(dst)
+    with pytest.raises(OutOfBlocksError):
+        impl.import_request(dst, snap)  # accepted, it would preempt itself on its first step
+    assert_unchanged(before, engine_state(dst), "refusing an import with no headroom")
+    dst.block_pool.free(hog[:1])  # one block of headroom
+    impl.import_request(dst, snap)
+    forward, preemptions = dst.num_forward_tokens, dst.num_preemptions
+    dst.step()
+    assert (dst.num_forward_tokens - forward, dst.num_preemptions - preemptions) == (1, 0), (
+        "with headroom the imported request's first step is a decode of 1 token and preempts nobody; "
+        f"got {dst.num_forward_tokens - forward} tokens and {dst.num_preemptions - preemptions} preemptions"
+    )
+    dst.block_pool.free(hog[1:])
+    assert dst.run_until_done()[rid] == reference_output(prompt, GREEDY)
+
+
+@task2
+def test_stale_snapshot_after_a_round_trip_is_refused(impl):
+    a, b = make_engine(4), make_engine(8)
+    rid, prompt = start(a, 10, SAMPLED, 2)
+    first = impl.export_request(a, rid)
+    impl.import_request(b, first)  # A -> B
+    b.step()
+    impl.import_request(a, impl.export_request(b, rid))  # B -> A
+    before = engine_state(b)
+    with pytest.raises(SnapshotError):
+        impl.import_request(b, first)  # the A -> B snapshot again: the request has moved on since
+    assert_unchanged(before, engine_state(b), "refusing a stale snapshot")
+    with pytest.raises(SnapshotError):
+        impl.validate_snapshot(b, first)
+    assert a.run_until_done()[rid] == reference_output(prompt, SAMPLED), "A -> B -> A: as never-moved"
+
+
+@task2
+def test_a_snapshot_at_the_latest_epoch_is_not_stale(impl):
+    """Only an OLDER epoch is stale: the snapshot that just left may come back (it is what a rollback re-imports)."""
+    a = make_engine(4)
+    rid, prompt = start(a, 10, SAMPLED, 2)
+    snap = impl.export_request(a, rid)
+    assert snap.epoch == a.epochs[rid], "setup: the snapshot carries the epoch the source last saw"
+    impl.validate_snapshot(a, snap)  # same epoch as seen: not stale (a '<=' comparison refuses it)
+    impl.import_request(a, snap)
+    assert a.run_until_done()[rid] == reference_output(prompt, SAMPLED), "back home: as never-moved"
+
+
+def refuse_admission(engine: Engine) -> None:
+    """Make ``engine.admit_running`` fail, as a last-moment admission failure no pre-check can foresee."""
+
+    def refuse(request):
+        raise AdmissionRefused("admission refused at the last moment (injected by the test)")
+
+    engine.admit_running = refuse
+
+
+@task2
+def test_failure_after_allocation_gives_the_blocks_back(impl):
+    src = make_engine(4)
+    rid, _ = start(src, 14, SAMPLED, 2)
+    dst = make_engine(4)
+    fragment(dst)
+    dst.add_request(make_prompt(6, salt=5), NEIGHBOUR_PARAMS[1])
+    step(dst, 2)
+    snap = impl.export_request(src, rid)
+    refuse_admission(dst)
+    before = engine_state(dst)
+    with pytest.raises(AdmissionRefused):
+        impl.import_request(dst, snap)
+    assert_unchanged(
+        before, engine_state(dst), "an import whose admission fails after the blocks were claimed"
+    )
+    check_pool(dst)
+
+
+@task2
+@pytest.mark.parametrize("free_blocks", [0, 1, 2])
+def test_import_without_room_is_loud_and_changes_nothing(impl, free_blocks):
+    src = make_engine(4)
+    rid, _ = start(src, 14, GREEDY, 2)  # 15 computed tokens = 4 blocks of 4
+    dst = make_engine(4, num_blocks=6)
+    dst.add_request(make_prompt(5, salt=5), SamplingParams(max_tokens=12))
+    step(dst, 1)
+    dst.block_pool.allocate(dst.block_pool.num_free - free_blocks)  # squeeze the free list
+    snap = impl.export_request(src, rid)
+    before = engine_state(dst)
+    with pytest.raises(OutOfBlocksError):
+        impl.import_request(dst, snap)
+    assert_unchanged(before, engine_state(dst), f"an import that needs 4 blocks with {free_blocks} free")
+
+
+def _tamper(snap: RequestSnapshot, kind: str, position: int = 0) -> RequestSnapshot:
+    """A snapshot with one thing wrong (``position`` picks where, for the kinds that have a where)."""
+
+    def poisoned(value: float) -> torch.Tensor:
+        kv = snap.kv.clone()
+        kv[position % len(kv), -1, 1, 0, 0] = value
+        return kv
+
+    tokens = (*snap.prompt_token_ids, *snap.output_token_ids)
+    i = position % len(tokens)
+    outside = (*tokens[:i], CONFIG.vocab_size, *tokens[i + 1 :])
+    params = snap.sampling_params
+    changes = {
+        "fewer_layers": {"kv": snap.kv[:, :1].clone()},
+        "fewer_kv_heads": {"kv": snap.kv[:, :, :, :1].clone()},
+        "smaller_head_dim": {"kv": snap.kv[..., : CONFIG.head_dim // 2].clone()},
+        "float64_kv": {"kv": snap.kv.double()},
+        "truncated_kv": {"kv": snap.kv[:-1].clone()},
+        "extra_output_token": {"output_token_ids": (*snap.output_token_ids, 3)},
+        "computed_count_off": {"num_computed_tokens": snap.num_computed_tokens - 1},
+        "nan_kv": {"kv": poisoned(float("nan"))},
+        "inf_kv": {"kv": poisoned(float("inf"))},
+        "token_outside_vocab": {
+            "prompt_token_ids": outside[: len(snap.prompt_token_ids)],
+            "output_token_ids": outside[len(snap.prompt_token_ids) :],
+        },
+        "finished": {"sampling_params": dataclasses.replace(params, max_tokens=len(snap.output_token_ids))},
+        "never_fits": {"sampling_params": dataclasses.replace(params, max_tokens=10_000)},
+        "bad_generator_state": {"generator_state": snap.generator_state[:100].clone()},
+        "other_weights_claimed": {"geometry": geometry_fingerprint(ModelConfig(seed=1))},
+    }[kind]
+    return dataclasses.replace(snap, **changes)
+
+
+TAMPERED = [
+    "fewer_layers",
+    "fewer_kv_heads",
+    "smaller_head_dim",
+    "float64_kv",
+    "truncated_kv",
+    "extra_output_token",
+    "computed_count_off",
+    "nan_kv",
+    "inf_kv",
+    "token_outside_vocab",
+    "finished",
+    "never_fits",
+    "bad_generator_state",
+    "other_weights_claimed",
+]
+FOREIGN = {
+    "other_layer_count": ModelConfig(num_layers=3),
+    "other_kv_heads": ModelConfig(num_kv_heads=1),
+    "other_head_dim": ModelConfig(head_dim=16),
+    "other_dtype": ModelConfig(dtype=torch.float64),
+    "other_weights": ModelConfig(seed=1),
+}
+
+
+def bad_snapshot_case(impl, kind: str) -> tuple[Engine, RequestSnapshot]:
+    """A destination with a neighbour, and a snapshot it must refuse for reason ``kind``."""
+    if kind in FOREIGN:  # a genuine snapshot, from an engine running another model
+        src = make_engine(4, model=TinyDecoder(FOREIGN[kind]))
+        rid, _ = start(src, 10, GREEDY, 2)
+        snap = impl.export_request(src, rid)
+    else:
+        src = make_engine(4)
+        rid, _ = start(src, 10, SAMPLED, 2)
+        snap = impl.export_request(src, rid)
+        if kind != "duplicate_id":
+            snap = _tamper(snap, kind, position=3)
+    dst = make_engine(4)
+    dst.add_request(make_prompt(6, salt=6), NEIGHBOUR_PARAMS[0])
+    if kind == "duplicate_id":  # the same id already live (waiting) on the destination
+        dst.add_request(make_prompt(4, salt=7), GREEDY, request_id=snap.request_id)
+    step(dst, 1)
+    return dst, snap
+
+
+BAD_KINDS = [*TAMPERED, *FOREIGN, "duplicate_id"]
+
+
+@task2
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_bad_snapshot_rejected_and_destination_unchanged(impl, kind):
+    dst, snap = bad_snapshot_case(impl, kind)
+    before, copy = engine_state(dst), snapshot_copy(snap)
+    with pytest.raises(SnapshotError):
+        impl.import_request(dst, snap)
+    assert_unchanged(before, engine_state(dst), f"rejecting a {kind} snapshot")
+    assert_snapshot_unmodified(copy, snap, f"rejecting a {kind} snapshot")
+    check_pool(dst)
+
+
+@task2
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_validate_snapshot_refuses_and_touches_nothing(impl, kind):
+    dst, snap = bad_snapshot_case(impl, kind)
+    before, copy = engine_state(dst), snapshot_copy(snap)
+    with pytest.raises(SnapshotError):
+        impl.validate_snapshot(dst, snap)
+    assert_unchanged(before, engine_state(dst), f"validate_snapshot on a {kind} snapshot")
+    assert_snapshot_unmodified(copy, snap, "validate_snapshot")
+
+
+@task2
+@pytest.mark.parametrize("dst_block_size", [1, 4, 8])
+def test_validate_snapshot_accepts_a_good_one_and_touches_nothing(impl, dst_block_size):
+    src, dst = make_engine(4), make_engine(dst_block_size)
+    rid, _ = start(src, 10, SAMPLED, 3)
+    dst.add_request(make_prompt(6, salt=6), NEIGHBOUR_PARAMS[1])
+    step(dst, 2)
+    snap = impl.export_request(src, rid)
+    before, copy = engine_state(dst), snapshot_copy(snap)
+    assert impl.validate_snapshot(dst, snap) is None, "validate_snapshot returns None for a good snapshot"
+    assert_unchanged(before, engine_state(dst), "validating a good snapshot")
+    assert_snapshot_unmodified(copy, snap, "validate_snapshot")
+    dst.block_pool.allocate(dst.block_pool.num_free)  # no room now is not a bad snapshot
+    assert impl.validate_snapshot(dst, snap) is None, (
+        "validate_snapshot does not check free blocks: no room right now is import's OutOfBlocksError"
+    )
+
+
+@task2
+@pytest.mark.parametrize("dst_blocks", [3, 5])
+def test_request_that_can_never_fit_is_refused_before_allocating(impl, dst_blocks):
+    # A 9-token prompt with max_tokens=16 peaks at 9 + 16 - 1 = 24 positions = 6 blocks of 4. Moved
+    # after 2 steps it has only 10 tokens of K/V (3 blocks), which a 3- or 5-block engine could hold.
+    src = make_engine(4)
+    rid, _ = start(src, 9, SamplingParams(max_tokens=16), 2)
+    snap = impl.export_request(src, rid)
+    dst = make_engine(4, num_blocks=dst_blocks)
+    before = engine_state(dst)
+    with pytest.raises(SnapshotError):
+        impl.import_request(dst, snap)
+    assert dst.block_pool.num_used == 0 and not dst.requests, (
+        f"a {dst_blocks}-block engine refusing a 6-block request must be left with no used blocks and no "
+        f"request, has {dst.block_pool.num_used} used and {sorted(dst.requests)}"
+    )
+    assert_unchanged(before, engine_state(dst), "refusing a request that can never fit")
+
+
+FAILED_IMPORTS = {
+    "no_room": OutOfBlocksError,
+    "admission_refused": AdmissionRefused,
+    "duplicate_id": SnapshotError,
+    **dict.fromkeys(
+        [
+            "nan_kv",
+            "inf_kv",
+            "token_outside_vocab",
+            "finished",
+            "never_fits",
+            "bad_generator_state",
+            "truncated_kv",
+            "float64_kv",
+            "other_weights_claimed",
+        ],
+        SnapshotError,
+    ),
+}
+
+
+@task2
+@settings(max_examples=30, deadline=None)
+@given(
+    data=st.data(),
+    failure=st.sampled_from(sorted(FAILED_IMPORTS)),
+    dst_bs=st.sampled_from([1, 2, 3, 4, 8]),
+    prompt_len=st.integers(1, 14),
+    moved_after=st.integers(1, 4),
+)
+def test_any_failed_import_leaves_the_destination_as_it_was(
+    impl, data, failure, dst_bs, prompt_len, moved_after
+):
+    src = make_engine(4)
+    rid, _ = start(src, prompt_len, SAMPLED, moved_after)
+    snap = impl.export_request(src, rid)
+    dst = make_engine(dst_bs)
+    fragment(dst)
+    for j in range(data.draw(st.integers(0, 2), label="neighbours")):
+        dst.add_request(make_prompt(3 + 2 * j, salt=30 + j), NEIGHBOUR_PARAMS[j])
+    step(dst, data.draw(st.integers(0, 2), label="destination steps"))
+    hog: list[int] = []
+    if failure == "no_room":  # one block short of the K/V alone
+        hog = dst.block_pool.allocate(
+            dst.block_pool.num_free - math.ceil(snap.num_computed_tokens / dst_bs) + 1
+        )
+    elif failure == "admission_refused":
+        refuse_admission(dst)
+    elif failure == "duplicate_id":
+        dst.add_request(make_prompt(4, salt=7), GREEDY, request_id=snap.request_id)
+    else:
+        snap = _tamper(snap, failure, position=data.draw(st.integers(0, 40), label="where"))
+    before, copy = engine_state(dst), snapshot_copy(snap)
+    with pytest.raises(FAILED_IMPORTS[failure]):
+        impl.import_request(dst, snap)
+    assert_unchanged(before, engine_state(dst), f"a failed import ({failure})")
+    assert_snapshot_unmodified(copy, snap, f"a failed import ({failure})")
+    dst.block_pool.free(hog)
+    check_pool(dst)
+
+
+@task2
+def test_snapshot_imported_twice_is_rejected(impl):
+    src, dst = make_engine(4), make_engine(4)
+    rid, _ = start(src, 8, GREEDY, 2)
+    snap = impl.export_request(src, rid)
+    impl.import_request(dst, snap)
+    before = engine_state(dst)
+    with pytest.raises(SnapshotError):
+        impl.import_request(dst, snap)
+    assert_unchanged(before, engine_state(dst), "rejecting a duplicate request id")
+
+
+# ---------------------------------------------------------------- task 3: migrate
+BLOCK_SIZES = st.sampled_from([1, 2, 3, 4, 8])
+
+
+def checked_migrate(impl, src: Engine, dst: Engine, rid: str) -> RequestSnapshot:
+    """``impl.migrate``, then name the task at fault when the move broke something an earlier task
+    owns: task 3's invisibility rests on task 1's snapshot and task 2's import."""
+    request = src.requests[rid]
+    want_gen, want_kv = request.generator.get_state(), logical_kv(src, rid)
+    snap = impl.migrate(src, dst, rid)
+    assert isinstance(snap, RequestSnapshot), f"migrate must return the exported snapshot, got {type(snap)}"
+    assert torch.equal(snap.generator_state, want_gen), (
+        "task 1: export_request did not capture the generator's current state, so the move replays "
+        "random draws (fix task 1 before task 3)"
+    )
+    assert rid in dst.requests, f"after migrate, {rid} must be live on the destination"
+    assert torch.equal(dst.requests[rid].generator.get_state(), want_gen), (
+        "task 2: import_request did not restore the generator state from the snapshot, so the moved "
+        "request's sampling restarts (fix task 2 before task 3)"
+    )
+    wrong = [
+        p for p, kv in enumerate(want_kv) if not torch.equal(kv_at(dst, dst.requests[rid].block_table, p), kv)
+    ]
+    assert not wrong, (
+        f"task 1 or 2: after the move the K/V differs at logical positions {wrong} (export must gather in "
+        "logical order, import must write each position to its own slot): fix those before task 3"
+    )
+    return snap
+
+
+def run_migration(
+    impl, data, params: SamplingParams, prompt_len: int, src_bs: int, dst_bs: int, round_trip: bool
+):
+    """Run a target request plus neighbours on two engines, move the target once (or there and
+    back), and return every request's (output, reference)."""
+    src, dst = make_engine(src_bs), make_engine(dst_bs)
+    fragment(src)
+    fragment(dst)
+    prompt = make_prompt(prompt_len, salt=1)
+    target = src.add_request(prompt, params)
+    expected = {target: (prompt, params)}
+    for engine, salt in ((src, 20), (dst, 30)):
+        for j in range(data.draw(st.integers(0, 2), label=f"neighbours (salt {salt})")):
+            p, sp = make_prompt(3 + 2 * j, salt + j), NEIGHBOUR_PARAMS[j]
+            expected[engine.add_request(p, sp)] = (p, sp)
+    moved_after = data.draw(st.integers(1, params.max_tokens - 1), label="moved after steps")
+    for _ in range(moved_after):
+        src.step()
+        dst.step()
+    checked_migrate(impl, src, dst, target)
+    check_pool(src)
+    check_pool(dst)
+    if round_trip and not dst.requests[target].is_finished:
+        back_after = data.draw(st.integers(0, params.max_tokens - moved_after - 1), label="back after steps")
+        for _ in range(back_after):
+            src.step()
+            dst.step()
+        checked_migrate(impl, dst, src, target)
+    outputs = {**src.run_until_done(), **dst.run_until_done()}
+    assert src.usage == 0.0 and dst.usage == 0.0, (
+        f"all finished: usage must be 0.0, got {src.usage}, {dst.usage}"
+    )
+    return {rid: (outputs.get(rid), reference_output(p, sp)) for rid, (p, sp) in expected.items()}, target
+
+
+@task3
+@pytest.mark.parametrize("kind", ["greedy", "sampled"])
+@settings(max_examples=25)
+@given(data=st.data(), prompt_len=st.integers(1, 18), src_bs=BLOCK_SIZES, dst_bs=BLOCK_SIZES)
+def test_migration_is_output_invisible(impl, kind, data, prompt_len, src_bs, dst_bs):
+    results, target = run_migration(impl, data, PARAMS[kind], prompt_len, src_bs, dst_bs, round_trip=False)
+    for rid, (got, want) in results.items():
+        who = "the migrated request" if rid == target else f"neighbour {rid}"
+        assert got == want, (
+            f"{kind}, prompt {prompt_len}, blocks {src_bs}->{dst_bs}: {who} must produce the never-moved "
+            f"output; want {want}, got {got}"
+        )
+
+
+@task3
+@settings(max_examples=15)
+@given(data=st.data(), prompt_len=st.integers(1, 14), a_bs=BLOCK_SIZES, b_bs=BLOCK_SIZES)
+def test_round_trip_a_to_b_to_a_is_output_invisible(impl, data, prompt_len, a_bs, b_bs):
+    results, target = run_migration(impl, data, SAMPLED, prompt_len, a_bs, b_bs, round_trip=True)
+    for rid, (got, want) in results.items():
+        who = "the round-tripped request" if rid == target else f"neighbour {rid}"
+        assert got == want, (
+            f"A({a_bs}) -> B({b_bs}) -> A: {who} must match the never-moved output; want {want}, got {got}"
+        )
+
+
+@task3
+@pytest.mark.parametrize("block_size", [2, 4])
+@pytest.mark.parametrize("offset", [-1, 0, 1])
+def test_migration_at_block_boundaries(impl, block_size, offset):
+    # moved after 2 steps: computed tokens = prompt + 1 = a multiple of the block size, +- 1
+    prompt_len = 3 * block_size - 1 + offset
+    src, dst = make_engine(block_size), make_engine(block_size)
+    rid, prompt = start(src, prompt_len, SAMPLED, 2)
+    checked_migrate(impl, src, dst, rid)
+    out = dst.run_until_done()[rid]
+    want = reference_output(prompt, SAMPLED)
+    assert out == want, f"{prompt_len + 1} computed tokens, block size {block_size}: want {want}, got {out}"
+
+
+def _rollback_case(impl, dst: Engine, error: type[Exception], transport=None, match: str | None = None):
+    src = make_engine(4)
+    neighbour = src.add_request(make_prompt(6, salt=8), NEIGHBOUR_PARAMS[1])
+    rid, prompt = start(src, 11, SAMPLED, 3)
+    request = src.requests[rid]
+    want = (
+        list(request.all_token_ids),
+        request.num_computed_tokens,
+        request.generator.get_state(),
+        logical_kv(src, rid),
+    )
+    usage = src.usage
+    dst_before = engine_state(dst)
+    kwargs = {} if transport is None else {"transport": transport}
+    with pytest.raises(error, match=match):
+        impl.migrate(src, dst, rid, **kwargs)
+    assert rid in src.requests, f"a failed migrate must leave {rid} on the source"
+    request = src.requests[rid]
+    assert request.status == RequestStatus.RUNNING, f"restored request must be running, is {request.status}"
+    got = (list(request.all_token_ids), request.num_computed_tokens)
+    assert got == want[:2], f"restored tokens/progress must be unchanged: want {want[:2]}, got {got}"
+    assert torch.equal(request.generator.get_state(), want[2]), "restored generator state must be unchanged"
+    assert all(torch.equal(a, b) for a, b in zip(want[3], logical_kv(src, rid), strict=True)), (
+        "restored K/V must be unchanged at every logical position (put back what left, not what arrived)"
+    )
+    assert src.usage == usage, f"source usage must be back to {usage}, got {src.usage}"
+    check_pool(src)
+    assert_unchanged(dst_before, engine_state(dst), "a failed migrate (destination side)")
+    assert rid not in dst.requests, f"a failed migrate must not leave {rid} on the destination"
+    outputs = src.run_until_done()
+    assert outputs[rid] == reference_output(prompt, SAMPLED), (
+        "after rollback the request must finish as never-moved"
+    )
+    assert outputs[neighbour] == reference_output(make_prompt(6, salt=8), NEIGHBOUR_PARAMS[1]), (
+        "neighbour changed"
+    )
+
+
+@task3
+def test_failed_migrate_out_of_blocks_rolls_back(impl):
+    dst = make_engine(4, num_blocks=5)
+    dst.add_request(make_prompt(5, salt=9), SamplingParams(max_tokens=12))
+    step(dst, 1)
+    dst.block_pool.allocate(dst.block_pool.num_free - 1)  # one free block; the move needs 4
+    _rollback_case(impl, dst, OutOfBlocksError)
+
+
+@task3
+def test_failed_migrate_wrong_geometry_rolls_back(impl):
+    _rollback_case(impl, make_engine(4, model=TinyDecoder(ModelConfig(num_kv_heads=1))), SnapshotError)
+
+
+@task3
+def test_failed_migrate_wire_error_rolls_back(impl):
+    def broken_wire(snapshot):
+        raise ConnectionError("link down mid-transfer (injected by the test)")
+
+    _rollback_case(impl, make_engine(4), ConnectionError, transport=broken_wire, match="injected")
+
+
+@task3
+def test_failed_migrate_corrupted_in_transit_rolls_back(impl):
+    def bit_flipping_wire(snapshot):  # delivers a copy with one poisoned value; the original is intact
+        return _tamper(snapshot, "nan_kv", position=5)
+
+    _rollback_case(impl, make_engine(4), SnapshotError, transport=bit_flipping_wire)
+
+
+@task3
+def test_failed_migrate_after_allocation_rolls_back(impl):
+    dst = make_engine(4)
+    dst.add_request(make_prompt(5, salt=9), NEIGHBOUR_PARAMS[0])
+    step(dst, 1)
+    refuse_admission(dst)  # fails after the destination claimed blocks: no pre-check can see it coming
+    _rollback_case(impl, dst, AdmissionRefused)
+
+
+@task3
+@pytest.mark.parametrize("dst_blocks", [3, 5])
+def test_failed_migrate_into_an_engine_too_small_rolls_back(impl, dst_blocks):
+    src = make_engine(4)
+    rid, prompt = start(src, 9, SamplingParams(max_tokens=16), 2)  # peaks at 6 blocks of 4
+    dst = make_engine(4, num_blocks=dst_blocks)
+    with pytest.raises(SnapshotError):
+        impl.migrate(src, dst, rid)
+    assert dst.block_pool.num_used == 0 and not dst.requests, (
+        f"the {dst_blocks}-block destination must keep no used blocks and no request, has "
+        f"{dst.block_pool.num_used} used and {sorted(dst.requests)}"
+    )
+    assert rid in src.requests, f"{rid} must be back on the source"
+    assert src.run_until_done()[rid] == reference_output(prompt, SamplingParams(max_tokens=16))
+
+
+@task3
+def test_migrate_ships_through_the_transport_and_returns_the_snapshot(impl):
+    src, dst = make_engine(4), make_engine(8)
+    rid, prompt = start(src, 10, SAMPLED, 3)
+    want_kv = logical_kv(src, rid)
+    want_state = (src.requests[rid].all_token_ids, src.requests[rid].generator.get_state())
+    carried = []
+
+    def recording_wire(snapshot):  # a wire that delivers a faithful copy
+        carried.append(snapshot.request_id)
+        return dataclasses.replace(
+            snapshot, kv=snapshot.kv.clone(), generator_state=snapshot.generator_state.clone()
+        )
+
+    snap = impl.migrate(src, dst, rid, transport=recording_wire)
+    assert carried == [rid], f"migrate must hand the snapshot to the transport exactly once, it did {carried}"
+    assert isinstance(snap, RequestSnapshot) and snap.request_id == rid, (
+        f"migrate must return the snapshot it exported, got {snap!r}"
+    )
+    assert list(snap.prompt_token_ids + snap.output_token_ids) == want_state[0], "returned snapshot: tokens"
+    assert torch.equal(snap.generator_state, want_state[1]), "returned snapshot: generator state"
+    assert snap.num_computed_tokens == len(want_kv) and all(
+        torch.equal(snap.kv[p], kv) for p, kv in enumerate(want_kv)
+    ), "the returned snapshot's kv must be the K/V that left the source"
+    assert dst.run_until_done()[rid] == reference_output(prompt, SAMPLED)
+
+
+@task3
+def test_a_rollback_moves_the_epoch_on(impl):
+    """After a rollback the request is one epoch past the snapshot that failed to land, so that snapshot,
+    delivered to the source late or twice, is refused there; the request itself moves on as usual."""
+    src, dst = make_engine(4), make_engine(8)
+    rid, prompt = start(src, 10, SAMPLED, 2)
+    epoch = src.requests[rid].epoch
+    sent = []
+
+    def wire_that_loses_the_ack(snapshot):  # the snapshot went out, the sender only sees an error
+        sent.append(snapshot)
+        raise ConnectionError("no acknowledgement (injected by the test)")
+
+    with pytest.raises(ConnectionError):
+        impl.migrate(src, dst, rid, transport=wire_that_loses_the_ack)
+    (lost,) = sent
+    assert lost.epoch == epoch, f"setup: the snapshot left at the request's epoch {epoch}, has {lost.epoch}"
+    got = (src.requests[rid].epoch, src.epochs[rid])
+    assert got == (epoch + 1, epoch + 1), (
+        "a rollback is an import like any other: (request epoch, source's record) must be one past the "
+        f"snapshot that failed to land, {(epoch + 1, epoch + 1)}; got {got}"
+    )
+    snap = impl.migrate(src, dst, rid)  # the request moves on: its next snapshot is not stale anywhere
+    assert (snap.epoch, dst.requests[rid].epoch) == (epoch + 1, epoch + 2), (
+        f"the next move leaves at epoch {epoch + 1} and lands at {epoch + 2}, got {(snap.epoch, dst.requests[rid].epoch)}"
+    )
+    before = engine_state(src)
+    with pytest.raises(SnapshotError):
+        impl.import_request(src, lost)  # delivered late: it would run the request a second time
+    assert_unchanged(before, engine_state(src), "refusing the snapshot a rollback superseded")
+    assert rid not in src.requests, "the superseded snapshot must not revive the request on the source"
+    assert dst.run_until_done()[rid] == reference_output(prompt, SAMPLED), "as never-moved"
+
+
+# ---------------------------------------------------------------- task 4: recompute and its cost
+@task4
+@pytest.mark.parametrize("kind", ["greedy", "sampled"])
+@settings(max_examples=12)
+@given(prompt_len=st.integers(1, 16), moved_after=st.integers(1, 5), src_bs=BLOCK_SIZES, dst_bs=BLOCK_SIZES)
+def test_recompute_is_output_invisible(impl, kind, prompt_len, moved_after, src_bs, dst_bs):
+    params = PARAMS[kind]
+    src, dst = make_engine(src_bs), make_engine(dst_bs)
+    rid, prompt = start(src, prompt_len, params, moved_after)
+    neighbour = dst.add_request(make_prompt(4, salt=40), NEIGHBOUR_PARAMS[1])
+    dst.step()
+    snap = impl.export_request(src, rid)
+    impl.readmit_by_recompute(dst, snap)
+    outputs = dst.run_until_done()
+    want = reference_output(prompt, params)
+    assert outputs[rid] == want, (
+        f"{kind}: recomputed after {moved_after} steps (prompt {prompt_len}) must give the never-moved output; "
+        f"want {want}, got {outputs[rid]}"
+    )
+    assert outputs[neighbour] == reference_output(make_prompt(4, salt=40), NEIGHBOUR_PARAMS[1]), (
+        "neighbour changed"
+    )
+
+
+@task4
+def test_readmit_queues_without_kv_and_pays_the_prefill_again(impl):
+    src, dst = make_engine(4), make_engine(4)
+    rid, prompt = start(src, 10, SAMPLED, 3)  # 10 prompt + 3 generated tokens
+    snap = impl.export_request(src, rid)
+    impl.readmit_by_recompute(dst, snap)
+    request = dst.requests[rid]
+    assert request.status == RequestStatus.WAITING and request.num_computed_tokens == 0, (
+        f"readmitted by recompute = waiting with nothing computed, got {request}"
+    )
+    assert request.all_token_ids == list(snap.prompt_token_ids + snap.output_token_ids), (
+        "the recompute must cover the prompt AND the generated tokens"
+    )
+    assert dst.usage == 0.0, f"readmission allocates nothing (the scheduler does, later); usage {dst.usage}"
+    before = dst.num_forward_tokens
+    produced = dst.step()
+    assert dst.num_forward_tokens - before == 13, (
+        f"the next step recomputes all 13 tokens (10 prompt + 3 generated), ran {dst.num_forward_tokens - before}"
+    )
+    want = reference_output(prompt, SAMPLED)
+    assert produced[rid] == want[3], f"then samples the 4th output token {want[3]}, got {produced[rid]}"
+
+
+@task4
+@pytest.mark.parametrize("case", ["duplicate_id", "other_model"])
+def test_readmit_rejects_what_cannot_continue(impl, case):
+    src = make_engine(4)
+    rid, _ = start(src, 6, GREEDY, 2)
+    snap = impl.export_request(src, rid)
+    if case == "duplicate_id":
+        dst = make_engine(4)
+        impl.readmit_by_recompute(dst, snap)
+    else:
+        dst = make_engine(4, model=TinyDecoder(ModelConfig(seed=3)))
+    before = engine_state(dst)
+    with pytest.raises(SnapshotError):
+        impl.readmit_by_recompute(dst, snap)
+    assert_unchanged(before, engine_state(dst), f"a rejected readmission ({case})")
+
+
+@task4
+def test_recovery_cost_for_a_known_geometry(impl):
+    src = make_engine(4)
+    rid, _ = start(src, 7, GREEDY, 4)  # 10 computed tokens
+    snap = impl.export_request(src, rid)
+    cost = impl.recovery_cost(snap, CONFIG, link_gbps=1.0, flops_per_s=1e9)
+    # 10 tokens x 2 layers x 2 (K, V) x 2 kv heads x 8 dims x 4 bytes
+    assert cost.ship_bytes == 2560, f"ship bytes: 10 x 2 x 2 x 2 x 8 x 4 = 2560, got {cost.ship_bytes}"
+    assert cost.recompute_tokens == 10, f"recompute the 10 computed positions, got {cost.recompute_tokens}"
+    # per token and layer: QKV 2*32*(32+32) + out 2*32*32 + MLP 6*32*64 = 18432; attention 4*32*(1+...+10) = 7040
+    # 2 layers x (10 x 18432 + 7040) = 382720
+    assert cost.recompute_flops == 382_720, (
+        f"recompute FLOPs: 2 x (10 x 18432 + 7040) = 382720, got {cost.recompute_flops}"
+    )
+    assert cost.ship_s == pytest.approx(2560 * 8 / 1e9), f"2560 B at 1 Gb/s = 20.48 us, got {cost.ship_s}"
+    assert cost.recompute_s == pytest.approx(382_720 / 1e9), (
+        f"382720 FLOP at 1 GFLOP/s, got {cost.recompute_s}"
+    )
+    assert cost.cheaper == "ship", f"20 us to ship vs 383 us to recompute: ship wins, got {cost.cheaper!r}"
+    slow = impl.recovery_cost(snap, CONFIG, link_gbps=0.001, flops_per_s=1e9)
+    assert slow.cheaper == "recompute", (
+        f"on a 1 Mb/s link (20 ms) recompute (0.38 ms) wins, got {slow.cheaper!r}"
+    )
+
+
+@task4
+def test_recovery_cost_scales_with_dtype_and_context(impl):
+    src = make_engine(4)
+    rid, _ = start(src, 20, GREEDY, 1)  # 20 computed tokens
+    snap = impl.export_request(src, rid)
+    wide = ModelConfig(
+        hidden_size=64,
+        num_layers=3,
+        num_heads=8,
+        num_kv_heads=2,
+        head_dim=8,
+        intermediate_size=128,
+        dtype=torch.float64,
+    )
+    cost = impl.recovery_cost(snap, wide, link_gbps=10.0, flops_per_s=1e12)
+    assert cost.ship_bytes == 20 * 3 * 2 * 2 * 8 * 8, (
+        f"float64 K/V: 20 x 3 x 2 x 2 x 8 x 8 = 15360 B, got {cost.ship_bytes}"
+    )
+    # per token and layer: 2*64*(64+32) + 2*64*64 + 6*64*128 = 12288 + 8192 + 49152 = 69632
+    # attention: 4 * 64 * (1+...+20) = 53760; 3 layers x (20 x 69632 + 53760) = 4339200
+    assert cost.recompute_flops == 4_339_200, f"recompute FLOPs must be 4339200, got {cost.recompute_flops}"
+    with pytest.raises(ValueError):
+        impl.recovery_cost(snap, CONFIG, link_gbps=0.0, flops_per_s=1e9)
+
+
+@task4
+def test_recovery_cost_tie_goes_to_ship(impl):
+    src = make_engine(4)
+    rid, _ = start(src, 7, GREEDY, 4)  # 10 computed tokens: 2560 B to ship, 382720 FLOP to recompute
+    snap = impl.export_request(src, rid)
+    # 2560 B = 20480 bits over 2.048e-5 Gb/s = 1.0 s; 382720 FLOP at 382720 FLOP/s = 1.0 s: a tie
+    cost = impl.recovery_cost(snap, CONFIG, link_gbps=2.048e-5, flops_per_s=382_720.0)
+    assert cost.ship_s == cost.recompute_s == 1.0, (
+        f"both must take 1.0 s, got {cost.ship_s}, {cost.recompute_s}"
+    )
+    assert cost.cheaper == "ship", f"a tie ships (it redoes no work), got {cost.cheaper!r}"
+
+
+@task4
+@pytest.mark.parametrize(
+    "link_gbps, flops_per_s",
+    [(0.0, 1e9), (-1.0, 1e9), (float("nan"), 1e9), (1.0, 0.0), (1.0, -1e9), (1.0, float("nan"))],
+)
+def test_recovery_cost_refuses_rates_that_are_not_positive(impl, link_gbps, flops_per_s):
+    src = make_engine(4)
+    rid, _ = start(src, 5, GREEDY, 1)
+    snap = impl.export_request(src, rid)
+    with pytest.raises(ValueError):
+        impl.recovery_cost(snap, CONFIG, link_gbps=link_gbps, flops_per_s=flops_per_s)
+
+
+# ---------------------------------------------------------------- task 5: the two-phase (pull) handoff
+def leased_engine(block_size: int = 4, num_blocks: int | None = None) -> tuple[Engine, ManualClock]:
+    """An engine on a hand-driven clock that starts at 100.0 s."""
+    clock = ManualClock(100.0)
+    return Engine(MODEL, num_blocks or 160 // block_size + 8, block_size, clock=clock), clock
+
+
+def held_case(impl, lease_s: float = 30.0):
+    """A source with a neighbour and one request exported under a lease; what it looked like before."""
+    src, clock = leased_engine(4)
+    fragment(src)
+    neighbour = src.add_request(make_prompt(6, salt=8), NEIGHBOUR_PARAMS[1])
+    rid, prompt = start(src, 13, SAMPLED, 3)
+    request = src.requests[rid]
+    before = {
+        "table": list(request.block_table),
+        "kv": logical_kv(src, rid),
+        "generator": request.generator.get_state(),
+        "tokens": list(request.all_token_ids),
+        "usage": src.usage,
+    }
+    sid = impl.export_held(src, rid, lease_s=lease_s)
+    return src, clock, rid, prompt, neighbour, sid, before
+
+
+def lease_state(engine: Engine, sid: str) -> LeaseState:
+    return engine.leases.get(sid).state
+
+
+@task5
+def test_export_held_keeps_the_blocks_held_not_free(impl):
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    assert isinstance(sid, str) and sid, f"export_held returns the lease's snapshot id, got {sid!r}"
+    assert rid not in src.requests and all(r.request_id != rid for r in [*src.running, *src.waiting]), (
+        f"{rid} must leave the source's queues while its blocks are held"
+    )
+    lease = src.leases.get(sid)
+    assert lease.state == LeaseState.ACTIVE and lease.deadline == 130.0, (
+        f"the lease must be active with deadline clock + lease_s = 130.0, got {lease.state}, {lease.deadline}"
+    )
+    assert src.usage == before["usage"], (
+        f"held blocks stay allocated (pull model: the reader has not read them yet): usage "
+        f"{before['usage']} -> {src.usage}"
+    )
+    assert sorted(src.leases.held_block_ids) == sorted(before["table"]), (
+        f"the lease must hold exactly the request's blocks {before['table']}, holds {src.leases.held_block_ids}"
+    )
+    check_pool(src)
+    src.run_until_done()  # the neighbour runs to the end while the blocks are held
+    wrong = [p for p, kv in enumerate(before["kv"]) if not torch.equal(kv_at(src, before["table"], p), kv)]
+    assert not wrong, f"held blocks were reused by someone else: K/V changed at positions {wrong}"
+
+
+@task5
+def test_read_held_is_the_snapshot_and_changes_nothing(impl):
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    snap = impl.read_held(src, sid)
+    assert isinstance(snap, RequestSnapshot) and snap.request_id == rid and snap.snapshot_id == sid, (
+        f"read_held returns the held request's snapshot with its snapshot id, got {snap!r}"
+    )
+    assert list(snap.prompt_token_ids + snap.output_token_ids) == before["tokens"], "tokens"
+    assert snap.num_computed_tokens == len(before["kv"]), "num_computed_tokens"
+    assert torch.equal(snap.generator_state, before["generator"]), "generator state"
+    assert snap.geometry == geometry_fingerprint(CONFIG), "geometry"
+    wrong = [p for p, kv in enumerate(before["kv"]) if not torch.equal(snap.kv[p], kv)]
+    assert not wrong, f"kv must be the held K/V in logical order; wrong at positions {wrong}"
+    assert lease_state(src, sid) == LeaseState.ACTIVE and src.usage == before["usage"], (
+        "reading does not end the lease or free anything"
+    )
+    again = impl.read_held(src, sid)
+    assert torch.equal(again.kv, snap.kv), "a second read before the commit gives the same K/V"
+
+
+@task5
+def test_commit_frees_exactly_the_held_blocks_once(impl):
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    neighbour_blocks = len(src.requests[neighbour].block_table)
+    impl.commit_held(src, sid)
+    assert lease_state(src, sid) == LeaseState.COMMITTED, "after commit the lease is committed"
+    assert src.usage == neighbour_blocks / src.num_blocks, (
+        f"commit frees the held blocks: usage must fall to the neighbour's share, got {src.usage}"
+    )
+    check_pool(src)
+    state = engine_state(src)
+    for name, call in (
+        ("commit", impl.commit_held),
+        ("read", impl.read_held),
+        ("release", impl.release_held),
+    ):
+        with pytest.raises(LeaseError):
+            call(src, sid)
+        assert_unchanged(state, engine_state(src), f"a {name} after the commit")
+    assert rid not in src.requests, "a committed request does not come back"
+
+
+@task5
+def test_release_resumes_on_the_source_without_recompute(impl):
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    impl.release_held(src, sid)
+    assert lease_state(src, sid) == LeaseState.RELEASED, "after release the lease is released"
+    assert rid in src.requests and src.requests[rid].status == RequestStatus.RUNNING, (
+        f"a released request resumes RUNNING on the source, got {src.requests.get(rid)}"
+    )
+    assert src.requests[rid].block_table == before["table"], (
+        "it resumes on its own held blocks (nothing copied)"
+    )
+    check_pool(src)
+    with pytest.raises(LeaseError):
+        impl.read_held(src, sid)
+    forward = src.num_forward_tokens
+    src.step()
+    assert src.num_forward_tokens - forward == 2, (  # the neighbour's decode and the resumed request's
+        f"the resumed request decodes 1 token (nothing recomputed), the step ran {src.num_forward_tokens - forward}"
+    )
+    out = src.run_until_done()
+    assert out[rid] == reference_output(prompt, SAMPLED), "a released request finishes as never-moved"
+    assert src.usage == 0.0
+
+
+@task5
+def test_release_refuses_while_the_request_id_is_live_again(impl):
+    """release_held promises LeaseError, nothing changed and the lease still active, while a request
+    with the held request's id is live on the source again (releasing would make two copies)."""
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    src.add_request(make_prompt(5, salt=31), GREEDY, request_id=rid)  # the id is live here again
+    held_epoch = src.leases.get(sid).request.epoch
+    state, epochs = engine_state(src), dict(src.epochs)
+    try:
+        impl.release_held(src, sid)
+    except LeaseError:
+        pass
+    except NotImplementedError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the message names what was raised instead
+        pytest.fail(f"release_held with {rid!r} live again must raise LeaseError, raised {exc!r}")
+    else:
+        pytest.fail(f"release_held succeeded while {rid!r} was live on the source again (two copies)")
+    assert_unchanged(state, engine_state(src), "a refused release")
+    assert lease_state(src, sid) == LeaseState.ACTIVE, "a refused release leaves the lease active"
+    got = (src.leases.get(sid).request.epoch, src.epochs)
+    assert got == (held_epoch, epochs), (
+        f"a refused release moves no epoch: (held request's epoch, engine.epochs) {(held_epoch, epochs)} -> {got}"
+    )
+    assert sorted(src.leases.held_block_ids) == sorted(before["table"]), "the lease still holds its blocks"
+    src.detach_request(rid)  # once the other copy is gone, the release goes through
+    impl.release_held(src, sid)
+    assert src.requests[rid].block_table == before["table"], "and resumes on the held blocks"
+    check_pool(src)
+
+
+@task5
+def test_lease_expires_at_its_deadline(impl):
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl, lease_s=30.0)
+    clock.advance(29.5)
+    assert impl.release_expired(src) == [], "0.5 s before the deadline nothing expires"
+    assert lease_state(src, sid) == LeaseState.ACTIVE
+    impl.read_held(src, sid)  # still readable
+    clock.advance(0.5)  # exactly the deadline: expired
+    state = engine_state(src)
+    for name, call in (("read_held", impl.read_held), ("commit_held", impl.commit_held)):
+        try:
+            call(src, sid)
+        except LeaseError:
+            pass
+        else:
+            pytest.fail(
+                f"{name} succeeded at the lease's deadline (clock 130.0 s, deadline 130.0 s): a lease is "
+                f"expired once clock() >= deadline, and {name} of an expired lease raises LeaseError"
+            )
+    assert_unchanged(state, engine_state(src), "a refused read or commit of an expired lease")
+    assert lease_state(src, sid) == LeaseState.ACTIVE, "a refused read leaves releasing to release_expired"
+    assert impl.release_expired(src) == [sid], "at the deadline the lease expires and is released"
+    assert impl.release_expired(src) == [], "an expired lease is released once"
+    assert rid in src.requests and src.requests[rid].status == RequestStatus.RUNNING, (
+        "an expired lease's request resumes on the source"
+    )
+    out = src.run_until_done()
+    assert out[rid] == reference_output(prompt, SAMPLED), "it finishes as never-moved"
+    check_pool(src)
+
+
+@task5
+def test_release_expired_leaves_younger_leases_alone(impl):
+    src, clock = leased_engine(4)
+    first, _ = start(src, 9, GREEDY, 0)
+    second, _ = start(src, 7, SAMPLED, 0, salt=4)
+    step(src, 2)
+    old = impl.export_held(src, first, lease_s=10.0)  # expires at 110
+    clock.advance(5.0)
+    young = impl.export_held(src, second, lease_s=10.0)  # expires at 115
+    clock.advance(5.0)
+    assert impl.release_expired(src) == [old], "at 110 s only the first lease has expired"
+    assert lease_state(src, young) == LeaseState.ACTIVE and second not in src.requests
+    check_pool(src)
+
+
+@task5
+def test_release_expired_releases_in_the_order_they_expired(impl):
+    src, clock = leased_engine(4)
+    first, _ = start(src, 9, GREEDY, 0)
+    second, _ = start(src, 7, SAMPLED, 0, salt=4)
+    step(src, 2)
+    long_lease = impl.export_held(src, first, lease_s=30.0)  # opened at 100 s, expires at 130 s
+    clock.advance(5.0)
+    short_lease = impl.export_held(src, second, lease_s=10.0)  # opened at 105 s, expires at 115 s
+    clock.advance(25.0)
+    assert impl.release_expired(src) == [short_lease, long_lease], (
+        "release_expired returns (and releases) the leases in the order they expired: the one opened "
+        "second expired first (115 s before 130 s)"
+    )
+    assert [r.request_id for r in src.running] == [second, first], (
+        "the requests rejoin running in the order they were released"
+    )
+    check_pool(src)
+
+
+@task5
+def test_release_expired_breaks_ties_in_the_order_the_leases_were_opened(impl):
+    src, clock = leased_engine(4)
+    names = ["zeta", "alpha", "mu"]  # exported in this order; their ids (and snapshot ids) sort otherwise
+    for i, name in enumerate(names):
+        src.add_request(make_prompt(6 + i, salt=70 + i), GREEDY, request_id=name)
+    step(src, 2)
+    leases = []
+    for name, lease_s in zip(names, (30.0, 20.0, 10.0), strict=True):  # opened at 100, 110, 120 s
+        leases.append(impl.export_held(src, name, lease_s=lease_s))  # every one expires at 130 s
+        clock.advance(10.0)
+    assert impl.release_expired(src) == leases, (
+        "equal deadlines: released in the order the leases were opened (not by id)"
+    )
+    assert [r.request_id for r in src.running] == names, "and they rejoin running in that order"
+
+
+@task5
+def test_release_expired_skips_a_lease_whose_id_is_live_again(impl):
+    """release_expired promises: an expired lease release_held refuses is skipped (still active, not
+    returned) and the leases after it are still released, so one refusal never stops the sweep."""
+    src, clock = leased_engine(4)
+    first, _ = start(src, 9, GREEDY, 0)
+    second, _ = start(src, 7, SAMPLED, 0, salt=4)
+    step(src, 2)
+    blocked = impl.export_held(src, first, lease_s=10.0)  # expires at 110 s, first in the sweep
+    clock.advance(5.0)
+    freed = impl.export_held(src, second, lease_s=10.0)  # expires at 115 s
+    src.add_request(make_prompt(5, salt=31), GREEDY, request_id=first)  # first's id is live here again
+    clock.advance(20.0)
+    try:
+        got = impl.release_expired(src)
+    except LeaseError as exc:
+        pytest.fail(f"release_expired must skip the lease release_held refuses, not raise: {exc!r}")
+    assert got == [freed], f"only the lease that could be released is returned: want {[freed]}, got {got}"
+    assert lease_state(src, blocked) == LeaseState.ACTIVE, "the refused lease stays active"
+    assert lease_state(src, freed) != LeaseState.ACTIVE and second in src.requests, (
+        "the lease after the refused one is still released: its request is back on the source"
+    )
+    check_pool(src)
+
+
+@task5
+def test_a_release_moves_the_epoch_on(impl):
+    """After an abort (or expiry) the request is one epoch past the handoff it gave up: a snapshot read
+    under the released lease is stale on the source, while a new handoff goes through."""
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    read = impl.read_held(src, sid)  # a reader got this far, then went quiet
+    epoch = read.epoch
+    impl.release_held(src, sid)
+    got = (src.requests[rid].epoch, src.epochs[rid])
+    assert got == (epoch + 1, epoch + 1), (
+        f"after a release, (request epoch, source's record) must be one past the handoff given up, "
+        f"{(epoch + 1, epoch + 1)}; got {got}"
+    )
+    src.step()
+    dst, _ = leased_engine(8)
+    snap = impl.pull(src, dst, impl.export_held(src, rid))  # a new handoff after the release goes through
+    assert snap.epoch == epoch + 1, f"the next handoff leaves at epoch {epoch + 1}, got {snap.epoch}"
+    assert dst.run_until_done()[rid] == reference_output(prompt, SAMPLED), "as never-moved"
+    src.run_until_done()
+    src_before = engine_state(src)
+    with pytest.raises(SnapshotError):
+        impl.import_request(src, read)  # the quiet reader's snapshot, back at the source late
+    assert_unchanged(src_before, engine_state(src), "refusing a snapshot read under a released lease")
+    assert rid not in src.requests, "a snapshot of a released handoff must not revive the request"
+
+
+@task5
+@pytest.mark.parametrize("dst_block_size", [2, 8])
+def test_pull_moves_the_request_and_frees_the_source(impl, dst_block_size):
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    dst, _ = leased_engine(dst_block_size)
+    other = dst.add_request(make_prompt(5, salt=9), NEIGHBOUR_PARAMS[2])
+    dst.step()
+    snap = impl.pull(src, dst, sid)
+    assert isinstance(snap, RequestSnapshot) and snap.snapshot_id == sid, "pull returns the snapshot it read"
+    assert lease_state(src, sid) == LeaseState.COMMITTED, "after a pull the source's lease is committed"
+    assert src.usage == len(src.requests[neighbour].block_table) / src.num_blocks, (
+        "after the pull the source holds only its neighbour's blocks"
+    )
+    check_pool(src)
+    check_pool(dst)
+    outputs = {**src.run_until_done(), **dst.run_until_done()}
+    assert outputs[rid] == reference_output(prompt, SAMPLED), "pulled: output as never-moved"
+    assert outputs[other] == reference_output(make_prompt(5, salt=9), NEIGHBOUR_PARAMS[2]), "neighbour"
+
+
+@task5
+def test_one_export_cannot_fork_into_two_engines(impl):
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    b, _ = leased_engine(4)
+    c, _ = leased_engine(8)
+    impl.pull(src, b, sid)
+    c_before = engine_state(c)
+    with pytest.raises(LeaseError):
+        impl.pull(src, c, sid)  # the same handoff, replayed towards another engine
+    assert_unchanged(c_before, engine_state(c), "a refused second pull")
+    assert rid not in c.requests, "the request must not run twice"
+    assert b.run_until_done()[rid] == reference_output(prompt, SAMPLED)
+
+
+@task5
+def test_stale_handoff_after_a_round_trip_is_refused(impl):
+    a, _ = leased_engine(4)
+    b, _ = leased_engine(8)
+    rid, prompt = start(a, 10, SAMPLED, 2)
+    first = impl.export_held(a, rid)
+    first_snap = impl.pull(a, b, first)  # A -> B
+    b.step()
+    impl.pull(b, a, impl.export_held(b, rid))  # B -> A
+    b_before = engine_state(b)
+    with pytest.raises(LeaseError):
+        impl.pull(a, b, first)  # the old A -> B handoff, replayed
+    with pytest.raises(SnapshotError):
+        impl.import_request(b, first_snap)  # the old snapshot itself: its epoch is stale on B
+    assert_unchanged(b_before, engine_state(b), "refusing a stale handoff")
+    assert a.run_until_done()[rid] == reference_output(prompt, SAMPLED), "A -> B -> A: as never-moved"
+
+
+@task5
+def test_failed_pull_keeps_the_lease(impl):
+    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
+    dst, _ = leased_engine(4, num_blocks=8)
+    dst.block_pool.allocate(6)  # 2 free; the request needs 4
+    dst_before = engine_state(dst)
+    with pytest.raises(OutOfBlocksError):
+        impl.pull(src, dst, sid)
+    assert_unchanged(dst_before, engine_state(dst), "a failed pull (destination side)")
+    assert lease_state(src, sid) == LeaseState.ACTIVE and src.usage == before["usage"], (
+        "a failed pull leaves the lease active and the blocks held: the source still has the request"
+    )
+    impl.release_held(src, sid)
+    assert src.run_until_done()[rid] == reference_output(prompt, SAMPLED), (
+        "released after a failed pull, the request finishes as never-moved"
+    )
+
+
+@task5
+def test_export_held_rejects_what_it_cannot_hold(impl):
+    src, clock = leased_engine(4)
+    rid, _ = start(src, 8, GREEDY, 1)
+    waiting = src.add_request(make_prompt(5, salt=3), GREEDY)
+    before = engine_state(src)
+    with pytest.raises(KeyError):
+        impl.export_held(src, "no-such-request")
+    with pytest.raises(ValueError):
+        impl.export_held(src, waiting)
+    for lease_s in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError):
+            impl.export_held(src, rid, lease_s=lease_s)
+    assert_unchanged(before, engine_state(src), "a refused export_held")
+    assert not src.leases.active(), "a refused export_held opens no lease"
+
+
+@task5
+# Derandomized: the same 20 interleavings every run, so a grade never depends on the draw (400 random
+# ones passed on the solution when this was written); no example database shared with mutant runs.
+@settings(max_examples=20, deadline=None, derandomize=True, database=None)
+@given(data=st.data(), num_engines=st.integers(2, 3))
+def test_random_interleavings_keep_every_promise(impl, data, num_engines):
+    """export_held / pull / release / expiry / steps in any order on 2-3 engines: no block both free
+    and held, no request live twice, every output equal to never moving."""
+    clock = ManualClock(0.0)  # one clock for the whole cluster
+    engines = [
+        Engine(MODEL, 160 // bs + 8, bs, clock=clock)
+        for bs in data.draw(st.permutations([2, 4, 8]))[:num_engines]
+    ]
+    expected = {}
+    for i, params in enumerate([SAMPLED, GREEDY, NEIGHBOUR_PARAMS[1]]):
+        prompt = make_prompt(5 + 3 * i, salt=50 + i)
+        expected[engines[i % num_engines].add_request(prompt, params)] = (prompt, params)
+    engines[0].step()
+    first = engines[0].running[0].request_id
+    held: dict[str, int] = {impl.export_held(engines[0], first, lease_s=30.0): 0}  # snapshot id -> engine
+    for _ in range(data.draw(st.integers(4, 14), label="operations")):
+        op = data.draw(st.sampled_from(["step", "export", "pull", "release", "expire"]), label="op")
+        if op == "step":
+            engines[data.draw(st.integers(0, num_engines - 1), label="engine")].step()
+        elif op == "export":
+            i = data.draw(st.integers(0, num_engines - 1), label="from")
+            if engines[i].running:
+                rid = data.draw(st.sampled_from([r.request_id for r in engines[i].running]), label="rid")
+                held[impl.export_held(engines[i], rid, lease_s=data.draw(st.sampled_from([5.0, 30.0])))] = i
+        elif op in ("pull", "release") and held:
+            sid = data.draw(st.sampled_from(sorted(held)), label="lease")
+            src = engines[held[sid]]
+            try:
+                if op == "release":
+                    impl.release_held(src, sid)
+                else:
+                    impl.pull(src, engines[data.draw(st.integers(0, num_engines - 1), label="to")], sid)
+            except (LeaseError, SnapshotError, OutOfBlocksError):
+                pass  # refused: expired, already used, or the destination is full; nothing may change
+        elif op == "expire":
+            clock.advance(data.draw(st.sampled_from([1.0, 10.0])))
+            for engine in engines:
+                impl.release_expired(engine)
+        live = [rid for e in engines for rid in e.requests] + [
+            lease.request.request_id for e in engines for lease in e.leases.active()
+        ]
+        assert len(live) == len(set(live)), f"a request is live (or held) twice: {sorted(live)}"
+        for engine in engines:
+            check_pool(engine)
+    for engine in engines:  # end every open lease, then run everything out
+        for lease in engine.leases.active():
+            impl.release_held(engine, lease.snapshot_id)
+    outputs = {}
+    for engine in engines:
+        outputs.update(engine.run_until_done())
+        assert engine.usage == 0.0, f"all finished: usage must be 0.0, got {engine.usage}"
+    for rid, (prompt, params) in expected.items():
+        assert outputs.get(rid) == reference_output(prompt, params), f"{rid} must finish as never-moved"

@@ -1,0 +1,312 @@
+"""Calibrate the serving twin's CPU step-time profile (lab-03's fleetsim) from this lab's capture.
+
+    python calibrate_profile.py                    # captures/cpu-2core -> lab-03 profiles/cpu-llama-200m/
+    python calibrate_profile.py --capture DIR --out DIR
+    python calibrate_profile.py --joins [--capture DIR]   # what a request joining decode costs, measured
+
+The profile says how long one vLLM step of ``models/llama-200m`` takes on one pinned core:
+step_ms = fixed + per decode sequence x decode batch + per prompt token x prefill tokens + per attention
+pair x prefill (query, key) pairs, plus two costs outside the engine: the client/proxy overhead a request
+pays before its first token, and the P/D pair's KV handoff latency. Every term is read off the
+recorded capture by an estimator named here - nothing is set by hand - and only from RUN 1 of the
+setups named below, so run 2 and the other statistics of run 1 stay a check (lab-03's twin tests):
+
+1. fixed + per decode sequence: ``pd-all`` run 1, decode instance (it never prefills a prompt): each step
+   is a cluster of token arrivals; the median step time per batch size, least squares over batch sizes.
+   The same steps give the step-to-step jitter (lognormal sigma from their interquartile range) and the
+   cost of a request joining the batch (median excess of steps that streamed a first token).
+2. per prompt token + per attention pair: ``colocated-chunk64`` run 1: each long prompt's prefill is
+   cut into chunks of (64 - decode batch) tokens riding decode steps; walking back from the step that
+   streamed its first token gives every chunk's size and start, and least squares on (step time minus
+   the decode part) gives both costs.
+3. request overhead: ``colocated`` run 1's short-prompt TTFT p50 minus the twin's with no overhead.
+4. KV handoff latency: ``pd-all`` run 1's median (TTFT - prefill hop) of short prompts minus the twin's
+   with no latency (this is the decode hop, NIXL's pull and the relay together, on one host).
+
+``--joins`` measures the join step (the step in which a new request joins the running decode batch)
+instead of fitting: on every instance that streams answers, each step is classified by what joined in it
+(nothing; a handed-off request, whose KV was pulled and whose last prompt token decode computes; a
+locally prefilled short prompt, whose whole prefill rides the step) and the median step time of each
+class is printed beside the profile's prediction for the same step.
+
+Why from the capture and not a fresh measurement: this machine is shared (other vLLM servers run on
+the same 2 cores while it is used), so a step-time sweep today measures the neighbours; the capture
+was recorded with the whole machine (its manifest). The load average at calibration time is recorded
+in the manifest anyway. Model and workload come from the capture's manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+from pathlib import Path
+
+from fleetsim.fleet import Fleet, simulate
+from fleetsim.profile import LinearProfile, chunk_pairs
+from fleetsim.workload import Streams
+from pdpair.evidence.capture import CAPTURE_DIR, load_capture, percentile
+
+LAB = Path(__file__).resolve().parents[1]  # the lab folder
+LAB03 = LAB.parent / "lab-03-disagg-economics"
+
+OUT_DIR = LAB03 / "profiles" / "cpu-llama-200m"
+STEP_CLUSTER_S = 0.005  # token arrivals closer than this on one instance came from the same step
+MIN_SAMPLES = 30  # a batch size needs this many steps to enter the decode fit
+
+
+def steps_of(records, instance: str) -> list[tuple[float, float, int, int]]:
+    """The instance's steps as (start_s, end_s, decodes, first tokens): each step's end is a cluster of
+    token arrivals; a request whose first token is in it prefilled there, the rest decoded."""
+    tokens = sorted(
+        (t, i == 0) for r in records if r.ok and r.instance == instance for i, t in enumerate(r.arrivals_s)
+    )
+    ends: list[list] = []  # [end_s, decodes, firsts]
+    for t, first in tokens:
+        if not ends or t - ends[-1][0] > STEP_CLUSTER_S:
+            ends.append([t, 0, 0])
+        ends[-1][2 if first else 1] += 1
+    return [(a[0], b[0], b[1], b[2]) for a, b in zip(ends, ends[1:], strict=False)]
+
+
+def join_classes(records, instance: str) -> dict[str, list[float]]:
+    """The instance's step times (ms) grouped by who joined in the step: "none", "handed-off" (only
+    handed-off requests' first tokens), "local" (exactly one locally prefilled or colocated short
+    prompt's first token, nothing else joining), "other" (anything else: several, or a long prompt)."""
+    tokens = sorted(
+        (t, (r.kind, r.mode) if i == 0 else None)
+        for r in records
+        if r.ok and r.instance == instance
+        for i, t in enumerate(r.arrivals_s)
+    )  # fmt: skip
+    ends: list[list] = []  # [end_s, joined]
+    for t, joined in tokens:
+        if not ends or t - ends[-1][0] > STEP_CLUSTER_S:
+            ends.append([t, []])
+        if joined:
+            ends[-1][1].append(joined)
+    out: dict[str, list[float]] = {"none": [], "handed-off": [], "local": [], "other": []}
+    for a, b in zip(ends, ends[1:], strict=False):
+        joined = b[1]
+        if not joined:
+            key = "none"
+        elif all(k == "short" and m == "disaggregated" for k, m in joined):
+            key = "handed-off"
+        elif len(joined) == 1 and joined[0][0] == "short":
+            key = "local"
+        else:
+            key = "other"
+        out[key].append((b[0] - a[0]) * 1e3)
+    return out
+
+
+def report_joins(capture: Path, profile_path: Path) -> None:
+    """Print the measured join steps of every decoding instance of every setup and run, and the profile's."""
+    from fleetsim.profile import load_profile  # noqa: PLC0415
+
+    manifest, runs = load_capture(capture)
+    short = manifest["workload"]["short_prompt_tokens"]
+    prof = load_profile(profile_path)
+    streams = manifest["workload"]["streams"]
+    print(f"join steps in {capture} (median ms, steps; a step = a cluster of token arrivals)")
+    print(f"  profile {prof.name}, {streams - 1} decodes: plain step {prof.step_ms(0, 0, streams - 1, 0):.1f}, "
+          f"handed-off join {prof.step_ms(1, chunk_pairs(short - 1, 1), streams - 1, 0, 1):.1f}, "
+          f"local {short}-token prefill + join {prof.step_ms(short, chunk_pairs(0, short), streams - 1, 0, 1):.1f}")  # fmt: skip
+    for (setup, run), records in sorted(runs.items()):
+        for inst in sorted({r.instance for r in records if r.ok} - {"prefill"}):
+            classes = join_classes(records, inst)
+            total = sum(len(v) for v in classes.values())
+            cells = [
+                f"{k} {percentile(v, 50):6.1f} ({len(v)}, {100 * len(v) / total:.1f}%)"
+                for k, v in classes.items()
+                if v
+            ]
+            print(f"  {setup:18s} run {run} {inst:10s} " + "  ".join(cells))
+
+
+def lstsq(rows: list[list[float]], ys: list[float]) -> list[float]:
+    import numpy as np
+
+    sol, *_ = np.linalg.lstsq(np.asarray(rows, float), np.asarray(ys, float), rcond=None)
+    return [float(x) for x in sol]
+
+
+def fit_decode(records, instance: str = "decode") -> tuple[float, float, float, float, dict]:
+    by_batch: dict[int, list[float]] = {}
+    joining: list[tuple[int, float]] = []
+    for a, b, decodes, firsts in steps_of(records, instance):
+        if firsts == 0 and decodes > 0:
+            by_batch.setdefault(decodes, []).append((b - a) * 1e3)
+        elif firsts == 1:
+            joining.append((decodes, (b - a) * 1e3))
+    used = {k: v for k, v in sorted(by_batch.items()) if len(v) >= MIN_SAMPLES}
+    q1, _, q3 = statistics.quantiles([math.log(x) for v in used.values() for x in v], n=4)
+    sigma = (q3 - q1) / 1.349  # the interquartile range of a normal is 1.349 sigma: robust to stalls
+    fixed, per_seq = lstsq([[1.0, k] for k in used], [statistics.median(v) for v in used.values()])
+    if per_seq < 0:  # no measurable cost per sequence at these batch sizes: a flat step
+        fixed, per_seq = statistics.median([x for v in used.values() for x in v]), 0.0
+    join = statistics.median([ms - fixed - per_seq * d for d, ms in joining])
+    return (
+        fixed,
+        per_seq,
+        join,
+        sigma,
+        {
+            "join_steps": len(joining),
+            "median_step_ms_by_batch": {k: round(statistics.median(v), 2) for k, v in used.items()},
+            "steps_by_batch": {k: len(v) for k, v in used.items()},
+        },
+    )
+
+
+def one_shot_rows(records, fixed: float, per_seq: float, join: float) -> tuple[list, list]:
+    """Rows for the prefill fit from whole-prompt steps: the step that streamed a long prompt's first
+    token with the default budget carried the whole prompt (and the other requests' decodes)."""
+    rows, ys = [], []
+    for L in (r for r in records if r.ok and r.kind == "long"):
+        for a, b, decodes, firsts in steps_of(records, L.instance):
+            if abs(b - L.arrivals_s[0]) <= STEP_CLUSTER_S and firsts == 1:
+                n = L.prompt_len
+                rows.append([n, chunk_pairs(0, n), n * n])
+                ys.append((b - a) * 1e3 - fixed - per_seq * decodes - join)
+    return rows, ys
+
+
+def fit_prefill(chunked, whole, fixed: float, per_seq: float, join: float, budget: int = 64):
+    rows, ys = one_shot_rows(whole, fixed, per_seq, join)
+    n_whole = len(rows)
+    longs = [r for r in chunked if r.ok and r.kind == "long"]
+    records = chunked
+    for L in longs:
+        steps = [
+            s for s in steps_of(records, L.instance) if L.sent_s < s[1] <= L.arrivals_s[0] + STEP_CLUSTER_S
+        ]
+        if not steps or abs(steps[-1][1] - L.arrivals_s[0]) > STEP_CLUSTER_S:
+            continue
+        # walk back from the step that streamed L's first token; chunk = what the budget left
+        chunks, seen = [], 0
+        last = steps[-1]
+        for a, b, decodes, firsts in reversed(steps[:-1]):
+            c = budget - decodes - 32 * firsts  # firsts: short prompts (32 tokens) prefilled alongside
+            if c <= 0 or seen + c >= L.prompt_len:
+                break
+            chunks.append((a, b, decodes, firsts, c))
+            seen += c
+        left = budget - last[2] - 32 * (last[3] - 1)
+        c_last = L.prompt_len - seen
+        if not 0 < c_last <= left:
+            continue  # the walk-back does not add up: another prefill shared these steps
+        chunks.reverse()
+        chunks.append((last[0], last[1], last[2], last[3] - 1, c_last))
+        start = 0
+        for a, b, decodes, firsts, c in chunks:
+            if firsts == 0:  # steps that also carried a short prompt's prefill are left out of the fit
+                rows.append([c, chunk_pairs(start, c), c * c])
+                done = start + c == L.prompt_len
+                ys.append((b - a) * 1e3 - fixed - per_seq * decodes - (join if done else 0.0))
+            start += c
+    per_token, per_pair, per_sq = lstsq(rows, ys)
+    return (
+        per_token,
+        per_pair,
+        per_sq,
+        {"chunk_steps_used": len(rows) - n_whole, "whole_prompt_steps_used": n_whole},
+    )
+
+
+def twin(profile: LinearProfile, fleet: Fleet, manifest: dict, run: int):
+    return simulate(
+        fleet, profile, streams=Streams.from_manifest(manifest["workload"], seed=run), seed=run
+    ).records()
+
+
+def calibrate(capture: Path) -> tuple[LinearProfile, dict]:
+    manifest, runs = load_capture(capture)
+    long_len = manifest["workload"]["long_prompt_tokens"]
+    for recs in runs.values():
+        for r in recs:
+            r.prompt_len = long_len if r.kind == "long" else manifest["workload"]["short_prompt_tokens"]
+    fixed, per_seq, join_raw, sigma, d_info = fit_decode(runs[("pd-all", 1)])
+    per_token, per_pair, per_sq, c_info = fit_prefill(runs[("colocated-chunk64", 1)], runs[("colocated", 1)],
+                                                      fixed, per_seq, join_raw)  # fmt: skip
+    # a handed-off request's join step also computed its prompt's last token: take that out of the join
+    short = manifest["workload"]["short_prompt_tokens"]
+    join = join_raw - per_token - per_pair * chunk_pairs(short - 1, 1) - per_sq
+    m = manifest["model"]["config"]
+    kv = 2 * m["num_hidden_layers"] * m["num_key_value_heads"] * m["head_dim"] * 2
+    base = LinearProfile("cpu-llama-200m", fixed, per_seq, 0.0, per_token, per_pair, per_sq, join, sigma,
+                         kv_bytes_per_token=kv, block_size=manifest["model"]["block_size"])  # fmt: skip
+    profile = base
+    overhead = latency = 0.0
+
+    def short_ttft(recs) -> float:
+        return percentile([r.arrivals_s[0] - r.sent_s for r in recs if r.ok and r.kind == "short"], 50)
+
+    def after(recs) -> float:  # TTFT minus the prefill hop, of handed-off short prompts
+        return percentile([r.arrivals_s[0] - r.sent_s - r.prefill_ms / 1e3 for r in recs
+                     if r.ok and r.kind == "short" and r.prefill_ms is not None], 50)  # fmt: skip
+
+    for _ in range(3):  # the closed loop couples the two terms weakly: a few rounds settle them
+        sim = twin(profile, Fleet(colocated=2), manifest, 1)
+        overhead += (short_ttft(runs[("colocated", 1)]) - short_ttft(sim)) * 1e3
+        profile = LinearProfile(
+            **{**base.__dict__, "request_overhead_ms": overhead, "link_latency_ms": latency}
+        )
+        sim = twin(profile, Fleet(prefill=1, decode=1), manifest, 1)
+        latency = max(0.0, latency + (after(runs[("pd-all", 1)]) - after(sim)) * 1e3)
+        profile = LinearProfile(
+            **{**base.__dict__, "request_overhead_ms": overhead, "link_latency_ms": latency}
+        )
+    rounded = {k: (round(v, 7) if isinstance(v, float) else v) for k, v in profile.__dict__.items()}
+    rounded["source"] = {
+        "capture": str(
+            capture.relative_to(LAB.parents[2]) if capture.is_relative_to(LAB.parents[2]) else capture
+        ),
+        "fitted_from": "run 1 of pd-all (decode and join steps, handoff latency), colocated-chunk64 (chunk "
+        "steps), colocated (whole-prompt steps, request overhead)",
+        "calibrated_by": "phase-15-disaggregated-serving/labs/lab-02-pd-pair/calibrate_profile.py",
+    }
+    info = {"decode_fit": d_info, "chunk_fit": c_info}
+    return LinearProfile(**rounded), {
+        **info,
+        "capture_manifest": {k: manifest[k] for k in ("recorded", "machine", "versions", "model")},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--capture", type=Path, default=CAPTURE_DIR)
+    p.add_argument("--out", type=Path, default=OUT_DIR)
+    p.add_argument("--joins", action="store_true", help="measure the join steps instead of fitting")
+    args = p.parse_args(argv)
+    if args.joins:
+        report_joins(args.capture.resolve(), args.out)
+        return 0
+    profile, info = calibrate(args.capture.resolve())
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "profile.json").write_text(profile.to_json())
+    manifest = {
+        "calibrated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": "python phase-15-disaggregated-serving/labs/lab-02-pd-pair/calibrate_profile.py",
+        "method": "fitted from the capture's token arrival times (see calibrate_profile.py's docstring)",
+        "calibration_machine": {
+            "os": f"{platform.system()} {platform.release()}",
+            "cpus": os.cpu_count(),
+            "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        },  # fmt: skip
+        **info,
+    }
+    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    for k in ("step_ms_fixed", "per_decode_seq_ms", "per_prefill_token_ms", "per_prefill_pair_ms",
+              "per_prefill_token_sq_ms", "per_join_ms", "step_jitter_sigma", "request_overhead_ms", "link_latency_ms"):  # fmt: skip
+        print(f"  {k:22s} {getattr(profile, k):.6g}")
+    print(f"wrote {args.out / 'profile.json'} and manifest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

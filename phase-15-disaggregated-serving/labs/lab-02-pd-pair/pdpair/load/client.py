@@ -113,6 +113,14 @@ async def get_text(session: aiohttp.ClientSession, url: str, timeout_s: float = 
 
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+# The text format escapes three characters in a label value: \\ \" and \n (one left-to-right pass, so
+# an escaped backslash followed by n stays a backslash and an n); any other backslash is kept as it is.
+_ESCAPE = re.compile(r'\\[\\"n]')
+_UNESCAPED = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+
+
+def _unescape(value: str) -> str:
+    return _ESCAPE.sub(lambda m: _UNESCAPED[m[0]], value)
 
 
 def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
@@ -124,7 +132,7 @@ def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
         m = _SAMPLE.match(line)
         if not m:
             raise ValueError(f"not a Prometheus sample line: {line!r}")
-        labels = dict(_LABEL.findall(m["labels"] or ""))
+        labels = {k: _unescape(v) for k, v in _LABEL.findall(m["labels"] or "")}
         out.append((m["name"], labels, float(m["value"])))
     return out
 

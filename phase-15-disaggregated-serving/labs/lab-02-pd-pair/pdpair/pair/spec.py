@@ -287,16 +287,19 @@ class StrictLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+        # Keyed on the key itself, not its line: a flow mapping (`b: {x: 1, x: 2}`) has both on one line.
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
             try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
+                first = seen.get(key)
             except TypeError:
-                raise SpecError(f"unhashable key at line {key_node.start_mark.line + 1}") from None
-            if first != key_node.start_mark.line + 1:
-                raise SpecError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                raise SpecError(f"unhashable key at line {line}") from None
+            if first is not None:
+                raise SpecError(f"duplicate key {key!r} at line {line} "
                                 f"(first at line {first}); YAML would silently keep the last one")  # fmt: skip
+            seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
 

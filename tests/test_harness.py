@@ -44,6 +44,7 @@ def graded_starter() -> list[str]:
 
 
 @needs_make
+@pytest.mark.slow
 def test_grading_the_lab03_starter_is_short_and_ends_with_the_scoreboard(graded_starter, values):
     lines = graded_starter
     assert len(lines) <= 600, f"{len(lines)} lines"

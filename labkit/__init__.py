@@ -4,6 +4,8 @@
 - ``labkit.starter_gen``: builds each ``starter.py`` from its ``solution.py`` (BEGIN/END SOLUTION fences).
 - ``labkit.integrity``: ``make check-starter`` and ``make check-mutants``.
 - ``labkit.mutants``: lets an instructor's mutant inherit the solution and break one thing.
+- ``labkit.scoreboard``: the end of every grading run: failures one line each, the per-task scoreboard.
+- ``labkit.docs``: ``make docs`` / ``make docs-check``, the numbers the READMEs quote, from the data.
 """
 
 from pathlib import Path

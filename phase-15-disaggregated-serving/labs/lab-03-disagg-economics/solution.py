@@ -251,14 +251,19 @@ def fit_step_model(samples) -> StepModel:
     Sanity anchor: on run 1 of the capture the fixed cost comes out ~27-28 ms on one CPU core and a
     prompt token costs ~1.2-1.4 ms; run 2, recorded separately, is what the tests hold it to.
     """
-    # BEGIN SOLUTION lab-03 task 4: least squares over what each step carried, no cost below zero
+    # BEGIN SOLUTION lab-03 task 4: the model that best fits the measured steps
     import numpy as np
 
     rows, ys = [], []
     for s in samples:
         if not isinstance(s, StepSample):
             raise TypeError(f"samples: each must be a StepSample, got {type(s).__name__}")
-        if isinstance(s.step_ms, bool) or not isinstance(s.step_ms, Real) or not math.isfinite(s.step_ms) or s.step_ms < 0:
+        if (
+            isinstance(s.step_ms, bool)
+            or not isinstance(s.step_ms, Real)
+            or not math.isfinite(s.step_ms)
+            or s.step_ms < 0
+        ):
             raise ValueError(f"samples: step_ms must be a finite number >= 0, got {s.step_ms!r}")  # fmt: skip
         rows.append([1.0, s.decode_seqs, s.prefill_tokens, s.prefill_pairs])
         ys.append(float(s.step_ms))
@@ -301,7 +306,7 @@ def prefill_stall(step, prompt_tokens: int, decode_batch: int, *, token_budget: 
     each decode ~2.8 s; a 64-token budget bounds the worst gap to ~150-165 ms (lab-02's capture:
     2.8 s whole-prompt steps, 155 ms ITL p99 with chunks of 64).
     """
-    # BEGIN SOLUTION lab-03 task 5: walk the prompt's chunks; each step is a gap the decodes wait
+    # BEGIN SOLUTION lab-03 task 5: what the steps that carry the prompt cost the running decodes
     n = number("prompt_tokens", prompt_tokens, integer=True)
     if n < 0:
         raise ValueError(f"prompt_tokens: must be >= 0, got {prompt_tokens!r}")
@@ -309,7 +314,9 @@ def prefill_stall(step, prompt_tokens: int, decode_batch: int, *, token_budget: 
     if b < 1:
         raise ValueError(f"decode_batch: must be >= 1, got {decode_batch!r}")
     if token_budget is not None and number("token_budget", token_budget, integer=True) <= b:
-        raise ValueError(f"token_budget: must leave room for the prompt beyond {b} decodes, got {token_budget!r}")
+        raise ValueError(
+            f"token_budget: must leave room for the prompt beyond {b} decodes, got {token_budget!r}"
+        )
     ctx = number("decode_context", decode_context, integer=True)
     if ctx < 0:
         raise ValueError(f"decode_context: must be >= 0, got {decode_context!r}")
@@ -350,7 +357,7 @@ def prefill_ttft_ms(
     Sanity anchor: Llama-3-8B x 2048 tokens is ~2.97e13 FLOPs (Kaplan et al. 2020's accounting from
     its config): ~60 ms on an H100 (989 TFLOP/s dense bf16) at 50% MFU.
     """
-    # BEGIN SOLUTION lab-03 task 6: FLOPs of the weights every token passes, causal attention, one set of logits
+    # BEGIN SOLUTION lab-03 task 6: the prefill's FLOPs at the chip's delivered rate
     shape = resolve_model(model)
     if not (shape.params_b > 0 and shape.heads > 0 and shape.hidden > 0 and shape.vocab > 0):
         raise ValueError(f"model: {shape.name} lacks params_b/heads/hidden/vocab for a FLOPs count")
@@ -417,15 +424,17 @@ def should_disaggregate(
     colocated). The benefit: colocated, the prefill would stall `decode_batch` running requests whose
     steady gap is `itl_ms`, as `stall` says (task 5); remote, it stalls none of them.
     The rules, in order:
-      * no disease: nothing to cure when no decode is running (decode_batch 0) or the worst gap the
-        stall causes is under `min_spike_ratio` x itl_ms -> NO_NO_DISEASE, however good the wire;
+      * no disease: nothing to cure when no decode is running (decode_batch 0), or when the prefill
+        does not stretch a running decode's gap to at least `min_spike_ratio` times its steady gap
+        -> NO_NO_DISEASE, however good the wire;
       * a cheap toll: the toll is at most `max_penalty` of TTFT (task 7) -> YES;
-      * the stall outweighs the toll: the delay the decodes are spared in all (decode_batch x the
-        stall each of them would wait) is at least the toll this request pays - request-milliseconds
-        against request-milliseconds -> YES (the lab's rule; real routers weigh SLOs, lab-02 task 4);
+      * the cure outweighs the toll: going remote spares the running decodes, all of them together,
+        at least as much waiting as it costs this one request - request-milliseconds against
+        request-milliseconds -> YES (the lab's rule; real routers weigh SLOs, lab-02 task 4);
       * otherwise NO_SLOW_LINK.
-    Edges are inclusive: a spike ratio EQUAL to min_spike_ratio is a disease, a penalty EQUAL to
-    max_penalty is acceptable, a spared delay EQUAL to the toll pays. Returns a Decision with every
+    Edges are inclusive: a stretch EQUAL to min_spike_ratio is a disease, a penalty EQUAL to
+    max_penalty is acceptable, waiting spared EQUAL to the toll pays. Decision.spike_ratio is that
+    stretch; Decision.spared_ms is the waiting spared. Returns a Decision with every
     number, whatever the verdict. `reason` is one line that contains the deciding measurement as
     printed here: the spike ratio with two decimals ("1.08") for NO_NO_DISEASE; the penalty as a
     percentage with one decimal ("107.4%") for YES and NO_SLOW_LINK; and for a YES the penalty rule
@@ -454,7 +463,9 @@ def should_disaggregate(
     if number("max_penalty", max_penalty) < 0:
         raise ValueError(f"max_penalty: must be >= 0, got {max_penalty!r}")
     if number("min_spike_ratio", min_spike_ratio) < 1:
-        raise ValueError(f"min_spike_ratio: must be >= 1 (a stalled gap is never shorter), got {min_spike_ratio!r}")
+        raise ValueError(
+            f"min_spike_ratio: must be >= 1 (a stalled gap is never shorter), got {min_spike_ratio!r}"
+        )
     shape = resolve_model(model)
     kv_bytes = kv_freight_bytes(shape, prompt_tokens, dtype_bytes=kv_dtype_bytes)
     if layerwise:
@@ -466,7 +477,11 @@ def should_disaggregate(
     spared = b * stall.per_decode_ms
     if b == 0 or spike < min_spike_ratio:
         verdict = Verdict.NO_NO_DISEASE
-        why = "no decode is running" if b == 0 else f"worst gap / steady gap = {spike:.2f} < {min_spike_ratio:g}"
+        why = (
+            "no decode is running"
+            if b == 0
+            else f"worst gap / steady gap = {spike:.2f} < {min_spike_ratio:g}"
+        )
         reason = f"{why}: no interference spike to cure"
     elif penalty <= max_penalty:
         verdict = Verdict.YES
@@ -558,7 +573,7 @@ def slo_attainment(records, ttft_slo_ms: float, itl_slo_ms: float, *, gap_rule: 
     most `itl_slo_ms`, judged by `gap_rule`:
       "worst" (this lab's default): its slowest gap between consecutive tokens - a stall the mean hides;
       "mean": DistServe's TPOT (OSDI'24, section 2): the average time per output token after the
-        first (the span from the first to the last token over the gaps between them).
+        first.
     A one-token answer has no gap and meets the ITL SLO under either rule. Edges are inclusive (a TTFT
     exactly at the SLO meets it). A failed request is a miss: it counts in the denominator.
     Edges of the inputs: no records -> `records` (ValueError); SLOs > 0; gap_rule one of GAP_RULES
@@ -566,7 +581,7 @@ def slo_attainment(records, ttft_slo_ms: float, itl_slo_ms: float, *, gap_rule: 
     Sanity anchor: 4 requests - one fine, one with a 600 ms TTFT, one with a single 150 ms stall among
     20 ms gaps, one failed - against 500 ms / 100 ms SLOs -> 0.25 ("worst"), 0.5 ("mean").
     """
-    # BEGIN SOLUTION lab-03 task 10: succeeded, TTFT within its SLO, and the gaps within theirs by the rule
+    # BEGIN SOLUTION lab-03 task 10: the share of requests that met both SLOs
     if number("ttft_slo_ms", ttft_slo_ms) <= 0:
         raise ValueError(f"ttft_slo_ms: must be > 0, got {ttft_slo_ms!r}")
     if number("itl_slo_ms", itl_slo_ms) <= 0:
@@ -599,10 +614,10 @@ def goodput(rates: list[float], attainments: list[float], target: float = 0.9) -
     fleets of different sizes; this one is the whole fleet's (divide yourself when you compare).
 
     `rates` are the swept rates, strictly increasing and > 0; `attainments[i]` is the attainment
-    measured at `rates[i]` (task 10), in [0, 1]. Walk up from the lowest rate: the first rate whose
-    attainment is BELOW `target` ends the good region (an attainment equal to `target` is good), and
-    the goodput is where the straight line between the last good point and that first bad one crosses
-    `target`. Points after the first bad one are ignored, even if they recover (noise, not capacity).
+    measured at `rates[i]` (task 10), in [0, 1]. The good region ends at the lowest rate whose
+    attainment is BELOW `target` (an attainment equal to `target` is good); what the sweep shows after
+    it is ignored, even a recovery (noise, not capacity). Between that rate and the good point before
+    it, take attainment to change linearly with the rate.
     Edges: the lowest rate already bad -> 0.0 (nothing was shown to be good); no rate bad -> the
     highest rate swept (never extrapolate beyond what was simulated); target in (0, 1] (1.0 is valid).
     Errors (ValueError, naming the argument): empty or different lengths -> `attainments`; a rate that
@@ -611,7 +626,7 @@ def goodput(rates: list[float], attainments: list[float], target: float = 0.9) -
     not changed.
     Sanity anchor: rates [1, 2, 3, 4], attainments [1.0, 0.95, 0.85, 0.5], target 0.9 -> 2.5.
     """
-    # BEGIN SOLUTION lab-03 task 11: find the first rate below target; interpolate between it and the last good one
+    # BEGIN SOLUTION lab-03 task 11: the highest rate the sweep shows good, interpolated
     if not 0 < number("target", target) <= 1:
         raise ValueError(f"target: must be in (0, 1], got {target!r}")
     rates, attainments = list(rates), list(attainments)
@@ -633,19 +648,22 @@ def goodput(rates: list[float], attainments: list[float], target: float = 0.9) -
     # END SOLUTION
 
 
-def choose_config(goodputs: dict[str, float], baseline: str, min_gain: float = 0.05) -> str:
-    """Which configuration to deploy, from each one's goodput (req/s, task 11).
+def choose_config(goodputs: dict[str, float], baseline: str, min_gain: float = 0.05, *,
+                  gpus: dict[str, int] | None = None) -> str:  # fmt: skip
+    """Which configuration to deploy, from each one's goodput (req/s of the whole fleet, task 11).
 
-    The `baseline` (the colocated fleet you run today) stays unless another configuration's goodput
-    beats it by MORE than `min_gain` (a fraction: 0.05 = 5%): splitting prefill from decode adds
-    moving parts and a KV link, and a win inside the simulator's noise is not a win. Among those that
-    beat it, the highest goodput wins; a tie goes to the one listed first. A baseline goodput of 0 is
-    beaten by any goodput > 0.
+    The `baseline` (the colocated fleet you run today) stays unless another configuration beats it by
+    MORE than `min_gain` (a fraction: 0.05 = 5%): splitting prefill from decode adds moving parts and a
+    KV link, and a win inside the simulator's noise is not a win. Among those that beat it, the best
+    wins; a tie goes to the one listed first. A baseline of 0 is beaten by anything above 0.
+    Fleets of different sizes: with `gpus` (configuration -> GPUs it uses) configurations are compared
+    by goodput PER GPU, as DistServe (OSDI'24) compares them; without it, by the fleet's goodput.
     Errors (ValueError, naming the argument): baseline not in goodputs -> `baseline`; a goodput that is
     negative or not finite (an infinite goodput is a broken measurement, not a winner) -> `goodputs`;
-    min_gain < 0 -> `min_gain` (0 is valid). `goodputs` is not changed.
-    Sanity anchor: {"colocated x4": 10.0, "P/D 1:3": 10.4, "P/D 2:2": 12.0}, baseline "colocated x4"
-    -> "P/D 2:2"; with only "P/D 1:3" (+4%) the baseline stays.
+    min_gain < 0 -> `min_gain` (0 is valid); with gpus, a configuration missing from it or a count
+    below 1 -> `gpus`. Nothing it is given is changed.
+    Sanity anchor: DistServe's Figure 1 - one colocated GPU at 1.6 req/s against 2 prefill + 1 decode
+    GPUs at 10 req/s: per GPU the split wins ~2.1x.
     """
     # BEGIN SOLUTION lab-03 task 12: keep the baseline unless something beats it by more than min_gain; then the best
     if number("min_gain", min_gain) < 0:
@@ -655,10 +673,18 @@ def choose_config(goodputs: dict[str, float], baseline: str, min_gain: float = 0
             raise ValueError(f"goodputs: {name!r} has a negative goodput {g!r}")
     if baseline not in goodputs:
         raise ValueError(f"baseline: {baseline!r} is not one of the configurations {list(goodputs)}")
-    bar = goodputs[baseline] * (1 + min_gain)
+    score = dict(goodputs)
+    if gpus is not None:
+        for name in goodputs:
+            if name not in gpus:
+                raise ValueError(f"gpus: no GPU count for {name!r}")
+            if number("gpus", gpus[name], integer=True) < 1:
+                raise ValueError(f"gpus: {name!r} must use >= 1 GPU, got {gpus[name]!r}")
+            score[name] = goodputs[name] / gpus[name]
+    bar = score[baseline] * (1 + min_gain)
     best = baseline
-    for name, g in goodputs.items():
-        if g > bar and (best == baseline or g > goodputs[best]):
+    for name, g in score.items():
+        if g > bar and (best == baseline or g > score[best]):
             best = name
     return best
     # END SOLUTION
@@ -694,7 +720,7 @@ def pd_capacity(
     Sanity anchor: DistServe's Figure 1 (a 13B model on A100s): prefill ~5.6 req/s and decode ~10 req/s
     per GPU split 2:1 serve 10 req/s, 3.3 per GPU.
     """
-    # BEGIN SOLUTION lab-03 task 13: M/D/1 for prefill, the largest batch within the ITL SLO for decode, then split
+    # BEGIN SOLUTION lab-03 task 13: what one instance of each role serves within its SLO, then the best split
     n = number("prompt_tokens", prompt_tokens, integer=True)
     if n < 1:
         raise ValueError(f"prompt_tokens: must be >= 1, got {prompt_tokens!r}")
@@ -747,7 +773,7 @@ def cheapest_fleet(rate_rps: float, output_tokens: int, offers: list[Offer]) -> 
     Sanity anchor: 10 req/s of 256-token answers on 4 prefill instances at $2.69/h (2.5 req/s each) and
     1 decode instance at $1.49/h (10 req/s) -> $12.25/h, $1.33 per million output tokens.
     """
-    # BEGIN SOLUTION lab-03 task 14: fewest instances per offer that carry the rate; cheapest pool per role
+    # BEGIN SOLUTION lab-03 task 14: the cheapest pool for each role, and what the fleet costs
     if number("rate_rps", rate_rps) <= 0:
         raise ValueError(f"rate_rps: must be > 0, got {rate_rps!r}")
     out = number("output_tokens", output_tokens, integer=True)
@@ -763,7 +789,12 @@ def cheapest_fleet(rate_rps: float, output_tokens: int, offers: list[Offer]) -> 
         if o.role not in ("prefill", "decode"):
             raise ValueError(f"offers: a role is 'prefill' or 'decode', got {o.role!r}")
         for value in (o.price_per_hour, o.rps):
-            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, Real)
+                or not math.isfinite(value)
+                or value < 0
+            ):
                 raise ValueError(f"offers: price and rps must be finite numbers >= 0, got {o!r}")  # fmt: skip
         if o.rps == 0:
             continue

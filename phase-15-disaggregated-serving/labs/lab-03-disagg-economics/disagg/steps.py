@@ -68,7 +68,9 @@ def _whole_prompt_steps(records, prompt: int) -> list[StepSample]:
 def _chunk_steps(records, prompt: int, short: int, budget: int) -> list[StepSample]:
     out = []
     for long in (r for r in records if r.ok and r.kind == "long"):
-        steps = [s for s in _steps(records, long.instance) if long.sent_s < s[1] <= long.arrivals_s[0] + CLUSTER_S]
+        steps = [
+            s for s in _steps(records, long.instance) if long.sent_s < s[1] <= long.arrivals_s[0] + CLUSTER_S
+        ]
         if not steps or abs(steps[-1][1] - long.arrivals_s[0]) > CLUSTER_S:
             continue
         chunks, seen = [], 0

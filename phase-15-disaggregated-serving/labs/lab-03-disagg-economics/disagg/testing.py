@@ -31,7 +31,9 @@ def raises(exc: type[Exception], name: str):
 def load_wire() -> tuple[dict, list[dict], list[dict]]:
     """(manifest, every read that succeeded, medians per (shaped rate, prompt length))."""
     manifest = json.loads((WIRE_CAPTURE / "manifest.json").read_text())
-    rows = [json.loads(line) for line in (WIRE_CAPTURE / "wire.jsonl").read_text().splitlines() if line.strip()]
+    rows = [
+        json.loads(line) for line in (WIRE_CAPTURE / "wire.jsonl").read_text().splitlines() if line.strip()
+    ]
     rows = [r for r in rows if r["status"] == 200 and r["nixl_reads"] >= 1]
     keyed: dict[tuple, list[dict]] = {}
     for r in rows:

@@ -133,7 +133,9 @@ def all_plans(scenario: Scenario) -> list[Plan]:
         for d_hw in scenario.menu:
             for p in range(1, scenario.max_instances):
                 for d in range(1, scenario.max_instances - p + 1):
-                    plans += [Plan(d_hw, d, p_hw, p, threshold=t, budget=b) for t in THRESHOLDS for b in BUDGETS]
+                    plans += [
+                        Plan(d_hw, d, p_hw, p, threshold=t, budget=b) for t in THRESHOLDS for b in BUDGETS
+                    ]
     return sorted(plans, key=lambda q: (round(price(q), 6), q.decode + q.prefill))
 
 

@@ -146,7 +146,10 @@ H100_ASSUMED = dict(mfu=0.5, mbu=0.6, step_ms_fixed=2.0, request_overhead_ms=5.0
 
 
 def roofline_profile(
-    model: str = "llama-3-8b", accelerator: str = "h100-sxm", mfu: float | None = None, mbu: float | None = None
+    model: str = "llama-3-8b",
+    accelerator: str = "h100-sxm",
+    mfu: float | None = None,
+    mbu: float | None = None,
 ) -> RooflineProfile:
     """One GPU (a name in lab-03's ACCELERATORS) serving ``model`` (a name in MODELS) in bf16 with bf16 KV."""
     from disagg.tables import ACCELERATORS, MODELS
@@ -193,7 +196,9 @@ def roofline_profile(
     )
 
 
-def h100_profile(model: str = "llama-3-8b", mfu: float | None = None, mbu: float | None = None) -> RooflineProfile:
+def h100_profile(
+    model: str = "llama-3-8b", mfu: float | None = None, mbu: float | None = None
+) -> RooflineProfile:
     """One H100 SXM serving ``model`` (``roofline_profile(model, "h100-sxm")``)."""
     return roofline_profile(model, "h100-sxm", mfu, mbu)
 

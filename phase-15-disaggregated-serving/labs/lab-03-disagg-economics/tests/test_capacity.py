@@ -49,17 +49,24 @@ def test_prefill_capacity_is_where_distserves_mean_ttft_meets_the_slo(impl, d_ms
 @task13
 @pytest.mark.parametrize("slo", [99.0, 100.0])
 def test_a_prompt_slower_than_the_ttft_slo_has_no_prefill_capacity(impl, slo):
-    cap = impl.pd_capacity(StepModel(fixed_ms=100.0), 64, 10, slo, 1000.0, 2)
+    cap = impl.pd_capacity(StepModel(fixed_ms=100.0), 64, 10, slo, 1000.0, 4)
     assert cap.prefill_rps == 0.0 and cap.goodput_rps == 0.0, cap
+    assert (cap.prefill, cap.decode) == (1, 3), (
+        f"every split serves nothing: the tie goes to fewer prefill, each role >= 1: {cap}"
+    )
 
 
 @task13
 def test_decode_capacity_is_the_largest_batch_within_the_itl_slo(impl):
     # 20 ms + 0.5 ms a sequence: 20 sequences make exactly 30 ms; each holds its seat for 100 steps
     cap = impl.pd_capacity(StepModel(20.0, 0.5), 64, 100, 1e6, 30.0, 2)
-    assert cap.decode_rps == pytest.approx(20 / (100 * 0.030)), f"20 seats, each freed every 100 x 30 ms: {cap}"
+    assert cap.decode_rps == pytest.approx(20 / (100 * 0.030)), (
+        f"20 seats, each freed every 100 x 30 ms: {cap}"
+    )
     capped = impl.pd_capacity(StepModel(20.0, 0.5), 64, 100, 1e6, 30.0, 2, max_batch=10)
-    assert capped.decode_rps == pytest.approx(10 / (100 * 0.025)), f"max_batch 10: 10 seats of 25 ms steps: {capped}"
+    assert capped.decode_rps == pytest.approx(10 / (100 * 0.025)), (
+        f"max_batch 10: 10 seats of 25 ms steps: {capped}"
+    )
     none = impl.pd_capacity(StepModel(31.0, 0.5), 64, 100, 1e6, 30.0, 2)
     assert none.decode_rps == 0.0, f"even one sequence breaks 30 ms: {none}"
 
@@ -102,8 +109,12 @@ def test_your_split_is_the_twins_best_split(impl, row):
                            row["itl_slo_ms"], row["instances"])  # fmt: skip
     split = f"{cap.prefill}:{cap.decode}"
     twin = row["twin_goodput_by_split"]
-    assert split == row["best"], f"the twin's goodput by split (req/s): {twin}; yours {split} at {cap.goodput_rps:.2f}"
-    assert cap.goodput_rps == pytest.approx(twin[split], rel=0.25), f"twin {twin[split]} req/s at {split}, yours {cap}"
+    assert split == row["best"], (
+        f"the twin's goodput by split (req/s): {twin}; yours {split} at {cap.goodput_rps:.2f}"
+    )
+    assert cap.goodput_rps == pytest.approx(twin[split], rel=0.25), (
+        f"twin {twin[split]} req/s at {split}, yours {cap}"
+    )
 
 
 BAD13 = [
@@ -139,7 +150,9 @@ def roofline_offers(prefill_h100: float = 10.0, decode_h100: float = 24.0) -> li
     A100's capacities scaled from an H100's by the datasheets, priced at the dated list."""
     return [
         Offer("h100-sxm", "prefill", H.price_per_hour, prefill_h100),
-        Offer("a100-sxm", "prefill", A.price_per_hour, prefill_h100 * A.bf16_dense_tflops / H.bf16_dense_tflops),
+        Offer(
+            "a100-sxm", "prefill", A.price_per_hour, prefill_h100 * A.bf16_dense_tflops / H.bf16_dense_tflops
+        ),
         Offer("h100-sxm", "decode", H.price_per_hour, decode_h100),
         Offer("a100-sxm", "decode", A.price_per_hour, decode_h100 * A.hbm_tb_s / H.hbm_tb_s),
     ]
@@ -163,7 +176,9 @@ def test_splitwise_prompt_on_h100_tokens_on_a100(impl):
 def test_the_fewest_instances_that_carry_the_rate(impl):
     offers = [Offer("x", "prefill", 2.0, 2.0), Offer("y", "decode", 1.0, 4.0)]
     exact = impl.cheapest_fleet(8.0, 100, offers)
-    assert (exact.prefill_instances, exact.decode_instances) == (4, 2), "8 req/s on 2 req/s instances: exactly 4"
+    assert (exact.prefill_instances, exact.decode_instances) == (4, 2), (
+        "8 req/s on 2 req/s instances: exactly 4"
+    )
     over = impl.cheapest_fleet(8.5, 100, offers)
     assert (over.prefill_instances, over.decode_instances) == (5, 3), "8.5 req/s needs a fifth and a third"
     tiny = impl.cheapest_fleet(0.001, 100, offers)
@@ -183,7 +198,9 @@ def test_ties_go_to_the_first_listed_and_useless_offers_are_skipped(impl):
               Offer("c", "decode", 3.0, 5.0), Offer("d", "decode", 3.0, 5.0)]  # fmt: skip
     got = impl.cheapest_fleet(4.0, 10, offers)
     assert (got.prefill.hardware, got.decode.hardware) == ("a", "c"), got
-    assert impl.cheapest_fleet(4.0, 10, offers[::-1]).prefill.hardware == "b", "b is listed first now (same $4)"
+    assert impl.cheapest_fleet(4.0, 10, offers[::-1]).prefill.hardware == "b", (
+        "b is listed first now (same $4)"
+    )
 
 
 @task14
@@ -192,7 +209,9 @@ def test_the_callers_offers_are_left_alone(impl):
     before = list(offers)
     impl.cheapest_fleet(60.0, 256, offers)
     assert offers == before, "the list was sorted or changed"
-    assert impl.cheapest_fleet(60.0, 256, tuple(offers)).prefill.hardware == "h100-sxm", "any sequence of offers"
+    assert impl.cheapest_fleet(60.0, 256, tuple(offers)).prefill.hardware == "h100-sxm", (
+        "any sequence of offers"
+    )
 
 
 BAD14 = [
@@ -202,7 +221,7 @@ BAD14 = [
     (dict(output_tokens=2.5), TypeError, "output_tokens"), (dict(offers=[]), ValueError, "offers"),
     (dict(offers=[Offer("h", "prefill", 1.0, 1.0)]), ValueError, "offers"),
     (dict(offers=[Offer("h", "prefill", 1.0, 1.0), Offer("h", "decode", 1.0, 0.0)]), ValueError, "offers"),
-    (dict(offers=[Offer("h", "both", 1.0, 1.0), Offer("h", "decode", 1.0, 1.0)]), ValueError, "offers"),
+    (dict(offers=[*roofline_offers(), Offer("h", "both", 1.0, 1.0)]), ValueError, "offers"),
     (dict(offers=[Offer("h", "prefill", NAN, 1.0), Offer("h", "decode", 1.0, 1.0)]), ValueError, "offers"),
     (dict(offers=[Offer("h", "prefill", 1.0, INF), Offer("h", "decode", 1.0, 1.0)]), ValueError, "offers"),
     (dict(offers=[Offer("h", "prefill", -1.0, 1.0), Offer("h", "decode", 1.0, 1.0)]), ValueError, "offers"),

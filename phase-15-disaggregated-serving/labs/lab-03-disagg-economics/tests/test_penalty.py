@@ -30,11 +30,17 @@ NON_EMBEDDING = {
 ATTENTION_WIDTH = {  # per layer, QK^T width + AV width summed over query heads
     "llama-3-8b": 32 * (128 + 128),
     "qwen2.5-7b": 28 * (128 + 128),
-    "deepseek-v3": 128 * ((128 + 64) + 128),  # config_671B.json: qk_nope 128 + qk_rope 64 per head; v_head_dim 128
+    "deepseek-v3": 128
+    * ((128 + 64) + 128),  # config_671B.json: qk_nope 128 + qk_rope 64 per head; v_head_dim 128
     "tiny-llama": 8 * (64 + 64),
 }
 LAYERS = {"llama-3-8b": 32, "qwen2.5-7b": 28, "deepseek-v3": 61, "tiny-llama": 8}
-LOGITS = {"llama-3-8b": 128256 * 4096, "qwen2.5-7b": 152064 * 3584, "deepseek-v3": 129280 * 7168, "tiny-llama": 32000 * 512}
+LOGITS = {
+    "llama-3-8b": 128256 * 4096,
+    "qwen2.5-7b": 152064 * 3584,
+    "deepseek-v3": 129280 * 7168,
+    "tiny-llama": 32000 * 512,
+}
 
 
 def kaplan(name: str, n: int) -> float:
@@ -63,7 +69,9 @@ def test_llama_3_8b_2048_tokens_is_2_97e13_flops(impl):
 @pytest.mark.parametrize("n", [1, 512, 2048, 32768])
 def test_prefill_flops_follow_kaplans_accounting(impl, name, n):
     got, want = flops(impl, name, n), kaplan(name, n)
-    assert got == pytest.approx(want, rel=0.015), f"{name} x {n} tokens: want ~{want:.4g} FLOPs, got {got:.4g}"
+    assert got == pytest.approx(want, rel=0.015), (
+        f"{name} x {n} tokens: want ~{want:.4g} FLOPs, got {got:.4g}"
+    )
 
 
 @task6
@@ -85,7 +93,9 @@ def test_the_h100_headline(impl):
 def test_peak_and_mfu_are_both_used(impl):
     base = impl.prefill_ttft_ms("qwen2.5-7b", 4096, "a100-sxm", 0.5)
     assert impl.prefill_ttft_ms("qwen2.5-7b", 4096, "a100-sxm", 0.25) == pytest.approx(2 * base)
-    assert impl.prefill_ttft_ms("qwen2.5-7b", 4096, 312.0, 0.5) == pytest.approx(base), "a name and its number"
+    assert impl.prefill_ttft_ms("qwen2.5-7b", 4096, 312.0, 0.5) == pytest.approx(base), (
+        "a name and its number"
+    )
     chip = Accelerator("twice-an-a100", 624.0)
     assert impl.prefill_ttft_ms("qwen2.5-7b", 4096, chip, 0.5) == pytest.approx(base / 2), "an Accelerator"
     assert impl.prefill_ttft_ms("qwen2.5-7b", 4096, H100, 1.0) < base
@@ -107,7 +117,9 @@ def test_a_tied_head_is_one_table_not_two(impl):
     tied = ModelShape("tied", 2, 2, 64, heads=4, hidden=256, vocab=1000, params_b=1e-3, tied_embeddings=True)
     untied = ModelShape("untied", 2, 2, 64, heads=4, hidden=256, vocab=1000, params_b=1e-3)
     gap = flops(impl, tied, 100) - flops(impl, untied, 100)
-    assert gap == pytest.approx(2 * 1000 * 256 * 100, rel=1e-6), "the tied model's one table is a lookup AND the head"
+    assert gap == pytest.approx(2 * 1000 * 256 * 100, rel=1e-6), (
+        "the tied model's one table is a lookup AND the head"
+    )
 
 
 BAD6 = [
@@ -119,6 +131,8 @@ BAD6 = [
     (dict(prompt_tokens=-1), ValueError, "prompt_tokens"), (dict(prompt_tokens=2048.0), TypeError, "prompt_tokens"),
     (dict(model="llama-9"), ValueError, "model"), (dict(model="opt-66b"), ValueError, "model"),
     (dict(model=ModelShape("no-size", 1, 1, 1)), ValueError, "model"),
+    (dict(model=ModelShape("no-vocab", 2, 2, 64, heads=4, hidden=256, params_b=1e-3)), ValueError, "model"),
+    (dict(model=ModelShape("no-heads", 2, 2, 64, hidden=256, vocab=1000, params_b=1e-3)), ValueError, "model"),
 ]  # fmt: skip
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from disagg.testing import INF, NAN, raises
 from fleetsim.fleet import Fleet, simulate
 from fleetsim.profile import LinearProfile
 from fleetsim.workload import poisson
-from disagg.testing import INF, NAN, raises
 from labkit.capture import RequestRecord, load_capture
 
 task8 = pytest.mark.lab03_task10  # slo_attainment
@@ -58,9 +58,13 @@ def test_tpot_is_measured_after_the_first_token(impl):
 @task8
 def test_only_status_200_with_no_error_succeeds(impl):
     odd = [rec(0.0, [0.25, 0.3125], status=s) for s in (201, 204, 206, 299)]
-    assert impl.slo_attainment([FINE, *odd], 1000, 1000) == 0.2, "another 2xx is not the 200 the docstring asks for"
+    assert impl.slo_attainment([FINE, *odd], 1000, 1000) == 0.2, (
+        "another 2xx is not the 200 the docstring asks for"
+    )
     empty_error = rec(0.0, [0.25, 0.3125], error="")
-    assert impl.slo_attainment([FINE, empty_error], 1000, 1000) == 0.5, "an empty error string is still an error"
+    assert impl.slo_attainment([FINE, empty_error], 1000, 1000) == 0.5, (
+        "an empty error string is still an error"
+    )
 
 
 @task8
@@ -169,6 +173,8 @@ def test_goodput_stops_at_the_first_miss(impl):
     # a recovery after the first miss is noise: the good region ended at the first miss
     got = impl.goodput([1, 2, 3, 4], [1.0, 0.8, 0.95, 0.95], 0.9)
     assert got == pytest.approx(1.5), f"first miss at 2 -> crossing between 1 and 2 = 1.5, got {got}"
+    again = impl.goodput([1, 2, 3, 4], [1.0, 0.8, 0.95, 0.5], 0.9)
+    assert again == pytest.approx(1.5), f"a second crossing after a recovery is noise too, got {again}"
 
 
 @task9
@@ -256,9 +262,44 @@ def test_choice_keeps_a_baseline_that_is_best(impl):
 
 
 @task10
+def test_distserves_figure_1_per_gpu(impl):
+    """DistServe Fig. 1: one A100 colocated serves 1.6 req/s; 2 prefill + 1 decode A100s serve 10 req/s,
+    3.3 per GPU: 2.1x per GPU (6.25x as a fleet, which is not the comparison)."""
+    g, n = {"colocated x1": 1.6, "P/D 2:1": 10.0}, {"colocated x1": 1, "P/D 2:1": 3}
+    assert impl.choose_config(g, "colocated x1", gpus=n) == "P/D 2:1"
+    assert impl.choose_config(g, "colocated x1", 1.1, gpus=n) == "colocated x1", (
+        "2.08x is not more than +110%"
+    )
+    assert impl.choose_config(g, "colocated x1", 1.0, gpus=n) == "P/D 2:1", "2.08x is more than +100%"
+
+
+@task10
+def test_per_gpu_changes_the_winner_when_sizes_differ(impl):
+    g = {"colocated x4": 10.0, "P/D 3:2": 12.0}
+    assert impl.choose_config(g, "colocated x4") == "P/D 3:2", "by the fleet: 12 > 10.5"
+    assert impl.choose_config(g, "colocated x4", gpus={"colocated x4": 4, "P/D 3:2": 5}) == "colocated x4", (
+        "per GPU: 2.4 < 2.5"
+    )
+
+
+@task10
+@pytest.mark.parametrize("gpus, exc", [
+    ({"colo": 4}, ValueError), ({"colo": 4, "pd": 0}, ValueError), ({"colo": 4, "pd": 2.0}, TypeError),
+    ({"colo": 4, "pd": True}, TypeError),
+])  # fmt: skip
+def test_choice_gpus_are_checked(impl, gpus, exc):
+    with raises(exc, "gpus"):
+        impl.choose_config({"colo": 10.0, "pd": 12.0}, "colo", gpus=gpus)
+
+
+@task10
 def test_choice_leaves_the_callers_dict_alone(impl):
-    g = {"pd": 12.0, "colo": 10.0}
-    assert impl.choose_config(g, "colo", 0.0) == "pd" and list(g.items()) == [("pd", 12.0), ("colo", 10.0)]
+    g, n = {"pd": 12.0, "colo": 10.0}, {"pd": 4, "colo": 4}
+    assert impl.choose_config(g, "colo", 0.0, gpus=n) == "pd" and list(g.items()) == [
+        ("pd", 12.0),
+        ("colo", 10.0),
+    ]
+    assert n == {"pd": 4, "colo": 4}
 
 
 @task10

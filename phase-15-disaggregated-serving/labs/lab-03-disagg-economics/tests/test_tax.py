@@ -56,7 +56,9 @@ def test_noise_free_steps_give_their_model_back(impl, fixed, dec, tok, pair):
 def test_a_term_the_samples_never_exercise_is_zero(impl):
     decode_only = [s for s in synthetic(StepModel(20, 0.5, 1.0, 1e-4)) if s.prefill_tokens == 0]
     got = impl.fit_step_model(decode_only)
-    assert (got.per_prefill_token_ms, got.per_prefill_pair_ms) == (0.0, 0.0), f"no prompt tokens were seen: {got}"
+    assert (got.per_prefill_token_ms, got.per_prefill_pair_ms) == (0.0, 0.0), (
+        f"no prompt tokens were seen: {got}"
+    )
     assert (got.fixed_ms, got.per_decode_ms) == pytest.approx((20, 0.5)), got
 
 
@@ -71,7 +73,9 @@ def test_no_cost_is_negative_and_the_rest_are_refitted(impl):
     assert got.per_decode_ms == 0.0, f"a negative cost per decode is fixed at 0, got {got}"
     rows = np.array([[1.0, s.prefill_tokens, s.prefill_pairs] for s in samples])
     refit = np.linalg.lstsq(rows, np.array([s.step_ms for s in samples]), rcond=None)[0]
-    assert (got.fixed_ms, got.per_prefill_token_ms, got.per_prefill_pair_ms) == pytest.approx(tuple(refit), rel=1e-6, abs=1e-9)
+    assert (got.fixed_ms, got.per_prefill_token_ms, got.per_prefill_pair_ms) == pytest.approx(
+        tuple(refit), rel=1e-6, abs=1e-9
+    )
 
 
 @task4
@@ -86,9 +90,12 @@ def test_your_fit_of_run_1_predicts_run_2_of_the_real_capture(impl):
     for kind, pick in kinds.items():
         steps = [s for s in held_out if pick(s)]
         errors[kind] = statistics.median(
-            abs(model.step_ms(s.prefill_tokens, s.prefill_pairs, s.decode_seqs) - s.step_ms) / s.step_ms for s in steps
+            abs(model.step_ms(s.prefill_tokens, s.prefill_pairs, s.decode_seqs) - s.step_ms) / s.step_ms
+            for s in steps
         )
-    assert all(e <= 0.10 for e in errors.values()), f"median relative error on run 2 by kind: {errors}; your fit {model}"
+    assert all(e <= 0.10 for e in errors.values()), (
+        f"median relative error on run 2 by kind: {errors}; your fit {model}"
+    )
     assert all(c >= 0 for c in coefs(model)), model
 
 
@@ -105,7 +112,10 @@ def test_your_fit_agrees_with_the_twins_calibration(impl):
 @task4
 def test_the_fit_does_not_depend_on_order_or_touch_its_input(impl):
     samples = synthetic(StepModel(12, 0.3, 0.8, 2e-4), seed=5)
-    noisy = [dataclasses.replace(s, step_ms=s.step_ms * (1 + 0.01 * ((i * 7) % 5 - 2))) for i, s in enumerate(samples)]
+    noisy = [
+        dataclasses.replace(s, step_ms=s.step_ms * (1 + 0.01 * ((i * 7) % 5 - 2)))
+        for i, s in enumerate(samples)
+    ]
     before = list(noisy)
     a = impl.fit_step_model(noisy)
     assert noisy == before, "the caller's list was changed"
@@ -158,7 +168,9 @@ def test_chunks_spread_the_stall_without_shrinking_it(impl):
     chunked = impl.prefill_stall(StepModel(10, 1, 2, 0.5), 4, 2, token_budget=4)
     # budget 4 = 2 decodes + 2 prompt tokens a step: chunks (0, 2) and (2, 2) read 3 and 7 pairs
     assert (chunked.per_decode_ms, chunked.worst_gap_ms) == pytest.approx((13.0, 19.5)), chunked
-    assert chunked.per_decode_ms == pytest.approx(whole.per_decode_ms), "chunking moves the stall, it does not remove it"
+    assert chunked.per_decode_ms == pytest.approx(whole.per_decode_ms), (
+        "chunking moves the stall, it does not remove it"
+    )
 
 
 @task5
@@ -166,9 +178,15 @@ def test_every_step_carries_the_decodes_their_context_and_the_prompt_in_order(im
     rec = Recorder(StepModel(5, 0.1, 0.2, 1e-3))
     impl.prefill_stall(rec, 1000, 7, token_budget=107, decode_context=4321)
     with_prompt = [c for c in rec.calls if c[0] > 0]
-    assert all(c[2] == 7 and c[3] == 4321 for c in rec.calls), f"every step: 7 decodes over 4321 cached tokens: {rec.calls[:3]}"
-    assert [c[0] for c in with_prompt] == [100] * 10, "each step gives the 7 decodes their token, the prompt the other 100"
-    assert [c[1] for c in with_prompt] == [pairs(100 * i, 100) for i in range(10)], "chunk i attends to itself and all before"
+    assert all(c[2] == 7 and c[3] == 4321 for c in rec.calls), (
+        f"every step: 7 decodes over 4321 cached tokens: {rec.calls[:3]}"
+    )
+    assert [c[0] for c in with_prompt] == [100] * 10, (
+        "each step gives the 7 decodes their token, the prompt the other 100"
+    )
+    assert [c[1] for c in with_prompt] == [pairs(100 * i, 100) for i in range(10)], (
+        "chunk i attends to itself and all before"
+    )
 
 
 @task5
@@ -178,7 +196,9 @@ def test_the_cpu_pairs_stall_is_what_the_capture_measured(impl):
     at a 64-token budget, the decodes' ITL p99 was ~155 ms."""
     profile = cpu_profile()
     manifest, runs = load_capture()
-    measured_whole = statistics.median(s.step_ms for r in (1, 2) for s in capture_steps(r) if s.prefill_tokens == 1500)
+    measured_whole = statistics.median(
+        s.step_ms for r in (1, 2) for s in capture_steps(r) if s.prefill_tokens == 1500
+    )
     measured_plain = statistics.median(s.step_ms for s in capture_steps(1) if s.prefill_tokens == 0)
     whole = impl.prefill_stall(profile, 1500, 3)
     assert whole.per_decode_ms == pytest.approx(measured_whole - measured_plain, rel=0.15), whole
@@ -186,7 +206,9 @@ def test_the_cpu_pairs_stall_is_what_the_capture_measured(impl):
     p99 = statistics.mean(summarize(runs[("colocated-chunk64", r)], manifest["workload"]["duration_s"])["itl_p99_ms"]
                           for r in manifest["runs"])  # fmt: skip
     chunked = impl.prefill_stall(profile, 1500, 3, token_budget=64)
-    assert chunked.worst_gap_ms == pytest.approx(p99, rel=0.2), f"measured ITL p99 {p99:.0f} ms, yours {chunked}"
+    assert chunked.worst_gap_ms == pytest.approx(p99, rel=0.2), (
+        f"measured ITL p99 {p99:.0f} ms, yours {chunked}"
+    )
 
 
 @task5
@@ -204,23 +226,32 @@ def test_on_an_h100_a_32k_prompt_stalls_decode_for_seconds_unless_chunked(impl):
 @task5
 def test_no_prompt_no_stall(impl):
     got = impl.prefill_stall(StepModel(10, 1, 2, 0.5), 0, 3)
-    assert (got.per_decode_ms, got.worst_gap_ms) == pytest.approx((0.0, 13.0)), "a plain step is the worst gap"
+    assert (got.per_decode_ms, got.worst_gap_ms) == pytest.approx((0.0, 13.0)), (
+        "a plain step is the worst gap"
+    )
 
 
 @task5
 def test_valid_edges(impl):
     got = impl.prefill_stall(StepModel(10, 1, 2, 0.0), 3, 1, token_budget=2)  # one prompt token a step
     assert (got.per_decode_ms, got.worst_gap_ms) == pytest.approx((6.0, 13.0)), got
-    assert impl.prefill_stall(StepModel(10, 1, 2, 0.0), 3, 1, token_budget=None).worst_gap_ms == pytest.approx(17.0)
+    assert impl.prefill_stall(
+        StepModel(10, 1, 2, 0.0), 3, 1, token_budget=None
+    ).worst_gap_ms == pytest.approx(17.0)
 
 
 @task5
 @given(n=st.integers(1, 5000), b=st.integers(1, 64), budget=st.integers(65, 4096))
 def test_a_larger_budget_never_shortens_the_worst_gap(impl, n, b, budget):
     m = StepModel(8, 0.2, 0.3, 1e-4)
-    small, big = impl.prefill_stall(m, n, b, token_budget=budget), impl.prefill_stall(m, n, b, token_budget=2 * budget)
+    small, big = (
+        impl.prefill_stall(m, n, b, token_budget=budget),
+        impl.prefill_stall(m, n, b, token_budget=2 * budget),
+    )
     assert small.worst_gap_ms <= big.worst_gap_ms + 1e-9
-    assert impl.prefill_stall(m, n, b).worst_gap_ms >= big.worst_gap_ms - 1e-9, "a whole prompt is the largest step"
+    assert impl.prefill_stall(m, n, b).worst_gap_ms >= big.worst_gap_ms - 1e-9, (
+        "a whole prompt is the largest step"
+    )
 
 
 BAD5 = [

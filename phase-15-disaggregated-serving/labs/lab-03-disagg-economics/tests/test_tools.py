@@ -68,9 +68,13 @@ def test_decide_rejects_bad_input_with_a_clear_message(args, name):
 
 @pytest.mark.ungraded
 def test_decide_models_ttft_and_prints_the_knob():
-    out = decide("--mfu", "0.55", "--decode-batch", "0", "--handoff-ms", "5", "--prefill-tokens-per-s", "10000")
+    out = decide(
+        "--mfu", "0.55", "--decode-batch", "0", "--handoff-ms", "5", "--prefill-tokens-per-s", "10000"
+    )
     assert out.returncode == 0, out.stderr
-    assert "VERDICT: NO_NO_DISEASE" in out.stdout and "local_prefill_max_tokens: 1051" in out.stdout, out.stdout
+    assert "VERDICT: NO_NO_DISEASE" in out.stdout and "local_prefill_max_tokens: 1051" in out.stdout, (
+        out.stdout
+    )
     out = decide("--mfu", "0.55", "--decode-batch", "1", "--stall-ms", "1", "--layerwise")
     assert "VERDICT: YES" in out.stdout and "exposed toll 0.34 ms" in out.stdout, out.stdout
 

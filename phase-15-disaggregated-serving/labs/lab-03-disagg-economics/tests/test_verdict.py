@@ -25,7 +25,17 @@ PHASE_STALL = Stall(26.0, 38.0)  # a 38 ms gap where the steady one is 12: 26 ms
 EDGE_MODEL = ModelShape("edge-toy", layers=1, kv_heads=1, head_dim=625)
 
 
-def decide(impl, link="ib-hdr", prompt=2048, ttft=200.0, itl=12.0, stall=PHASE_STALL, batch=4, model="llama-3-8b", **kw):
+def decide(
+    impl,
+    link="ib-hdr",
+    prompt=2048,
+    ttft=200.0,
+    itl=12.0,
+    stall=PHASE_STALL,
+    batch=4,
+    model="llama-3-8b",
+    **kw,
+):
     return impl.should_disaggregate(model, prompt, link, ttft, itl, stall, batch, **kw)
 
 
@@ -62,7 +72,9 @@ def test_no_spike_no_disease_whatever_the_wire(impl, link):
 def test_no_running_decode_no_disease(impl):
     d = decide(impl, "10gbe", stall=Stall(1400.0, 1412.0), batch=0)
     assert d.verdict == Verdict.NO_NO_DISEASE, f"nothing to stall: {d}"
-    assert d.spared_ms == 0.0 and d.toll_ms == pytest.approx(214.748, abs=1e-3), "every number is still carried"
+    assert d.spared_ms == 0.0 and d.toll_ms == pytest.approx(214.748, abs=1e-3), (
+        "every number is still carried"
+    )
 
 
 @task8
@@ -71,7 +83,9 @@ def test_a_long_prompt_that_stalls_decode_for_seconds_goes_remote_on_a_slow_wire
     92% of TTFT - over the 10% limit. Colocated, 32 running decodes would each wait ~1.5 s."""
     d = decide(impl, "25gbe", prompt=32768, ttft=1494.0, itl=11.6, stall=Stall(1485.6, 1497.2), batch=32)
     assert d.verdict == Verdict.YES, f"47.5 s of stall spared against a 1.37 s toll: {d}"
-    assert d.spared_ms == pytest.approx(32 * 1485.6) and "92.0%" in d.reason and spared_in(d.reason, d.spared_ms), d
+    assert (
+        d.spared_ms == pytest.approx(32 * 1485.6) and "92.0%" in d.reason and spared_in(d.reason, d.spared_ms)
+    ), d
 
 
 @task8
@@ -88,7 +102,9 @@ def test_the_spared_stall_is_weighed_against_the_toll_inclusively(impl):
 def test_the_penalty_edge_is_inclusive(impl):
     at = decide(impl, 1, 1000, 100.0, 12.0, Stall(0.5, 38.0), 1, model=EDGE_MODEL, kv_dtype_bytes=1)
     over = decide(impl, 1, 1001, 100.0, 12.0, Stall(0.5, 38.0), 1, model=EDGE_MODEL, kv_dtype_bytes=1)
-    assert at.penalty_ratio == 0.1 and at.verdict == Verdict.YES, f"penalty == max_penalty is acceptable: {at}"
+    assert at.penalty_ratio == 0.1 and at.verdict == Verdict.YES, (
+        f"penalty == max_penalty is acceptable: {at}"
+    )
     assert over.verdict == Verdict.NO_SLOW_LINK, f"one token more tips it over: {over}"
 
 
@@ -109,16 +125,37 @@ def test_the_headline_at_55_percent_mfu(impl):
     got = {case: decide(impl, link, ttft=ttft, stall=small, batch=1, layerwise=lw)
            for case, (link, lw) in {"hdr": ("ib-hdr", False), "ndr": ("ib-ndr", False), "hdr layer-wise": ("ib-hdr", True)}.items()}  # fmt: skip
     assert [d.verdict for d in got.values()] == [Verdict.NO_SLOW_LINK, Verdict.YES, Verdict.YES], got
-    assert got["hdr layer-wise"].toll_ms == pytest.approx(PROMPT_8B * 8 / 200e9 * 1e3 / 32, rel=1e-6), "the exposed toll is the toll"
+    assert got["hdr layer-wise"].toll_ms == pytest.approx(PROMPT_8B * 8 / 200e9 * 1e3 / 32, rel=1e-6), (
+        "the exposed toll is the toll"
+    )
+
+
+@task8
+def test_layerwise_streams_under_the_prefill_the_ttft_measures(impl):
+    """10 GbE under the phase's 200 ms prefill: each of 32 layers takes 6.25 ms to compute and 6.71 ms to
+    send, so the backlog grows by 0.46 ms a layer: ~21 ms is left after prefill (not 215 ms)."""
+    d = decide(impl, "10gbe", layerwise=True, batch=1, stall=Stall(1.0, 38.0))
+    w, c = PROMPT_8B * 8 / 10e9 * 1e3 / 32, 200.0 / 32
+    assert d.toll_ms == pytest.approx(w + 31 * (w - c), rel=1e-6), d
+    assert d.verdict == Verdict.NO_SLOW_LINK and "10.5%" in d.reason, d
+    assert (
+        decide(impl, "10gbe", layerwise=True, max_penalty=0.11, batch=1, stall=Stall(1.0, 38.0)).verdict
+        == Verdict.YES
+    )
 
 
 @task8
 def test_efficiency_and_the_dtype_reach_the_wire(impl):
     small = dict(batch=1, stall=Stall(1.0, 38.0))  # one decode, a 1 ms stall: only the penalty rule says YES
     full, half = decide(impl, **small), decide(impl, efficiency=0.5, **small)
-    assert half.toll_ms == pytest.approx(2 * full.toll_ms) and half.verdict == Verdict.NO_SLOW_LINK, (full, half)
+    assert half.toll_ms == pytest.approx(2 * full.toll_ms) and half.verdict == Verdict.NO_SLOW_LINK, (
+        full,
+        half,
+    )
     fp16, fp8 = decide(impl, "100gbe", **small), decide(impl, "100gbe", kv_dtype_bytes=1, **small)
-    assert (fp16.verdict, fp8.verdict) == (Verdict.NO_SLOW_LINK, Verdict.YES), "fp8 halves the freight: 10.7% -> 5.4%"
+    assert (fp16.verdict, fp8.verdict) == (Verdict.NO_SLOW_LINK, Verdict.YES), (
+        "fp8 halves the freight: 10.7% -> 5.4%"
+    )
 
 
 @task8
@@ -126,8 +163,12 @@ def test_the_limits_are_the_callers(impl):
     assert decide(impl, max_penalty=0.05, batch=1, stall=Stall(1.0, 38.0)).verdict == Verdict.NO_SLOW_LINK
     assert decide(impl, "100gbe", max_penalty=0.2).verdict == Verdict.YES
     assert decide(impl, min_spike_ratio=4.0).verdict == Verdict.NO_NO_DISEASE
-    assert decide(impl, stall=Stall(1.0, 13.0), min_spike_ratio=1.0).verdict == Verdict.YES, "1.0 is a valid threshold"
-    assert decide(impl, max_penalty=0.0, batch=1, stall=Stall(0.0, 38.0)).verdict == Verdict.NO_SLOW_LINK, "0 is valid"
+    assert decide(impl, stall=Stall(1.0, 13.0), min_spike_ratio=1.0).verdict == Verdict.YES, (
+        "1.0 is a valid threshold"
+    )
+    assert decide(impl, max_penalty=0.0, batch=1, stall=Stall(0.0, 38.0)).verdict == Verdict.NO_SLOW_LINK, (
+        "0 is valid"
+    )
 
 
 @task8
@@ -137,7 +178,11 @@ def test_an_empty_prompt_ships_nothing(impl):
 
 
 @task8
-@given(prompt=st.integers(1, 32_768), gbps=st.sampled_from([10, 25, 100, 200, 400, 3600]), spared=st.floats(0, 500))
+@given(
+    prompt=st.integers(1, 32_768),
+    gbps=st.sampled_from([10, 25, 100, 200, 400, 3600]),
+    spared=st.floats(0, 500),
+)
 def test_the_verdict_agrees_with_its_parts(impl, prompt, gbps, spared):
     d = decide(impl, gbps, prompt, model="llama-3-70b", stall=Stall(spared, 38.0), batch=1)
     toll = prompt * 327_680 * 8 / (gbps * 1e9) * 1e3
@@ -193,7 +238,9 @@ def test_8b_on_infiniband(impl):
 
 @task9
 def test_a_wire_over_the_limit_never_pays(impl):
-    assert knob(impl, link_gbps="100gbe") is None, "each token's KV takes 10.5% of its prefill time on 100 GbE"
+    assert knob(impl, link_gbps="100gbe") is None, (
+        "each token's KV takes 10.5% of its prefill time on 100 GbE"
+    )
 
 
 @task9
@@ -216,8 +263,12 @@ def test_the_exact_tie_pays(impl):
     (0.0, 0.5, 0), (0.0, 0.25, 0), (1.0, 0.25, None), (0.0, 0.1875, None), (1.0, 0.28125, 31), (5.0, 0.0, None),
 ], ids=["no-handoff", "no-handoff-at-limit", "handoff-at-limit", "over-limit", "near-limit", "zero-limit"])  # fmt: skip
 def test_edges_of_the_knob(impl, handoff_ms, max_penalty, want):
-    got = impl.local_prefill_max_tokens(WIRE_TOY, 1, 1000.0, handoff_ms, kv_dtype_bytes=1, max_penalty=max_penalty)
-    assert got == want, f"wire 25% a token, handoff {handoff_ms} ms, limit {max_penalty:.0%}: want {want!r}, got {got!r}"
+    got = impl.local_prefill_max_tokens(
+        WIRE_TOY, 1, 1000.0, handoff_ms, kv_dtype_bytes=1, max_penalty=max_penalty
+    )
+    assert got == want, (
+        f"wire 25% a token, handoff {handoff_ms} ms, limit {max_penalty:.0%}: want {want!r}, got {got!r}"
+    )
 
 
 @task9

@@ -111,7 +111,9 @@ def test_tensor_parallel_ranks_read_over_their_own_links(impl):
     assert per_rank == pytest.approx(impl.transfer_ms(gqa[0], "ib-ndr", links=8))
     assert impl.transfer_ms(gqa[0], "ib-ndr") == pytest.approx(8 * per_rank), "one link: 8x the toll"
     mla = [impl.kv_freight_bytes("deepseek-v3", n, tp=t) for t in (1, 8)]
-    assert impl.transfer_ms(8 * mla[1], "ib-ndr", links=8) == pytest.approx(impl.transfer_ms(mla[0], "ib-ndr"))
+    assert impl.transfer_ms(8 * mla[1], "ib-ndr", links=8) == pytest.approx(
+        impl.transfer_ms(mla[0], "ib-ndr")
+    )
 
 
 @task2
@@ -172,7 +174,9 @@ def test_a_wire_slower_than_prefill_exposes_the_backlog(impl):
     # 8 layers, 800 ms of wire (100 ms a layer) under a 400 ms prefill (50 ms a layer): the first layer
     # cannot leave before 50 ms, the wire then runs flat out to 850 ms - 450 ms after prefill ends
     got = impl.exposed_toll_ms(1e9, 10, 400.0, 8)
-    assert got == pytest.approx(450.0), f"want 450 ms (not 400: nothing leaves before layer 1 exists), got {got}"
+    assert got == pytest.approx(450.0), (
+        f"want 450 ms (not 400: nothing leaves before layer 1 exists), got {got}"
+    )
 
 
 @task3
@@ -191,13 +195,20 @@ def test_links_and_efficiency_reach_the_wire(impl):
 
 
 @task3
-@given(nbytes=st.integers(1, 2**36), gbps=st.floats(0.1, 1000), prefill=st.floats(0.0, 1e5), layers=st.integers(1, 128))
+@given(
+    nbytes=st.integers(1, 2**36),
+    gbps=st.floats(0.1, 1000),
+    prefill=st.floats(0.0, 1e5),
+    layers=st.integers(1, 128),
+)
 def test_streaming_never_costs_more_than_serial_nor_less_than_a_layer(impl, nbytes, gbps, prefill, layers):
     serial = impl.transfer_ms(nbytes, gbps)
     got = impl.exposed_toll_ms(nbytes, gbps, prefill, layers)
     slack = 1e-9 * (1 + prefill)  # float rounding of a time measured from the end of a long prefill
     assert serial / layers - slack <= got <= serial + slack, (serial, layers, got)
-    assert impl.exposed_toll_ms(nbytes, gbps, prefill * 2 + 1, layers) <= got + 3 * slack, "longer prefill hides more"
+    assert impl.exposed_toll_ms(nbytes, gbps, prefill * 2 + 1, layers) <= got + 3 * slack, (
+        "longer prefill hides more"
+    )
 
 
 @task3
@@ -237,7 +248,9 @@ BAD3 = [
 def test_exposed_bad_input_names_the_argument(impl, bad, exc, name, nbytes):
     args = dict(nbytes=nbytes, link_gbps="ib-hdr", prefill_ms=50.0, layers=8) | bad
     with raises(exc, name):
-        impl.exposed_toll_ms(args.pop("nbytes"), args.pop("link_gbps"), args.pop("prefill_ms"), args.pop("layers"), **args)
+        impl.exposed_toll_ms(
+            args.pop("nbytes"), args.pop("link_gbps"), args.pop("prefill_ms"), args.pop("layers"), **args
+        )
 
 
 # ---------------------------------------------------------------- tasks 7 and 8 on the real wire
@@ -269,7 +282,9 @@ def test_your_verdict_flips_where_the_measurement_does(impl):
             continue
         want = Verdict.YES if measured <= MAX_PENALTY else Verdict.NO_SLOW_LINK
         # the capture's reads move whole blocks of 32 tokens: ask about that many tokens
-        blocks_tokens = -(-g["prompt_tokens"] // MANIFEST["model"]["block_size"]) * MANIFEST["model"]["block_size"]
+        blocks_tokens = (
+            -(-g["prompt_tokens"] // MANIFEST["model"]["block_size"]) * MANIFEST["model"]["block_size"]
+        )
         got = impl.should_disaggregate("tiny-llama", blocks_tokens, g["rate_mbit"] / 1000, g["colocated_ttft_ms"],
                                        12.0, Stall(26.0, 38.0), 1, max_penalty=MAX_PENALTY)  # fmt: skip
         seen.add(want)

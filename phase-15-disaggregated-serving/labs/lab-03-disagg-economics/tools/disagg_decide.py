@@ -42,7 +42,9 @@ PHASE_CASES = [
 
 def explain(impl, model, prompt_tokens, link, kv_dtype, ttft_ms, itl_ms, stall, decode_batch, efficiency=1.0,
             layerwise=False, max_penalty=None, min_spike_ratio=None) -> str:  # fmt: skip
-    kw = {k: v for k, v in (("max_penalty", max_penalty), ("min_spike_ratio", min_spike_ratio)) if v is not None}
+    kw = {
+        k: v for k, v in (("max_penalty", max_penalty), ("min_spike_ratio", min_spike_ratio)) if v is not None
+    }
     dtype_bytes = KV_DTYPE_BYTES[kv_dtype]
     per_token = impl.kv_freight_bytes(model, 1, dtype_bytes=dtype_bytes)
     d = impl.should_disaggregate(model, prompt_tokens, link, ttft_ms, itl_ms, stall, decode_batch,
@@ -63,11 +65,15 @@ def explain(impl, model, prompt_tokens, link, kv_dtype, ttft_ms, itl_ms, stall, 
 def phase(impl) -> None:
     for title, case in PHASE_CASES:
         c = PHASE | case
-        ttft = impl.prefill_ttft_ms(c["model"], c["prompt"], "h100-sxm", c["mfu"]) if "mfu" in c else c["ttft"]
+        ttft = (
+            impl.prefill_ttft_ms(c["model"], c["prompt"], "h100-sxm", c["mfu"]) if "mfu" in c else c["ttft"]
+        )
         if c.get("stall_from_h100"):
             from fleetsim.profile import h100_profile  # noqa: PLC0415 - the twin's H100 roofline step model
 
-            stall = impl.prefill_stall(h100_profile(c["model"]), c["prompt"], c["batch"], decode_context=c["batch"] * 1024)
+            stall = impl.prefill_stall(
+                h100_profile(c["model"]), c["prompt"], c["batch"], decode_context=c["batch"] * 1024
+            )
         else:
             stall = Stall(c.get("stall", c["p99"] - c["p50"]), c["p99"])
         print(f"--- Llama-3-8B, {c['prompt']}-token prompt, {title}")
@@ -96,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--efficiency", type=float, default=1.0, help="achieved fraction of line rate, in (0, 1]")
     p.add_argument("--max-penalty", type=float, default=None)
     p.add_argument("--min-spike-ratio", type=float, default=None)
-    p.add_argument("--handoff-ms", type=float, help="with --prefill-tokens-per-s: also print the local-prefill knob")
+    p.add_argument(
+        "--handoff-ms", type=float, help="with --prefill-tokens-per-s: also print the local-prefill knob"
+    )
     p.add_argument("--prefill-tokens-per-s", type=float, help="colocated prefill throughput (task 9)")
     a = p.parse_args(argv)
     impl = load_module(impl_path_for(Path(__file__).resolve().parents[1]))
@@ -108,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         lines = []
         if a.mfu is not None:
             ttft_ms = impl.prefill_ttft_ms(a.model, a.prompt_tokens, a.gpu, a.mfu)
-            lines.append(f"TTFT modelled: prefill FLOPs at {a.mfu:g} x {a.gpu}'s peak (compute only, no queueing)")
+            lines.append(
+                f"TTFT modelled: prefill FLOPs at {a.mfu:g} x {a.gpu}'s peak (compute only, no queueing)"
+            )
         else:
             ttft_ms = 200.0 if a.ttft_ms is None else a.ttft_ms
         p50, p99 = impl.number("itl_p50_ms", a.itl_p50_ms), impl.number("itl_p99_ms", a.itl_p99_ms)
@@ -119,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             kw = {} if a.max_penalty is None else {"max_penalty": a.max_penalty}
             knob = impl.local_prefill_max_tokens(a.model, link_value, a.prefill_tokens_per_s, a.handoff_ms,
                                                  kv_dtype_bytes=KV_DTYPE_BYTES[a.kv_dtype], efficiency=a.efficiency, **kw)  # fmt: skip
-            meaning = {None: "no prompt length pays on this wire by the penalty rule: prefill everything locally"}.get(
-                knob, f"prompts of more than {knob} tokens pay for remote prefill")
+            meaning = {
+                None: "no prompt length pays on this wire by the penalty rule: prefill everything locally"
+            }.get(knob, f"prompts of more than {knob} tokens pay for remote prefill")
             lines.append(f"local_prefill_max_tokens: {knob} ({meaning})")
         print("\n".join(lines))  # nothing is printed unless every number is valid
     except (ValueError, TypeError) as exc:

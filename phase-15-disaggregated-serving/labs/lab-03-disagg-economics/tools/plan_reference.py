@@ -67,13 +67,15 @@ def capacity_rows() -> list[dict]:
         goodputs = {}
         for p in range(1, CAPACITY_INSTANCES):
             fleet = Fleet(prefill=p, decode=CAPACITY_INSTANCES - p, routing="least-loaded", budget=prompt)
-            curve = search(fleet, prof, fixed_lengths(prompt, out), lambda recs: _met(recs, ttft, itl), crossing,
+            curve = search(fleet, prof, fixed_lengths(prompt, out), lambda recs, t=ttft, i=itl: _met(recs, t, i), crossing,
                            start_rate=8.0, min_requests=300, min_span_s=60 * ttft / 1e3, max_requests=2000)  # fmt: skip
             goodputs[f"{p}:{CAPACITY_INSTANCES - p}"] = round(curve.goodput, 3)
         best = max(goodputs, key=lambda k: (goodputs[k], -int(k.split(":")[0])))
         rows.append(dict(profile=prof.name, prompt_tokens=prompt, output_tokens=out, ttft_slo_ms=ttft,
                          itl_slo_ms=itl, instances=CAPACITY_INSTANCES, twin_goodput_by_split=goodputs, best=best))  # fmt: skip
-        print(f"capacity {prompt}/{out} tokens, SLOs {ttft:g}/{itl:g} ms: {goodputs} -> best {best}", flush=True)
+        print(
+            f"capacity {prompt}/{out} tokens, SLOs {ttft:g}/{itl:g} ms: {goodputs} -> best {best}", flush=True
+        )
     return rows
 
 
@@ -84,7 +86,9 @@ def plan_rows() -> dict:
         plan, s, tried = reference_search(sc)
         out[name] = dict(plan=plan_json(plan), dollars_per_hour=round(s.dollars_per_hour, 4),
                          attained=round(s.attained, 4), simulated=tried, cpu_s=round(time.process_time() - t0, 1))  # fmt: skip
-        print(f"{name}: {plan} at ${s.dollars_per_hour:.2f}/h, attained {s.attained:.3f} ({tried} plans simulated)")
+        print(
+            f"{name}: {plan} at ${s.dollars_per_hour:.2f}/h, attained {s.attained:.3f} ({tried} plans simulated)"
+        )
     return out
 
 

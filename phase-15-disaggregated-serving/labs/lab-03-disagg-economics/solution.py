@@ -128,12 +128,11 @@ def kv_freight_bytes(
         only WHOLE blocks: a partly filled block is not a hit and must be shipped;
       * receives KV in whole blocks of `block_size` tokens: a last block that is partly filled moves
         whole (it is allocated whole), as vLLM's NIXL connector reads it;
-      * runs `tp` tensor-parallel ranks, each holding the share of every layer's KV that vLLM gives
-        it (vllm/model_executor/layers/linear.py, QKVParallelLinear; vllm/config/model.py,
-        get_num_kv_heads): key/value heads are split evenly across ranks, and when there are more
-        ranks than KV heads each rank holds one whole head (heads are replicated, never split); an
-        MLA latent is not split at all - every rank holds all of it. vLLM refuses a tp that neither
-        divides the KV heads nor is a multiple of them: so does this function (ValueError, `tp`).
+      * runs `tp` tensor-parallel ranks, each holding the share of every layer's KV that vLLM 0.32
+        gives it - read how: vllm/model_executor/layers/linear.py (QKVParallelLinear, also when there
+        are more ranks than KV heads) and vllm/config/model.py (get_num_kv_heads, the MLA case).
+        vLLM refuses a tp that neither divides the KV heads nor is a multiple of them: so does this
+        function (ValueError naming `tp`); an MLA model takes any tp.
     A total that is not a whole number of bytes (a 4-bit cache of an odd element count) is rounded UP.
     Edges: prompt_tokens >= 0; 0 <= cached_tokens <= prompt_tokens; block_size >= 1; tp >= 1;
     dtype_bytes > 0; counts are integers.

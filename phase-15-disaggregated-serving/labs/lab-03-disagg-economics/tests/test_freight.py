@@ -123,10 +123,12 @@ def test_whole_blocks_move(impl):
 
 @task1
 def test_your_freight_is_what_nixl_read_on_the_real_wire(impl):
-    """lab-02's wire capture: every read's kv_bytes is what vLLM's NIXL connector moved for the prompt."""
+    """lab-02's wire capture: every read's kv_bytes is what vLLM's NIXL connector moved for the prompt, all
+    decode ranks together (a row recorded with tensor parallelism carries its `tp`; the others ran tp 1)."""
     manifest, rows, _ = load_wire()
     block = manifest["model"]["block_size"]
-    wrong = [(r["prompt_tokens"], freight(impl, "tiny-llama", r["prompt_tokens"], block_size=block), r["kv_bytes"])
+    wrong = [(r["prompt_tokens"], r.get("tp", 1) * freight(impl, "tiny-llama", r["prompt_tokens"], block_size=block,
+                                                           tp=r.get("tp", 1)), r["kv_bytes"])
              for r in rows]  # fmt: skip
     wrong = [w for w in wrong if w[1] != w[2]]
     assert not wrong, f"(prompt tokens, yours, bytes NIXL read) at block {block}: {wrong[:4]}"

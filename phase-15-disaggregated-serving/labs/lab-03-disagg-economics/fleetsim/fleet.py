@@ -139,16 +139,19 @@ class _Router:
 
 
 def simulate(fleet: Fleet, profile, arrivals: list[Arrival] | None = None, streams: Streams | None = None,
-             max_time_s: float = float("inf"), seed: int = 0) -> SimResult:  # fmt: skip
+             max_time_s: float = float("inf"), seed: int = 0, decode_profile=None) -> SimResult:  # fmt: skip
     """Run ``arrivals`` (open loop) and/or ``streams`` (closed loop) through ``fleet`` until every
     request has finished or ``max_time_s`` of simulated time has passed; ``seed`` seeds the step-time
-    jitter (the same seed, fleet and workload give the same result)."""
+    jitter (the same seed, fleet and workload give the same result). ``decode_profile``: a P/D fleet's
+    decode instances run on it (other hardware than the prefill instances, Splitwise-style); None: on
+    ``profile`` like every other instance."""
     if arrivals is None and streams is None:
         raise ValueError("workload: give arrivals, streams, or both")
 
     def mk(name: str, role: str) -> Instance:
         budget = fleet.decode_budget if role == "decode" and fleet.decode_budget is not None else fleet.budget
-        return Instance(name, profile, role, budget, seed=seed)
+        prof = decode_profile if role == "decode" and decode_profile is not None else profile
+        return Instance(name, prof, role, budget, seed=seed)
 
     if fleet.colocated:
         front = [mk(f"instance-{i}", "both") for i in range(fleet.colocated)]

@@ -9,7 +9,7 @@ import pytest
 from fleetsim.engine import Instance, SimRequest
 from fleetsim.fleet import Fleet, simulate
 from fleetsim.link import KVLink
-from fleetsim.profile import LinearProfile, chunk_pairs, h100_profile, load_profile
+from fleetsim.profile import LinearProfile, chunk_pairs, h100_profile, load_profile, roofline_profile
 from fleetsim.workload import Arrival, Streams, poisson, read_trace
 from labkit.capture import summarize
 
@@ -160,7 +160,7 @@ def test_fleet_rejects_nonsense():
 def test_profiles_load_and_h100_numbers(tmp_path):
     p = h100_profile("llama-3-8b")
     assert 11 < p.step_ms(0, 0, 32, 32 * 1024) < 13  # memory bound: weights + KV
-    assert 65 < p.step_ms(2048, chunk_pairs(0, 2048), 0, 0) < 75  # compute bound
+    assert 60 < p.step_ms(2048, chunk_pairs(0, 2048), 0, 0) < 65  # compute bound: 2.97e13 FLOPs at 50% MFU
     f = tmp_path / "p.json"
     f.write_text(p.to_json())
     assert load_profile(f) == p
@@ -201,3 +201,22 @@ def test_decode_budget_chunks_local_prefills_on_decode_only():
     assert remote.prefill_ms == pytest.approx(410.0), "the prefill instance keeps the whole budget"
     with pytest.raises(ValueError, match="decode_budget"):
         Fleet(colocated=1, decode_budget=8)
+
+
+def test_an_a100_is_slower_in_both_phases_by_its_datasheet():
+    h, a = h100_profile("llama-3-8b"), roofline_profile("llama-3-8b", "a100-sxm")
+    prefill = [x.step_ms(4096, chunk_pairs(0, 4096), 0, 0) - x.step_ms_fixed for x in (h, a)]
+    decode = [x.step_ms(0, 0, 64, 64 * 2048) - x.step_ms_fixed for x in (h, a)]
+    assert prefill[1] / prefill[0] == pytest.approx(989 / 312, rel=1e-6), "compute bound: the FLOP/s ratio"
+    assert decode[1] / decode[0] == pytest.approx(3.35 / 2.039, rel=1e-6), "memory bound: the bandwidth ratio"
+    with pytest.raises(ValueError, match="accelerator"):
+        roofline_profile("llama-3-8b", "tpu-v9")
+
+
+def test_a_pd_fleet_can_decode_on_other_hardware():
+    slow = LinearProfile("slow", 20.0, per_prefill_token_ms=1.0, kv_bytes_per_token=1000, block_size=16)
+    (same,) = simulate(Fleet(prefill=1, decode=1), FLAT, one(20, 3)).records()
+    (mixed,) = simulate(Fleet(prefill=1, decode=1), FLAT, one(20, 3), decode_profile=slow).records()
+    assert mixed.prefill_ms == pytest.approx(same.prefill_ms), "the prefill instance keeps its profile"
+    gaps = [b - a for a, b in zip(mixed.arrivals_s, mixed.arrivals_s[1:], strict=False)]
+    assert gaps == pytest.approx([0.020, 0.020]), "decode steps run on the decode profile"

@@ -24,9 +24,10 @@ def test_decide_prints_the_phase_verdicts():
     )
     assert out.returncode == 0, out.stderr
     verdicts = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("VERDICT:")]
-    # the fourth: the IB case again, TTFT modelled at 55% of an H100's peak instead of the phase's 200 ms
-    assert verdicts == ["YES", "NO_SLOW_LINK", "NO_NO_DISEASE", "NO_SLOW_LINK"], out.stdout
-    assert "17.2%" in out.stdout, out.stdout
+    # 4-5: TTFT modelled at 55% of an H100's peak: one HDR link serialized, then its NDR NIC streamed per
+    # layer; 6: a 32k-token prompt whose stall outweighs a slow wire
+    assert verdicts == ["YES", "NO_SLOW_LINK", "NO_NO_DISEASE", "NO_SLOW_LINK", "YES", "YES"], out.stdout
+    assert "19.7%" in out.stdout and "0.3%" in out.stdout, out.stdout
 
 
 def decide(*args: str) -> subprocess.CompletedProcess:
@@ -53,6 +54,8 @@ def decide(*args: str) -> subprocess.CompletedProcess:
         (["--efficiency", "nan"], "efficiency"),
         (["--mfu", "nan"], "mfu"),
         (["--handoff-ms", "-1", "--prefill-tokens-per-s", "1000"], "handoff_ms"),
+        (["--decode-batch", "-1"], "decode_batch"),
+        (["--stall-ms", "nan"], "stall_ms"),
     ],
 )
 def test_decide_rejects_bad_input_with_a_clear_message(args, name):
@@ -65,11 +68,15 @@ def test_decide_rejects_bad_input_with_a_clear_message(args, name):
 
 @pytest.mark.ungraded
 def test_decide_models_ttft_and_prints_the_knob():
-    out = decide("--mfu", "0.55", "--handoff-ms", "5", "--prefill-tokens-per-s", "10000")
+    out = decide(
+        "--mfu", "0.55", "--decode-batch", "0", "--handoff-ms", "5", "--prefill-tokens-per-s", "10000"
+    )
     assert out.returncode == 0, out.stderr
-    assert "VERDICT: NO_SLOW_LINK" in out.stdout and "local_prefill_max_tokens: 1051" in out.stdout, (
+    assert "VERDICT: NO_NO_DISEASE" in out.stdout and "local_prefill_max_tokens: 1051" in out.stdout, (
         out.stdout
     )
+    out = decide("--mfu", "0.55", "--decode-batch", "1", "--stall-ms", "1", "--layerwise")
+    assert "VERDICT: YES" in out.stdout and "exposed toll 0.34 ms" in out.stdout, out.stdout
 
 
 @pytest.mark.ungraded

@@ -3,7 +3,7 @@
     python bench_fleetsim.py [--requests 100000] [--rate 150]
 
 Prints simulated requests per second and engine steps per second of wall time (one Python process,
-so one core), for a colocated fleet and a P/D fleet. The target (issue 15): 100k requests in <= 20 s.
+so one core), for a colocated fleet and a P/D fleet. The target: 100k requests in <= 20 s.
 Building lab-02-format records (a Python list of token times per request) is timed separately: the
 planner needs it, a pure throughput run does not.
 """

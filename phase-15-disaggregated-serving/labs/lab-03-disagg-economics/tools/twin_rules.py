@@ -1,4 +1,4 @@
-"""What a router can change on lab-02's CPU pair, as the twin predicts it (issue 15, item 6's search).
+"""What a router can change on lab-02's CPU pair, as the twin predicts it (the search behind FLEET.md's router table).
 
     python twin_rules.py [--seeds 8]
     python twin_rules.py --speeds 0.7,1,2,5,10    # pd-conditional and pd-planned on a faster/slower machine

@@ -1,0 +1,117 @@
+"""Record what the graded tests of tasks 13 and 15 compare with: the twin's answers (instructors).
+
+    python plan_reference.py                 # -> plans/reference.json (both parts, ~1-2 min of CPU)
+    python plan_reference.py --only capacity # or --only plans
+
+1. Part 3's reference plans: for every scenario of ``fleetsim.plans.SCENARIOS``, the cheapest plan of
+   ``fleetsim.plans.all_plans`` that meets it on the twin (``reference_search``: every plan, cheapest
+   first, simulated until one meets). A student's plan passes within 10% of that price.
+2. Task 13's twin check: for each CAPACITY_CASES row (one H100 roofline profile, fixed prompt and
+   answer lengths, Poisson arrivals), the goodput of every prefill:decode split of 4 GPUs as
+   ``fleetsim.planner.search`` finds it (rate doubling and bisection; attainment = TTFT and every gap
+   within the SLOs for >= 90% of requests; prefill instances run one prompt per step). The analytic
+   split of task 13 is held to the twin's best split and goodput.
+No student code runs here: attainment and goodput are computed by this file, so a recording does not
+depend on any implementation. Everything is deterministic (seeded): a re-run on any machine writes the
+same numbers; the file records the date, the command and the load anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+from fleetsim.fleet import Fleet
+from fleetsim.planner import search
+from fleetsim.plans import REFERENCE_FILE, SCENARIOS, _met, plan_json, reference_search
+from fleetsim.profile import h100_profile
+from fleetsim.workload import Arrival
+
+CAPACITY_INSTANCES = 4
+# (prompt tokens, output tokens, TTFT SLO ms, ITL SLO ms): each row's best split differs
+CAPACITY_CASES = [(2048, 256, 500.0, 30.0), (4096, 128, 1000.0, 25.0), (1024, 512, 300.0, 20.0), (8192, 64, 2000.0, 30.0)]  # fmt: skip
+TARGET = 0.9
+
+
+def fixed_lengths(prompt: int, out: int):
+    def arrivals(n: int) -> list[Arrival]:
+        rng, t, work = random.Random(0), 0.0, []
+        for _ in range(n):
+            t += rng.expovariate(1.0)
+            work.append(Arrival(t, prompt, out))
+        return work
+
+    return arrivals
+
+
+def crossing(rates: list[float], attained: list[float]) -> float:
+    """Goodput: the linear crossing of TARGET after the last good rate (0 if the first is bad)."""
+    if attained[0] < TARGET:
+        return 0.0
+    for i in range(1, len(rates)):
+        if attained[i] < TARGET:
+            r0, r1, a0, a1 = rates[i - 1], rates[i], attained[i - 1], attained[i]
+            return r0 + (r1 - r0) * (a0 - TARGET) / (a0 - a1)
+    return rates[-1]
+
+
+def capacity_rows() -> list[dict]:
+    prof = h100_profile("llama-3-8b")
+    rows = []
+    for prompt, out, ttft, itl in CAPACITY_CASES:
+        goodputs = {}
+        for p in range(1, CAPACITY_INSTANCES):
+            fleet = Fleet(prefill=p, decode=CAPACITY_INSTANCES - p, routing="least-loaded", budget=prompt)
+            curve = search(fleet, prof, fixed_lengths(prompt, out), lambda recs, t=ttft, i=itl: _met(recs, t, i), crossing,
+                           start_rate=8.0, min_requests=300, min_span_s=60 * ttft / 1e3, max_requests=2000)  # fmt: skip
+            goodputs[f"{p}:{CAPACITY_INSTANCES - p}"] = round(curve.goodput, 3)
+        best = max(goodputs, key=lambda k: (goodputs[k], -int(k.split(":")[0])))
+        rows.append(dict(profile=prof.name, prompt_tokens=prompt, output_tokens=out, ttft_slo_ms=ttft,
+                         itl_slo_ms=itl, instances=CAPACITY_INSTANCES, twin_goodput_by_split=goodputs, best=best))  # fmt: skip
+        print(
+            f"capacity {prompt}/{out} tokens, SLOs {ttft:g}/{itl:g} ms: {goodputs} -> best {best}", flush=True
+        )
+    return rows
+
+
+def plan_rows() -> dict:
+    out = {}
+    for name, sc in SCENARIOS.items():
+        t0 = time.process_time()
+        plan, s, tried = reference_search(sc)
+        out[name] = dict(plan=plan_json(plan), dollars_per_hour=round(s.dollars_per_hour, 4),
+                         attained=round(s.attained, 4), simulated=tried, cpu_s=round(time.process_time() - t0, 1))  # fmt: skip
+        print(
+            f"{name}: {plan} at ${s.dollars_per_hour:.2f}/h, attained {s.attained:.3f} ({tried} plans simulated)"
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=["capacity", "plans"])
+    ap.add_argument("--out", type=Path, default=REFERENCE_FILE)
+    args = ap.parse_args(argv)
+    old = json.loads(args.out.read_text()) if args.out.exists() else {}
+    load_before = round(os.getloadavg()[0], 2)
+    data = {
+        "recorded": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": "python phase-15-disaggregated-serving/labs/lab-03-disagg-economics/tools/plan_reference.py",
+        "note": "deterministic twin runs (seeded): the numbers do not depend on the machine or its load",
+        "scenarios": old.get("scenarios", {}) if args.only == "capacity" else plan_rows(),
+        "capacity": old.get("capacity", []) if args.only == "plans" else capacity_rows(),
+    }
+    data["loadavg_1m_before_after"] = [load_before, round(os.getloadavg()[0], 2)]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -124,12 +124,16 @@ HAZARD_NAMES = (
     "num_layers_mismatch",  # shape.num_hidden_layers differs (only when both shapes are known)
     "num_kv_heads_mismatch",  # shape.num_key_value_heads differs
     "head_size_mismatch",  # shape.head_dim differs
-    "block_size_mismatch",  # the block sizes differ (on the CPU pair 32/64 gave garbage, 64/32 failed)
+    "unhashed_setting_mismatch",  # UNHASHED_FLAGS or a non-geometry hf_overrides entry differs: 200, wrong tokens
+    "block_size_mismatch",  # block sizes differ in a way decode cannot load (see find_hazards)
     "tp_not_divisible",  # the larger TP size is not a multiple of the smaller
+    "prefill_tp_replicates_kv_heads",  # prefill TP > decode TP and prefill TP > the model's KV heads
+    "kv_layout_mismatch",  # the two sides' KV cache layouts differ (VLLM_KV_CACHE_LAYOUT)
+    "kv_role_misassigned",  # CUDA: prefill not a KV producer, or decode not a KV consumer
     "connector_mismatch",  # different connector families (NixlConnector == NixlPullConnector)
     "transfer_mode_mismatch",  # same NIXL family, push on one side and pull on the other
     "removed_connector",  # a connector name vLLM 0.32 no longer has (SharedStorageConnector, P2pNcclConnector)
-    "side_channel_port_clash",  # both sides on one host with the same NIXL side-channel port
+    "side_channel_port_clash",  # one host, a NIXL side-channel port the other side also listens on
     "http_port_clash",  # both sides on one host with the same HTTP port
     "localhost_side_channel_across_hosts",  # sides on different hosts, a side channel left on loopback
     "deprecated_kv_config_keys",  # kv_rank / kv_parallel_size / kv_ip / kv_buffer_size in the config
@@ -140,6 +144,23 @@ DEPRECATED_KV_KEYS = ("kv_rank", "kv_parallel_size", "kv_ip", "kv_buffer_size")
 REMOVED_CONNECTORS = {"SharedStorageConnector": "ExampleConnector", "P2pNcclConnector": None}
 NIXL_MODES = {"NixlConnector": "pull", "NixlPullConnector": "pull", "NixlPushConnector": "push"}
 DTYPE_ALIASES = {"half": "float16", "float": "float32"}  # vllm/config/model.py _STR_DTYPE_TO_TORCH_DTYPE
+# vLLM flags (in a side's extra_args, as "--flag value" or "--flag=value"; vllm/engine/arg_utils.py) that
+# change what the model computes yet are neither in NIXL's compatibility hash nor checked at the handshake
+# (nixl/metadata.py compute_nixl_compatibility_hash hashes model, dtype, KV geometry, attention backend,
+# cache dtype, ...): a difference is silent. "-q" is vLLM's short form of "--quantization".
+UNHASHED_FLAGS = ("--revision", "--code-revision", "--tokenizer", "--tokenizer-revision", "--quantization")
+FLAG_ALIASES = {"-q": "--quantization", "-dp": "--data-parallel-size"}
+# hf_overrides keys that change the KV geometry: vLLM hashes the geometry they produce (layers, KV heads,
+# head size), which the shape comparison judges; any OTHER override that differs is unhashed.
+GEOMETRY_OVERRIDES = ("num_hidden_layers", "num_key_value_heads", "num_attention_heads", "head_dim", "hidden_size")
+# Receiving-side connector modules that carry the lab's CPU fix for decode blocks larger than prefill's
+# (pdpair.pair.nixl_cpu, docs/block-size-bug.md): vLLM 0.32's own CPU receive path loads them wrongly.
+CPU_BLOCK_FIX_MODULES = ("pdpair.pair.nixl_cpu",)
+CPU_KV_LAYOUTS = ("LBHNC",)  # v1/attention/backends/cpu_attn.py supported_kv_cache_layouts
+KV_LAYOUT_ALIASES = {"NHD": "LBNHC", "HND": "LBHNC"}  # vllm/config/cache.py _LAYOUT_COMPAT_ALIASES
+NIXL_KV_LAYOUT = "LBHNC"  # nixl/connector.py get_required_kvcache_layout (non-MLA): the default with NIXL
+KV_PRODUCERS = ("kv_producer", "kv_both")  # vllm/config/kv_transfer.py KVProducer
+KV_CONSUMERS = ("kv_consumer", "kv_both")  # KVConsumer
 
 
 def _is_loopback(host: str) -> bool:
@@ -151,19 +172,57 @@ def _same_host(a: str, b: str) -> bool:
 
 
 def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
-    """Every setting the real pair showed to break (or hide a broken) pair, as ``Hazard(name, explanation)``.
+    """Every setting that breaks (or hides a broken) pair, as ``Hazard(name, explanation)``.
 
-    The judge is the compatibility matrix recorded on a real vLLM 0.32 pair (``captures/compat-matrix``):
-    a row that works yields no hazard; a row that broke yields the name(s) the matrix gives it. Names are
-    from ``HAZARD_NAMES`` (see the comment beside each), each at most once, in any order; the explanation
-    is one line saying what vLLM would do. A good pair yields ``[]``. Notes:
+    The judges are the compatibility matrix recorded on a real vLLM 0.32 pair (``captures/compat-matrix``:
+    a row that works yields no hazard, a row that broke yields the name(s) the matrix gives it) and, for
+    what this CPU machine cannot run, vLLM 0.32's source (each rule below names where). Names are from
+    ``HAZARD_NAMES`` (see the comment beside each), each at most once, in any order; the explanation is
+    one line saying what vLLM would do. A good pair yields ``[]``. The inputs are not modified.
+
+    Comparing the sides:
     - the cache dtype is compared as WRITTEN (vLLM hashes the raw string), the model dtype as RESOLVED
-      (``half`` is ``float16``); ``auto`` model dtype is resolved from config.json by vLLM, so it is not judged;
+      (``half`` is ``float16``); ``auto`` model dtype is resolved from config.json by vLLM, so not judged;
+    - the model is compared as the whole string (two folders with the same name are two models);
     - shapes (layers, KV heads, head size) are compared only when both ``shape`` are known;
-    - "one host": the two ``host`` values are equal or both loopback (localhost = 127.0.0.1 = ::1);
-    - ``kv_role`` is not compared: the KV follows each request's ``kv_transfer_params`` (the matrix ran
-      swapped roles and kv_both on both sides: both worked);
-    - block sizes must be equal: the matrix saw 64/32 fail at the handshake and 32/64 return wrong tokens.
+    - unhashed settings: each of ``UNHASHED_FLAGS`` (also ``-q``) in ``extra_args``, as ``--flag value``
+      or ``--flag=value`` (absent = vLLM's default, so absent vs given differs), and every
+      ``hf_overrides`` key outside ``GEOMETRY_OVERRIDES`` (absent vs given differs too);
+    - "one host": the two ``host`` values are equal or both loopback (localhost = 127.0.0.1 = ::1).
+      A side listens on its HTTP ``port`` and on side-channel ports ``side_channel_port + i`` for each
+      data-parallel rank i < its ``--data-parallel-size`` (``-dp``; 1 when absent: vLLM adds the rank,
+      nixl/base_scheduler.py). On one host, a side-channel port of one side that the other side also
+      listens on (side channel or HTTP) is ``side_channel_port_clash``; equal HTTP ports are
+      ``http_port_clash``. On two hosts, a side whose ``side_channel_host`` is loopback is
+      ``localhost_side_channel_across_hosts``;
+    - ``recompute_hides_failures`` is about DECODE's policy only (prefill never loads KV).
+
+    Rules that depend on the device (``side.device``; decode's for the block rule, it is the side that
+    loads):
+    - block sizes: equal is fine. Otherwise vLLM's handshake (nixl/base_worker.py
+      ``_validate_remote_agent_handshake``, kv_connector/utils.py ``block_size_ratio``) refuses unless
+      decode's is a multiple of prefill's, and refuses any difference when prefill TP > decode TP or
+      when a CUDA decode uses a host buffer (``kv_buffer_device: cpu``). What it lets through loads
+      correctly on CUDA; on a CPU decode it loads wrong KV (HTTP 200, wrong tokens: the matrix's
+      32/64 row) unless decode's ``kv_connector_module_path`` is one of ``CPU_BLOCK_FIX_MODULES``;
+    - ``prefill_tp_replicates_kv_heads``: prefill TP > decode TP and prefill TP > the model's KV heads
+      (each prefill rank holds a replicated head): the handshake's bare ``assert`` refuses it
+      (base_worker.py); judged when both shapes are known;
+    - KV layout: a side's layout is its ``env["VLLM_KV_CACHE_LAYOUT"]`` (``NHD`` = ``LBNHC``, ``HND`` =
+      ``LBHNC``) or, unset, NIXL's ``LBHNC``. Different layouts are refused at the handshake, except a
+      ``LBNHC`` decode receiving from a ``LBHNC`` prefill with ``enable_permute_local_kv: true`` in
+      decode's ``kv_transfer_extra``. (On CPU, attention supports only ``LBHNC``.)
+    - roles: on a CUDA side (async scheduling is vLLM's default there) prefill must be a KV producer
+      (``KV_PRODUCERS``) and decode a KV consumer (``KV_CONSUMERS``): vLLM keys ``requires_kv_delivery``
+      and ``defer_block_free`` on them (v1/core/sched/scheduler.py). A CPU side is never judged: CPU
+      forces async scheduling off (platforms/cpu.py), and the matrix ran swapped roles and kv_both:
+      both worked.
+
+    Precedence (what is NOT reported when something else is):
+    - a side with a ``removed_connector`` never starts: no connector comparison is made
+      (neither ``connector_mismatch`` nor ``transfer_mode_mismatch``);
+    - ``tp_not_divisible`` is judged first by vLLM: when it holds, neither
+      ``prefill_tp_replicates_kv_heads`` nor the block rule's "prefill TP > decode TP" clause is judged.
     Example: prefill ``kv_cache_dtype: auto``, decode ``bfloat16`` -> ``[Hazard("kv_cache_dtype_mismatch", ...)]``.
     """
     # BEGIN SOLUTION lab-02 task 2: compare the two sides the way vLLM's handshake (and the matrix) did
@@ -173,7 +232,25 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
         if name not in {h.name for h in found}:
             found.append(Hazard(name, why))
 
+    def flags(side: ServerSpec) -> dict[str, str]:
+        out: dict[str, str] = {}
+        args = list(side.extra_args)
+        for i, arg in enumerate(args):
+            name, eq, value = arg.partition("=")
+            name = FLAG_ALIASES.get(name, name)
+            if not name.startswith("-"):
+                continue
+            if not eq:
+                value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else ""
+            out[name] = value
+        return out
+
+    def layout(side: ServerSpec) -> str:
+        value = side.env.get("VLLM_KV_CACHE_LAYOUT") or NIXL_KV_LAYOUT
+        return KV_LAYOUT_ALIASES.get(value, value)
+
     p, d = prefill, decode
+    pf, df = flags(p), flags(d)
     hash_msg = "NIXL compatibility hash differs: both servers start healthy, the first handshake fails"
     if p.model != d.model:
         add("model_mismatch", f"{hash_msg} (model {p.model} vs {d.model}: the string is hashed)")
@@ -192,22 +269,51 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
             a, b = getattr(p.shape, field_), getattr(d.shape, field_)
             if a != b:
                 add(name, f"{hash_msg} ({field_} {a} vs {b})")
-    if d.block_size != p.block_size:
-        add("block_size_mismatch", f"block sizes {p.block_size} (prefill) vs {d.block_size} (decode): the "
-            "handshake rejects a smaller decode block; a larger one loads wrong KV (HTTP 200, wrong output)")  # fmt: skip
-    lo, hi = sorted((p.tensor_parallel_size, d.tensor_parallel_size))
-    if hi % lo != 0:
-        add("tp_not_divisible", f"TP sizes {p.tensor_parallel_size} and {d.tensor_parallel_size} do not divide: "
-            "the handshake rejects the pair")  # fmt: skip
+    unhashed = [f for f in UNHASHED_FLAGS if pf.get(f) != df.get(f)]
+    unhashed += [k for k in sorted(set(p.hf_overrides) | set(d.hf_overrides))
+                 if k not in GEOMETRY_OVERRIDES and p.hf_overrides.get(k, ...) != d.hf_overrides.get(k, ...)]  # fmt: skip
+    if unhashed:
+        add("unhashed_setting_mismatch", f"{unhashed} differ but are neither hashed nor checked: the handshake "
+            "passes and decode continues prefill's KV with another model: HTTP 200, wrong tokens")  # fmt: skip
+    ptp, dtp = p.tensor_parallel_size, d.tensor_parallel_size
+    divisible = max(ptp, dtp) % min(ptp, dtp) == 0
+    if not divisible:
+        add("tp_not_divisible", f"TP sizes {ptp} and {dtp} do not divide: the handshake rejects the pair")
+    elif ptp > dtp and p.shape is not None and d.shape is not None and ptp > d.shape.num_key_value_heads:
+        add("prefill_tp_replicates_kv_heads", f"prefill TP {ptp} > decode TP {dtp} and > the model's "
+            f"{d.shape.num_key_value_heads} KV heads: the handshake's bare assert refuses replicated heads")  # fmt: skip
+    if p.block_size != d.block_size:
+        why = None
+        if d.block_size % p.block_size != 0:
+            why = "the handshake refuses it (decode's block must be a multiple of prefill's)"
+        elif divisible and ptp > dtp:
+            why = "the handshake refuses unequal blocks when prefill TP > decode TP"
+        elif d.device == "cuda" and d.kv_buffer_device == "cpu":
+            why = "the handshake refuses unequal blocks with a host buffer (kv_buffer_device cpu)"
+        elif d.device == "cpu" and d.kv_connector_module_path not in CPU_BLOCK_FIX_MODULES:
+            why = "vLLM 0.32's CPU receive path regroups the blocks wrongly: HTTP 200, wrong tokens"
+        if why:
+            add("block_size_mismatch", f"block sizes {p.block_size} (prefill) vs {d.block_size} (decode): {why}")
+    pl, dl = layout(p), layout(d)
+    permuted = pl == "LBHNC" and dl == "LBNHC" and d.kv_transfer_extra.get("enable_permute_local_kv") is True
+    if pl != dl and not permuted:
+        cpu = [s.name for s, lay in ((p, pl), (d, dl)) if s.device == "cpu" and lay not in CPU_KV_LAYOUTS]
+        add("kv_layout_mismatch", f"KV cache layouts {pl} (prefill) vs {dl} (decode): the handshake refuses them"
+            + (f"; {cpu} cannot even start (CPU attention supports only LBHNC)" if cpu else ""))  # fmt: skip
+    if p.device == "cuda" and p.kv_role not in KV_PRODUCERS:
+        add("kv_role_misassigned", f"prefill is {p.kv_role}: without the producer role a preempted prefill can "
+            "hand off blocks its preemption freed (requires_kv_delivery)")  # fmt: skip
+    if d.device == "cuda" and d.kv_role not in KV_CONSUMERS:
+        add("kv_role_misassigned", f"decode is {d.kv_role}: without the consumer role freed blocks are not "
+            "deferred under async scheduling and a KV load can race a write (defer_block_free)")  # fmt: skip
     for side in (p, d):
         if side.connector in REMOVED_CONNECTORS:
             new = REMOVED_CONNECTORS[side.connector]
             add("removed_connector", f"{side.name}: connector {side.connector} is gone in vLLM 0.32 "
                 f"({'now ' + new if new else 'removed'}): the server refuses to start")  # fmt: skip
     pm, dm = NIXL_MODES.get(p.connector), NIXL_MODES.get(d.connector)
-    gone = any(h.name == "removed_connector" for h in found)  # that side never starts: nothing to match
-    if gone:
-        pass
+    if any(h.name == "removed_connector" for h in found):
+        pass  # that side never starts: nothing to match
     elif (pm is None or dm is None) and p.connector != d.connector:
         add("connector_mismatch", f"connectors {p.connector} vs {d.connector}: the sides cannot talk; "
             "requests fail or silently prefill twice")  # fmt: skip
@@ -215,9 +321,17 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
         add("transfer_mode_mismatch", f"NIXL {pm} vs {dm} (push/pull is in the compatibility hash): "
             "the first handshake fails")  # fmt: skip
     if _same_host(p.host, d.host):
-        if p.side_channel_port == d.side_channel_port:
-            add("side_channel_port_clash", f"both sides on {p.host} use side-channel port "
-                f"{p.side_channel_port}: the second bind fails, 'Address already in use'")  # fmt: skip
+
+        def listens(side: ServerSpec, fl: dict[str, str]) -> tuple[set[int], set[int]]:
+            dp = fl.get("--data-parallel-size", "1")
+            ranks = int(dp) if dp.isdigit() and int(dp) >= 1 else 1
+            return {side.side_channel_port + i for i in range(ranks)}, {side.port}
+
+        (psc, phttp), (dsc, dhttp) = listens(p, pf), listens(d, df)
+        clash = sorted((psc & (dsc | dhttp)) | (dsc & phttp))
+        if clash:
+            add("side_channel_port_clash", f"both sides on {p.host} listen on port(s) {clash} (side channel = "
+                "VLLM_NIXL_SIDE_CHANNEL_PORT + data-parallel rank): the second bind fails")  # fmt: skip
         if p.port == d.port:
             add("http_port_clash", f"both sides on {p.host} serve HTTP on port {p.port}: both came up on it, "
                 "requests reach either process and decode handshakes with itself")  # fmt: skip
@@ -233,8 +347,8 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
             add("deprecated_kv_config_keys", f"{side.name}: 0.10-era keys {old} are unknown to vLLM 0.32's "
                 "KVTransferConfig: start-up fails")  # fmt: skip
     if d.kv_load_failure_policy == "recompute":
-        add("recompute_hides_failures", "decode recomputes the prompt when a KV load fails: a broken pair "
-            "only looks slow, no error surfaces")  # fmt: skip
+        add("recompute_hides_failures", "decode prefills locally when a KV load fails: the client gets HTTP 200 "
+            "and right tokens, so only decode's counters show it (nixl_num_failed_transfers, local_compute)")  # fmt: skip
     if p.max_model_len != d.max_model_len:
         add("max_model_len_mismatch", f"max_model_len {p.max_model_len} vs {d.max_model_len}: a prompt that "
             "fits one side only is accepted by one and refused by the other")  # fmt: skip

@@ -18,6 +18,7 @@ Everything vLLM-specific here is checked against vLLM 0.32 (see the README's "vL
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import math
@@ -379,9 +380,16 @@ BAD_KV_PARAMS = "bad_kv_transfer_params"
 def sanitize_request(body: dict[str, Any]) -> dict[str, Any]:
     """The client's body as an upstream may see it: a deep copy without ``INTERNAL_FIELDS``.
 
-    A client must never steer NIXL: a client-supplied ``kv_transfer_params`` would make decode handshake
-    with whatever ``remote_host`` it names. So every field in ``INTERNAL_FIELDS`` is dropped, at the top
-    level and inside a ``vllm_xargs`` object; everything else is kept as sent. ``body`` is not modified.
+    A client must never steer NIXL. Sent straight to a vLLM 0.32 decode, a client's
+    ``{"kv_transfer_params": {"do_remote_prefill": true}}`` kills decode's engine core (nixl/
+    pull_scheduler.py ``update_state_after_alloc``: ``assert num_external_tokens == 0``; the server
+    exits), full forged params make decode read another request's KV from any host they name, and a
+    falsy one smuggled in ``vllm_xargs`` (``""``, ``0``, ``[]``) kills it too (nixl/base_scheduler.py
+    ``on_new_request`` calls ``.get`` on it). So each field in ``INTERNAL_FIELDS`` is dropped whatever
+    its value (``{}``, ``None``, ``""``, ``0``, ``false`` included), at the top level and inside a
+    ``vllm_xargs`` that is an object (vLLM merges its keys into the same ``extra_args``); a
+    ``vllm_xargs`` that is not an object is kept as sent (vLLM refuses it with a 400). Everything else
+    is kept as sent. ``body`` is not modified.
     Example: ``{"prompt": "hi", "kv_transfer_params": {...}}`` -> ``{"prompt": "hi"}``.
     """
     # BEGIN SOLUTION lab-02 task 3: deep copy, then drop the fields only the proxy may set
@@ -489,6 +497,31 @@ def decode_request(body: dict[str, Any], prefill_response: dict[str, Any]) -> di
     # END SOLUTION
 
 
+def release_request(body: dict[str, Any], prefill_response: dict[str, Any]) -> dict[str, Any]:
+    """The body that frees prefill's blocks when the client has gone: ``decode_request(body,
+    prefill_response)`` made as cheap as possible for decode: ``max_tokens`` = 1,
+    ``max_completion_tokens`` = 1 (only if the client sent it), ``stream`` = False, ``stream_options``
+    and ``min_tokens`` removed. ``body`` and ``prefill_response`` are not modified; ValueError as in
+    ``decode_request``.
+
+    Why: after answering, a vLLM 0.32 prefill holds the prompt's blocks until a decode reads them (its
+    notification frees them), until a decode aborts the request before scheduling it (an empty read
+    that only notifies: nixl/pull_scheduler.py ``request_finished``), or until the lease expires
+    (``kv_lease_duration``, 30 s by default). Prefill has no endpoint to free them; a decode request
+    carrying its params is the only way.
+    """
+    # BEGIN SOLUTION lab-02 task 3: the handoff body, one token, no stream
+    new = decode_request(body, prefill_response)
+    new["max_tokens"] = 1
+    if "max_completion_tokens" in new:
+        new["max_completion_tokens"] = 1
+    new["stream"] = False
+    new.pop("stream_options", None)
+    new.pop("min_tokens", None)
+    return new
+    # END SOLUTION
+
+
 # ======================================================================= task 4: the proxy's decisions
 
 
@@ -533,6 +566,7 @@ class PDProxyPolicy:
         self.decode_urls = list(decode_urls)
         self._next_prefill = 0
         self._next_decode = 0
+        self._releases: set[asyncio.Task] = set()  # background release hops (referenced until they end)
         # END SOLUTION
 
     def choose_prefill(self) -> str | None:
@@ -610,32 +644,51 @@ class PDProxyPolicy:
         """Walk one request through the handoff; return what the client gets.
 
         ``request_id`` is the proxy's upstream id for this request (unique per request; the plumbing
-        keeps the client's own ``X-Request-Id`` for the response). EVERY upstream hop carries it as
-        ``{"X-Request-Id": request_id}``, in every mode.
+        keeps the client's own ``X-Request-Id`` for the response). Every upstream hop carries it as
+        ``{"X-Request-Id": request_id}``, in every mode (the release hop of step 5 excepted).
 
         0. ``prefill_remotely(body)`` False -> straight to a decode upstream with
-           ``sanitize_request(body)``: ``Relay(stream, mode="local", reason="short_prompt")`` (reason
-           "prefill_busy" when ``prefill_busy()``); no prefill is chosen (its cursor stays).
+           ``sanitize_request(body)``: ``Relay(stream, mode="local", reason=...)``, reason
+           ``"prefill_busy"`` when ``prefill_busy()`` (checked first: a short prompt sent while prefill
+           is saturated counts as ``prefill_busy``), else ``"short_prompt"``; no prefill is chosen (its
+           cursor stays). The plumbing shows the reason to the client (``X-PD-Local-Reason``) and in
+           ``pdproxy_local_prefills_total{reason=...}``.
         1. Choose a prefill (none -> fallback, reason "no_prefill") and a decode upstream.
         2. Prefill hop: ``ctx.post_json("prefill", url, path, *prefill_request(body, request_id))``; it
-           counts as in flight for ``prefill_busy`` from just before the call until it returns or raises.
-           On ``UpstreamError``: ``should_fall_back`` -> fallback with reason = ``error.kind``; otherwise
-           ``ErrorReply(error.status, error.body)`` (or an OpenAI-style error object when body is None).
-           An answer ``prefill_answer_problem`` finds a problem with -> fallback, reason = that problem
-           ("no_kv_transfer_params" or "bad_kv_transfer_params"): never reported as a handoff.
+           counts as in flight for ``prefill_busy`` from just before the call until it returns or raises
+           ANYTHING, ``asyncio.CancelledError`` included (a client that leaves mid-prefill must not
+           leave prefill "busy" for ever). On ``UpstreamError``: ``should_fall_back`` -> fallback with
+           reason = ``error.kind``; otherwise ``ErrorReply(error.status, error.body)`` (or an
+           OpenAI-style error object when body is None). An answer ``prefill_answer_problem`` finds a
+           problem with -> fallback, reason = that problem: never reported as a handoff.
         3. Decode hop with the SAME ``X-Request-Id``: ``ctx.open_stream("decode", url, path, b, headers)``
            where b = ``decode_request(body, answer)``, or ``sanitize_request(body)`` when decode serves
            alone (local, fallback): a client's ``kv_transfer_params`` never reaches an upstream.
+           - A 4xx answer (a stream ``open_stream`` returns) is the client's error (a prompt longer than
+             decode's ``max_model_len``...): relay it as it is, whatever the mode; never rewrite it.
+           - ``UpstreamError`` (decode unreachable, timed out, or 5xx) -> ``ErrorReply(503, {"error":
+             {"message": ..., "type": "decode_unavailable", "upstream": <decode url>, "kind":
+             error.kind}})``, in every mode. Never a 200 and never a second decode hop: after a handoff
+             a decode 5xx is usually a failed KV load (policy ``fail``), and serving the prompt again
+             from decode alone behind a 200 hides the broken pair (it is what ``recompute`` does:
+             task 2's ``recompute_hides_failures``).
         4. Return ``Relay(stream, mode="disaggregated" | "fallback" | "local", reason=..., prefill_url=...)``.
-           If the decode hop raises ``UpstreamError``: ``ErrorReply(503, {"error": {"message": ...,
-           "type": "decode_unavailable", "upstream": <decode url>, "kind": error.kind}})`` - never a 200.
+        5. Cancellation after the answer: if ``asyncio.CancelledError`` reaches the decode hop after
+           prefill returned a usable answer, the decode request may never have reached decode, and
+           prefill then holds the prompt's blocks for its whole lease (``release_request``). Start
+           ``ctx.post_json("decode", <the same decode url>, path, release_request(body, answer),
+           {"X-Request-Id": request_id + "-release"})`` as a background task that outlives this request
+           (keep a reference to it until it ends; its failure is ignored: best effort), then re-raise.
+           Its own id: the cancelled hop may still live on decode under ``request_id``. Nothing else
+           needs releasing: a prefill hop cancelled before its answer aborts prefill's request, which
+           vLLM frees at once (nixl/pull_scheduler.py ``request_finished``).
         """
         # BEGIN SOLUTION lab-02 task 4: prefill, then decode with its kv_transfer_params; degrade gracefully
         headers = {"X-Request-Id": request_id}
         remote = self.prefill_remotely(body)
         prefill_url = self.choose_prefill() if remote else None
         decode_url = self.choose_decode()
-        decode_body, mode, reason = None, "disaggregated", None
+        decode_body, mode, reason, answer = None, "disaggregated", None, None
         if not remote:
             mode, reason = "local", "prefill_busy" if self.prefill_busy() else "short_prompt"
         elif prefill_url is None:
@@ -668,6 +721,20 @@ class PDProxyPolicy:
             return ErrorReply(503, {"error": {
                 "message": f"decode upstream {decode_url} is unavailable ({err.kind}); nothing can serve this request",
                 "type": "decode_unavailable", "upstream": decode_url, "kind": err.kind, "code": 503}})  # fmt: skip
+        except asyncio.CancelledError:
+            if mode == "disaggregated":
+                release = release_request(body, answer)
+                rheaders = {"X-Request-Id": request_id + "-release"}
+                task = asyncio.ensure_future(ctx.post_json("decode", decode_url, path, release, rheaders))
+                self._releases.add(task)
+
+                def done(t: asyncio.Task) -> None:
+                    self._releases.discard(t)
+                    if not t.cancelled():
+                        t.exception()  # retrieved: a failed release is ignored (best effort)
+
+                task.add_done_callback(done)
+            raise
         return Relay(stream, mode=mode, reason=reason, prefill_url=prefill_url)
         # END SOLUTION
 

@@ -1,17 +1,21 @@
-"""lab-02: a prefill/decode pair, its hazards, the handoff proxy's decisions, and the tail metrics.
+"""lab-02: a prefill/decode pair, its hazards, the handoff proxy's decisions, the tail metrics, and the
+proof that the KV moved.
 
-Five tasks (``pytest -m lab02_taskN`` grades one):
+Six tasks (``pytest -m lab02_taskN`` grades one):
 
 1. ``kv_transfer_config`` / ``launch_plan`` / ``launch_plans``: a resolved pair spec -> the exact argv
    and environment of two vLLM 0.32 OpenAI servers (prefill = ``kv_producer``, decode = ``kv_consumer``).
 2. ``find_hazards``: every disagreement between the two sides that breaks the pair (vLLM only notices
    most of them at the first handshake, when both servers already look healthy).
-3. ``sanitize_request`` / ``prefill_request`` / ``prefill_answer_problem`` / ``decode_request``: the two
-   bodies of vLLM's P/D handoff, what a client may not set, and what makes prefill's answer usable.
-4. ``PDProxyPolicy``: the proxy's decisions - upstream choice, the handoff flow, graceful degradation.
-   ``pdpair.proxy`` runs it inside a real aiohttp server.
+3. ``sanitize_request`` / ``prefill_request`` / ``prefill_answer_problem`` / ``decode_request`` /
+   ``release_request``: the bodies of vLLM's P/D handoff, what a client may not set, what makes
+   prefill's answer usable, and how prefill's blocks are freed when the client has gone.
+4. ``PDProxyPolicy``: the proxy's decisions - upstream choice, the handoff flow, graceful degradation,
+   failures after the answer, cancellation. ``pdpair.proxy`` runs it inside a real aiohttp server.
 5. ``request_timing`` / ``percentile`` / ``signature``: TTFT and ITL from token arrival times, and the
    before/after signature of disaggregation (the tail, not the mean).
+6. ``kv_verdict`` / ``canary``: whether the KV really moved, from decode's own counters, per request
+   and as a post-launch canary (a pair that silently prefills twice answers 200 with the right tokens).
 
 Everything vLLM-specific here is checked against vLLM 0.32 (see the README's "vLLM facts").
 """
@@ -28,6 +32,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from pdpair.load.client import parse_metrics
+from pdpair.pair.runner import get_text, post_json
 from pdpair.pair.spec import VLLM_SERVER_MODULE, Hazard, LaunchPlan, PairSpec, ServerSpec
 from pdpair.proxy import ErrorReply, ProxyContext, Relay, UpstreamError
 
@@ -836,4 +842,124 @@ def signature(colocated: Sequence[RequestTiming], disaggregated: Sequence[Reques
         itl_p50_before_s=i50b, itl_p50_after_s=i50a, itl_p50_ratio=ratio(i50a, i50b),
         itl_p99_before_s=i99b, itl_p99_after_s=i99a, itl_p99_ratio=ratio(i99a, i99b),
     )  # fmt: skip
+    # END SOLUTION
+
+
+# ================================================================== task 6: proof that the KV moved
+
+KV_VERDICTS = ("kv_moved", "no_connector", "kv_load_failed", "prefilled_locally", "inconclusive")
+CANARY_PROBLEMS = ("prefill_error", "decode_error")  # besides KV_VERDICTS and prefill_answer_problem's
+
+
+def kv_verdict(before: str, after: str, prompt_tokens: int) -> str:
+    """What decode's OWN counters say about one handed-off request: ``"kv_moved"`` or what went wrong.
+
+    ``before`` / ``after``: decode's ``/metrics`` text (Prometheus exposition format) read just before
+    the request was sent and just after its answer ended, nothing else running on decode in between;
+    ``prompt_tokens``: the request's prompt length. A 200 and the right tokens prove nothing: a decode
+    that prefilled the prompt itself answers the same (the matrix's ``connector_prefill_only`` and
+    ``policy_recompute_prefill_killed`` rows), only slower and with prefill's work wasted.
+
+    vLLM 0.32's counters (exported names; a name's value is the sum of all its samples, whatever
+    their other labels, e.g. one per engine):
+    - ``vllm:prompt_tokens_by_source_total{source=...}``: the prompt's tokens by where their KV came
+      from, ``local_compute``, ``local_cache_hit`` (decode's own prefix cache) or
+      ``external_kv_transfer``; the split is decided when the request is first scheduled and emitted
+      with its first token, so a request that fails before its first token moves none of them;
+    - ``vllm:nixl_xfer_time_seconds_count``: NIXL reads that completed (vLLM has no success counter);
+    - ``vllm:nixl_num_failed_transfers_total``: failed reads, handshakes and notifications, counted
+      under either ``kv_load_failure_policy`` (the worker counts, the scheduler's policy acts later);
+    - the ADMISSION counters ``vllm:prompt_tokens_cached_by_source_total{source="p2p"}`` and
+      ``vllm:external_prefix_cache_hits_total`` record the load the scheduler planned: they move even
+      when the load then fails, so they prove nothing.
+
+    Verdicts, the first that applies wins:
+    1. ``"no_connector"``: ``after`` has no ``vllm:nixl_`` series at all: decode runs without a KV
+       connector and ignores every ``kv_transfer_params`` (a launch without ``--kv-transfer-config``);
+    2. ``"kv_load_failed"``: failed transfers grew (the client got an error, or a 200 under
+       ``recompute``);
+    3. ``"prefilled_locally"``: ``local_compute`` grew: decode computed prompt tokens itself;
+    4. ``"kv_moved"``: ``external_kv_transfer`` grew, it and ``local_cache_hit`` together grew by
+       exactly ``prompt_tokens``, and at least one NIXL read completed;
+    5. ``"inconclusive"``: the counters do not account for this one request (nothing moved: it never
+       reached the engine; more than the prompt moved: another request ran meanwhile).
+    ValueError if ``prompt_tokens`` is not an int >= 1 (bools are not ints), or if a counter present
+    in both snapshots went DOWN (decode restarted in between: the snapshots do not compare). A series
+    absent from a snapshot counts as 0. Example: a 64-token handoff that worked moves
+    ``external_kv_transfer`` by 64 and ``nixl_xfer_time_seconds_count`` by 1 -> ``"kv_moved"``.
+    """
+    # BEGIN SOLUTION lab-02 task 6: read the right counters, mind admission, failures first
+    if not isinstance(prompt_tokens, int) or isinstance(prompt_tokens, bool) or prompt_tokens < 1:
+        raise ValueError(f"prompt_tokens must be an int >= 1, got {prompt_tokens!r}")
+    old, new = parse_metrics(before), parse_metrics(after)
+
+    def total(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float | None:
+        found = [v for n, lab, v in samples if n == name and labels.items() <= lab.items()]
+        return sum(found) if found else None
+
+    def grew(name: str, **labels: str) -> float:
+        a, b = total(old, name, **labels), total(new, name, **labels)
+        if a is not None and b is not None and b < a:
+            raise ValueError(f"{name} {labels or ''} went down ({a} -> {b}): decode restarted in between")
+        return (b or 0.0) - (a or 0.0)
+
+    source = "vllm:prompt_tokens_by_source_total"
+    external = grew(source, source="external_kv_transfer")
+    cached = grew(source, source="local_cache_hit")
+    local = grew(source, source="local_compute")
+    failed = grew("vllm:nixl_num_failed_transfers_total")
+    reads = grew("vllm:nixl_xfer_time_seconds_count")
+    if not any(n.startswith("vllm:nixl_") for n, _, _ in new):
+        return "no_connector"
+    if failed > 0:
+        return "kv_load_failed"
+    if local > 0:
+        return "prefilled_locally"
+    if external > 0 and external + cached == prompt_tokens and reads >= 1:
+        return "kv_moved"
+    return "inconclusive"
+    # END SOLUTION
+
+
+def canary(prefill_url: str, decode_url: str, model: str, prompt: list[int], request_id: str) -> str:
+    """A post-launch canary: one handoff by hand on a freshly launched pair, judged by decode's counters.
+
+    Both servers report healthy long before the first handoff proves anything (vLLM checks most
+    settings at that first handshake). Send ``prefill_request(body, request_id)`` to
+    ``prefill_url + "/v1/completions"``, then ``decode_request(body, answer)`` to decode's (non-
+    streaming, the same ``X-Request-Id``), reading ``decode_url + "/metrics"`` just before the decode
+    hop and just after it, where ``body = {"model": model, "prompt": prompt, "max_tokens": 2,
+    "temperature": 0.0}``. ``prompt``: token ids decode has not seen (a fresh prompt: a cached one
+    moves no KV). Use ``pdpair.pair.runner.post_json`` / ``get_text`` (given; they raise ``OSError``
+    when a server cannot be reached). Returns, the first that applies:
+    - ``"prefill_error"``: prefill cannot be reached or does not answer 200 (decode is not called);
+    - ``prefill_answer_problem(answer)`` when it names one (decode is not called);
+    - ``"decode_error"``: decode cannot be reached, or answers an error status while
+      ``kv_verdict`` finds no failure of its own (``"kv_moved"`` or ``"inconclusive"``);
+    - ``kv_verdict(before, after, len(prompt))`` otherwise (``"kv_moved"`` for a healthy pair).
+    Nothing is raised for a broken pair: saying how it is broken is the point.
+    """
+    # BEGIN SOLUTION lab-02 task 6: prefill, decode, and decode's counters around the decode hop
+    body = {"model": model, "prompt": list(prompt), "max_tokens": 2, "temperature": 0.0}
+    pbody, pheaders = prefill_request(body, request_id)
+    try:
+        status, answer, _ = post_json(prefill_url + "/v1/completions", pbody, pheaders)
+    except OSError:
+        return "prefill_error"
+    if status != 200:
+        return "prefill_error"
+    problem = prefill_answer_problem(answer)
+    if problem is not None:
+        return problem
+    try:
+        before = get_text(decode_url + "/metrics")
+        dstatus, _, _ = post_json(decode_url + "/v1/completions", decode_request(body, answer),
+                                  {"X-Request-Id": request_id})  # fmt: skip
+        after = get_text(decode_url + "/metrics")
+    except OSError:
+        return "decode_error"
+    verdict = kv_verdict(before, after, len(prompt))
+    if dstatus != 200 and verdict in ("kv_moved", "inconclusive"):
+        return "decode_error"
+    return verdict
     # END SOLUTION

@@ -82,6 +82,9 @@ GOOD_VARIANTS = {
     # kv_connector/utils.py TransferTopology.tp_ratio: either side may be the larger when one divides the other
     "tp_divides": [("prefill", {"tensor_parallel_size": 1}), ("decode", {"tensor_parallel_size": 2})],
     "tp_prefill_larger_divides": [("prefill", {"tensor_parallel_size": 4}), ("decode", {"tensor_parallel_size": 2})],
+    # base_worker.py refuses replicated heads only when prefill TP > decode TP (tp_ratio < 0): 8 and 8 read 1:1
+    "tp_equal_above_the_kv_heads": [("prefill", {"tensor_parallel_size": 8}), ("decode", {"tensor_parallel_size": 8})],
+    "decode_tp_above_the_kv_heads": [("prefill", {"tensor_parallel_size": 2}), ("decode", {"tensor_parallel_size": 8})],
     "same_ports_other_hosts": [
         ("prefill", {"host": "10.0.0.1", "side_channel_host": "10.0.0.1", "side_channel_port": 5600, "port": 8100}),
         ("decode", {"host": "10.0.0.2", "side_channel_host": "10.0.0.2", "side_channel_port": 5600, "port": 8100}),

@@ -352,16 +352,26 @@ HAZARD_WHEN = {
     "num_layers_mismatch": "layer counts differ (e.g. `hf_overrides` on one side)",
     "num_kv_heads_mismatch": "KV-head counts differ",
     "head_size_mismatch": "head sizes differ",
-    "block_size_mismatch": "the block sizes differ (64/32 fails at the handshake, 32/64 loads wrong KV)",
+    "unhashed_setting_mismatch": "`--revision`, `--code-revision`, `--tokenizer`, `--tokenizer-revision`, `--quantization` or a "
+    "non-geometry `hf_overrides` entry differs: not hashed, not checked (HTTP 200, wrong tokens)",
+    "block_size_mismatch": "decode cannot load prefill's blocks: its size not a multiple of prefill's; unequal with prefill TP > "
+    "decode TP or a CUDA host buffer; unequal on a CPU decode without the fix module (64/32 fails at the handshake, 32/64 "
+    "loads wrong KV)",
     "tp_not_divisible": "the TP sizes do not divide one another",
+    "prefill_tp_replicates_kv_heads": "prefill TP > decode TP and > the model's KV heads (the handshake's bare assert)",
+    "kv_layout_mismatch": "the KV cache layouts differ (`VLLM_KV_CACHE_LAYOUT`; `NHD` = `LBNHC`, `HND` = `LBHNC` = NIXL's "
+    "default)",
+    "kv_role_misassigned": "CUDA: prefill not a KV producer or decode not a KV consumer (`kv_both` is both)",
     "connector_mismatch": "different connector families (`NixlConnector` = `NixlPullConnector`)",
     "transfer_mode_mismatch": "NIXL push on one side, pull on the other",
     "removed_connector": "`SharedStorageConnector` (now `ExampleConnector`) or `P2pNcclConnector`",
-    "side_channel_port_clash": "one host (localhost = 127.0.0.1 = ::1), one NIXL side-channel port",
+    "side_channel_port_clash": "one host (localhost = 127.0.0.1 = ::1), a side-channel port (base + data-parallel rank) the "
+    "other side also listens on",
     "http_port_clash": "one host, one HTTP port (both servers started on it here; requests hit either one)",
     "localhost_side_channel_across_hosts": "two hosts, a side channel on loopback",
     "deprecated_kv_config_keys": "0.10-era `kv_rank`, `kv_parallel_size`, `kv_ip`, `kv_buffer_size`",
-    "recompute_hides_failures": "decode's `kv_load_failure_policy: recompute`",
+    "recompute_hides_failures": "decode's `kv_load_failure_policy: recompute` (HTTP 200; only decode's counters show the "
+    "failure)",
     "max_model_len_mismatch": "`max_model_len` differs",
 }
 TABLE_BEGIN = "<!-- BEGIN hazard table: generated from captures/compat-matrix/matrix.json by tools/record_matrix.py --relabel -->"

@@ -51,11 +51,6 @@ def test_kv_verdict_on_the_real_pairs_counters(impl, name):
         "load failed")  # fmt: skip
 
 
-def test_a_200_is_no_proof_recompute_answers_200_and_the_kv_never_came():
-    statuses = {n: MANIFEST["paths"][n]["status"] for n in ("prefill_killed_recompute", "no_connector", "handoff_ok")}
-    assert statuses == {"prefill_killed_recompute": 200, "no_connector": 200, "handoff_ok": 200}, statuses
-
-
 # ----------------------------------------------------------------------- counters written by hand
 
 BASE = 'engine="0",model_name="tiny-llama"'

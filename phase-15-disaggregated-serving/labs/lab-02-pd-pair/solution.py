@@ -883,9 +883,10 @@ def kv_verdict(before: str, after: str, prompt_tokens: int) -> str:
        exactly ``prompt_tokens``, and at least one NIXL read completed;
     5. ``"inconclusive"``: the counters do not account for this one request (nothing moved: it never
        reached the engine; more than the prompt moved: another request ran meanwhile).
-    ValueError if ``prompt_tokens`` is not an int >= 1 (bools are not ints), or if a counter present
-    in both snapshots went DOWN (decode restarted in between: the snapshots do not compare). A series
-    absent from a snapshot counts as 0. Example: a 64-token handoff that worked moves
+    ValueError if ``prompt_tokens`` is not an int >= 1 (bools are not ints), or if one of the counters
+    above, present in both snapshots, went DOWN (decode restarted in between: the snapshots do not
+    compare); gauges and series you do not need are not judged. A series absent from a snapshot
+    counts as 0. Example: a 64-token handoff that worked moves
     ``external_kv_transfer`` by 64 and ``nixl_xfer_time_seconds_count`` by 1 -> ``"kv_moved"``.
     """
     # BEGIN SOLUTION lab-02 task 6: read the right counters, mind admission, failures first

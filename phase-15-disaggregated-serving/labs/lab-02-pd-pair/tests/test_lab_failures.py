@@ -142,7 +142,7 @@ def test_a_client_leaving_mid_prefill_leaves_the_in_flight_count(impl):
 
 def test_a_client_leaving_at_the_decode_hop_leaves_the_count_too(impl):
     async def scenario():
-        async with pd_stack(impl, decode_kw={"admit_delay_s": 0.5}, policy_kw={"max_prefill_inflight": 1}) as s:
+        async with pd_stack(impl, decode_kw={"admit_delay_s": 1.0}, policy_kw={"max_prefill_inflight": 1}) as s:
             await _leave(s, completion("leaver", n=3), lambda: len(s.decodes[0].requests) >= 1)
             assert not s.proxy.policy.prefill_busy(), "prefill had answered: nothing of this request is in flight"
 
@@ -165,16 +165,16 @@ def test_each_policy_counts_its_own_hops(impl):
 
 def test_a_client_leaving_after_prefill_answered_frees_prefills_blocks(impl):
     """Prefill answered, so it holds the prompt's blocks; the client leaves before the decode hop reached
-    decode (decode admits a request 0.5 s after it arrives). Without a release prefill would hold
+    decode (decode admits a request 1 s after it arrives). Without a release prefill would hold
     them for its whole lease (30 s here)."""
 
     async def scenario():
-        async with pd_stack(impl, decode_kw={"admit_delay_s": 0.5}) as s:
+        async with pd_stack(impl, decode_kw={"admit_delay_s": 1.0}) as s:
             prefill, decode = s.prefills[0], s.decodes[0]
             body = completion("gone", n=50, stream=True)
             await _leave(s, body, lambda: len(decode.requests) >= 1)
             assert len(prefill.held_requests()) == 1, "prefill answered: it holds the blocks"
-            await until(lambda: not prefill.held_requests(), "prefill's blocks to be released", 3.0)
+            await until(lambda: not prefill.held_requests(), "prefill's blocks to be released", 5.0)
             release = decode.requests[-1]
             assert release.kv_transfer_params in prefill.issued.values(), (
                 f"the release carries prefill's params, got {release.kv_transfer_params}")  # fmt: skip

@@ -1,23 +1,28 @@
-"""lab-02: a prefill/decode pair, its hazards, the handoff proxy's decisions, and the tail metrics.
+"""lab-02: a prefill/decode pair, its hazards, the handoff proxy's decisions, the tail metrics, and the
+proof that the KV moved.
 
-Five tasks (``pytest -m lab02_taskN`` grades one):
+Six tasks (``pytest -m lab02_taskN`` grades one):
 
 1. ``kv_transfer_config`` / ``launch_plan`` / ``launch_plans``: a resolved pair spec -> the exact argv
    and environment of two vLLM 0.32 OpenAI servers (prefill = ``kv_producer``, decode = ``kv_consumer``).
 2. ``find_hazards``: every disagreement between the two sides that breaks the pair (vLLM only notices
    most of them at the first handshake, when both servers already look healthy).
-3. ``sanitize_request`` / ``prefill_request`` / ``prefill_answer_problem`` / ``decode_request``: the two
-   bodies of vLLM's P/D handoff, what a client may not set, and what makes prefill's answer usable.
-4. ``PDProxyPolicy``: the proxy's decisions - upstream choice, the handoff flow, graceful degradation.
-   ``pdpair.proxy`` runs it inside a real aiohttp server.
+3. ``sanitize_request`` / ``prefill_request`` / ``prefill_answer_problem`` / ``decode_request`` /
+   ``release_request``: the bodies of vLLM's P/D handoff, what a client may not set, what makes
+   prefill's answer usable, and how prefill's blocks are freed when the client has gone.
+4. ``PDProxyPolicy``: the proxy's decisions - upstream choice, the handoff flow, graceful degradation,
+   failures after the answer, cancellation. ``pdpair.proxy`` runs it inside a real aiohttp server.
 5. ``request_timing`` / ``percentile`` / ``signature``: TTFT and ITL from token arrival times, and the
    before/after signature of disaggregation (the tail, not the mean).
+6. ``kv_verdict`` / ``canary``: whether the KV really moved, from decode's own counters, per request
+   and as a post-launch canary (a pair that silently prefills twice answers 200 with the right tokens).
 
 Everything vLLM-specific here is checked against vLLM 0.32 (see the README's "vLLM facts").
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import math
@@ -27,6 +32,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from pdpair.load.client import parse_metrics
+from pdpair.pair.runner import get_text, post_json
 from pdpair.pair.spec import VLLM_SERVER_MODULE, Hazard, LaunchPlan, PairSpec, ServerSpec
 from pdpair.proxy import ErrorReply, ProxyContext, Relay, UpstreamError
 
@@ -124,12 +131,16 @@ HAZARD_NAMES = (
     "num_layers_mismatch",  # shape.num_hidden_layers differs (only when both shapes are known)
     "num_kv_heads_mismatch",  # shape.num_key_value_heads differs
     "head_size_mismatch",  # shape.head_dim differs
-    "block_size_mismatch",  # the block sizes differ (on the CPU pair 32/64 gave garbage, 64/32 failed)
+    "unhashed_setting_mismatch",  # UNHASHED_FLAGS or a non-geometry hf_overrides entry differs: 200, wrong tokens
+    "block_size_mismatch",  # block sizes differ in a way decode cannot load (see find_hazards)
     "tp_not_divisible",  # the larger TP size is not a multiple of the smaller
+    "prefill_tp_replicates_kv_heads",  # prefill TP > decode TP and prefill TP > the model's KV heads
+    "kv_layout_mismatch",  # the two sides' KV cache layouts differ (VLLM_KV_CACHE_LAYOUT)
+    "kv_role_misassigned",  # CUDA: prefill not a KV producer, or decode not a KV consumer
     "connector_mismatch",  # different connector families (NixlConnector == NixlPullConnector)
     "transfer_mode_mismatch",  # same NIXL family, push on one side and pull on the other
     "removed_connector",  # a connector name vLLM 0.32 no longer has (SharedStorageConnector, P2pNcclConnector)
-    "side_channel_port_clash",  # both sides on one host with the same NIXL side-channel port
+    "side_channel_port_clash",  # one host, a NIXL side-channel port the other side also listens on
     "http_port_clash",  # both sides on one host with the same HTTP port
     "localhost_side_channel_across_hosts",  # sides on different hosts, a side channel left on loopback
     "deprecated_kv_config_keys",  # kv_rank / kv_parallel_size / kv_ip / kv_buffer_size in the config
@@ -140,6 +151,23 @@ DEPRECATED_KV_KEYS = ("kv_rank", "kv_parallel_size", "kv_ip", "kv_buffer_size")
 REMOVED_CONNECTORS = {"SharedStorageConnector": "ExampleConnector", "P2pNcclConnector": None}
 NIXL_MODES = {"NixlConnector": "pull", "NixlPullConnector": "pull", "NixlPushConnector": "push"}
 DTYPE_ALIASES = {"half": "float16", "float": "float32"}  # vllm/config/model.py _STR_DTYPE_TO_TORCH_DTYPE
+# vLLM flags (in a side's extra_args, as "--flag value" or "--flag=value"; vllm/engine/arg_utils.py) that
+# change what the model computes yet are neither in NIXL's compatibility hash nor checked at the handshake
+# (nixl/metadata.py compute_nixl_compatibility_hash hashes model, dtype, KV geometry, attention backend,
+# cache dtype, ...): a difference is silent. "-q" is vLLM's short form of "--quantization".
+UNHASHED_FLAGS = ("--revision", "--code-revision", "--tokenizer", "--tokenizer-revision", "--quantization")
+FLAG_ALIASES = {"-q": "--quantization", "-dp": "--data-parallel-size"}
+# hf_overrides keys that change the KV geometry: vLLM hashes the geometry they produce (layers, KV heads,
+# head size), which the shape comparison judges; any OTHER override that differs is unhashed.
+GEOMETRY_OVERRIDES = ("num_hidden_layers", "num_key_value_heads", "num_attention_heads", "head_dim", "hidden_size")
+# Receiving-side connector modules that carry the lab's CPU fix for decode blocks larger than prefill's
+# (pdpair.pair.nixl_cpu, docs/block-size-bug.md): vLLM 0.32's own CPU receive path loads them wrongly.
+CPU_BLOCK_FIX_MODULES = ("pdpair.pair.nixl_cpu",)
+CPU_KV_LAYOUTS = ("LBHNC",)  # v1/attention/backends/cpu_attn.py supported_kv_cache_layouts
+KV_LAYOUT_ALIASES = {"NHD": "LBNHC", "HND": "LBHNC"}  # vllm/config/cache.py _LAYOUT_COMPAT_ALIASES
+NIXL_KV_LAYOUT = "LBHNC"  # nixl/connector.py get_required_kvcache_layout (non-MLA): the default with NIXL
+KV_PRODUCERS = ("kv_producer", "kv_both")  # vllm/config/kv_transfer.py KVProducer
+KV_CONSUMERS = ("kv_consumer", "kv_both")  # KVConsumer
 
 
 def _is_loopback(host: str) -> bool:
@@ -151,19 +179,57 @@ def _same_host(a: str, b: str) -> bool:
 
 
 def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
-    """Every setting the real pair showed to break (or hide a broken) pair, as ``Hazard(name, explanation)``.
+    """Every setting that breaks (or hides a broken) pair, as ``Hazard(name, explanation)``.
 
-    The judge is the compatibility matrix recorded on a real vLLM 0.32 pair (``captures/compat-matrix``):
-    a row that works yields no hazard; a row that broke yields the name(s) the matrix gives it. Names are
-    from ``HAZARD_NAMES`` (see the comment beside each), each at most once, in any order; the explanation
-    is one line saying what vLLM would do. A good pair yields ``[]``. Notes:
+    The judges are the compatibility matrix recorded on a real vLLM 0.32 pair (``captures/compat-matrix``:
+    a row that works yields no hazard, a row that broke yields the name(s) the matrix gives it) and, for
+    what this CPU machine cannot run, vLLM 0.32's source (each rule below names where). Names are from
+    ``HAZARD_NAMES`` (see the comment beside each), each at most once, in any order; the explanation is
+    one line saying what vLLM would do. A good pair yields ``[]``. The inputs are not modified.
+
+    Comparing the sides:
     - the cache dtype is compared as WRITTEN (vLLM hashes the raw string), the model dtype as RESOLVED
-      (``half`` is ``float16``); ``auto`` model dtype is resolved from config.json by vLLM, so it is not judged;
+      (``half`` is ``float16``); ``auto`` model dtype is resolved from config.json by vLLM, so not judged;
+    - the model is compared as the whole string (two folders with the same name are two models);
     - shapes (layers, KV heads, head size) are compared only when both ``shape`` are known;
-    - "one host": the two ``host`` values are equal or both loopback (localhost = 127.0.0.1 = ::1);
-    - ``kv_role`` is not compared: the KV follows each request's ``kv_transfer_params`` (the matrix ran
-      swapped roles and kv_both on both sides: both worked);
-    - block sizes must be equal: the matrix saw 64/32 fail at the handshake and 32/64 return wrong tokens.
+    - unhashed settings: each of ``UNHASHED_FLAGS`` (also ``-q``) in ``extra_args``, as ``--flag value``
+      or ``--flag=value`` (absent = vLLM's default, so absent vs given differs), and every
+      ``hf_overrides`` key outside ``GEOMETRY_OVERRIDES`` (absent vs given differs too);
+    - "one host": the two ``host`` values are equal or both loopback (localhost = 127.0.0.1 = ::1).
+      A side listens on its HTTP ``port`` and on side-channel ports ``side_channel_port + i`` for each
+      data-parallel rank i < its ``--data-parallel-size`` (``-dp``; 1 when absent: vLLM adds the rank,
+      nixl/base_scheduler.py). On one host, a side-channel port of one side that the other side also
+      listens on (side channel or HTTP) is ``side_channel_port_clash``; equal HTTP ports are
+      ``http_port_clash``. On two hosts, a side whose ``side_channel_host`` is loopback is
+      ``localhost_side_channel_across_hosts``;
+    - ``recompute_hides_failures`` is about DECODE's policy only (prefill never loads KV).
+
+    Rules that depend on the device (``side.device``; decode's for the block rule, it is the side that
+    loads):
+    - block sizes: equal is fine. Otherwise vLLM's handshake (nixl/base_worker.py
+      ``_validate_remote_agent_handshake``, kv_connector/utils.py ``block_size_ratio``) refuses unless
+      decode's is a multiple of prefill's, and refuses any difference when prefill TP > decode TP or
+      when a CUDA decode uses a host buffer (``kv_buffer_device: cpu``). What it lets through loads
+      correctly on CUDA; on a CPU decode it loads wrong KV (HTTP 200, wrong tokens: the matrix's
+      32/64 row) unless decode's ``kv_connector_module_path`` is one of ``CPU_BLOCK_FIX_MODULES``;
+    - ``prefill_tp_replicates_kv_heads``: prefill TP > decode TP and prefill TP > the model's KV heads
+      (each prefill rank holds a replicated head): the handshake's bare ``assert`` refuses it
+      (base_worker.py); judged when both shapes are known;
+    - KV layout: a side's layout is its ``env["VLLM_KV_CACHE_LAYOUT"]`` (``NHD`` = ``LBNHC``, ``HND`` =
+      ``LBHNC``) or, unset, NIXL's ``LBHNC``. Different layouts are refused at the handshake, except a
+      ``LBNHC`` decode receiving from a ``LBHNC`` prefill with ``enable_permute_local_kv: true`` in
+      decode's ``kv_transfer_extra``. (On CPU, attention supports only ``LBHNC``.)
+    - roles: on a CUDA side (async scheduling is vLLM's default there) prefill must be a KV producer
+      (``KV_PRODUCERS``) and decode a KV consumer (``KV_CONSUMERS``): vLLM keys ``requires_kv_delivery``
+      and ``defer_block_free`` on them (v1/core/sched/scheduler.py). A CPU side is never judged: CPU
+      forces async scheduling off (platforms/cpu.py), and the matrix ran swapped roles and kv_both:
+      both worked.
+
+    Precedence (what is NOT reported when something else is):
+    - a side with a ``removed_connector`` never starts: no connector comparison is made
+      (neither ``connector_mismatch`` nor ``transfer_mode_mismatch``);
+    - ``tp_not_divisible`` is judged first by vLLM: when it holds, neither
+      ``prefill_tp_replicates_kv_heads`` nor the block rule's "prefill TP > decode TP" clause is judged.
     Example: prefill ``kv_cache_dtype: auto``, decode ``bfloat16`` -> ``[Hazard("kv_cache_dtype_mismatch", ...)]``.
     """
     # BEGIN SOLUTION lab-02 task 2: compare the two sides the way vLLM's handshake (and the matrix) did
@@ -173,7 +239,25 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
         if name not in {h.name for h in found}:
             found.append(Hazard(name, why))
 
+    def flags(side: ServerSpec) -> dict[str, str]:
+        out: dict[str, str] = {}
+        args = list(side.extra_args)
+        for i, arg in enumerate(args):
+            name, eq, value = arg.partition("=")
+            name = FLAG_ALIASES.get(name, name)
+            if not name.startswith("-"):
+                continue
+            if not eq:
+                value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else ""
+            out[name] = value
+        return out
+
+    def layout(side: ServerSpec) -> str:
+        value = side.env.get("VLLM_KV_CACHE_LAYOUT") or NIXL_KV_LAYOUT
+        return KV_LAYOUT_ALIASES.get(value, value)
+
     p, d = prefill, decode
+    pf, df = flags(p), flags(d)
     hash_msg = "NIXL compatibility hash differs: both servers start healthy, the first handshake fails"
     if p.model != d.model:
         add("model_mismatch", f"{hash_msg} (model {p.model} vs {d.model}: the string is hashed)")
@@ -192,22 +276,51 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
             a, b = getattr(p.shape, field_), getattr(d.shape, field_)
             if a != b:
                 add(name, f"{hash_msg} ({field_} {a} vs {b})")
-    if d.block_size != p.block_size:
-        add("block_size_mismatch", f"block sizes {p.block_size} (prefill) vs {d.block_size} (decode): the "
-            "handshake rejects a smaller decode block; a larger one loads wrong KV (HTTP 200, wrong output)")  # fmt: skip
-    lo, hi = sorted((p.tensor_parallel_size, d.tensor_parallel_size))
-    if hi % lo != 0:
-        add("tp_not_divisible", f"TP sizes {p.tensor_parallel_size} and {d.tensor_parallel_size} do not divide: "
-            "the handshake rejects the pair")  # fmt: skip
+    unhashed = [f for f in UNHASHED_FLAGS if pf.get(f) != df.get(f)]
+    unhashed += [k for k in sorted(set(p.hf_overrides) | set(d.hf_overrides))
+                 if k not in GEOMETRY_OVERRIDES and p.hf_overrides.get(k, ...) != d.hf_overrides.get(k, ...)]  # fmt: skip
+    if unhashed:
+        add("unhashed_setting_mismatch", f"{unhashed} differ but are neither hashed nor checked: the handshake "
+            "passes and decode continues prefill's KV with another model: HTTP 200, wrong tokens")  # fmt: skip
+    ptp, dtp = p.tensor_parallel_size, d.tensor_parallel_size
+    divisible = max(ptp, dtp) % min(ptp, dtp) == 0
+    if not divisible:
+        add("tp_not_divisible", f"TP sizes {ptp} and {dtp} do not divide: the handshake rejects the pair")
+    elif ptp > dtp and p.shape is not None and d.shape is not None and ptp > d.shape.num_key_value_heads:
+        add("prefill_tp_replicates_kv_heads", f"prefill TP {ptp} > decode TP {dtp} and > the model's "
+            f"{d.shape.num_key_value_heads} KV heads: the handshake's bare assert refuses replicated heads")  # fmt: skip
+    if p.block_size != d.block_size:
+        why = None
+        if d.block_size % p.block_size != 0:
+            why = "the handshake refuses it (decode's block must be a multiple of prefill's)"
+        elif divisible and ptp > dtp:
+            why = "the handshake refuses unequal blocks when prefill TP > decode TP"
+        elif d.device == "cuda" and d.kv_buffer_device == "cpu":
+            why = "the handshake refuses unequal blocks with a host buffer (kv_buffer_device cpu)"
+        elif d.device == "cpu" and d.kv_connector_module_path not in CPU_BLOCK_FIX_MODULES:
+            why = "vLLM 0.32's CPU receive path regroups the blocks wrongly: HTTP 200, wrong tokens"
+        if why:
+            add("block_size_mismatch", f"block sizes {p.block_size} (prefill) vs {d.block_size} (decode): {why}")
+    pl, dl = layout(p), layout(d)
+    permuted = pl == "LBHNC" and dl == "LBNHC" and d.kv_transfer_extra.get("enable_permute_local_kv") is True
+    if pl != dl and not permuted:
+        cpu = [s.name for s, lay in ((p, pl), (d, dl)) if s.device == "cpu" and lay not in CPU_KV_LAYOUTS]
+        add("kv_layout_mismatch", f"KV cache layouts {pl} (prefill) vs {dl} (decode): the handshake refuses them"
+            + (f"; {cpu} cannot even start (CPU attention supports only LBHNC)" if cpu else ""))  # fmt: skip
+    if p.device == "cuda" and p.kv_role not in KV_PRODUCERS:
+        add("kv_role_misassigned", f"prefill is {p.kv_role}: without the producer role a preempted prefill can "
+            "hand off blocks its preemption freed (requires_kv_delivery)")  # fmt: skip
+    if d.device == "cuda" and d.kv_role not in KV_CONSUMERS:
+        add("kv_role_misassigned", f"decode is {d.kv_role}: without the consumer role freed blocks are not "
+            "deferred under async scheduling and a KV load can race a write (defer_block_free)")  # fmt: skip
     for side in (p, d):
         if side.connector in REMOVED_CONNECTORS:
             new = REMOVED_CONNECTORS[side.connector]
             add("removed_connector", f"{side.name}: connector {side.connector} is gone in vLLM 0.32 "
                 f"({'now ' + new if new else 'removed'}): the server refuses to start")  # fmt: skip
     pm, dm = NIXL_MODES.get(p.connector), NIXL_MODES.get(d.connector)
-    gone = any(h.name == "removed_connector" for h in found)  # that side never starts: nothing to match
-    if gone:
-        pass
+    if any(h.name == "removed_connector" for h in found):
+        pass  # that side never starts: nothing to match
     elif (pm is None or dm is None) and p.connector != d.connector:
         add("connector_mismatch", f"connectors {p.connector} vs {d.connector}: the sides cannot talk; "
             "requests fail or silently prefill twice")  # fmt: skip
@@ -215,9 +328,17 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
         add("transfer_mode_mismatch", f"NIXL {pm} vs {dm} (push/pull is in the compatibility hash): "
             "the first handshake fails")  # fmt: skip
     if _same_host(p.host, d.host):
-        if p.side_channel_port == d.side_channel_port:
-            add("side_channel_port_clash", f"both sides on {p.host} use side-channel port "
-                f"{p.side_channel_port}: the second bind fails, 'Address already in use'")  # fmt: skip
+
+        def listens(side: ServerSpec, fl: dict[str, str]) -> tuple[set[int], set[int]]:
+            dp = fl.get("--data-parallel-size", "1")
+            ranks = int(dp) if dp.isdigit() and int(dp) >= 1 else 1
+            return {side.side_channel_port + i for i in range(ranks)}, {side.port}
+
+        (psc, phttp), (dsc, dhttp) = listens(p, pf), listens(d, df)
+        clash = sorted((psc & (dsc | dhttp)) | (dsc & phttp))
+        if clash:
+            add("side_channel_port_clash", f"both sides on {p.host} listen on port(s) {clash} (side channel = "
+                "VLLM_NIXL_SIDE_CHANNEL_PORT + data-parallel rank): the second bind fails")  # fmt: skip
         if p.port == d.port:
             add("http_port_clash", f"both sides on {p.host} serve HTTP on port {p.port}: both came up on it, "
                 "requests reach either process and decode handshakes with itself")  # fmt: skip
@@ -233,8 +354,8 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
             add("deprecated_kv_config_keys", f"{side.name}: 0.10-era keys {old} are unknown to vLLM 0.32's "
                 "KVTransferConfig: start-up fails")  # fmt: skip
     if d.kv_load_failure_policy == "recompute":
-        add("recompute_hides_failures", "decode recomputes the prompt when a KV load fails: a broken pair "
-            "only looks slow, no error surfaces")  # fmt: skip
+        add("recompute_hides_failures", "decode prefills locally when a KV load fails: the client gets HTTP 200 "
+            "and right tokens, so only decode's counters show it (nixl_num_failed_transfers, local_compute)")  # fmt: skip
     if p.max_model_len != d.max_model_len:
         add("max_model_len_mismatch", f"max_model_len {p.max_model_len} vs {d.max_model_len}: a prompt that "
             "fits one side only is accepted by one and refused by the other")  # fmt: skip
@@ -265,9 +386,16 @@ BAD_KV_PARAMS = "bad_kv_transfer_params"
 def sanitize_request(body: dict[str, Any]) -> dict[str, Any]:
     """The client's body as an upstream may see it: a deep copy without ``INTERNAL_FIELDS``.
 
-    A client must never steer NIXL: a client-supplied ``kv_transfer_params`` would make decode handshake
-    with whatever ``remote_host`` it names. So every field in ``INTERNAL_FIELDS`` is dropped, at the top
-    level and inside a ``vllm_xargs`` object; everything else is kept as sent. ``body`` is not modified.
+    A client must never steer NIXL. Sent straight to a vLLM 0.32 decode, a client's
+    ``{"kv_transfer_params": {"do_remote_prefill": true}}`` kills decode's engine core (nixl/
+    pull_scheduler.py ``update_state_after_alloc``: ``assert num_external_tokens == 0``; the server
+    exits), full forged params make decode read another request's KV from any host they name, and a
+    falsy one smuggled in ``vllm_xargs`` (``""``, ``0``, ``[]``) kills it too (nixl/base_scheduler.py
+    ``on_new_request`` calls ``.get`` on it). So each field in ``INTERNAL_FIELDS`` is dropped whatever
+    its value (``{}``, ``None``, ``""``, ``0``, ``false`` included), at the top level and inside a
+    ``vllm_xargs`` that is an object (vLLM merges its keys into the same ``extra_args``); a
+    ``vllm_xargs`` that is not an object is kept as sent (vLLM refuses it with a 400). Everything else
+    is kept as sent. ``body`` is not modified.
     Example: ``{"prompt": "hi", "kv_transfer_params": {...}}`` -> ``{"prompt": "hi"}``.
     """
     # BEGIN SOLUTION lab-02 task 3: deep copy, then drop the fields only the proxy may set
@@ -375,6 +503,31 @@ def decode_request(body: dict[str, Any], prefill_response: dict[str, Any]) -> di
     # END SOLUTION
 
 
+def release_request(body: dict[str, Any], prefill_response: dict[str, Any]) -> dict[str, Any]:
+    """The body that frees prefill's blocks when the client has gone: ``decode_request(body,
+    prefill_response)`` made as cheap as possible for decode: ``max_tokens`` = 1,
+    ``max_completion_tokens`` = 1 (only if the client sent it), ``stream`` = False, ``stream_options``
+    and ``min_tokens`` removed. ``body`` and ``prefill_response`` are not modified; ValueError as in
+    ``decode_request``.
+
+    Why: after answering, a vLLM 0.32 prefill holds the prompt's blocks until a decode reads them (its
+    notification frees them), until a decode aborts the request before scheduling it (an empty read
+    that only notifies: nixl/pull_scheduler.py ``request_finished``), or until the lease expires
+    (``kv_lease_duration``, 30 s by default). Prefill has no endpoint to free them; a decode request
+    carrying its params is the only way.
+    """
+    # BEGIN SOLUTION lab-02 task 3: the handoff body, one token, no stream
+    new = decode_request(body, prefill_response)
+    new["max_tokens"] = 1
+    if "max_completion_tokens" in new:
+        new["max_completion_tokens"] = 1
+    new["stream"] = False
+    new.pop("stream_options", None)
+    new.pop("min_tokens", None)
+    return new
+    # END SOLUTION
+
+
 # ======================================================================= task 4: the proxy's decisions
 
 
@@ -419,6 +572,7 @@ class PDProxyPolicy:
         self.decode_urls = list(decode_urls)
         self._next_prefill = 0
         self._next_decode = 0
+        self._releases: set[asyncio.Task] = set()  # background release hops (referenced until they end)
         # END SOLUTION
 
     def choose_prefill(self) -> str | None:
@@ -496,32 +650,51 @@ class PDProxyPolicy:
         """Walk one request through the handoff; return what the client gets.
 
         ``request_id`` is the proxy's upstream id for this request (unique per request; the plumbing
-        keeps the client's own ``X-Request-Id`` for the response). EVERY upstream hop carries it as
-        ``{"X-Request-Id": request_id}``, in every mode.
+        keeps the client's own ``X-Request-Id`` for the response). Every upstream hop carries it as
+        ``{"X-Request-Id": request_id}``, in every mode (the release hop of step 5 excepted).
 
         0. ``prefill_remotely(body)`` False -> straight to a decode upstream with
-           ``sanitize_request(body)``: ``Relay(stream, mode="local", reason="short_prompt")`` (reason
-           "prefill_busy" when ``prefill_busy()``); no prefill is chosen (its cursor stays).
+           ``sanitize_request(body)``: ``Relay(stream, mode="local", reason=...)``, reason
+           ``"prefill_busy"`` when ``prefill_busy()`` (checked first: a short prompt sent while prefill
+           is saturated counts as ``prefill_busy``), else ``"short_prompt"``; no prefill is chosen (its
+           cursor stays). The plumbing shows the reason to the client (``X-PD-Local-Reason``) and in
+           ``pdproxy_local_prefills_total{reason=...}``.
         1. Choose a prefill (none -> fallback, reason "no_prefill") and a decode upstream.
         2. Prefill hop: ``ctx.post_json("prefill", url, path, *prefill_request(body, request_id))``; it
-           counts as in flight for ``prefill_busy`` from just before the call until it returns or raises.
-           On ``UpstreamError``: ``should_fall_back`` -> fallback with reason = ``error.kind``; otherwise
-           ``ErrorReply(error.status, error.body)`` (or an OpenAI-style error object when body is None).
-           An answer ``prefill_answer_problem`` finds a problem with -> fallback, reason = that problem
-           ("no_kv_transfer_params" or "bad_kv_transfer_params"): never reported as a handoff.
+           counts as in flight for ``prefill_busy`` from just before the call until it returns or raises
+           ANYTHING, ``asyncio.CancelledError`` included (a client that leaves mid-prefill must not
+           leave prefill "busy" for ever). On ``UpstreamError``: ``should_fall_back`` -> fallback with
+           reason = ``error.kind``; otherwise ``ErrorReply(error.status, error.body)`` (or an
+           OpenAI-style error object when body is None). An answer ``prefill_answer_problem`` finds a
+           problem with -> fallback, reason = that problem: never reported as a handoff.
         3. Decode hop with the SAME ``X-Request-Id``: ``ctx.open_stream("decode", url, path, b, headers)``
            where b = ``decode_request(body, answer)``, or ``sanitize_request(body)`` when decode serves
            alone (local, fallback): a client's ``kv_transfer_params`` never reaches an upstream.
+           - A 4xx answer (a stream ``open_stream`` returns) is the client's error (a prompt longer than
+             decode's ``max_model_len``...): relay it as it is, whatever the mode; never rewrite it.
+           - ``UpstreamError`` (decode unreachable, timed out, or 5xx) -> ``ErrorReply(503, {"error":
+             {"message": ..., "type": "decode_unavailable", "upstream": <decode url>, "kind":
+             error.kind}})``, in every mode. Never a 200 and never a second decode hop: after a handoff
+             a decode 5xx is usually a failed KV load (policy ``fail``), and serving the prompt again
+             from decode alone behind a 200 hides the broken pair (it is what ``recompute`` does:
+             task 2's ``recompute_hides_failures``).
         4. Return ``Relay(stream, mode="disaggregated" | "fallback" | "local", reason=..., prefill_url=...)``.
-           If the decode hop raises ``UpstreamError``: ``ErrorReply(503, {"error": {"message": ...,
-           "type": "decode_unavailable", "upstream": <decode url>, "kind": error.kind}})`` - never a 200.
+        5. Cancellation after the answer: if ``asyncio.CancelledError`` reaches the decode hop after
+           prefill returned a usable answer, the decode request may never have reached decode, and
+           prefill then holds the prompt's blocks for its whole lease (``release_request``). Start
+           ``ctx.post_json("decode", <the same decode url>, path, release_request(body, answer),
+           {"X-Request-Id": request_id + "-release"})`` as a background task that outlives this request
+           (keep a reference to it until it ends; its failure is ignored: best effort), then re-raise.
+           Its own id: the cancelled hop may still live on decode under ``request_id``. Nothing else
+           needs releasing: a prefill hop cancelled before its answer aborts prefill's request, which
+           vLLM frees at once (nixl/pull_scheduler.py ``request_finished``).
         """
         # BEGIN SOLUTION lab-02 task 4: prefill, then decode with its kv_transfer_params; degrade gracefully
         headers = {"X-Request-Id": request_id}
         remote = self.prefill_remotely(body)
         prefill_url = self.choose_prefill() if remote else None
         decode_url = self.choose_decode()
-        decode_body, mode, reason = None, "disaggregated", None
+        decode_body, mode, reason, answer = None, "disaggregated", None, None
         if not remote:
             mode, reason = "local", "prefill_busy" if self.prefill_busy() else "short_prompt"
         elif prefill_url is None:
@@ -554,6 +727,20 @@ class PDProxyPolicy:
             return ErrorReply(503, {"error": {
                 "message": f"decode upstream {decode_url} is unavailable ({err.kind}); nothing can serve this request",
                 "type": "decode_unavailable", "upstream": decode_url, "kind": err.kind, "code": 503}})  # fmt: skip
+        except asyncio.CancelledError:
+            if mode == "disaggregated":
+                release = release_request(body, answer)
+                rheaders = {"X-Request-Id": request_id + "-release"}
+                task = asyncio.ensure_future(ctx.post_json("decode", decode_url, path, release, rheaders))
+                self._releases.add(task)
+
+                def done(t: asyncio.Task) -> None:
+                    self._releases.discard(t)
+                    if not t.cancelled():
+                        t.exception()  # retrieved: a failed release is ignored (best effort)
+
+                task.add_done_callback(done)
+            raise
         return Relay(stream, mode=mode, reason=reason, prefill_url=prefill_url)
         # END SOLUTION
 
@@ -655,4 +842,125 @@ def signature(colocated: Sequence[RequestTiming], disaggregated: Sequence[Reques
         itl_p50_before_s=i50b, itl_p50_after_s=i50a, itl_p50_ratio=ratio(i50a, i50b),
         itl_p99_before_s=i99b, itl_p99_after_s=i99a, itl_p99_ratio=ratio(i99a, i99b),
     )  # fmt: skip
+    # END SOLUTION
+
+
+# ================================================================== task 6: proof that the KV moved
+
+KV_VERDICTS = ("kv_moved", "no_connector", "kv_load_failed", "prefilled_locally", "inconclusive")
+CANARY_PROBLEMS = ("prefill_error", "decode_error")  # besides KV_VERDICTS and prefill_answer_problem's
+
+
+def kv_verdict(before: str, after: str, prompt_tokens: int) -> str:
+    """What decode's OWN counters say about one handed-off request: ``"kv_moved"`` or what went wrong.
+
+    ``before`` / ``after``: decode's ``/metrics`` text (Prometheus exposition format) read just before
+    the request was sent and just after its answer ended, nothing else running on decode in between;
+    ``prompt_tokens``: the request's prompt length. A 200 and the right tokens prove nothing: a decode
+    that prefilled the prompt itself answers the same (the matrix's ``connector_prefill_only`` and
+    ``policy_recompute_prefill_killed`` rows), only slower and with prefill's work wasted.
+
+    vLLM 0.32's counters (exported names; a name's value is the sum of all its samples, whatever
+    their other labels, e.g. one per engine):
+    - ``vllm:prompt_tokens_by_source_total{source=...}``: the prompt's tokens by where their KV came
+      from, ``local_compute``, ``local_cache_hit`` (decode's own prefix cache) or
+      ``external_kv_transfer``; the split is decided when the request is first scheduled and emitted
+      with its first token, so a request that fails before its first token moves none of them;
+    - ``vllm:nixl_xfer_time_seconds_count``: NIXL reads that completed (vLLM has no success counter);
+    - ``vllm:nixl_num_failed_transfers_total``: failed reads, handshakes and notifications, counted
+      under either ``kv_load_failure_policy`` (the worker counts, the scheduler's policy acts later);
+    - the ADMISSION counters ``vllm:prompt_tokens_cached_by_source_total{source="p2p"}`` and
+      ``vllm:external_prefix_cache_hits_total`` record the load the scheduler planned: they move even
+      when the load then fails, so they prove nothing.
+
+    Verdicts, the first that applies wins:
+    1. ``"no_connector"``: ``after`` has no ``vllm:nixl_`` series at all: decode runs without a KV
+       connector and ignores every ``kv_transfer_params`` (a launch without ``--kv-transfer-config``);
+    2. ``"kv_load_failed"``: failed transfers grew (the client got an error, or a 200 under
+       ``recompute``);
+    3. ``"prefilled_locally"``: ``local_compute`` grew: decode computed prompt tokens itself;
+    4. ``"kv_moved"``: ``external_kv_transfer`` grew, it and ``local_cache_hit`` together grew by
+       exactly ``prompt_tokens``, and at least one NIXL read completed;
+    5. ``"inconclusive"``: the counters do not account for this one request (nothing moved: it never
+       reached the engine; more than the prompt moved: another request ran meanwhile).
+    ValueError if ``prompt_tokens`` is not an int >= 1 (bools are not ints), or if one of the counters
+    above, present in both snapshots, went DOWN (decode restarted in between: the snapshots do not
+    compare); gauges and series you do not need are not judged. A series absent from a snapshot
+    counts as 0. Example: a 64-token handoff that worked moves
+    ``external_kv_transfer`` by 64 and ``nixl_xfer_time_seconds_count`` by 1 -> ``"kv_moved"``.
+    """
+    # BEGIN SOLUTION lab-02 task 6: read the right counters, mind admission, failures first
+    if not isinstance(prompt_tokens, int) or isinstance(prompt_tokens, bool) or prompt_tokens < 1:
+        raise ValueError(f"prompt_tokens must be an int >= 1, got {prompt_tokens!r}")
+    old, new = parse_metrics(before), parse_metrics(after)
+
+    def total(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float | None:
+        found = [v for n, lab, v in samples if n == name and labels.items() <= lab.items()]
+        return sum(found) if found else None
+
+    def grew(name: str, **labels: str) -> float:
+        a, b = total(old, name, **labels), total(new, name, **labels)
+        if a is not None and b is not None and b < a:
+            raise ValueError(f"{name} {labels or ''} went down ({a} -> {b}): decode restarted in between")
+        return (b or 0.0) - (a or 0.0)
+
+    source = "vllm:prompt_tokens_by_source_total"
+    external = grew(source, source="external_kv_transfer")
+    cached = grew(source, source="local_cache_hit")
+    local = grew(source, source="local_compute")
+    failed = grew("vllm:nixl_num_failed_transfers_total")
+    reads = grew("vllm:nixl_xfer_time_seconds_count")
+    if not any(n.startswith("vllm:nixl_") for n, _, _ in new):
+        return "no_connector"
+    if failed > 0:
+        return "kv_load_failed"
+    if local > 0:
+        return "prefilled_locally"
+    if external > 0 and external + cached == prompt_tokens and reads >= 1:
+        return "kv_moved"
+    return "inconclusive"
+    # END SOLUTION
+
+
+def canary(prefill_url: str, decode_url: str, model: str, prompt: list[int], request_id: str) -> str:
+    """A post-launch canary: one handoff by hand on a freshly launched pair, judged by decode's counters.
+
+    Both servers report healthy long before the first handoff proves anything (vLLM checks most
+    settings at that first handshake). Send ``prefill_request(body, request_id)`` to
+    ``prefill_url + "/v1/completions"``, then ``decode_request(body, answer)`` to decode's (non-
+    streaming, the same ``X-Request-Id``), reading ``decode_url + "/metrics"`` just before the decode
+    hop and just after it, where ``body = {"model": model, "prompt": prompt, "max_tokens": 2,
+    "temperature": 0.0}``. ``prompt``: token ids decode has not seen (a fresh prompt: a cached one
+    moves no KV). Use ``pdpair.pair.runner.post_json`` / ``get_text`` (given; they raise ``OSError``
+    when a server cannot be reached). Returns, the first that applies:
+    - ``"prefill_error"``: prefill cannot be reached or does not answer 200 (decode is not called);
+    - ``prefill_answer_problem(answer)`` when it names one (decode is not called);
+    - ``"decode_error"``: decode cannot be reached, or answers an error status while
+      ``kv_verdict`` finds no failure of its own (``"kv_moved"`` or ``"inconclusive"``);
+    - ``kv_verdict(before, after, len(prompt))`` otherwise (``"kv_moved"`` for a healthy pair).
+    Nothing is raised for a broken pair: saying how it is broken is the point.
+    """
+    # BEGIN SOLUTION lab-02 task 6: prefill, decode, and decode's counters around the decode hop
+    body = {"model": model, "prompt": list(prompt), "max_tokens": 2, "temperature": 0.0}
+    pbody, pheaders = prefill_request(body, request_id)
+    try:
+        status, answer, _ = post_json(prefill_url + "/v1/completions", pbody, pheaders)
+    except OSError:
+        return "prefill_error"
+    if status != 200:
+        return "prefill_error"
+    problem = prefill_answer_problem(answer)
+    if problem is not None:
+        return problem
+    try:
+        before = get_text(decode_url + "/metrics")
+        dstatus, _, _ = post_json(decode_url + "/v1/completions", decode_request(body, answer),
+                                  {"X-Request-Id": request_id})  # fmt: skip
+        after = get_text(decode_url + "/metrics")
+    except OSError:
+        return "decode_error"
+    verdict = kv_verdict(before, after, len(prompt))
+    if dstatus != 200 and verdict in ("kv_moved", "inconclusive"):
+        return "decode_error"
+    return verdict
     # END SOLUTION

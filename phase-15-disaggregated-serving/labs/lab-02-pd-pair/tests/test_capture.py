@@ -112,3 +112,23 @@ def test_the_included_capture_is_complete_and_its_figures_match_its_records(fold
         for setup, by_run in manifest["results"].items():
             for run, row in by_run.items():
                 assert set(row["loadavg_1_5_15"]) == {"before", "after"}, f"{setup} run {run}: load average"
+
+
+def test_kv_evidence_recording_is_whole_and_its_statuses_are_what_each_path_gives():
+    """captures/kv-evidence (tools/record_kv_evidence.py): task 6's graded counters. A 200 is no proof:
+    under recompute a failed load answers 200, and so does a decode without a connector."""
+    import json
+
+    from pdpair import LAB_DIR
+
+    folder = LAB_DIR / "captures" / "kv-evidence"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["vllm"].startswith("0.32.0") and manifest["load_avg_before"], manifest
+    want = {"handoff_ok": 200, "no_params": 200, "forged_engine_fail": 500, "prefill_killed_fail": 500,
+            "forged_engine_recompute": 200, "prefill_killed_recompute": 200, "no_connector": 200}  # fmt: skip
+    assert {k: v["status"] for k, v in manifest["paths"].items()} == want
+    for name in want:
+        for part in ("before", "after"):
+            assert (folder / f"{name}.{part}.prom").read_text().startswith("# HELP"), (name, part)
+    release = manifest["release"]
+    assert release["holding"]["kv_cache_usage_perc"] > release["after_release_request"]["kv_cache_usage_perc"], release

@@ -444,7 +444,9 @@ def test_prefill_without_kv_params_falls_back(impl):
 FALLBACK_CASES = [
     ("unreachable", None, True), ("timeout", None, True), ("bad_response", None, True),
     ("http_error", 500, True), ("http_error", 503, True), ("http_error", 408, True), ("http_error", 429, True),
-    ("http_error", 400, False), ("http_error", 404, False),
+    # every 5xx, not a list of the usual ones
+    ("http_error", 501, True), ("http_error", 505, True), ("http_error", 507, True), ("http_error", 599, True),
+    ("http_error", 400, False), ("http_error", 404, False), ("http_error", 409, False), ("http_error", 499, False),
 ]  # fmt: skip
 
 
@@ -491,6 +493,8 @@ def test_drill_decode_down_gives_503_naming_the_upstream(impl, how):
             err = (res.body or {}).get("error") if isinstance(res.body, dict) else None
             assert err and err.get("upstream") == s.decodes[0].url, (
                 f"the JSON error must name the decode upstream {s.decodes[0].url}, got {res.body}")  # fmt: skip
+            assert err.get("type") == "decode_unavailable", (
+                f"the 503's error object is typed decode_unavailable (the docstring's body), got {err}")  # fmt: skip
             assert time.monotonic() - t0 < 3.0, "a dead decode must fail fast, not hang"
 
     run(scenario())

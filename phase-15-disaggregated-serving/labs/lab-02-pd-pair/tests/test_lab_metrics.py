@@ -94,3 +94,34 @@ def test_signature_rejects_a_zero_colocated_ttft_p50(impl):
     kept = [list(r.itl_s) for r in before]
     impl.signature(before, _runs(impl, [[0.02]], [0.1]))
     assert [list(r.itl_s) for r in before] == kept, "signature must not modify the timings it is given"
+
+
+@pytest.mark.lab02_task5
+def test_signature_p50_is_a_nearest_rank_value_not_a_median(impl):
+    # 4 pooled gaps 10, 20, 30, 40 ms: nearest-rank p50 is rank 2 = 20 ms; a median would say 25 ms
+    before = _runs(impl, [[0.04, 0.01], [0.03, 0.02]], [0.1, 0.3])
+    after = _runs(impl, [[0.01, 0.01]], [0.2])
+    sig = impl.signature(before, after)
+    assert sig.itl_p50_before_s == pytest.approx(0.02) and sig.ttft_p50_before_s == pytest.approx(0.1), (
+        f"p50 by nearest rank over an even count is one of the values (20 ms gap, 0.1 s TTFT), not the average "
+        f"of the two middle ones; got ITL p50 {sig.itl_p50_before_s}, TTFT p50 {sig.ttft_p50_before_s}")  # fmt: skip
+
+
+@pytest.mark.lab02_task5
+def test_signature_leaves_every_callers_list_alone(impl):
+    before = _runs(impl, [[0.02, 0.03], [0.05], [0.04, 0.01]], [0.1, 0.2, 0.3])
+    after = _runs(impl, [[0.01], [0.02, 0.02]], [0.1, 0.1])
+    kept = [[list(r.itl_s) for r in side] for side in (before, after)]
+    impl.signature(before, after)
+    impl.signature(before, after)
+    assert [[list(r.itl_s) for r in side] for side in (before, after)] == kept, (
+        "signature must not modify (or extend) any request's gap list: pool into a new list")  # fmt: skip
+
+
+@pytest.mark.lab02_task5
+def test_signature_accepts_single_token_requests_beside_others(impl):
+    # a colocated request that produced one token has no gap: its TTFT still counts
+    before = _runs(impl, [[], [0.03, 0.03], []], [0.1, 0.2, 0.3])
+    after = _runs(impl, [[0.02]], [0.2])
+    sig = impl.signature(before, after)
+    assert sig.ttft_p50_before_s == pytest.approx(0.2) and sig.itl_p99_before_s == pytest.approx(0.03), sig

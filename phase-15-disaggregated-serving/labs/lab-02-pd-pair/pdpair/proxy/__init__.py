@@ -14,7 +14,8 @@ flow, and what to do when a side fails. This package does everything else, one c
   kept whole on every error path, a cut stream ends with an ``error`` event and never a fake
   ``[DONE]``), a JSON answer read whole then forwarded; ``X-Request-Id`` (the client's own, echoed),
   ``X-PD-Upstream-Request-Id`` (the unique id both hops carried: ``upstream_request_id``), ``X-PD-Mode``
-  and ``X-PD-Fallback-Reason`` headers tell the client what happened, and ``Server-Timing`` how long each
+  ``X-PD-Fallback-Reason`` and ``X-PD-Local-Reason`` headers tell the client what happened (an ``error``
+  event inside a 200 stream is counted as an upstream error), and ``Server-Timing`` how long each
   hop took (``prefill;dur=`` the whole prefill call, ``decode;dur=`` until decode's headers, in ms);
   a client that disconnects or stops reading cancels the upstream request (its connection is closed);
 - ``metrics``: requests, responses by status, handoffs, fallbacks by reason, upstream errors by role,

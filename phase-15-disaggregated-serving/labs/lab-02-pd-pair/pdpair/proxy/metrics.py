@@ -23,8 +23,14 @@ METRIC_HELP = {
         "counter",
         "Requests sent to decode alone (decode prefilled locally), by reason.",
     ),
-    "pdproxy_local_prefills_total": ("counter", "Requests sent to decode alone by choice (short prompts)."),
-    "pdproxy_upstream_errors_total": ("counter", "Failed upstream calls, by role, upstream and kind."),
+    "pdproxy_local_prefills_total": (
+        "counter",
+        "Requests sent to decode alone by choice, by reason (short_prompt, prefill_busy).",
+    ),
+    "pdproxy_upstream_errors_total": (
+        "counter",
+        "Failed upstream calls, by role, upstream and kind (error_event: an error inside a 200 stream).",
+    ),
     "pdproxy_client_disconnects_total": ("counter", "Clients that went away before their answer ended."),
     "pdproxy_client_timeouts_total": (
         "counter",

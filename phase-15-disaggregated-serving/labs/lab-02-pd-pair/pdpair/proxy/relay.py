@@ -11,6 +11,10 @@
   or died) gets an ``error`` event and no ``[DONE]``: the proxy never pretends a cut stream finished.
   Counted in ``pdproxy_upstream_errors_total`` as kind ``disconnected`` (the connection broke),
   ``truncated`` (it ended cleanly but early) or ``timeout`` (silent for ``decode_timeout_s``).
+- An ``error`` event inside a stream whose 200 was already sent (vLLM's stream generator reports a
+  failure that way, e.g. a failed KV load under ``kv_load_failure_policy: fail``, then sends
+  ``[DONE]``) reaches the client as it came and is counted in ``pdproxy_upstream_errors_total`` as
+  kind ``error_event``: the status alone would call it a success.
 - A client that does not accept data for ``client_stall_timeout_s`` is dropped (its upstream closed).
 """
 
@@ -57,18 +61,36 @@ def event_end(buf: bytes) -> int:
     return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
 
 
+def count_error_events(chunk: bytes) -> int:
+    """How many of the whole SSE events in ``chunk`` carry an OpenAI error object (``data: {"error":``)."""
+    if b'"error"' not in chunk:  # the common case: one substring search
+        return 0
+    found = 0
+    for event in chunk.replace(b"\r\n", b"\n").split(b"\n\n"):
+        data = b"\n".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
+        try:
+            obj = json.loads(data) if data else None
+        except ValueError:
+            continue
+        found += isinstance(obj, dict) and "error" in obj
+    return found
+
+
 def relay_headers(
     reply: Relay, request_id: str, hop_ms: dict[str, float], client_id: str | None = None
 ) -> dict[str, str]:
     """``X-Request-Id`` (the client's own, echoed; else the upstream id), ``X-PD-Upstream-Request-Id``
     (the unique id both hops carried), ``X-PD-Mode``, ``X-PD-Decode-Upstream`` (redacted),
-    ``Server-Timing`` and, for a fallback, ``X-PD-Fallback-Reason``."""
+    ``Server-Timing`` and the policy's reason: ``X-PD-Fallback-Reason`` for a fallback,
+    ``X-PD-Local-Reason`` for a local prefill."""
     headers = {"X-Request-Id": client_id or request_id, "X-PD-Upstream-Request-Id": request_id,
                "X-PD-Mode": reply.mode,
                "X-PD-Decode-Upstream": redact_url(reply.stream.url),
                "Server-Timing": ", ".join(f"{role};dur={ms:.2f}" for role, ms in hop_ms.items())}  # fmt: skip
     if reply.reason and reply.mode == "fallback":
         headers["X-PD-Fallback-Reason"] = reply.reason
+    elif reply.reason and reply.mode == "local":
+        headers["X-PD-Local-Reason"] = reply.reason
     return headers
 
 
@@ -134,6 +156,8 @@ async def _relay_sse(
                 else:
                     pending = b""
                 if chunk and not finished:
+                    for _ in range(count_error_events(chunk)):
+                        _upstream_failed(metrics, reply, "error_event")
                     write_deadline.reschedule(loop.time() + stall)
                     if chunk.endswith(_DONE_EVENT):  # the last event: it and the stream's end in one send
                         await resp.write_eof(chunk)

@@ -17,8 +17,8 @@ MODES = ("disaggregated", "fallback", "local")
 class Relay:
     """Policy answer: relay ``stream`` to the client. ``mode``: "disaggregated" (prefill then decode),
     "fallback" (prefill failed or absent: decode alone) or "local" (decode alone by choice: a short
-    prompt). ``reason``: why decode served alone (an UpstreamError kind, "short_prompt"); None when
-    disaggregated."""
+    prompt). ``reason``: why decode served alone (an UpstreamError kind, "short_prompt", "prefill_busy");
+    None when disaggregated."""
 
     stream: UpstreamStream
     mode: str

@@ -359,7 +359,7 @@ class ProxyServer:
             if reply.mode == "disaggregated":
                 self.metrics.inc("pdproxy_handoffs_total")
             elif reply.mode == "local":
-                self.metrics.inc("pdproxy_local_prefills_total")
+                self.metrics.inc("pdproxy_local_prefills_total", reason=reply.reason or "unspecified")
             else:
                 self.metrics.inc("pdproxy_fallbacks_total", reason=reply.reason or "unspecified")
             headers = relay_headers(reply, request_id, ctx.hop_ms, client_id)

@@ -319,6 +319,10 @@ def observation_rows(observations) -> list[list]:
     return rows
 
 
+REQUIRED_GROUPS = ("plain decode step", "local join step", "handed-off join step", "chunk step",
+                   "whole-prompt step", "idle local first token", "idle handed-off first token")  # fmt: skip
+
+
 def calibrate_live(
     impl, spec, log_dir: Path, startup_timeout_s: float, log=print
 ) -> tuple[LinearProfile, dict]:
@@ -351,6 +355,10 @@ def calibrate_live(
             )
     finally:
         stop_all(started)
+    counts = {label: sum(o.label == label for o in obs) for label in REQUIRED_GROUPS}
+    if missing := [label for label, n in counts.items() if n < 3]:
+        raise RuntimeError(f"calibration: too few timed {missing} to fit a profile (got {counts}); see the "
+                           f"servers' logs in {log_dir}")  # fmt: skip
     base = base_profile(Path(spec.decode.model), spec.decode.block_size)
     profile, report = fit(obs, base)
     profile = LinearProfile(**{**profile.__dict__, "step_jitter_sigma": round(jitter_sigma(plain), 7),

@@ -42,11 +42,14 @@ STEP_CLUSTER_S = 0.005  # token arrivals closer than this on one instance came f
 DECODE_BUDGET = 64  # decode's --max-num-batched-tokens during calibration (colocated-chunk64's budget)
 SHORT = 32  # the workload's short prompt
 LONG = 1500  # the workload's long prompt
-BATCHES = (1, 2, 3, 4, 6, 8, 12)
+BATCHES = (1, 2, 3, 4, 6, 8)  # the workload runs 1-7 sequences per decoding instance
 WHOLE_PROMPTS = (64, 256, 512, 1024, 1500)
 CHUNK_BATCHES = (1, 3, 5)
 JOIN_BATCH = 5
 PROBES = 12  # per kind of join or idle first token
+BACKGROUND_TOKENS = (
+    1800  # a background stream's answer: outlasts any phase (prompt + answer <= max_model_len 2048)
+)
 
 
 @dataclass
@@ -88,12 +91,16 @@ class Recorder:
     async def _one(self, url: str, tag: str) -> None:
         d = self.driver
         prompt = [d.rng.randrange(3, 32000) for _ in range(SHORT)]
-        body = {"model": d.model, "prompt": prompt, "max_tokens": 4000, "temperature": 0.0,
+        body = {"model": d.model, "prompt": prompt, "max_tokens": BACKGROUND_TOKENS, "temperature": 0.0,
                 "ignore_eos": True, "stream": True}  # fmt: skip
         t = Timed(tag, SHORT, time.monotonic())
         self.streams.append(t)
         async with d.session.post(url + "/v1/completions", json=body) as resp:
             t.status = resp.status
+            if resp.status != 200:
+                raise RuntimeError(
+                    f"calibration: a background stream got {resp.status}: {(await resp.read())[:300]!r}"
+                )
             buf = b""
             async for chunk in resp.content.iter_any():
                 now = time.monotonic()
@@ -103,16 +110,18 @@ class Recorder:
     def start(self, url: str, n: int) -> None:
         self._tasks += [asyncio.ensure_future(self._one(url, f"bg{i}")) for i in range(n)]
 
-    async def settle(self, n: int, timeout_s: float = 120.0) -> None:
-        """Wait until every background stream has streamed ``n`` tokens (all are decoding)."""
+    async def settle(self, n: int, timeout_s: float = 300.0) -> None:
+        """Wait until every background stream has streamed ``n`` tokens (all are decoding); RuntimeError
+        if one ends (it must outlast the phase) or the deadline passes."""
         deadline = time.monotonic() + timeout_s
-        while any(len(t.arrivals) < n for t in self.streams):
+        while len(self.streams) < len(self._tasks) or any(len(t.arrivals) < n for t in self.streams):
+            for task in self._tasks:
+                if task.done():
+                    exc = task.exception()
+                    raise RuntimeError(f"calibration: a background stream ended early: {exc!r}") from exc
             if time.monotonic() > deadline:
                 raise RuntimeError("calibration: background streams did not start decoding in time")
-            for task in self._tasks:
-                if task.done() and task.exception():
-                    raise RuntimeError(f"calibration: a background stream failed: {task.exception()!r}")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
 
     async def stop(self) -> list[Timed]:
         for t in self._tasks:

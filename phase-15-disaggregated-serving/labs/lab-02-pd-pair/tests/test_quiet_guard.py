@@ -72,3 +72,35 @@ def test_runnable_threads_counts_a_busy_child_as_the_recorders_own():
     finally:
         child.kill()
         child.wait()
+
+
+def _published():
+    from pdpair.evidence.capture import CAPTURE_DIR
+
+    return [CAPTURE_DIR, *sorted(d for d in CAPTURE_DIR.glob("planned*") if (d / "manifest.json").is_file())]
+
+
+@pytest.mark.parametrize("folder", _published(), ids=lambda d: d.name)
+def test_no_capture_claims_quiet_with_a_load_above_its_bound(folder):
+    """Every published capture says whether its machine was quiet, and none says quiet while a load it
+    recorded breaks a rule: a figure from a noisy one is quoted "under load" (or re-recorded)."""
+    import json
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    quiet = manifest.get("quiet")
+    assert quiet and quiet["verdict"] in ("quiet", "noisy"), (
+        f"{folder}: the manifest must carry a quiet verdict"
+    )
+    assert (quiet["verdict"] == "noisy") == bool(quiet["reasons"]), quiet
+    loads = [
+        (row["loadavg_1_5_15"]["before"][0], row["loadavg_1_5_15"]["after"][0])
+        for run in manifest["runs"]
+        for setup in manifest["setups"]
+        if (row := manifest["results"][setup][str(run)]).get("loadavg_1_5_15")
+    ]
+    start = (quiet.get("loadavg_start") or [loads[0][0] if loads else None])[0]
+    bound = quiet["rules"]["own_load_bound"]
+    if judge(start, loads, bound):
+        assert quiet["verdict"] == "noisy", (
+            f"{folder}: recorded loads {loads} break the rules, yet it says quiet"
+        )

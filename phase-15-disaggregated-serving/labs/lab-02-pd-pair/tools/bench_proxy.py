@@ -136,6 +136,7 @@ def main() -> int:
     parser.add_argument("--itl-ms", type=float, default=5.0)
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    load_start = os.getloadavg()
 
     print(
         f"machine: {platform.machine()} {cpu_model()}, {os.cpu_count()} CPUs; {platform.system()} {platform.release()}"
@@ -218,10 +219,16 @@ def main() -> int:
             "\nproxy CPU per request (user+system ms of the proxy process; steadier than latency on a busy machine):"
         )
         for c, per in cpu.items():
-            print(
-                f"  {c:>3} streams: " + ", ".join(f"{n} {1e3 * t / k:.2f}" for n, (t, k) in per.items() if k)
+            ms = {n: 1e3 * t / k for n, (t, k) in per.items() if k}
+            ratio = (
+                f"; handoff / naive x{ms['handoff'] / ms['naive']:.3f}"
+                if {"handoff", "naive"} <= ms.keys()
+                else ""
             )
+            print(f"  {c:>3} streams: " + ", ".join(f"{n} {v:.3f}" for n, v in ms.items()) + ratio)
     print("ITL = gaps between SSE token events, pooled over requests; percentiles by nearest rank")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in load_start)} at the start, "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end (a published figure needs < 1 at the start)")  # fmt: skip
     return 0
 
 

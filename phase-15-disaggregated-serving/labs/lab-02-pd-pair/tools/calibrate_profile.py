@@ -325,10 +325,10 @@ REQUIRED_GROUPS = ("plain decode step", "local join step", "handed-off join step
 
 def calibrate_live(
     impl, spec, log_dir: Path, startup_timeout_s: float, log=print
-) -> tuple[LinearProfile, dict]:
+) -> tuple[LinearProfile, dict, list]:
     """The calibration run on this machine (``pdpair.evidence.calibration``) on a pair from ``spec``
-    (prepared: ``pdpair.pair.runner.prepare_spec``), always stopped; the fitted profile and what the
-    calibration manifest records."""
+    (prepared: ``pdpair.pair.runner.prepare_spec``), always stopped; the fitted profile, what the
+    calibration manifest records, and the raw timings (``arrivals.json``)."""
     from pdpair.evidence.calibration import DECODE_BUDGET, measure  # noqa: PLC0415
     from pdpair.pair.runner import served_name, start_all, stop_all  # noqa: PLC0415
     from pdpair.pair.spec import with_side  # noqa: PLC0415
@@ -350,40 +350,56 @@ def calibrate_live(
         local = impl.PDProxyPolicy([plans[0].url], [plans[1].url], local_prefill_max_tokens=256)
         remote = impl.PDProxyPolicy([plans[0].url], [plans[1].url])
         with ProxyThread(local, cfg) as lp, ProxyThread(remote, cfg) as rp:
-            obs, plain = asyncio.run(
-                measure(plans[0].url, plans[1].url, lp.url, rp.url, served_name(spec), log)
-            )
+            raw = asyncio.run(measure(plans[0].url, plans[1].url, lp.url, rp.url, served_name(spec), log))
     finally:
         stop_all(started)
-    counts = {label: sum(o.label == label for o in obs) for label in REQUIRED_GROUPS}
-    if missing := [label for label, n in counts.items() if n < 3]:
-        raise RuntimeError(f"calibration: too few timed {missing} to fit a profile (got {counts}); see the "
-                           f"servers' logs in {log_dir}")  # fmt: skip
-    base = base_profile(Path(spec.decode.model), spec.decode.block_size)
-    profile, report = fit(obs, base)
-    profile = LinearProfile(**{**profile.__dict__, "step_jitter_sigma": round(jitter_sigma(plain), 7),
-                               "source": {"calibrated_by": "lab-02-pd-pair/tools/calibrate_profile.py --live",
-                                          "machine": cpu_info()}})  # fmt: skip
-    info = {
+    profile, info = fit_calibration(raw, Path(spec.decode.model), spec.decode.block_size, log_dir)
+    info.update({
         "calibrated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "method": "a calibration run on this machine: steps of known composition timed on a fresh P/D pair, "
-        "fitted by fleetsim.fit (relative least squares, every cost >= 0); see pdpair/evidence/calibration.py",
         "machine": {**cpu_info(), "os": f"{platform.system()} {platform.release()}"},
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
         "startup_s": {inst.name: round(inst.startup_s or -1, 1) for inst in started},
         "measure_s": round(time.monotonic() - t_up, 1),
         "wall_s": round(time.monotonic() - t0, 1),
+    })  # fmt: skip
+    return profile, info, raw
+
+
+def fit_calibration(
+    raw: list[dict], model_dir: Path, block_size: int, log_dir: Path | str = ""
+) -> tuple[LinearProfile, dict]:
+    """The profile a calibration's raw timings give (``pdpair.evidence.calibration.derive`` +
+    ``fleetsim.fit``), and the fit's part of the calibration manifest. RuntimeError when a group of
+    steps has fewer than 3 timings (the run did not time what it must)."""
+    from pdpair.evidence.calibration import derive  # noqa: PLC0415
+
+    obs, plain = derive(raw)
+    counts = {label: sum(o.label == label for o in obs) for label in REQUIRED_GROUPS}
+    if missing := [label for label, n in counts.items() if n < 3]:
+        raise RuntimeError(f"calibration: too few timed {missing} to fit a profile (got {counts}); see the "
+                           f"servers' logs in {log_dir}")  # fmt: skip
+    profile, report = fit(obs, base_profile(model_dir, block_size))
+    profile = LinearProfile(**{**profile.__dict__, "step_jitter_sigma": round(jitter_sigma(plain), 7),
+                               "source": {"calibrated_by": "lab-02-pd-pair/tools/calibrate_profile.py --live",
+                                          "machine": cpu_info()}})  # fmt: skip
+    info = {
+        "method": "a calibration run on this machine: steps of known composition timed on a fresh P/D pair, "
+        "fitted by fleetsim.fit (relative least squares, every cost >= 0); see pdpair/evidence/calibration.py",
         "fit": report,
         "observations": observation_rows(obs),
     }
     return profile, info
 
 
-def write_calibration(out: Path, profile: LinearProfile, info: dict) -> None:
+def write_calibration(out: Path, profile: LinearProfile, info: dict, raw: list | None = None) -> None:
+    """``profile.json``, ``manifest.json`` and (given the raw timings) ``arrivals.json``, from which
+    ``--refit`` derives the same profile again."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "profile.json").write_text(profile.to_json())
     (out / "manifest.json").write_text(json.dumps(info, indent=1) + "\n")
+    if raw is not None:
+        (out / "arrivals.json").write_text(json.dumps(raw, separators=(",", ":")) + "\n")
 
 
 def print_profile(profile: LinearProfile, info: dict | None = None) -> None:
@@ -411,7 +427,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--startup-timeout", type=float, default=600.0, help="--live: seconds a pair may take to start"
     )
+    p.add_argument(
+        "--refit",
+        type=Path,
+        default=None,
+        help="a calibration folder: fit its arrivals.json again (no vLLM), print, write profile.json there",
+    )
     args = p.parse_args(argv)
+    if args.refit is not None:
+        old = json.loads((args.refit / "manifest.json").read_text())
+        raw = json.loads((args.refit / "arrivals.json").read_text())
+        profile, fitted = fit_calibration(raw, Path(args.model), 32)
+        old.update(fitted)
+        write_calibration(args.refit, profile, old)
+        print_profile(profile, old)
+        return 0
     if args.live:
         from pdpair.pair.runner import DEFAULT_LOG_DIR, prepare_spec  # noqa: PLC0415
         from pdpair.pair.spec import load_pair_spec  # noqa: PLC0415
@@ -419,8 +449,8 @@ def main(argv: list[str] | None = None) -> int:
 
         out = args.out if args.out != OUT_DIR else LAB / "out" / "calibration"
         spec = prepare_spec(load_pair_spec(args.spec), enforce_eager=False, model=args.model, weights="dummy")
-        profile, info = calibrate_live(load_impl(args.impl), spec, DEFAULT_LOG_DIR, args.startup_timeout)
-        write_calibration(out, profile, info)
+        profile, info, raw = calibrate_live(load_impl(args.impl), spec, DEFAULT_LOG_DIR, args.startup_timeout)
+        write_calibration(out, profile, info, raw)
         print_profile(profile, info)
         print(f"wrote {out / 'profile.json'} and manifest.json")
         return 0

@@ -293,16 +293,19 @@ def main(argv: list[str] | None = None) -> int:
         from fleetsim.predict import predict_all, print_comparison  # noqa: PLC0415 - lab-03's twin
         from fleetsim.profile import load_profile  # noqa: PLC0415
 
+        raw = None
         if args.profile:
             profile = load_profile(args.profile)
             src = Path(args.profile)
             cal_info = {"from": str(src), "manifest": json.loads((src / MANIFEST).read_text())
                         if src.is_dir() and (src / MANIFEST).is_file() else None}  # fmt: skip
+            if src.is_dir() and (src / "arrivals.json").is_file():
+                raw = json.loads((src / "arrivals.json").read_text())
         else:
             with watch.run("calibration") as load_row:
-                profile, cal_info = calibrate_live(impl, spec, DEFAULT_LOG_DIR, args.startup_timeout)
+                profile, cal_info, raw = calibrate_live(impl, spec, DEFAULT_LOG_DIR, args.startup_timeout)
             cal_info["load"] = load_row
-        write_calibration(stage / CALIBRATION, profile, cal_info)
+        write_calibration(stage / CALIBRATION, profile, cal_info, raw)
         print(f"\nthe twin's profile for this machine ({stage / CALIBRATION}):")
         print_profile(profile, cal_info)
         predicted = predict_all(plan, profile, args.twin_seeds)

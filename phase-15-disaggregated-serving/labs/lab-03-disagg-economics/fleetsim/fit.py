@@ -12,7 +12,7 @@ records them on a real vLLM pair):
 
 ``fit`` solves for the profile's eight costs (``TERMS``) by least squares on RELATIVE errors (a 28 ms
 decode step counts as much as a 2.8 s prefill) with every cost >= 0 (non-negative least squares,
-Lawson-Hanson). Why the constraint: each term is a physical cost, and an unconstrained fit lets a
+an exact search over supports). Why the constraint: each term is a physical cost, and an unconstrained fit lets a
 term go negative to absorb another's error - a request overhead of -2.6 ms or a negative per-sequence
 cost predicts nothing outside the fitted points. Why idle first tokens: the overhead and the handoff
 are fitted from requests that waited for no other step, so they cannot absorb queueing.
@@ -70,30 +70,25 @@ class FirstToken:
         return row
 
 
-def nnls(a: np.ndarray, b: np.ndarray, max_iter: int = 200) -> np.ndarray:
-    """argmin ||a x - b|| subject to x >= 0 (Lawson and Hanson's active-set method)."""
-    m, n = a.shape
-    x = np.zeros(n)
-    passive = np.zeros(n, bool)
-    w = a.T @ (b - a @ x)
-    for _ in range(max_iter):
-        if passive.all() or w[~passive].max(initial=-np.inf) <= 1e-12 * max(1.0, np.abs(w).max()):
-            break
-        j = int(np.argmax(np.where(passive, -np.inf, w)))
-        passive[j] = True
-        while True:
-            z = np.zeros(n)
-            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
-            if (z[passive] > 0).all():
-                x = z
-                break
-            neg = passive & (z <= 0)
-            alpha = np.min(x[neg] / (x[neg] - z[neg]))
-            x = x + alpha * (z - x)
-            passive &= x > 1e-15
-            x[~passive] = 0.0
-        w = a.T @ (b - a @ x)
-    return x
+def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """argmin ||a x - b|| subject to x >= 0, exactly: the optimum is the least-squares solution on its own
+    support, so every support (2^n of them; n is at most the 8 ``TERMS``) is solved and the best
+    non-negative one kept. Slower than Lawson-Hanson's active set, but it cannot stall on an
+    ill-conditioned problem (a calibration's columns span 1 to 2e6)."""
+    n = a.shape[1]
+    if n > 12:
+        raise ValueError(f"nnls: {n} unknowns is too many for the exhaustive search")
+    best, best_r = np.zeros(n), float(np.sum(b * b))
+    for mask in range(1, 1 << n):
+        cols = [j for j in range(n) if mask >> j & 1]
+        z = np.linalg.lstsq(a[:, cols], b, rcond=None)[0]
+        if (z < 0).any():
+            continue
+        r = float(np.sum((a[:, cols] @ z - b) ** 2))
+        if r < best_r:
+            best, best_r = np.zeros(n), r
+            best[cols] = z
+    return best
 
 
 def _groups(observations) -> dict[str, dict[tuple, list[float]]]:

@@ -143,32 +143,41 @@ def steps_by_class(manifest: dict, runs: dict) -> dict[str, dict]:
                     got["local join"].append((ms, decodes, short, chunk_pairs(0, short)))
             if setup == BASELINE:
                 for L in (r for r in records if r.ok and r.kind == "long" and r.instance == inst):
-                    window = [s for s in steps if L.sent_s < s[1] <= L.arrivals_s[0] + STEP_CLUSTER_S]
-                    if not window or abs(window[-1][1] - L.arrivals_s[0]) > STEP_CLUSTER_S:
-                        continue
-                    chunks, seen = [], 0
-                    for a, b, decodes, joined in reversed(window):
-                        last = not chunks
-                        if joined != ([("long", L.mode)] if last else []):
-                            break
-                        c = min(64 - decodes, long_len - seen)
-                        chunks.append(((b - a) * 1e3, decodes, c))
-                        seen += c
-                        if seen == long_len:
-                            break
-                    if seen != long_len:
-                        continue
-                    start = 0
-                    for ms, decodes, c in reversed(chunks):
-                        if c == 64 - decodes:  # a full chunk (the last, shorter one also joins)
-                            got["chunk"].append((ms, decodes, c, chunk_pairs(start, c)))
-                        start += c
+                    got["chunk"] += _chunks(steps, L, long_len)
     out = {}
     for cls, rows in got.items():
         out[cls] = {"ms": statistics.median(r[0] for r in rows), "n": len(rows),
                     "decodes": round(statistics.median(r[1] for r in rows)),
                     "tokens": round(statistics.median(r[2] for r in rows)),
                     "pairs": round(statistics.median(r[3] for r in rows))}  # fmt: skip
+    return out
+
+
+def _chunks(steps, L, long_len: int, budget: int = 64) -> list[tuple[float, int, int, int]]:
+    """The full chunk steps of long prompt ``L`` on a ``budget``-token instance: the step that streamed
+    its first token carried the last (partial) chunk; walking back, each earlier step carried (budget -
+    its decodes) tokens while they add up to less than the prompt. [] when another request joined one
+    of those steps or the sizes do not add up."""
+    window = [s for s in steps if L.sent_s < s[1] <= L.arrivals_s[0] + STEP_CLUSTER_S]
+    if (
+        not window
+        or abs(window[-1][1] - L.arrivals_s[0]) > STEP_CLUSTER_S
+        or window[-1][3] != [("long", L.mode)]
+    ):
+        return []
+    full, seen = [], 0
+    for a, b, decodes, joined in reversed(window[:-1]):
+        c = budget - decodes
+        if joined or seen + c >= long_len:
+            break
+        full.append(((b - a) * 1e3, decodes, c))
+        seen += c
+    if not 0 < long_len - seen <= budget - window[-1][2]:
+        return []
+    out, start = [], 0
+    for ms, decodes, c in reversed(full):
+        out.append((ms, decodes, c, chunk_pairs(start, c)))
+        start += c
     return out
 
 

@@ -134,75 +134,136 @@ class Recorder:
 
 def clusters(requests: list[Timed]) -> list[tuple[float, list[tuple[Timed, int]]]]:
     """The steps of one instance: (end time, [(request, token index) streamed in it]), in order."""
-    tokens = sorted((t, r, i) for r in requests for i, t in enumerate(r.arrivals))
+    tokens = sorted((t, n, i) for n, r in enumerate(requests) for i, t in enumerate(r.arrivals))
     out: list[tuple[float, list]] = []
-    for t, r, i in tokens:
+    for t, n, i in tokens:
+        r = requests[n]
         if not out or t - out[-1][0] > STEP_CLUSTER_S:
             out.append((t, []))
         out[-1][1].append((r, i))
     return out
 
 
-def plain_steps(requests: list[Timed], batch: int | None = None) -> list[Step]:
-    """Steps in which every token was a decode (no first token), ``batch`` of them when given."""
+def _decodes(toks) -> int:
+    return sum(i > 0 for _, i in toks)
+
+
+def plain_steps(requests: list[Timed], batch: int) -> list[Step]:
+    """Steps in which each of the ``batch`` streams decoded one token and nothing else happened, timed
+    from a step that was complete too (a step whose tokens the client read more than
+    ``STEP_CLUSTER_S`` apart looks like two short ones: both are left out)."""
     steps = clusters(requests)
     out = []
-    for (a, _), (b, toks) in zip(steps, steps[1:], strict=False):
-        decodes = sum(i > 0 for _, i in toks)
-        if decodes == len(toks) and (batch is None or decodes == batch):
-            out.append(Step((b - a) * 1e3, 0, 0, decodes, 0, "plain decode step"))
+    for (a, prev), (b, toks) in zip(steps, steps[1:], strict=False):
+        if len(toks) == _decodes(toks) == batch and _decodes(prev) == batch:
+            out.append(Step((b - a) * 1e3, 0, 0, batch, 0, "plain decode step"))
     return out
 
 
-def join_step(requests: list[Timed], probe: Timed, tokens: int, pairs: int, label: str) -> Step | None:
-    """The step that streamed ``probe``'s first token, if it carried no other first token: ``tokens``
-    prompt tokens (``pairs`` attention pairs) computed in it, one join."""
+def join_step(
+    requests: list[Timed], probe: Timed, batch: int, tokens: int, pairs: int, label: str
+) -> Step | None:
+    """The step that streamed ``probe``'s first token beside one token of each of the ``batch``
+    background streams (and no other first token), after a complete step: ``tokens`` prompt tokens
+    (``pairs`` attention pairs) computed in it, one join. None when the step is not that."""
     steps = clusters([*requests, probe])
-    for (a, _), (b, toks) in zip(steps, steps[1:], strict=False):
+    for (a, prev), (b, toks) in zip(steps, steps[1:], strict=False):
         if any(r is probe and i == 0 for r, i in toks):
-            if sum(i == 0 for _, i in toks) != 1:
+            if sum(i == 0 for _, i in toks) != 1 or _decodes(toks) != batch or _decodes(prev) < batch:
                 return None
-            return Step((b - a) * 1e3, tokens, pairs, sum(i > 0 for _, i in toks), 1, label)
+            return Step((b - a) * 1e3, tokens, pairs, batch, 1, label)
     return None
 
 
-def chunk_steps(requests: list[Timed], probe: Timed, budget: int, label: str) -> list[Step]:
-    """The steps a long ``probe`` prompt was chunked over on an instance with token budget ``budget``:
-    walking back from the step that streamed its first token, each earlier step carried (budget -
-    its decodes) prompt tokens until the prompt is accounted for. [] when the walk does not add up
-    (another prompt shared the steps)."""
+def chunk_steps(requests: list[Timed], probe: Timed, batch: int, budget: int, label: str) -> list[Step]:
+    """The steps a long ``probe`` prompt was chunked over on an instance with token budget ``budget``
+    and ``batch`` background streams: the scheduler gives a waiting prompt what the decodes leave of the
+    budget, so its m = ceil(n / (budget - batch)) chunks are full but the last, which streams its first
+    token. Walks back m steps from that one. [] when they do not add up (another prompt shared them, a
+    step's tokens were read apart, or the first chunk's step started before the prompt was sent)."""
     steps = clusters([*requests, probe])
     ends = [b for b, _ in steps]
     k = next((j for j, (_, toks) in enumerate(steps) if any(r is probe and i == 0 for r, i in toks)), None)
-    if k is None or k == 0:
+    per = budget - batch
+    m = -(-probe.prompt_tokens // per)
+    if k is None or k - m < 0:
         return []
-    chunks, seen, j = [], 0, k
-    while seen < probe.prompt_tokens and j >= 1:
+    for j in range(k - m, k + 1):  # the step before the first chunk, and every chunk step
         toks = steps[j][1]
-        firsts = sum(i == 0 for _, i in toks) - (j == k)
-        if firsts:
+        if _decodes(toks) != batch or sum(i == 0 for _, i in toks) != (j == k):
             return []
-        decodes = sum(i > 0 for _, i in toks)
-        c = min(budget - decodes, probe.prompt_tokens - seen)
-        chunks.append(((ends[j] - ends[j - 1]) * 1e3, c, decodes, j == k))
-        seen += c
-        j -= 1
-    if seen != probe.prompt_tokens or ends[j] < probe.sent:
-        return []  # the first chunk must ride a step that started after the prompt was sent
-    out, start = [], 0
-    for ms, c, decodes, last in reversed(chunks):
-        out.append(Step(ms, c, chunk_pairs(start, c), decodes, int(last), label))
-        start += c
+    if ends[k - m] < probe.sent:
+        return []
+    out = []
+    for c_index, j in enumerate(range(k - m + 1, k + 1)):
+        start = c_index * per
+        c = min(per, probe.prompt_tokens - start)
+        out.append(Step((ends[j] - ends[j - 1]) * 1e3, c, chunk_pairs(start, c), batch, int(j == k), label))
     return out
 
 
-async def measure(prefill_url: str, decode_url: str, local_proxy: str, remote_proxy: str, model: str,
-                  log=print) -> tuple[list, dict[int, list[float]]]:  # fmt: skip
-    """Run the phases (the module docstring) on a started pair; returns the observations and the plain
-    decode steps by batch size (for the jitter). ``local_proxy`` prefills short prompts on decode,
-    ``remote_proxy`` hands every prompt off."""
+def _raw(t: Timed) -> dict:
+    return {"tag": t.tag, "prompt_tokens": t.prompt_tokens, "sent": round(t.sent, 6),
+            "arrivals": [round(x, 6) for x in t.arrivals]}  # fmt: skip
+
+
+def _timed(d: dict) -> Timed:
+    return Timed(d["tag"], d["prompt_tokens"], d["sent"], list(d["arrivals"]), 200)
+
+
+def derive(raw: list[dict]) -> tuple[list, dict[int, list[float]]]:
+    """The observations (``fleetsim.fit``) and the plain steps by batch (for the jitter) from a
+    calibration's raw timings (``measure``'s second result; ``calibration/arrivals.json``). Each segment
+    is {"phase", "batch", "background": [requests], "probes": [requests]} with monotonic times."""
     obs: list = []
     plain: dict[int, list[float]] = {}
+    local = (Step(0, SHORT, chunk_pairs(0, SHORT), 0, 1),)
+    handed = (Step(0, SHORT, chunk_pairs(0, SHORT), 0, 0), Step(0, 1, chunk_pairs(SHORT - 1, 1), 0, 1))
+    for seg in raw:
+        bg = [_timed(d) for d in seg["background"]]
+        probes = [_timed(d) for d in seg["probes"]]
+        k = seg["batch"]
+        if seg["phase"] == "A":
+            steps = plain_steps(bg, k)
+            plain[k] = [x.ms for x in steps]
+            obs += steps
+        elif seg["phase"] == "B":
+            for p in probes:
+                if p.tag == "local":
+                    step = join_step(bg, p, k, SHORT, chunk_pairs(0, SHORT), "local join step")
+                else:
+                    step = join_step(bg, p, k, 1, chunk_pairs(SHORT - 1, 1), "handed-off join step")
+                obs += [step] if step else []
+        elif seg["phase"] == "C":
+            for p in probes:
+                obs += chunk_steps(bg, p, k, DECODE_BUDGET, "chunk step")
+        elif seg["phase"] == "D":
+            for p in probes:
+                step = join_step(
+                    bg, p, k, p.prompt_tokens, chunk_pairs(0, p.prompt_tokens), "whole-prompt step"
+                )
+                obs += [step] if step else []
+        elif seg["phase"] == "E":
+            for p in probes:
+                ms = (p.arrivals[0] - p.sent) * 1e3
+                if p.tag == "idle local":
+                    obs.append(FirstToken(ms, local, False, "idle local first token"))
+                else:
+                    obs.append(FirstToken(ms, handed, True, "idle handed-off first token"))
+    return obs, plain
+
+
+async def measure(prefill_url: str, decode_url: str, local_proxy: str, remote_proxy: str, model: str,
+                  log=print) -> list[dict]:  # fmt: skip
+    """Run the phases (the module docstring) on a started pair and return their raw timings (``derive``
+    turns them into observations). ``local_proxy`` prefills short prompts on decode, ``remote_proxy``
+    hands every prompt off."""
+    raw: list[dict] = []
+
+    def keep(phase: str, batch: int, bg: list[Timed], probes: list[Timed]) -> None:
+        raw.append({"phase": phase, "batch": batch, "background": [_raw(t) for t in bg],
+                    "probes": [_raw(t) for t in probes]})  # fmt: skip
+
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         drv = Driver(session, model)
         rec = Recorder(drv)
@@ -221,26 +282,18 @@ async def measure(prefill_url: str, decode_url: str, local_proxy: str, remote_pr
             rec.start(decode_url, k)
             await rec.settle(2)
             await asyncio.sleep(1.0)
-            steps = plain_steps(await rec.stop(), batch=k)
-            plain[k] = [s.ms for s in steps]
-            obs += steps
+            keep("A", k, await rec.stop(), [])
 
         log(f"  B: a local and a handed-off {SHORT}-token request joining a batch of {JOIN_BATCH}")
         rec.start(decode_url, JOIN_BATCH)
         await rec.settle(2)
         probes = []
         for _ in range(PROBES):
-            probes.append((await drv.send(decode_url, "local", SHORT, 1), SHORT, chunk_pairs(0, SHORT),
-                           "local join step"))  # fmt: skip
+            probes.append(await drv.send(decode_url, "local", SHORT, 1))
             await asyncio.sleep(0.1)
-            probes.append((await drv.send(remote_proxy, "handed-off", SHORT, 1), 1, chunk_pairs(SHORT - 1, 1),
-                           "handed-off join step"))  # fmt: skip
+            probes.append(await drv.send(remote_proxy, "handed-off", SHORT, 1))
             await asyncio.sleep(0.1)
-        bg = await rec.stop()
-        for probe, tokens, pairs, label in probes:
-            step = join_step(bg, probe, tokens, pairs, label)
-            if step is not None:
-                obs.append(step)
+        keep("B", JOIN_BATCH, await rec.stop(), probes)
 
         log(f"  C: a {LONG}-token prompt chunked by decode's budget of {DECODE_BUDGET}, batch "
             + ", ".join(map(str, CHUNK_BATCHES)))  # fmt: skip
@@ -248,7 +301,7 @@ async def measure(prefill_url: str, decode_url: str, local_proxy: str, remote_pr
             rec.start(decode_url, k)
             await rec.settle(2)
             probe = await drv.send(decode_url, "chunked", LONG, 1)
-            obs += chunk_steps(await rec.stop(), probe, DECODE_BUDGET, "chunk step")
+            keep("C", k, await rec.stop(), [probe])
 
         log(
             "  D: whole prompts of "
@@ -257,30 +310,20 @@ async def measure(prefill_url: str, decode_url: str, local_proxy: str, remote_pr
         )
         rec.start(prefill_url, 1)
         await rec.settle(2)
-        probes = []
-        for n in WHOLE_PROMPTS:
-            probes.append((await drv.send(prefill_url, "whole", n, 1), n))
-        bg = await rec.stop()
-        for probe, n in probes:
-            step = join_step(bg, probe, n, chunk_pairs(0, n), "whole-prompt step")
-            if step is not None:
-                obs.append(step)
+        probes = [await drv.send(prefill_url, "whole", n, 1) for n in WHOLE_PROMPTS]
+        keep("D", 1, await rec.stop(), probes)
 
         log("  E: first tokens on the idle pair through the proxy, local and handed off")
         await asyncio.sleep(0.5)
-        local = (Step(0, SHORT, chunk_pairs(0, SHORT), 0, 1),)
-        handed = (Step(0, SHORT, chunk_pairs(0, SHORT), 0, 0), Step(0, 1, chunk_pairs(SHORT - 1, 1), 0, 1))
+        probes = []
         for _ in range(PROBES):
-            t = await drv.send(local_proxy, "idle local", SHORT, 1)
-            obs.append(FirstToken((t.arrivals[0] - t.sent) * 1e3, local, False, "idle local first token"))
+            probes.append(await drv.send(local_proxy, "idle local", SHORT, 1))
             await asyncio.sleep(0.15)
-            t = await drv.send(remote_proxy, "idle handed-off", SHORT, 1)
-            obs.append(
-                FirstToken((t.arrivals[0] - t.sent) * 1e3, handed, True, "idle handed-off first token")
-            )
+            probes.append(await drv.send(remote_proxy, "idle handed-off", SHORT, 1))
             await asyncio.sleep(0.15)
+        keep("E", 0, [], probes)
         log(f"  measured in {time.monotonic() - t0:.0f} s")
-    return obs, plain
+    return raw
 
 
 if __name__ == "__main__":  # pragma: no cover - run through tools/calibrate_profile.py --live

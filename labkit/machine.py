@@ -10,11 +10,14 @@ that started on a quiet machine and stayed one, so the guard records the load ar
 
 1. ``start``: the 1-minute load average was >= ``QUIET_START_LOAD`` (1.0) when the recorder started,
    before it ran anything of its own;
-2. ``bound``: the 1-minute load before or after a run was above ``OWN_LOAD_BOUND`` (5.0): what the
-   recorder's own processes explain. A vLLM CPU pair (2 instances: API server + engine core + worker
+2. ``bound``: the 1-minute load before or after a run was above what the recorder's own processes
+   explain: ``OWN_LOAD_BOUND`` (5.0) - a vLLM CPU pair (2 instances: API server + engine core + worker
    each), its client and proxy alone reach ~4.3 on two cores (``captures/cpu-2core/planned-3``, recorded
-   with no other tenant: 2.8-4.3); the bound adds 0.7 for the kernel's sampling and short system jobs.
-   A recorder whose own processes are fewer may pass a lower bound;
+   with no other tenant: 2.8-4.3), plus 0.7 for the kernel's sampling and short system jobs - or, where
+   the guard samples /proc and finds more, the 1-minute average of the recorder's own runnable threads
+   (the kernel's formula: exponential, 60 s) plus 1 (start-ups compile with a thread per core, so on a
+   bigger machine the recorder alone may pass 5). A recorder whose own processes are fewer may pass a
+   lower bound;
 3. ``others``: (Linux) during a run, the threads of OTHER processes (outside the recorder's process tree)
    that were runnable averaged more than ``FOREIGN_RUNNABLE_MAX`` (0.5, half a core of someone else's
    work), sampled every ``interval_s`` from /proc. This is the direct form of rule 2: the kernel's load
@@ -32,6 +35,7 @@ manifest says so. Example::
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import threading
@@ -170,6 +174,8 @@ class LoadWatch:
         self.start_load = loadavg()
         self.runs: list[dict] = []
         self._samples: list[tuple[float, int, int]] = []  # (monotonic, own, others)
+        self._own_avg = 0.0  # the 1-minute average of own runnable threads (nothing of ours at the start)
+        self._last = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._proc = sample and runnable_threads() is not None
@@ -182,8 +188,12 @@ class LoadWatch:
         while not self._stop.wait(self.interval_s):
             got = runnable_threads()
             if got is not None:
+                now = time.monotonic()
                 with self._lock:
-                    self._samples.append((time.monotonic(), *got))
+                    self._samples.append((now, *got))
+                    decay = math.exp(-(now - self._last) / 60.0)
+                    self._own_avg = self._own_avg * decay + got[0] * (1 - decay)
+                    self._last = now
 
     def close(self) -> None:
         self._stop.set()
@@ -208,6 +218,8 @@ class LoadWatch:
             row["loadavg_after"] = loadavg()
             with self._lock:
                 during = [(o, f) for t, o, f in self._samples if t >= t0]
+                if self._proc:
+                    row["own_load_explained"] = round(self._own_avg, 2)
             if during:
                 row["runnable_own_mean"] = round(sum(o for o, _ in during) / len(during), 2)
                 row["runnable_others_mean"] = round(sum(f for _, f in during) / len(during), 2)
@@ -218,10 +230,12 @@ class LoadWatch:
 
     def _run_reasons(self, row: dict) -> list[str]:
         out = []
+        bound = max(self.own_bound, row.get("own_load_explained", 0.0) + 1.0)
+        row["own_load_bound"] = round(bound, 2)
         for when in ("before", "after"):
             load1 = row[f"loadavg_{when}"][0]
-            if load1 > self.own_bound:
-                out.append(f"bound: 1-minute load {load1} {when} {row['label']} > {self.own_bound} "
+            if load1 > bound:
+                out.append(f"bound: 1-minute load {load1} {when} {row['label']} > {bound:.2f} "
                            "(what the recorder's own processes explain)")  # fmt: skip
         others = row.get("runnable_others_mean")
         if others is not None and others > FOREIGN_RUNNABLE_MAX:

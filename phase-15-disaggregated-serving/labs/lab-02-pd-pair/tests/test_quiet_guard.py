@@ -104,3 +104,16 @@ def test_no_capture_claims_quiet_with_a_load_above_its_bound(folder):
         assert quiet["verdict"] == "noisy", (
             f"{folder}: recorded loads {loads} break the rules, yet it says quiet"
         )
+
+
+def test_the_bound_grows_with_what_the_recorders_own_threads_explain(monkeypatch):
+    """Where /proc shows the recorder's own threads keeping the load up (a start-up compiling with a
+    thread per core), the bound is their 1-minute average + 1, not the fixed 5.0."""
+    w = _watch(monkeypatch, [3.0, 6.5, 6.5, 7.5])
+    w._proc, w._own_avg = True, 6.0  # as the sampler would have found
+    with w.run("a") as row:
+        pass
+    assert row["own_load_bound"] == 7.0 and row["verdict"] == "quiet", row
+    with w.run("b") as row:
+        pass
+    assert row["verdict"] == "noisy" and "7.5" in row["reasons"][0], row

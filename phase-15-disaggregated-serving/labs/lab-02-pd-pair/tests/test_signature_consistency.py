@@ -47,10 +47,16 @@ def _explain(manifest: dict, runs: dict, profile) -> str:
         f"{r['n']} steps) -> {r['terms']}"
         for r in rows
     ]  # fmt: skip
-    off = rows[0] if rows else None
-    head = f"the term that moved most: {off['terms']}" if off else "no decode steps could be classified"
-    quiet = (manifest.get("quiet") or {}).get("verdict", "not recorded")
-    return f"{head}\n" + "\n".join(lines) + f"\n  (the machine during the recording: {quiet})"
+    quiet = manifest.get("quiet") or {}
+    if quiet.get("verdict") != "quiet":
+        why = "; ".join(quiet.get("reasons", [])[:3]) or "its load was not recorded"
+        head = (f"the machine was not quiet while recording ({why}): the calibration and the recording saw "
+                "different machines, so re-record on a quiet one (make record) before reading the terms below")  # fmt: skip
+    else:
+        head = (
+            f"the term that moved most: {rows[0]['terms']}" if rows else "no decode steps could be classified"
+        )
+    return f"{head}\n" + "\n".join(lines)
 
 
 @pytest.fixture(scope="module")

@@ -471,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
         },  # fmt: skip
         **info,
     }
+    recorded_on = info["capture_manifest"]["machine"]  # the machine the steps ran on: the capture's
+    manifest["machine"] = {"cpu": recorded_on.get("cpu"), "cpus": recorded_on.get("cpus"),
+                           "bf16_flags": recorded_on.get("bf16_flags"), "bf16_matmul": recorded_on.get("bf16_matmul")}  # fmt: skip
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print_profile(profile)
     print(f"wrote {args.out / 'profile.json'} and manifest.json")

@@ -1,8 +1,9 @@
 """What machine a benchmark ran on, and whether it was quiet: printed with every figure a README quotes.
 
-``cpu_info()`` names the CPU and the flags that decide how fast it multiplies bf16 matrices (vLLM's CPU
-kernels use AMX or AVX-512 BF16 when the CPU has them, else convert to fp32): what a recorded step time
-depends on besides the clock.
+``cpu_info()`` names the CPU and the flags that decide how fast it multiplies bf16 matrices (vLLM 0.32's
+CPU linear layers run oneDNN's matmul, which picks AMX, AVX-512 BF16 or fp32-converting kernels by these
+flags at run time: ``vllm/model_executor/layers/utils.py``, ``dispatch_cpu_unquantized_gemm``): what a
+recorded step time depends on besides the clock.
 
 ``LoadWatch`` is the quiet-machine guard every recorder shares. A figure is published only from a run
 that started on a quiet machine and stayed one, so the guard records the load around each run and says

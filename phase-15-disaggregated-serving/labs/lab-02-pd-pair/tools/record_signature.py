@@ -279,8 +279,9 @@ def main(argv: list[str] | None = None) -> int:
                           duration_s=args.duration)  # fmt: skip
     stage = LAB / "out" / f"staging-{out.name}" if graded else out
     stage.mkdir(parents=True, exist_ok=True)
-    for old in stage.glob("*.jsonl"):
-        old.unlink()
+    for old in [*stage.glob("*.jsonl"), stage / MANIFEST]:  # a manifest says "complete": it is written last
+        old.unlink(missing_ok=True)
+    shutil.rmtree(stage / CALIBRATION, ignore_errors=True)
     runs = list(range(1, args.runs + 1))
     started_wall = time.monotonic()
     plan = workload_manifest(base, setups, runs, args.local_prefill_max, args.planned_decode_budget)

@@ -1,6 +1,6 @@
 """What does the proxy cost? Latency added by the P/D proxy versus talking to decode directly.
 
-    .venv/bin/python phase-15-disaggregated-serving/labs/lab-02-pd-pair/bench_proxy.py [--impl solution]
+    .venv/bin/python phase-15-disaggregated-serving/labs/lab-02-pd-pair/tools/bench_proxy.py [--impl solution]
 
 Not a test. Everything runs on this machine as separate processes on 127.0.0.1: a fake prefill (answers
 at once), a fake decode (streams --tokens tokens, --itl-ms apart), the proxy (``python -m pdpair.proxy``
@@ -26,7 +26,10 @@ import asyncio
 import importlib.util
 import os
 import platform
+import select
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,6 +65,28 @@ async def one_round(session, url: str, concurrency: int, per_stream: int, tokens
 
     await asyncio.gather(*(stream(k) for k in range(concurrency)))
     return ttft, itl, e2e
+
+
+def start_script(path: Path, args: list[str], deadline_s: float = 15.0) -> tuple[subprocess.Popen, str]:
+    """``python <path> <args>`` (a tool of this lab, not a package module); returns the process and the URL
+    it prints as ``... listening on URL``. RuntimeError with its stderr tail if it does not in time."""
+    err = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([sys.executable, str(path), *args], stdout=subprocess.PIPE, stderr=err, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))  # fmt: skip
+    deadline = time.monotonic() + deadline_s
+    while (left := deadline - time.monotonic()) > 0:
+        if select.select([proc.stdout], [], [], left)[0]:
+            line = proc.stdout.readline()
+            if "listening on " in line:
+                err.close()
+                return proc, line.split("listening on ", 1)[1].strip()
+            if not line and proc.poll() is not None:
+                break
+    stop_processes([proc])
+    err.seek(0)
+    tail = err.read()[-2000:]
+    err.close()
+    raise RuntimeError(f"{path.name} did not start within {deadline_s}s; stderr tail:\n{tail}")
 
 
 def cpu_seconds(pid: int | None) -> float | None:
@@ -111,6 +136,7 @@ def main() -> int:
     parser.add_argument("--itl-ms", type=float, default=5.0)
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    load_start = os.getloadavg()
 
     print(
         f"machine: {platform.machine()} {cpu_model()}, {os.cpu_count()} CPUs; {platform.system()} {platform.release()}"
@@ -140,8 +166,8 @@ def main() -> int:
             and importlib.util.find_spec("httpx")
             and importlib.util.find_spec("uvicorn")
         ):
-            x3, naive = start_listening(
-                ["naive_proxy", "--prefill", prefill, "--decode", decode, "--port", "0"]
+            x3, naive = start_script(
+                LAB / "tools" / "naive_proxy.py", ["--prefill", prefill, "--decode", decode, "--port", "0"]
             )
             procs.append(x3)
             paths["naive"] = naive
@@ -193,10 +219,16 @@ def main() -> int:
             "\nproxy CPU per request (user+system ms of the proxy process; steadier than latency on a busy machine):"
         )
         for c, per in cpu.items():
-            print(
-                f"  {c:>3} streams: " + ", ".join(f"{n} {1e3 * t / k:.2f}" for n, (t, k) in per.items() if k)
+            ms = {n: 1e3 * t / k for n, (t, k) in per.items() if k}
+            ratio = (
+                f"; handoff / naive x{ms['handoff'] / ms['naive']:.3f}"
+                if {"handoff", "naive"} <= ms.keys()
+                else ""
             )
+            print(f"  {c:>3} streams: " + ", ".join(f"{n} {v:.3f}" for n, v in ms.items()) + ratio)
     print("ITL = gaps between SSE token events, pooled over requests; percentiles by nearest rank")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in load_start)} at the start, "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end (a published figure needs < 1 at the start)")  # fmt: skip
     return 0
 
 

@@ -1,8 +1,16 @@
-"""Calibrate the serving twin's CPU step-time profile (lab-03's fleetsim) from this lab's capture.
+"""Calibrate the serving twin's CPU step-time profile (lab-03's fleetsim): on this machine, or from a capture.
 
+    python calibrate_profile.py --live --out out/calibration   # ON THIS MACHINE: a short calibration run
     python calibrate_profile.py                    # captures/cpu-2core -> lab-03 profiles/cpu-llama-200m/
     python calibrate_profile.py --capture DIR --out DIR
     python calibrate_profile.py --joins [--capture DIR]   # what a request joining decode costs, measured
+
+``--live`` (what ``make record`` runs first): one fresh P/D pair, about a minute of requests whose
+steps have known compositions (``pdpair/evidence/calibration.py``), and every cost fitted at once by
+``fleetsim.fit`` (least squares on relative errors, every cost >= 0). It writes ``profile.json`` and
+``manifest.json`` (the CPU, its bf16 flags, the load, each group of observations with its fit error)
+to ``--out``. The rest of this docstring is the capture-based calibration that made the shipped
+profile (the capture's day).
 
 The profile says how long one vLLM step of ``models/llama-200m`` takes on one pinned core:
 step_ms = fixed + per decode sequence x decode batch + per prompt token x prefill tokens + per attention
@@ -38,17 +46,24 @@ in the manifest anyway. Model and workload come from the capture's manifest.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import json
 import math
 import os
 import platform
 import statistics
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
+
+from fleetsim.fit import fit, jitter_sigma, nnls
 from fleetsim.fleet import Fleet, simulate
 from fleetsim.profile import LinearProfile, chunk_pairs
 from fleetsim.workload import Streams
+from labkit.machine import cpu_info, loadavg
 from pdpair.evidence.capture import CAPTURE_DIR, load_capture, percentile
 
 LAB = Path(__file__).resolve().parents[1]  # the lab folder
@@ -129,10 +144,10 @@ def report_joins(capture: Path, profile_path: Path) -> None:
 
 
 def lstsq(rows: list[list[float]], ys: list[float]) -> list[float]:
-    import numpy as np
-
-    sol, *_ = np.linalg.lstsq(np.asarray(rows, float), np.asarray(ys, float), rcond=None)
-    return [float(x) for x in sol]
+    """Least squares with every coefficient >= 0 (each is a physical cost: see fleetsim.fit)."""
+    a, b = np.asarray(rows, float), np.asarray(ys, float)
+    scale = np.maximum(np.abs(a).max(axis=0), 1e-30)
+    return [float(x) for x in nnls(a / scale, b) / scale]
 
 
 def fit_decode(records, instance: str = "decode") -> tuple[float, float, float, float, dict]:
@@ -146,8 +161,12 @@ def fit_decode(records, instance: str = "decode") -> tuple[float, float, float, 
     used = {k: v for k, v in sorted(by_batch.items()) if len(v) >= MIN_SAMPLES}
     q1, _, q3 = statistics.quantiles([math.log(x) for v in used.values() for x in v], n=4)
     sigma = (q3 - q1) / 1.349  # the interquartile range of a normal is 1.349 sigma: robust to stalls
-    fixed, per_seq = lstsq([[1.0, k] for k in used], [statistics.median(v) for v in used.values()])
-    if per_seq < 0:  # no measurable cost per sequence at these batch sizes: a flat step
+    # at batches of 1-6 a decode step streams the weights once whatever the batch (memory-bound), so the
+    # slope is ~0 and noise can make it negative, which is not physical: then the step is flat (its median)
+    sol = np.linalg.lstsq(np.asarray([[1.0, k] for k in used]), np.asarray([statistics.median(v) for v in used.values()]),
+                          rcond=None)[0]  # fmt: skip
+    fixed, per_seq = float(sol[0]), float(sol[1])
+    if per_seq < 0:
         fixed, per_seq = statistics.median([x for v in used.values() for x in v]), 0.0
     join = statistics.median([ms - fixed - per_seq * d for d, ms in joining])
     return (
@@ -252,7 +271,9 @@ def calibrate(capture: Path) -> tuple[LinearProfile, dict]:
 
     for _ in range(3):  # the closed loop couples the two terms weakly: a few rounds settle them
         sim = twin(profile, Fleet(colocated=2), manifest, 1)
-        overhead += (short_ttft(runs[("colocated", 1)]) - short_ttft(sim)) * 1e3
+        # >= 0: a negative overhead would mean the step terms over-predict the short prompts' TTFT (the
+        # per-token cost extrapolated from 61-token chunks to a 32-token prompt); --live measures both
+        overhead = max(0.0, overhead + (short_ttft(runs[("colocated", 1)]) - short_ttft(sim)) * 1e3)
         profile = LinearProfile(
             **{**base.__dict__, "request_overhead_ms": overhead, "link_latency_ms": latency}
         )
@@ -277,12 +298,162 @@ def calibrate(capture: Path) -> tuple[LinearProfile, dict]:
     }
 
 
+def base_profile(model_dir: Path, block_size: int, name: str = "cpu-llama-200m") -> LinearProfile:
+    """A profile with no costs yet, for ``model_dir``'s model: its KV bytes per token (bf16), the block size."""
+    m = json.loads((Path(model_dir) / "config.json").read_text())
+    head_dim = m.get("head_dim") or m["hidden_size"] // m["num_attention_heads"]
+    kv = 2 * m["num_hidden_layers"] * m["num_key_value_heads"] * head_dim * 2
+    return LinearProfile(name, 0.0, kv_bytes_per_token=kv, block_size=block_size)
+
+
+def observation_rows(observations) -> list[list]:
+    """The observations as plain rows for a manifest: [label, ms, prefill tokens, pairs, decodes, joins,
+    handoff] (a first token's composition summed over its steps), so anyone can re-fit them."""
+    from fleetsim.fit import FirstToken  # noqa: PLC0415
+
+    rows = []
+    for o in observations:
+        r = o.row()
+        rows.append([o.label, round(o.ms, 3), int(r[2]), int(r[3]), int(r[1]), int(r[5]),
+                     int(isinstance(o, FirstToken) and o.handoff)])  # fmt: skip
+    return rows
+
+
+REQUIRED_GROUPS = ("plain decode step", "local join step", "handed-off join step", "chunk step",
+                   "whole-prompt step", "idle local first token", "idle handed-off first token")  # fmt: skip
+
+
+def calibrate_live(
+    impl, spec, log_dir: Path, startup_timeout_s: float, log=print
+) -> tuple[LinearProfile, dict, list]:
+    """The calibration run on this machine (``pdpair.evidence.calibration``) on a pair from ``spec``
+    (prepared: ``pdpair.pair.runner.prepare_spec``), always stopped; the fitted profile, what the
+    calibration manifest records, and the raw timings (``arrivals.json``)."""
+    from pdpair.evidence.calibration import DECODE_BUDGET, measure  # noqa: PLC0415
+    from pdpair.pair.runner import served_name, start_all, stop_all  # noqa: PLC0415
+    from pdpair.pair.spec import with_side  # noqa: PLC0415
+    from pdpair.proxy import ProxyConfig, ProxyThread  # noqa: PLC0415
+
+    spec = with_side(spec, "decode", extra_args=[*spec.decode.extra_args, "--max-num-batched-tokens",
+                                                 str(DECODE_BUDGET)])  # fmt: skip
+    plans = impl.launch_plans(spec, python=sys.executable)
+    plans = [plans["prefill"], plans["decode"]]
+    started: list = []
+    t0 = time.monotonic()
+    load_before = loadavg()
+    try:
+        log(f"calibration: starting a pair (prefill core {plans[0].env.get('VLLM_CPU_OMP_THREADS_BIND')}, decode "
+            f"core {plans[1].env.get('VLLM_CPU_OMP_THREADS_BIND')} with --max-num-batched-tokens {DECODE_BUDGET})")  # fmt: skip
+        start_all(plans, log_dir, startup_timeout_s, started)
+        t_up = time.monotonic()
+        cfg = ProxyConfig(prefill_timeout_s=180.0, decode_timeout_s=180.0)
+        local = impl.PDProxyPolicy([plans[0].url], [plans[1].url], local_prefill_max_tokens=256)
+        remote = impl.PDProxyPolicy([plans[0].url], [plans[1].url])
+        with ProxyThread(local, cfg) as lp, ProxyThread(remote, cfg) as rp:
+            raw = asyncio.run(measure(plans[0].url, plans[1].url, lp.url, rp.url, served_name(spec), log))
+    finally:
+        stop_all(started)
+    profile, info = fit_calibration(raw, Path(spec.decode.model), spec.decode.block_size, log_dir)
+    info.update({
+        "calibrated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {**cpu_info(), "os": f"{platform.system()} {platform.release()}"},
+        "loadavg_before": load_before,
+        "loadavg_after": loadavg(),
+        "startup_s": {inst.name: round(inst.startup_s or -1, 1) for inst in started},
+        "measure_s": round(time.monotonic() - t_up, 1),
+        "wall_s": round(time.monotonic() - t0, 1),
+    })  # fmt: skip
+    return profile, info, raw
+
+
+def fit_calibration(
+    raw: list[dict], model_dir: Path, block_size: int, log_dir: Path | str = ""
+) -> tuple[LinearProfile, dict]:
+    """The profile a calibration's raw timings give (``pdpair.evidence.calibration.derive`` +
+    ``fleetsim.fit``), and the fit's part of the calibration manifest. RuntimeError when a group of
+    steps has fewer than 3 timings (the run did not time what it must)."""
+    from pdpair.evidence.calibration import derive  # noqa: PLC0415
+
+    obs, plain = derive(raw)
+    counts = {label: sum(o.label == label for o in obs) for label in REQUIRED_GROUPS}
+    if missing := [label for label, n in counts.items() if n < 3]:
+        raise RuntimeError(f"calibration: too few timed {missing} to fit a profile (got {counts}); see the "
+                           f"servers' logs in {log_dir}")  # fmt: skip
+    profile, report = fit(obs, base_profile(model_dir, block_size))
+    profile = LinearProfile(**{**profile.__dict__, "step_jitter_sigma": round(jitter_sigma(plain), 7),
+                               "source": {"calibrated_by": "lab-02-pd-pair/tools/calibrate_profile.py --live",
+                                          "machine": cpu_info()}})  # fmt: skip
+    info = {
+        "method": "a calibration run on this machine: steps of known composition timed on a fresh P/D pair, "
+        "fitted by fleetsim.fit (relative least squares, every cost >= 0); see pdpair/evidence/calibration.py",
+        "fit": report,
+        "observations": observation_rows(obs),
+    }
+    return profile, info
+
+
+def write_calibration(out: Path, profile: LinearProfile, info: dict, raw: list | None = None) -> None:
+    """``profile.json``, ``manifest.json`` and (given the raw timings) ``arrivals.json``, from which
+    ``--refit`` derives the same profile again."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "profile.json").write_text(profile.to_json())
+    (out / "manifest.json").write_text(json.dumps(info, indent=1) + "\n")
+    if raw is not None:
+        (out / "arrivals.json").write_text(json.dumps(raw, separators=(",", ":")) + "\n")
+
+
+def print_profile(profile: LinearProfile, info: dict | None = None) -> None:
+    for k in ("step_ms_fixed", "per_decode_seq_ms", "per_prefill_token_ms", "per_prefill_pair_ms",
+              "per_prefill_token_sq_ms", "per_join_ms", "step_jitter_sigma", "request_overhead_ms", "link_latency_ms"):  # fmt: skip
+        print(f"  {k:24s} {getattr(profile, k):.6g}")
+    for label, g in ((info or {}).get("fit", {}).get("groups") or {}).items():
+        print(f"  {label:28s} {g['n']:4d} observed, median {g['measured_ms']:8.1f} ms, fitted {g['fitted_ms']:8.1f} ms "
+              f"({g['error']:+.1%})")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--capture", type=Path, default=CAPTURE_DIR)
     p.add_argument("--out", type=Path, default=OUT_DIR)
     p.add_argument("--joins", action="store_true", help="measure the join steps instead of fitting")
+    p.add_argument(
+        "--live", action="store_true", help="calibrate on this machine (vLLM tier): a fresh pair, ~1 min"
+    )
+    p.add_argument("--spec", default=str(LAB / "pair.cpu.yaml"), help="--live: the pair spec")
+    p.add_argument("--model", default=str(LAB / "models" / "llama-200m"), help="--live: the model folder")
+    p.add_argument(
+        "--impl", default=None, help="--live: solution | starter | path (default: $LAB_IMPL or solution)"
+    )
+    p.add_argument(
+        "--startup-timeout", type=float, default=600.0, help="--live: seconds a pair may take to start"
+    )
+    p.add_argument(
+        "--refit",
+        type=Path,
+        default=None,
+        help="a calibration folder: fit its arrivals.json again (no vLLM), print, write profile.json there",
+    )
     args = p.parse_args(argv)
+    if args.refit is not None:
+        old = json.loads((args.refit / "manifest.json").read_text())
+        raw = json.loads((args.refit / "arrivals.json").read_text())
+        profile, fitted = fit_calibration(raw, Path(args.model), 32)
+        old.update(fitted)
+        write_calibration(args.refit, profile, old)
+        print_profile(profile, old)
+        return 0
+    if args.live:
+        from pdpair.pair.runner import DEFAULT_LOG_DIR, prepare_spec  # noqa: PLC0415
+        from pdpair.pair.spec import load_pair_spec  # noqa: PLC0415
+        from pdpair.proxy import load_impl  # noqa: PLC0415
+
+        out = args.out if args.out != OUT_DIR else LAB / "out" / "calibration"
+        spec = prepare_spec(load_pair_spec(args.spec), enforce_eager=False, model=args.model, weights="dummy")
+        profile, info, raw = calibrate_live(load_impl(args.impl), spec, DEFAULT_LOG_DIR, args.startup_timeout)
+        write_calibration(out, profile, info, raw)
+        print_profile(profile, info)
+        print(f"wrote {out / 'profile.json'} and manifest.json")
+        return 0
     if args.joins:
         report_joins(args.capture.resolve(), args.out)
         return 0
@@ -300,10 +471,11 @@ def main(argv: list[str] | None = None) -> int:
         },  # fmt: skip
         **info,
     }
+    recorded_on = info["capture_manifest"]["machine"]  # the machine the steps ran on: the capture's
+    manifest["machine"] = {"cpu": recorded_on.get("cpu"), "cpus": recorded_on.get("cpus"),
+                           "bf16_flags": recorded_on.get("bf16_flags"), "bf16_matmul": recorded_on.get("bf16_matmul")}  # fmt: skip
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    for k in ("step_ms_fixed", "per_decode_seq_ms", "per_prefill_token_ms", "per_prefill_pair_ms",
-              "per_prefill_token_sq_ms", "per_join_ms", "step_jitter_sigma", "request_overhead_ms", "link_latency_ms"):  # fmt: skip
-        print(f"  {k:22s} {getattr(profile, k):.6g}")
+    print_profile(profile)
     print(f"wrote {args.out / 'profile.json'} and manifest.json")
     return 0
 

@@ -6,7 +6,7 @@ and ``kv_transfer_params: {"do_remote_decode": true}``, then decode streamed bac
 ``StreamingResponse``), so ``bench_proxy.py`` can show what the lab's proxy costs next to it. It has
 none of the lab proxy's limits, metrics or fallbacks: a failed prefill is a 502.
 
-    python -m naive_proxy --prefill URL --decode URL --port 0     (from this folder; needs fastapi, httpx, uvicorn)
+    python tools/naive_proxy.py --prefill URL --decode URL --port 0     (needs fastapi, httpx, uvicorn)
 
 Prints ``naive proxy listening on URL`` once it accepts connections.
 """
@@ -83,7 +83,7 @@ async def _serve(app: FastAPI, host: str, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m naive_proxy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="naive_proxy.py", description=__doc__.splitlines()[0])
     parser.add_argument("--prefill", action="append", required=True)
     parser.add_argument("--decode", action="append", required=True)
     parser.add_argument("--host", default="127.0.0.1")

@@ -5,9 +5,10 @@
     python plot_signature.py --spikes                # also list every colocated stall and its culprit
 
 Needs the plot extra (matplotlib). No vLLM: it only reads captures/ (see pdpair/capture.py).
-It also prints lab-03's twin (fleetsim, the calibrated CPU profile) beside the measurement: each
-setup's figures, and each P/D setup's ITL p99 cut and TTFT toll against the capture's own chunked
-colocated baseline (``--twin-seeds 0`` skips it).
+It also prints lab-03's twin (fleetsim) beside the measurement, with the capture's own calibration
+(``<capture>/calibration/profile.json``, made on the recording's machine; the shipped CPU profile when
+the capture has none): each setup's figures, and each P/D setup's ITL p99 cut and TTFT toll against the
+capture's own chunked colocated baseline (``--twin-seeds 0`` skips it).
 Plots: the ITL tail (share of gaps >= x, log-log) per setup and run with p50/p99/p99.9 marked; TTFT
 distributions with each run's median (steady streams and long prompts);
 one instance's decode gaps over time with the long prompts' arrivals marked.
@@ -235,10 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     print("\nthe TTFT toll, taken apart (proxy's Server-Timing + decode's NIXL counters):")
     print_toll(manifest, runs)
     if args.twin_seeds > 0:
-        from fleetsim.replay import print_twin_table, twin_table  # noqa: PLC0415 - lab-03's twin
+        from fleetsim.profile import load_profile  # noqa: PLC0415 - lab-03's twin
+        from fleetsim.replay import print_twin_table, twin_table  # noqa: PLC0415
 
-        print("\nthe twin beside the measurement (lab-03 fleetsim, calibrated CPU profile; ms):")
-        print_twin_table(twin_table(manifest, runs, seeds=args.twin_seeds), args.twin_seeds)
+        own = Path(args.capture) / "calibration" / "profile.json"
+        profile = load_profile(own) if own.is_file() else None
+        which = f"the capture's own calibration, {own}" if profile else "the shipped CPU profile"
+        print(f"\nthe twin beside the measurement (lab-03 fleetsim, {which}; ms):")
+        print_twin_table(twin_table(manifest, runs, profile=profile, seeds=args.twin_seeds), args.twin_seeds)
     if args.spikes:
         print("\nstalls and their causes:")
         print_spikes(manifest, runs)

@@ -66,7 +66,8 @@ class Metrics:
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
         if name not in METRIC_HELP:
             raise KeyError(f"unknown metric {name}")
-        self._values[(name, tuple(sorted((k, str(v)) for k, v in labels.items())))] += value
+        key = tuple(sorted((k, str(v)) for k, v in labels.items())) if labels else ()  # most have none
+        self._values[(name, key)] += value
 
     def value(self, name: str, **labels: str) -> float:
         """Sum over every sample of ``name`` whose labels include ``labels``."""

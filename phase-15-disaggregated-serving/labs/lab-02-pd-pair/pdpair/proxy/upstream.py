@@ -8,6 +8,7 @@ failure, counted in ``pdproxy_upstream_errors_total`` with the upstream's URL re
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Iterator
@@ -76,6 +77,14 @@ def is_event_stream(content_type: str) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
 
 
+@functools.lru_cache(maxsize=32)
+def _timeouts(config_key: tuple[float, float, float]) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
+    """The prefill hop's and the decode hop's timeouts, built once per (prefill, decode, connect) setting."""
+    prefill_s, decode_s, connect_s = config_key
+    return (aiohttp.ClientTimeout(total=prefill_s, sock_connect=connect_s),
+            aiohttp.ClientTimeout(total=None, sock_connect=connect_s, sock_read=decode_s))  # fmt: skip
+
+
 class ProxyContext:
     """What the policy may do for one client request: call upstreams (each with a timeout)."""
 
@@ -83,6 +92,9 @@ class ProxyContext:
         self._session, self.config, self._metrics = session, config, metrics
         self._opened: list[UpstreamStream] = []
         self.hop_ms: dict[str, float] = {}  # role -> duration of its last call (for Server-Timing)
+        self._prefill_timeout, self._decode_timeout = _timeouts(
+            (config.prefill_timeout_s, config.decode_timeout_s, config.connect_timeout_s)
+        )
 
     @contextlib.contextmanager
     def _timed(self, role: str) -> Iterator[None]:
@@ -112,13 +124,10 @@ class ProxyContext:
         within ``prefill_timeout_s``), http_error (status >= 400; ``status`` and ``body`` set),
         bad_response (not a JSON object, e.g. an SSE stream, or larger than ``max_upstream_body_bytes``).
         """
-        timeout = aiohttp.ClientTimeout(
-            total=self.config.prefill_timeout_s, sock_connect=self.config.connect_timeout_s
-        )
         try:
             with self._timed(role):
                 async with self._session.post(
-                    url + path, json=body, headers=headers, timeout=timeout
+                    url + path, json=body, headers=headers, timeout=self._prefill_timeout
                 ) as resp:
                     if resp.status >= 400:
                         err_body = await self._error_body(resp)
@@ -148,12 +157,11 @@ class ProxyContext:
         A 4xx answer is returned (the relay passes the client's error through). Raises UpstreamError:
         unreachable, timeout (no headers within ``decode_timeout_s``), http_error (status >= 500).
         """
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self.config.connect_timeout_s, sock_read=self.config.decode_timeout_s
-        )
         try:
             with self._timed(role):
-                resp = await self._session.post(url + path, json=body, headers=headers, timeout=timeout)
+                resp = await self._session.post(
+                    url + path, json=body, headers=headers, timeout=self._decode_timeout
+                )
         except TimeoutError:
             raise self._fail(
                 role, url, "timeout", detail=f"no headers within {self.config.decode_timeout_s}s"

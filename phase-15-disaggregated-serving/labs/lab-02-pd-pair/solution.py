@@ -159,7 +159,13 @@ UNHASHED_FLAGS = ("--revision", "--code-revision", "--tokenizer", "--tokenizer-r
 FLAG_ALIASES = {"-q": "--quantization", "-dp": "--data-parallel-size"}
 # hf_overrides keys that change the KV geometry: vLLM hashes the geometry they produce (layers, KV heads,
 # head size), which the shape comparison judges; any OTHER override that differs is unhashed.
-GEOMETRY_OVERRIDES = ("num_hidden_layers", "num_key_value_heads", "num_attention_heads", "head_dim", "hidden_size")
+GEOMETRY_OVERRIDES = (
+    "num_hidden_layers",
+    "num_key_value_heads",
+    "num_attention_heads",
+    "head_dim",
+    "hidden_size",
+)
 # Receiving-side connector modules that carry the lab's CPU fix for decode blocks larger than prefill's
 # (pdpair.pair.nixl_cpu, docs/block-size-bug.md): vLLM 0.32's own CPU receive path loads them wrongly.
 CPU_BLOCK_FIX_MODULES = ("pdpair.pair.nixl_cpu",)
@@ -300,7 +306,10 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
         elif d.device == "cpu" and d.kv_connector_module_path not in CPU_BLOCK_FIX_MODULES:
             why = "vLLM 0.32's CPU receive path regroups the blocks wrongly: HTTP 200, wrong tokens"
         if why:
-            add("block_size_mismatch", f"block sizes {p.block_size} (prefill) vs {d.block_size} (decode): {why}")
+            add(
+                "block_size_mismatch",
+                f"block sizes {p.block_size} (prefill) vs {d.block_size} (decode): {why}",
+            )
     pl, dl = layout(p), layout(d)
     permuted = pl == "LBHNC" and dl == "LBNHC" and d.kv_transfer_extra.get("enable_permute_local_kv") is True
     if pl != dl and not permuted:

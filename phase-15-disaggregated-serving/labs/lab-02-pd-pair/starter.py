@@ -120,7 +120,13 @@ UNHASHED_FLAGS = ("--revision", "--code-revision", "--tokenizer", "--tokenizer-r
 FLAG_ALIASES = {"-q": "--quantization", "-dp": "--data-parallel-size"}
 # hf_overrides keys that change the KV geometry: vLLM hashes the geometry they produce (layers, KV heads,
 # head size), which the shape comparison judges; any OTHER override that differs is unhashed.
-GEOMETRY_OVERRIDES = ("num_hidden_layers", "num_key_value_heads", "num_attention_heads", "head_dim", "hidden_size")
+GEOMETRY_OVERRIDES = (
+    "num_hidden_layers",
+    "num_key_value_heads",
+    "num_attention_heads",
+    "head_dim",
+    "hidden_size",
+)
 # Receiving-side connector modules that carry the lab's CPU fix for decode blocks larger than prefill's
 # (pdpair.pair.nixl_cpu, docs/block-size-bug.md): vLLM 0.32's own CPU receive path loads them wrongly.
 CPU_BLOCK_FIX_MODULES = ("pdpair.pair.nixl_cpu",)

@@ -62,6 +62,15 @@ class PDProxyPolicy(_Solution):
             raise
         if stream.status >= 400:
             stream.response.close()
-            return ErrorReply(503, {"error": {"message": f"decode answered {stream.status}", "type": "decode_unavailable",
-                                              "upstream": decode_url, "kind": "http_error"}})
+            return ErrorReply(
+                503,
+                {
+                    "error": {
+                        "message": f"decode answered {stream.status}",
+                        "type": "decode_unavailable",
+                        "upstream": decode_url,
+                        "kind": "http_error",
+                    }
+                },
+            )
         return Relay(stream, mode=mode, reason=reason, prefill_url=prefill_url)

@@ -45,7 +45,9 @@ class PDProxyPolicy(_Solution):
         except UpstreamError as err:
             if mode == "disaggregated":
                 try:
-                    stream = await ctx.open_stream("decode", decode_url, path, sanitize_request(body), headers)
+                    stream = await ctx.open_stream(
+                        "decode", decode_url, path, sanitize_request(body), headers
+                    )
                     return Relay(stream, mode="fallback", reason="decode_kv_load", prefill_url=prefill_url)
                 except UpstreamError:
                     pass

@@ -15,7 +15,10 @@ class PDProxyPolicy(_Solution):
         decode_url = self.choose_decode()
         decode_body, mode, reason, answer = None, "disaggregated", None, None
         if not remote:
-            short = isinstance(body.get("prompt"), list) and 0 < len(body["prompt"]) <= self.local_prefill_max_tokens
+            short = (
+                isinstance(body.get("prompt"), list)
+                and 0 < len(body["prompt"]) <= self.local_prefill_max_tokens
+            )
             mode, reason = "local", "short_prompt" if short else "prefill_busy"
         elif prefill_url is None:
             mode, reason = "fallback", "no_prefill"

@@ -32,7 +32,7 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
     p, d = prefill, decode
     pf, df = flags(p), flags(d)
     hash_msg = "NIXL compatibility hash differs: both servers start healthy, the first handshake fails"
-    if p.model.rstrip('/').rsplit('/', 1)[-1] != d.model.rstrip('/').rsplit('/', 1)[-1]:
+    if p.model.rstrip("/").rsplit("/", 1)[-1] != d.model.rstrip("/").rsplit("/", 1)[-1]:
         add("model_mismatch", f"{hash_msg} (model {p.model} vs {d.model}: the string is hashed)")
     pd_, dd_ = (DTYPE_ALIASES.get(x.dtype, x.dtype) for x in (p, d))
     if "auto" not in (pd_, dd_) and pd_ != dd_:
@@ -73,7 +73,10 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
         elif d.device == "cpu" and d.kv_connector_module_path not in CPU_BLOCK_FIX_MODULES:
             why = "vLLM 0.32's CPU receive path regroups the blocks wrongly: HTTP 200, wrong tokens"
         if why:
-            add("block_size_mismatch", f"block sizes {p.block_size} (prefill) vs {d.block_size} (decode): {why}")
+            add(
+                "block_size_mismatch",
+                f"block sizes {p.block_size} (prefill) vs {d.block_size} (decode): {why}",
+            )
     pl, dl = layout(p), layout(d)
     permuted = pl == "LBHNC" and dl == "LBNHC" and d.kv_transfer_extra.get("enable_permute_local_kv") is True
     if pl != dl and not permuted:

@@ -73,7 +73,10 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
         elif d.device == "cpu" and d.kv_connector_module_path not in CPU_BLOCK_FIX_MODULES:
             why = "vLLM 0.32's CPU receive path regroups the blocks wrongly: HTTP 200, wrong tokens"
         if why:
-            add("block_size_mismatch", f"block sizes {p.block_size} (prefill) vs {d.block_size} (decode): {why}")
+            add(
+                "block_size_mismatch",
+                f"block sizes {p.block_size} (prefill) vs {d.block_size} (decode): {why}",
+            )
     pl, dl = layout(p), layout(d)
     permuted = pl == "LBHNC" and dl == "LBNHC" and d.kv_transfer_extra.get("enable_permute_local_kv") is True
     if pl != dl and not permuted:

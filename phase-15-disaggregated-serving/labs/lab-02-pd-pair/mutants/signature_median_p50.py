@@ -28,7 +28,12 @@ def signature(colocated: Sequence[RequestTiming], disaggregated: Sequence[Reques
     if t50b == 0:
         raise ValueError("colocated TTFT p50 is 0: a TTFT change in percent of 0 is undefined")
     change = (t50a - t50b) / t50b * 100
-    i50b, i50a, i99b, i99a = statistics.median(gb), statistics.median(ga), percentile(gb, 99), percentile(ga, 99)
+    i50b, i50a, i99b, i99a = (
+        statistics.median(gb),
+        statistics.median(ga),
+        percentile(gb, 99),
+        percentile(ga, 99),
+    )
     return Signature(
         ttft_p50_before_s=t50b, ttft_p50_after_s=t50a, ttft_change_pct=change,
         itl_mean_before_s=sum(gb) / len(gb), itl_mean_after_s=sum(ga) / len(ga),

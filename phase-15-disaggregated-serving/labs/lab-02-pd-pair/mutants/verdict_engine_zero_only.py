@@ -11,7 +11,11 @@ def kv_verdict(before: str, after: str, prompt_tokens: int) -> str:
     old, new = parse_metrics(before), parse_metrics(after)
 
     def total(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float | None:
-        found = [v for n, lab, v in samples if n == name and labels.items() <= lab.items() and lab.get("engine", "0") == "0"]
+        found = [
+            v
+            for n, lab, v in samples
+            if n == name and labels.items() <= lab.items() and lab.get("engine", "0") == "0"
+        ]
         return sum(found) if found else None
 
     def grew(name: str, **labels: str) -> float:

@@ -131,4 +131,6 @@ def test_kv_evidence_recording_is_whole_and_its_statuses_are_what_each_path_give
         for part in ("before", "after"):
             assert (folder / f"{name}.{part}.prom").read_text().startswith("# HELP"), (name, part)
     release = manifest["release"]
-    assert release["holding"]["kv_cache_usage_perc"] > release["after_release_request"]["kv_cache_usage_perc"], release
+    assert (
+        release["holding"]["kv_cache_usage_perc"] > release["after_release_request"]["kv_cache_usage_perc"]
+    ), release

@@ -185,7 +185,9 @@ def test_each_hazard_is_named_on_a_crafted_pair(impl, case):
     spec = _apply(good_pair(), changes)
     hazards = impl.find_hazards(spec.prefill, spec.decode)
     names = _names(hazards)
-    assert names == [hazard], f"{case}: this pair has exactly one problem, {hazard!r}; find_hazards said {names}"
+    assert names == [hazard], (
+        f"{case}: this pair has exactly one problem, {hazard!r}; find_hazards said {names}"
+    )
     (h,) = hazards
     assert h.explanation.strip() and "\n" not in h.explanation, (
         f"{hazard}: the explanation must be one non-empty line, got {h.explanation!r}")  # fmt: skip
@@ -210,7 +212,9 @@ def test_precedence_as_the_docstring_states_it(impl, case):
     want, changes = PRECEDENCE[case]
     spec = _apply(good_pair(), changes)
     names = _names(impl.find_hazards(spec.prefill, spec.decode))
-    assert sorted(names) == sorted(want), f"{case}: want exactly {want} (see find_hazards' precedence), got {names}"
+    assert sorted(names) == sorted(want), (
+        f"{case}: want exactly {want} (see find_hazards' precedence), got {names}"
+    )
 
 
 @pytest.mark.lab02_task2

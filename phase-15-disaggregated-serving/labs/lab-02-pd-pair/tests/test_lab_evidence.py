@@ -106,13 +106,17 @@ def test_kv_verdict_rules_and_their_order(impl, case):
     before = exposition(START, nixl=nixl)
     after = exposition(moved(**delta), nixl=nixl)
     got = impl.kv_verdict(before, after, n)
-    assert got == want, f"{case}: decode's counters moved by {delta} for a {n}-token prompt: want {want!r}, got {got!r}"
+    assert got == want, (
+        f"{case}: decode's counters moved by {delta} for a {n}-token prompt: want {want!r}, got {got!r}"
+    )
 
 
 def test_kv_verdict_sums_every_engine_and_counts_a_missing_series_as_zero(impl):
     before = exposition({}, engines=("0", "1"))
     after = exposition({"external_kv_transfer": 64, "reads": 1}, engines=("0", "1"))
-    assert impl.kv_verdict(before, after, 64) == "kv_moved", "a decode with two engines (data parallel): sum them"
+    assert impl.kv_verdict(before, after, 64) == "kv_moved", (
+        "a decode with two engines (data parallel): sum them"
+    )
     first = "\n".join(line for line in exposition({}).splitlines() if "nixl" not in line) + "\n"
     assert impl.kv_verdict(first, exposition({"external_kv_transfer": 64, "reads": 1}), 64) == "kv_moved", (
         "a series absent from the first snapshot counts as 0")  # fmt: skip
@@ -137,7 +141,9 @@ def _canary(impl, prefill_kw=None, decode_kw=None, tamper=None, kill_prefill=Fal
                     p.issued = tamper(p.issued)
                 if kill_prefill:
                     await p.kill()
-                got = await asyncio.to_thread(impl.canary, p.url, d.url, "tiny", list(range(100, 164)), "canary-1")
+                got = await asyncio.to_thread(
+                    impl.canary, p.url, d.url, "tiny", list(range(100, 164)), "canary-1"
+                )
                 return got, d
 
     return run(scenario())

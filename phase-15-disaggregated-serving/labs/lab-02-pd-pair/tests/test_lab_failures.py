@@ -63,9 +63,13 @@ def test_a_failed_kv_load_is_never_retried_on_decode_alone(impl, stream):
                 kinds = await s.metric("pdproxy_upstream_errors_total", role="decode", kind="error_event")
                 assert kinds == 1, f"an error inside a 200 stream is counted: error_event {kinds}"
             else:
-                assert res.status == 503, f"decode answered 500 after a handoff: the client gets 503, got {res.status}"
+                assert res.status == 503, (
+                    f"decode answered 500 after a handoff: the client gets 503, got {res.status}"
+                )
                 err = res.body["error"]
-                assert err.get("type") == "decode_unavailable" and err.get("upstream") == s.decodes[0].url, err
+                assert err.get("type") == "decode_unavailable" and err.get("upstream") == s.decodes[0].url, (
+                    err
+                )
             assert await s.metric("pdproxy_fallbacks_total") == 0, "no fallback after prefill answered"
 
     run(scenario())
@@ -81,7 +85,9 @@ def test_decodes_client_errors_pass_through_unchanged(impl, mode):
                             policy_kw={"local_prefill_max_tokens": 4}) as s:  # fmt: skip
             body = completion("too-long", n=3) | {"prompt": ids(3) if mode == "local" else ids(9)}
             res = await s.call(body)
-            assert res.status == 400, f"{mode}: decode's 400 must reach the client as a 400, got {res.status} {res.body}"
+            assert res.status == 400, (
+                f"{mode}: decode's 400 must reach the client as a 400, got {res.status} {res.body}"
+            )
             assert "injected 400" in str(res.body), f"{mode}: decode's own error body, got {res.body}"
             assert res.headers.get("X-PD-Mode") == mode, res.headers
             assert len(s.decodes[0].requests) == 1, "one decode hop"
@@ -127,7 +133,9 @@ def test_a_client_leaving_mid_prefill_leaves_the_in_flight_count(impl):
         async with pd_stack(impl, prefill_kw=SLOW_PREFILL, policy_kw={"max_prefill_inflight": 1}) as s:
             policy = s.proxy.policy
             await _leave(s, completion("leaver", n=3), lambda: len(s.prefills[0].requests) == 1)
-            await until(lambda: s.prefills[0].requests[0].outcome == "cancelled", "prefill to see the hop cancelled")
+            await until(
+                lambda: s.prefills[0].requests[0].outcome == "cancelled", "prefill to see the hop cancelled"
+            )
             await until(lambda: not policy.prefill_busy(), "the cancelled hop to leave the count", 2.0)
             s.prefills[0].delay_s = 0
             body = completion("next", n=3)
@@ -142,9 +150,13 @@ def test_a_client_leaving_mid_prefill_leaves_the_in_flight_count(impl):
 
 def test_a_client_leaving_at_the_decode_hop_leaves_the_count_too(impl):
     async def scenario():
-        async with pd_stack(impl, decode_kw={"admit_delay_s": 1.0}, policy_kw={"max_prefill_inflight": 1}) as s:
+        async with pd_stack(
+            impl, decode_kw={"admit_delay_s": 1.0}, policy_kw={"max_prefill_inflight": 1}
+        ) as s:
             await _leave(s, completion("leaver", n=3), lambda: len(s.decodes[0].requests) >= 1)
-            assert not s.proxy.policy.prefill_busy(), "prefill had answered: nothing of this request is in flight"
+            assert not s.proxy.policy.prefill_busy(), (
+                "prefill had answered: nothing of this request is in flight"
+            )
 
     run(scenario())
 
@@ -152,7 +164,9 @@ def test_a_client_leaving_at_the_decode_hop_leaves_the_count_too(impl):
 def test_each_policy_counts_its_own_hops(impl):
     async def scenario():
         async with pd_stack(impl, prefill_kw=SLOW_PREFILL, policy_kw={"max_prefill_inflight": 1}) as s:
-            other = impl.PDProxyPolicy([p.url for p in s.prefills], [d.url for d in s.decodes], max_prefill_inflight=1)
+            other = impl.PDProxyPolicy(
+                [p.url for p in s.prefills], [d.url for d in s.decodes], max_prefill_inflight=1
+            )
             task = asyncio.create_task(s.call(completion("busy", n=2)))
             await until(lambda: len(s.prefills[0].requests) == 1, "the hop to start")
             assert s.proxy.policy.prefill_busy() is True, "this policy has its one hop in flight"
@@ -222,7 +236,12 @@ def test_the_local_reason_is_observable_and_busy_comes_first(impl):
             got = [r.headers.get("X-PD-Local-Reason") for r in (busy_short, busy_long)]
             assert got == ["prefill_busy", "prefill_busy"], (
                 f"while prefill is busy every local prompt says prefill_busy (checked first), short ones too; got {got}")  # fmt: skip
-            counts = [await s.metric("pdproxy_local_prefills_total", reason=r) for r in ("short_prompt", "prefill_busy")]
-            assert counts == [1, 2], f"pdproxy_local_prefills_total by reason short_prompt / prefill_busy: {counts}"
+            counts = [
+                await s.metric("pdproxy_local_prefills_total", reason=r)
+                for r in ("short_prompt", "prefill_busy")
+            ]
+            assert counts == [1, 2], (
+                f"pdproxy_local_prefills_total by reason short_prompt / prefill_busy: {counts}"
+            )
 
     run(scenario())

@@ -172,7 +172,12 @@ def test_sanitize_drops_chat_prompt_token_ids_with_the_params(impl):
             "kv_transfer_params": {"prompt_token_ids": [1, 2, 3]},
             "vllm_xargs": {"kv_transfer_params": [1, 2, 3]}}  # fmt: skip
     got = impl.sanitize_request(body)
-    assert got == {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "vllm_xargs": {}}, got
+    assert got == {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 3,
+        "vllm_xargs": {},
+    }, got
 
 
 @pytest.mark.lab02_task3

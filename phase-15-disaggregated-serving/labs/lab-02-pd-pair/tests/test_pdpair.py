@@ -337,7 +337,9 @@ def test_error_events_are_counted_only_when_whole_and_an_error_object():
 
     err = b'data: {"error": {"message": "Internal server error", "type": "InternalServerError", "code": 500}}\n\n'
     tok = b'data: {"choices": [{"text": "error"}]}\n\n'
-    assert count_error_events(tok + b"data: [DONE]\n\n") == 0, "a token whose text says error is no error event"
+    assert count_error_events(tok + b"data: [DONE]\n\n") == 0, (
+        "a token whose text says error is no error event"
+    )
     assert count_error_events(tok + err + b"data: [DONE]\n\n") == 1
     assert count_error_events(err.replace(b"\n", b"\r\n") * 2) == 2, "CRLF framing counts too"
     assert count_error_events(b'data: {"error"\n\n') == 0, "not JSON: not counted"
@@ -347,28 +349,49 @@ def test_fake_decode_counters_follow_each_path():
     """The fake's /metrics move as the real pair's did (task 6's tier tests pin the real ones)."""
 
     async def scenario():
-        async with FakePrefill() as p, FakeDecode(prefills=[p]) as d, FakeDecode(prefills=[p], connector=False) as nc:
+        async with (
+            FakePrefill() as p,
+            FakeDecode(prefills=[p]) as d,
+            FakeDecode(prefills=[p], connector=False) as nc,
+        ):
             async with aiohttp.ClientSession() as s:
-                ask = {"prompt": [1, 2, 3, 4], "max_tokens": 1, "stream": False, "kv_transfer_params": {"do_remote_decode": True}}
+                ask = {
+                    "prompt": [1, 2, 3, 4],
+                    "max_tokens": 1,
+                    "stream": False,
+                    "kv_transfer_params": {"do_remote_decode": True},
+                }
                 async with s.post(p.url + "/v1/completions", json=ask, headers={"X-Request-Id": "a"}) as r:
                     params = (await r.json())["kv_transfer_params"]
-                assert p.held_requests() == [params["remote_request_id"]], "prefill holds the blocks until a read"
+                assert p.held_requests() == [params["remote_request_id"]], (
+                    "prefill holds the blocks until a read"
+                )
                 body = {"prompt": [1, 2, 3, 4], "max_tokens": 2, "kv_transfer_params": params}
                 ok = await stream_request(s, d.url, "/v1/completions", body)
                 text = await get_text(s, d.url + "/metrics")
                 assert ok.status == 200 and p.held_requests() == []
-                assert metric_sum(text, "vllm:prompt_tokens_by_source_total", source="external_kv_transfer") == 4
+                assert (
+                    metric_sum(text, "vllm:prompt_tokens_by_source_total", source="external_kv_transfer") == 4
+                )
                 assert metric_sum(text, "vllm:nixl_xfer_time_seconds_count") == 1
                 forged = dict(params, remote_request_id="other")
-                bad = await stream_request(s, d.url, "/v1/completions", {**body, "kv_transfer_params": forged})
+                bad = await stream_request(
+                    s, d.url, "/v1/completions", {**body, "kv_transfer_params": forged}
+                )
                 text = await get_text(s, d.url + "/metrics")
                 assert bad.status == 500 and metric_sum(text, "vllm:nixl_num_failed_transfers_total") == 1
-                assert metric_sum(text, "vllm:prompt_tokens_cached_by_source_total", source="p2p") == 8, "admission"
+                assert metric_sum(text, "vllm:prompt_tokens_cached_by_source_total", source="p2p") == 8, (
+                    "admission"
+                )
                 local = await stream_request(s, nc.url, "/v1/completions", body)
                 text = await get_text(s, nc.url + "/metrics")
                 assert local.status == 200 and "vllm:nixl_" not in text
                 assert metric_sum(text, "vllm:prompt_tokens_by_source_total", source="local_compute") == 4
-                dead = await stream_request(s, d.url, "/v1/completions", {**body, "kv_transfer_params": {"do_remote_prefill": True}})
-                assert dead.status == 500 and d.dead, "do_remote_prefill without blocks kills vLLM 0.32's engine core"
+                dead = await stream_request(
+                    s, d.url, "/v1/completions", {**body, "kv_transfer_params": {"do_remote_prefill": True}}
+                )
+                assert dead.status == 500 and d.dead, (
+                    "do_remote_prefill without blocks kills vLLM 0.32's engine core"
+                )
 
     run(scenario())

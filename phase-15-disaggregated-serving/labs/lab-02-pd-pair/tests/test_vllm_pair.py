@@ -283,7 +283,9 @@ class TestPair:
     @pytest.mark.lab02_task6
     def test_canary_on_the_fresh_pair_says_the_kv_moved(self, impl, pair):
         got = impl.canary(pair.prefill.url, pair.decode.url, pair.model, PROMPTS["canary"], rid())
-        assert got == "kv_moved", f"a healthy pair just launched: your canary must say 'kv_moved', got {got!r}"
+        assert got == "kv_moved", (
+            f"a healthy pair just launched: your canary must say 'kv_moved', got {got!r}"
+        )
 
     @pytest.mark.lab02_task4
     @pytest.mark.parametrize("case", range(len(INVISIBLE)), ids=[f"{n}tok-{'sse' if s else 'json'}" for n, s in INVISIBLE])  # fmt: skip
@@ -332,7 +334,9 @@ class TestPair:
         answer = post(pair.prefill.url, pbody, headers)
         assert answer.status == 200, (answer.status, answer.error)
         forged = impl.decode_request(body, answer.body)
-        forged["kv_transfer_params"]["remote_engine_id"] = "not-" + forged["kv_transfer_params"]["remote_engine_id"]
+        forged["kv_transfer_params"]["remote_engine_id"] = (
+            "not-" + forged["kv_transfer_params"]["remote_engine_id"]
+        )
         before = get_text(pair.decode.url + "/metrics")
         res = post(pair.decode.url, forged, headers)
         after = get_text(pair.decode.url + "/metrics")
@@ -340,7 +344,9 @@ class TestPair:
         assert metric_sum(after, "vllm:external_prefix_cache_hits_total") > metric_sum(
             before, "vllm:external_prefix_cache_hits_total"), "vLLM 0.32 counts the planned load at admission"  # fmt: skip
         got = impl.kv_verdict(before, after, len(PROMPTS["forged"]))
-        assert got == "kv_load_failed", f"decode's handshake refused the forged peer: want 'kv_load_failed', got {got!r}"
+        assert got == "kv_load_failed", (
+            f"decode's handshake refused the forged peer: want 'kv_load_failed', got {got!r}"
+        )
         assert pair.decode.healthy(), "a refused handshake leaves decode healthy"
 
     @pytest.mark.lab02_task3
@@ -439,7 +445,6 @@ class TestPair:
             "6 requests fell back because prefill was unreachable: pdproxy_fallbacks_total{reason=unreachable} "
             f"must be 6, got {proxy.metrics.value('pdproxy_fallbacks_total', reason='unreachable')}")  # fmt: skip
 
-
     @pytest.mark.lab02_task3
     def test_drill_client_kv_params_straight_to_decode_kill_its_engine(self, impl, pair):
         """The last drill on this pair. vLLM 0.32 trusts a request's kv_transfer_params: sent straight to
@@ -447,7 +452,9 @@ class TestPair:
         ``assert num_external_tokens == 0`` inside the engine core, which dies with every request on it.
         Your sanitize_request makes the same body harmless; the raw one is the reason it exists."""
         hostile = {"kv_transfer_params": {"do_remote_prefill": True}}
-        clean = post(pair.decode.url, impl.sanitize_request(body_for(PROMPTS["sanitized"], pair.model) | hostile))
+        clean = post(
+            pair.decode.url, impl.sanitize_request(body_for(PROMPTS["sanitized"], pair.model) | hostile)
+        )
         assert clean.status == 200 and len(clean.ids) == MAX_TOKENS, (clean.status, clean.error)
         assert pair.decode.healthy(), "the sanitized body is a plain request: decode is fine"
         raw = post(pair.decode.url, body_for(PROMPTS["crash"], pair.model) | hostile)
@@ -476,13 +483,21 @@ class TestRecomputePair:
         answer = post(pair.prefill.url, pbody, headers)
         assert answer.status == 200, (answer.status, answer.error)
         forged = impl.decode_request(body, answer.body)
-        forged["kv_transfer_params"]["remote_engine_id"] = "not-" + forged["kv_transfer_params"]["remote_engine_id"]
+        forged["kv_transfer_params"]["remote_engine_id"] = (
+            "not-" + forged["kv_transfer_params"]["remote_engine_id"]
+        )
         before = get_text(pair.decode.url + "/metrics")
         res = post(pair.decode.url, forged, headers)
         after = get_text(pair.decode.url + "/metrics")
-        assert res.status == 200 and res.ids == references["forged-recompute"], (res.status, res.ids, res.error)
+        assert res.status == 200 and res.ids == references["forged-recompute"], (
+            res.status,
+            res.ids,
+            res.error,
+        )
         got = impl.kv_verdict(before, after, len(PROMPTS["forged-recompute"]))
-        assert got == "kv_load_failed", f"HTTP 200, right tokens, yet the KV never came: want 'kv_load_failed', got {got!r}"
+        assert got == "kv_load_failed", (
+            f"HTTP 200, right tokens, yet the KV never came: want 'kv_load_failed', got {got!r}"
+        )
 
     @pytest.mark.lab02_task3
     def test_drill_kv_load_failure_under_recompute_is_correct_and_prefills_locally(
@@ -510,7 +525,9 @@ class TestRecomputePair:
         assert recomputed >= 1500 - pair.spec.decode.block_size, (
             f"decode must have computed the prompt itself (local_compute +{recomputed})")  # fmt: skip
         failed = metric(pair.decode.url, "vllm:nixl_num_failed_transfers_total") - failed_before
-        assert failed >= 1, f"recompute is not silent in decode's counters: nixl_num_failed_transfers +{failed}"
+        assert failed >= 1, (
+            f"recompute is not silent in decode's counters: nixl_num_failed_transfers +{failed}"
+        )
         # "slower" is shown by the metric above (a local prefill of the whole prompt), not by a timed
         # assertion: timings on a shared 2-core machine belong in benchmarks (README: drills).
 

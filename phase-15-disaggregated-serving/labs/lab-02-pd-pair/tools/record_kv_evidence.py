@@ -62,7 +62,9 @@ def _record(out: Path, name: str, decode_url: str, body: dict, headers: dict, n:
     after = get_text(decode_url + "/metrics")
     (out / f"{name}.before.prom").write_text(before)
     (out / f"{name}.after.prom").write_text(after)
-    ids = answer["choices"][0].get("token_ids") if isinstance(answer, dict) and answer.get("choices") else None
+    ids = (
+        answer["choices"][0].get("token_ids") if isinstance(answer, dict) and answer.get("choices") else None
+    )
     manifest["paths"][name] = {"prompt_tokens": n, "status": status, "seconds": seconds, "token_ids": ids,
                                "error": answer.get("error") if isinstance(answer, dict) else answer}  # fmt: skip
     print(f"{name}: HTTP {status} in {seconds}", flush=True)
@@ -89,7 +91,9 @@ def _release(impl, pair, manifest: dict) -> None:
     out: dict = {"idle": _usage(pair, 100)}
     body, answer, h = _handoff(impl, pair, _prompt(1500, 101), "ev-release-1")
     out["holding"] = _usage(pair, 102)
-    status, _, _ = post_json(pair.decode.url + PATH, impl.release_request(body, answer), {"X-Request-Id": "ev-release-1-release"})
+    status, _, _ = post_json(
+        pair.decode.url + PATH, impl.release_request(body, answer), {"X-Request-Id": "ev-release-1-release"}
+    )
     time.sleep(1.0)
     out["after_release_request"] = _usage(pair, 103) | {"status": status}
     body, answer, h = _handoff(impl, pair, _prompt(1500, 104), "ev-release-2")
@@ -131,13 +135,21 @@ def main(argv: list[str] | None = None) -> int:
                 plain = {**body, "prompt": _prompt(64, 2)}
                 _record(args.out, "no_params", d, plain, {"X-Request-Id": "ev-plain"}, 64, manifest)
                 _release(impl, pair, manifest)
-            body, answer, h = _handoff(impl, pair, _prompt(64, 3 if policy == "fail" else 4), f"ev-forged-{policy}")
+            body, answer, h = _handoff(
+                impl, pair, _prompt(64, 3 if policy == "fail" else 4), f"ev-forged-{policy}"
+            )
             forged = impl.decode_request(body, answer)
-            forged["kv_transfer_params"]["remote_engine_id"] = "not-" + forged["kv_transfer_params"]["remote_engine_id"]
+            forged["kv_transfer_params"]["remote_engine_id"] = (
+                "not-" + forged["kv_transfer_params"]["remote_engine_id"]
+            )
             _record(args.out, f"forged_engine_{policy}", d, forged, h, 64, manifest)
-            body, answer, h = _handoff(impl, pair, _prompt(1500, 5 if policy == "fail" else 6), f"ev-killed-{policy}")
+            body, answer, h = _handoff(
+                impl, pair, _prompt(1500, 5 if policy == "fail" else 6), f"ev-killed-{policy}"
+            )
             pair.prefill.kill()
-            _record(args.out, f"prefill_killed_{policy}", d, impl.decode_request(body, answer), h, 1500, manifest)
+            _record(
+                args.out, f"prefill_killed_{policy}", d, impl.decode_request(body, answer), h, 1500, manifest
+            )
     spec = prepare_spec(base)
 
     def no_decode_connector(plan):

@@ -392,7 +392,9 @@ def hazard_table(matrix: dict[str, Any]) -> str:
         for r in named:
             outcome = r.get("outcome") or "not run (" + _cell(r.get("cannot_run", ""), 60) + ")"
             cells.append(f"`{r['name']}`: {outcome}")
-        lines.append(f"| `{hazard}` | {when} | {'; '.join(cells) or 'crafted case only (tests/test_hazards.py)'} |")
+        lines.append(
+            f"| `{hazard}` | {when} | {'; '.join(cells) or 'crafted case only (tests/test_hazards.py)'} |"
+        )
     lines += [
         "",
         "Rows that break the pair yet no spec check can see (what does see them):",

@@ -48,8 +48,17 @@ from typing import Any
 
 from aiohttp import web
 
-BEHAVIOURS = ("ok", "error500", "error400", "hang", "die", "die_mid_stream", "cut_mid_event", "end_early",
-              "error_event")
+BEHAVIOURS = (
+    "ok",
+    "error500",
+    "error400",
+    "hang",
+    "die",
+    "die_mid_stream",
+    "cut_mid_event",
+    "end_early",
+    "error_event",
+)
 
 
 class InvalidBody(ValueError):
@@ -306,9 +315,16 @@ class FakePrefill(FakeUpstream):
 
 
 # vLLM 0.32's answers on decode (entrypoints/openai/engine/protocol.py ErrorResponse; v1/engine/exceptions.py)
-INTERNAL_ERROR = {"message": "Internal server error", "type": "InternalServerError", "param": None, "code": 500}
+INTERNAL_ERROR = {
+    "message": "Internal server error",
+    "type": "InternalServerError",
+    "param": None,
+    "code": 500,
+}
 ENGINE_DEAD = "EngineCore encountered an issue. See stack trace (above) for the root cause."
-KV_BLOCK_BYTES = 262144  # one 32-token block of the tiny Llama's KV (8 layers x K,V x 4 heads x 64 x 2 B x 32)
+KV_BLOCK_BYTES = (
+    262144  # one 32-token block of the tiny Llama's KV (8 layers x K,V x 4 heads x 64 x 2 B x 32)
+)
 
 
 class DecodeCounters:
@@ -346,12 +362,17 @@ class DecodeCounters:
     def render(self) -> str:
         base = 'engine="0",model_name="fake"'
         lines = ["# TYPE vllm:prompt_tokens_by_source_total counter"]
-        lines += [f'vllm:prompt_tokens_by_source_total{{{base},source="{s}"}} {v}' for s, v in self.by_source.items()]
+        lines += [
+            f'vllm:prompt_tokens_by_source_total{{{base},source="{s}"}} {v}'
+            for s, v in self.by_source.items()
+        ]
         lines += [f"vllm:prompt_tokens_total{{{base}}} {self.prompt_tokens}",
                   f'vllm:prompt_tokens_cached_by_source_total{{{base},source="p2p"}} {self.p2p_cached}',
                   f"vllm:external_prefix_cache_queries_total{{{base}}} {self.external_queries}",
                   f"vllm:external_prefix_cache_hits_total{{{base}}} {self.external_hits}"]  # fmt: skip
-        lines += [f'vllm:request_success_total{{{base},finished_reason="{r}"}} {v}' for r, v in self.success.items()]
+        lines += [
+            f'vllm:request_success_total{{{base},finished_reason="{r}"}} {v}' for r, v in self.success.items()
+        ]
         if self.connector:
             lines += ["# TYPE vllm:nixl_xfer_time_seconds histogram",
                       f"vllm:nixl_xfer_time_seconds_count{{{base}}} {self.xfer_count}",
@@ -409,7 +430,9 @@ class FakeDecode(FakeUpstream):
     ) -> None:
         super().__init__(behaviour, **kw)
         if kv_load_failure_policy not in ("fail", "recompute"):
-            raise ValueError(f"kv_load_failure_policy must be fail or recompute, got {kv_load_failure_policy!r}")
+            raise ValueError(
+                f"kv_load_failure_policy must be fail or recompute, got {kv_load_failure_policy!r}"
+            )
         self.pad_bytes = pad_bytes
         self.prefills = list(prefills or [])
         self.require_kv_params = require_kv_params
@@ -460,10 +483,17 @@ class FakeDecode(FakeUpstream):
     def _effective_params(self, body: dict) -> tuple[Any, web.Response | None]:
         """What vLLM's request model makes of the body: (params the engine sees, or a 400 answer)."""
         xargs, top = body.get("vllm_xargs"), body.get("kv_transfer_params")
-        for name, value in (("kv_transfer_params", top), ("ec_transfer_params", body.get("ec_transfer_params"))):
+        for name, value in (
+            ("kv_transfer_params", top),
+            ("ec_transfer_params", body.get("ec_transfer_params")),
+        ):
             if value is not None and not isinstance(value, dict):
-                return None, bad_request(InvalidBody(name, f"body.{name}: Input should be a valid dictionary"))
-        if xargs is not None and (not isinstance(xargs, dict) or any(isinstance(v, dict) for v in xargs.values())):
+                return None, bad_request(
+                    InvalidBody(name, f"body.{name}: Input should be a valid dictionary")
+                )
+        if xargs is not None and (
+            not isinstance(xargs, dict) or any(isinstance(v, dict) for v in xargs.values())
+        ):
             return None, bad_request(InvalidBody("vllm_xargs", "body.vllm_xargs: Input should be a valid dictionary "
                                                  "of strings, numbers or lists"))  # fmt: skip
         extra = dict(xargs or {})
@@ -488,12 +518,19 @@ class FakeDecode(FakeUpstream):
         if self.connector and params is not None:
             if not isinstance(params, dict):
                 if not params:
-                    return self._die(f"kv_transfer_params {params!r}: 'params.get' on a non-object in on_new_request")
+                    return self._die(
+                        f"kv_transfer_params {params!r}: 'params.get' on a non-object in on_new_request"
+                    )
                 return web.json_response({"error": INTERNAL_ERROR}, status=500)
             if params.get("do_remote_prefill"):
                 if not params.get("remote_block_ids"):
-                    return self._die("do_remote_prefill without remote_block_ids: assert num_external_tokens == 0")
-                if not all(params.get(k) for k in ("remote_engine_id", "remote_request_id", "remote_host", "remote_port")):
+                    return self._die(
+                        "do_remote_prefill without remote_block_ids: assert num_external_tokens == 0"
+                    )
+                if not all(
+                    params.get(k)
+                    for k in ("remote_engine_id", "remote_request_id", "remote_host", "remote_port")
+                ):
                     await asyncio.sleep(3600)  # WAITING_FOR_REMOTE_KVS, no timeout
                 c.p2p_cached += n  # admission: the scheduler planned an external load
                 c.external_queries += n
@@ -513,7 +550,9 @@ class FakeDecode(FakeUpstream):
             why = f"fake decode: KV load failed (failure_policy=fail): no known prefill issued {params!r}"
             if not body.get("stream"):
                 return web.json_response({"error": INTERNAL_ERROR | {"message": why}}, status=500)
-            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+            resp = web.StreamResponse(
+                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            )
             await resp.prepare(request)
             await resp.write(f"data: {json.dumps({'error': INTERNAL_ERROR | {'message': why}})}\n\n".encode())
             await resp.write(b"data: [DONE]\n\n")
@@ -557,7 +596,9 @@ class FakeDecode(FakeUpstream):
             for i, text in enumerate(texts):
                 if i and self.itl_s:
                     await asyncio.sleep(self.itl_s)
-                if i == self.die_after and self.behaviour == "error_event":  # vLLM: GenerationError mid-stream
+                if (
+                    i == self.die_after and self.behaviour == "error_event"
+                ):  # vLLM: GenerationError mid-stream
                     seen.outcome = "failed"
                     await resp.write(f"data: {json.dumps({'error': INTERNAL_ERROR})}\n\n".encode())
                     break
@@ -637,8 +678,14 @@ async def _serve(args: argparse.Namespace) -> None:
     if args.role == "prefill":
         fake: FakeUpstream = FakePrefill(delay_s=args.delay, host=args.host, port=args.port)
     else:
-        fake = FakeDecode(ttft_s=args.ttft, itl_s=args.itl, host=args.host, port=args.port,
-                          connector=not args.no_connector, kv_load_failure_policy=args.policy)
+        fake = FakeDecode(
+            ttft_s=args.ttft,
+            itl_s=args.itl,
+            host=args.host,
+            port=args.port,
+            connector=not args.no_connector,
+            kv_load_failure_policy=args.policy,
+        )
     await fake.start()
     print(f"fake {args.role} listening on {fake.url}", flush=True)
     try:
@@ -659,8 +706,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttft", type=float, default=0.0, help="decode: seconds before the first token")
     parser.add_argument("--itl", type=float, default=0.0, help="decode: seconds between tokens")
     parser.add_argument("--no-connector", action="store_true", help="decode: launched without a KV connector")
-    parser.add_argument("--policy", choices=("fail", "recompute"), default="fail",
-                        help="decode: kv_load_failure_policy")
+    parser.add_argument(
+        "--policy", choices=("fail", "recompute"), default="fail", help="decode: kv_load_failure_policy"
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))

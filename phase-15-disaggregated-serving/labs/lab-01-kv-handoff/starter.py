@@ -10,9 +10,12 @@ Eight tasks (grade one with `pytest -m lab01_task2`):
 3. migrate               export, ship, import; on any failure, put the request back on the source.
 4. readmit_by_recompute  the other recovery strategy (discard the KV, recompute from tokens), and
    recovery_cost         what each strategy costs, so you can tell when each one wins.
-5. export_held, read_held, commit_held, release_held, release_expired, pull
-                         the two-phase (pull-mode) handoff: the source holds the blocks under a lease
-                         until the reader commits; abort or expiry gives the request back.
+5. export_held, heartbeat, reap_expired, notify_read_done   (the source)
+   start_pull, finish_pull                                   (the reader)
+                         the pull handoff as vLLM's NIXL connector does it: the request finishes on
+                         the source, whose blocks stay held under a lease that heartbeats extend and
+                         expiry ends (freeing them); the reader reads them in place, one-sided, and a
+                         read that may have raced expiry is a load failure, never an import.
 6. import_prefix_aware   the destination reuses the prefix its cache holds; only the rest is shipped.
 7. import_with_load_errors, partial_recovery_cost
                          a transfer that lost some blocks: keep the valid prefix, recompute the rest.
@@ -31,7 +34,10 @@ The engine (minivllm) is given. What you need from it:
 - ``geometry_fingerprint(engine.config)``, ``RequestSnapshot`` and ``new_snapshot_id`` (minivllm/snapshot.py).
 - ``request.epoch`` / ``engine.epochs[rid]``: how many times a request has moved, and the latest epoch
   it has been live at on this engine (the engine records it on admission).
-- ``engine.clock()`` and ``engine.leases`` (minivllm/lease.py): for task 5.
+- For task 5: ``engine.clock()`` (each engine's own), ``engine.leases`` (minivllm/lease.py: ``open``,
+  ``get``, ``active()``, ``late_notifications``), ``LeaseState`` / ``ReadVerdict``, ``PullParams``
+  (minivllm/snapshot.py), ``engine.await_remote_kv(request)``, ``engine.kv_layout``,
+  ``engine.kv_cache.read_raw(ids)`` / ``write_raw(id, data, slot_offset)``, ``engine.failed``.
 - For task 6, an engine built with ``enable_prefix_caching=True``: ``engine.prefix_cache`` (``lookup``,
   ``insert``, ``get``; minivllm/prefix_cache.py with ``full_block_hashes`` / ``hash_block_tokens``) and
   the pool's reference counts (``block_pool.touch(ids)``, ``num_evictable(ids)``, ``ref_count(id)``).
@@ -43,6 +49,7 @@ The engine (minivllm) is given. What you need from it:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,10 +57,11 @@ import torch
 
 from minivllm import (
     Engine,
-    LeaseError,
     LeaseState,
     ModelConfig,
     OutOfBlocksError,
+    PullParams,
+    ReadVerdict,
     Request,
     RequestSnapshot,
     RequestStatus,
@@ -65,27 +73,26 @@ from minivllm import (
 from minivllm.sampler import apply_temperature_top_k, gumbel_noise
 
 __all__ = [
-    "LeaseError",
     "OutOfBlocksError",
     "PartialRecoveryCost",
     "PrefixImport",
     "RecoveryCost",
     "SnapshotError",
-    "commit_held",
     "counter_sample",
     "export_held",
     "export_request",
+    "finish_pull",
+    "heartbeat",
     "import_prefix_aware",
     "import_request",
     "import_with_load_errors",
     "migrate",
+    "notify_read_done",
     "partial_recovery_cost",
-    "pull",
-    "read_held",
     "readmit_by_recompute",
+    "reap_expired",
     "recovery_cost",
-    "release_expired",
-    "release_held",
+    "start_pull",
     "validate_snapshot",
 ]
 
@@ -232,85 +239,128 @@ def recovery_cost(
     raise NotImplementedError("lab-01 task 4: bytes to ship vs FLOPs to recompute, and which is faster")
 
 
-# ------------------------------------------------------------------ task 5: the two-phase (pull) handoff
-def export_held(engine: Engine, request_id: str, lease_s: float = 30.0) -> str:
-    """Phase one of a pull-mode handoff: take running request ``request_id`` out of ``engine``'s
-    queues but HOLD its blocks under a lease for a remote reader; return the lease's snapshot id.
+# ------------------------------------------------------------------ task 5: the pull handoff, as vLLM's NIXL connector does it
+# The source (prefill, vLLM's P) and the reader (decode, D) keep time by their own clocks. The source
+# finishes the request and holds its blocks under a lease; the reader allocates its own blocks, reads the
+# source's blocks IN PLACE (a one-sided read: the source cannot refuse it, and does not see it), and
+# notifies the source, which then frees them. Expiry frees them too: then nothing resumes anywhere.
+def export_held(engine: Engine, request_id: str, lease_s: float = 30.0) -> PullParams:
+    """The source's side of a pull-mode handoff: running request ``request_id`` FINISHES here (it leaves
+    ``engine`` for good: it will never run here again), while its blocks stay allocated under a lease
+    until the reader's notification or expiry; return the ``PullParams`` a reader needs.
 
-    The held blocks stay allocated (usage does not drop) and belong to nobody else until the lease
-    ends: ``commit_held`` (the reader has the K/V: free them), ``release_held`` (abort: the request
-    resumes here) or expiry, ``lease_s`` seconds of ``engine.clock`` from now (``release_expired``).
-    The snapshot id is new for every export, even of the same request. Open the lease with
-    ``engine.leases.open(snapshot_id, request, deadline)``.
+    - The lease (``engine.leases.open``) is named by a fresh ``new_snapshot_id`` and runs ``lease_s``
+      seconds of ``engine.clock``: ``deadline = clock() + lease_s``, the ``expires_at`` the reader gets.
+    - The held blocks count in usage and belong to nobody else until the lease ends.
+    - ``params.snapshot``: the request's identity as ``export_request`` captures it (its ``epoch``, its
+      generator state or None), but ``kv=None``: the K/V is read from the blocks, not shipped in the
+      params. ``remote_block_ids`` are the source's blocks holding positions 0..num_computed_tokens-1
+      in logical order (no more: a block that holds no K/V yet is not the reader's business);
+      ``remote_block_size`` and ``kv_layout`` are the source's.
     Raises KeyError for an unknown id, ValueError for a request that is not running or a ``lease_s``
-    that is not a positive number; the engine is then unchanged.
-    Example: with ``engine.clock`` at 100.0 and ``lease_s=30``, the lease expires at 130.0.
+    that is not a positive finite number of seconds (a lease that never ends would hold its blocks
+    forever); the engine is then unchanged.
     """
-    raise NotImplementedError("lab-01 task 5: detach the request, keep its blocks, open a lease with a deadline")
+    raise NotImplementedError("lab-01 task 5: finish the request here, keep its blocks under a lease, hand out where they are")
 
 
-def read_held(engine: Engine, snapshot_id: str) -> RequestSnapshot:
-    """The reader's side of phase one: the snapshot of a held request, K/V read from the held blocks.
+def heartbeat(engine: Engine, snapshot_ids: list[str]) -> dict[str, float]:
+    """The source receives a reader's heartbeat naming the handoffs it is still going to read (vLLM's
+    decode sends one every ``lease // 6`` while the request waits in its queue).
 
-    Same contents as ``export_request`` would give (tokens, progress, params, generator state or None, K/V in
-    logical order owning its memory, geometry), plus ``snapshot_id`` and the request's ``epoch``.
-    Refused with LeaseError, changing nothing, when the lease is unknown, committed, released, or
-    expired (``engine.clock() >= deadline``): past the deadline the blocks may be someone else's.
-    Reading does not end the lease (a reader may read again before it commits).
+    Every ACTIVE lease named (past its deadline or not: its blocks are still held until the source
+    reaps it) must then run until at least two thirds of its ``lease_s`` from now on ``engine.clock``;
+    a heartbeat never brings a deadline closer. Ids that are not active leases here (unknown,
+    committed, expired) are ignored: a heartbeat cannot bring back blocks that are already free.
+    Returns ``{snapshot_id: deadline}`` for the active leases named, their deadlines after the beat
+    (the lab's acknowledgement: vLLM's heartbeat is one-way), so the reader knows its new deadline.
+    Sanity anchor: a 30 s lease exported at 100 s and beaten at 115 s runs until 135 s.
     """
-    raise NotImplementedError("lab-01 task 5: refuse unless the lease is active and unexpired; gather the held K/V")
+    raise NotImplementedError("lab-01 task 5: push each active lease's deadline out to at least now + 2/3 of it; never pull it in")
 
 
-def commit_held(engine: Engine, snapshot_id: str) -> None:
-    """Phase two, success: the reader has the K/V. Free the held blocks and mark the lease committed.
-
-    Refused with LeaseError, changing nothing, for a lease that is unknown, already committed or
-    released, or expired (after the deadline the source may already have taken the request back).
+def reap_expired(engine: Engine) -> list[str]:
+    """The source ends every ACTIVE lease whose deadline has passed (``engine.clock() >= deadline``):
+    its blocks are freed and it becomes EXPIRED. Nothing resumes anywhere (the request finished here
+    when it was exported). Returns the snapshot ids reaped, in the order the leases were opened.
+    Unexpired leases are left alone.
     """
-    raise NotImplementedError("lab-01 task 5: only a live lease commits; free exactly its blocks")
+    raise NotImplementedError("lab-01 task 5: free the blocks of every active lease past its deadline; nothing comes back")
 
 
-def release_held(engine: Engine, snapshot_id: str) -> None:
-    """Phase two, failure (abort): the request resumes on ``engine`` as it was when it was exported,
-    RUNNING on its own held blocks, so its next step is a decode (nothing copied, nothing recomputed).
-    The lease is marked released; a later read or commit of it is refused.
-    The epoch after the release: one more than when it was exported (on the request and in
-    ``engine.epochs``), as after task 3's rollback: the handoff was given up, so a snapshot read
-    under this lease (it carries the old epoch) is stale here from now on, and a reader that comes
-    back with it late is refused instead of rewinding or reviving the request.
+def notify_read_done(engine: Engine, snapshot_id: str) -> ReadVerdict:
+    """The source receives a reader's notification for ``snapshot_id``. It rides on the read, so the
+    read is already over: the source cannot refuse it, only say what it was worth.
 
-    Allowed for an active lease whether or not it has expired; LeaseError (nothing changed) for an
-    unknown, committed or already released one. LeaseError too when a request with the held
-    request's id is live on ``engine`` again (one id, two copies): nothing changes, not even the
-    epoch, and the lease stays active, still holding its blocks (release it once that id is gone, or
-    commit it to drop the held copy).
+    - The lease is ACTIVE (its blocks were held for the whole read, even if its deadline has passed
+      and it was not reaped yet): free the blocks, the lease is COMMITTED, answer IN_TIME.
+    - The lease EXPIRED (its blocks were freed, maybe reused, maybe during the read): it becomes LATE,
+      answer EXPIRED. This first late reader now owns the request (nobody else read it in time).
+    - Anything else (a lease this notification's lease already settled: COMMITTED or LATE; an id this
+      engine never leased): answer NOT_YOURS, change nothing else.
+    Every notification that does not find an active lease adds one to
+    ``engine.leases.late_notifications`` (vLLM counts them and logs "Potentially invalid KV blocks";
+    answering the reader is the LAB's addition). Never raises.
     """
-    raise NotImplementedError("lab-01 task 5: re-admit the held request running on its own blocks, one epoch on; lease released")
+    raise NotImplementedError("lab-01 task 5: judge the read by the lease's state (not the clock): held means in time")
 
 
-def release_expired(engine: Engine) -> list[str]:
-    """Release (as ``release_held``) every active lease whose deadline has passed
-    (``engine.clock() >= deadline``) and return their snapshot ids, in the order they are released:
-    the order they expired (earliest deadline first), leases with equal deadlines in the order they
-    were opened. That order is the order the requests rejoin ``running``, which decides who is
-    preempted first later (the newest in ``running``). Unexpired leases are left alone. An expired
-    lease that ``release_held`` refuses (its request id is live on this engine again) is skipped: it
-    stays active, is not returned, and the leases after it are still released.
-    Example: a lease opened at 100 s for 30 s and one opened at 105 s for 10 s, released at 130 s,
-    come back second-opened first (deadline 115 before 130)."""
-    raise NotImplementedError("lab-01 task 5: release every active lease past its deadline, in the order they expired")
+def start_pull(engine: Engine, params: PullParams) -> None:
+    """The reader takes in a pulled request before its K/V arrives: its blocks are claimed now and held
+    while the read is in flight (vLLM's WAITING_FOR_REMOTE_KVS; ``engine.await_remote_kv``).
 
-
-def pull(src: Engine, dst: Engine, snapshot_id: str) -> RequestSnapshot:
-    """The decode side completes a pull-mode handoff: read the held request from ``src``, import it
-    into ``dst``, then commit on ``src``; return the snapshot read.
-
-    Each lease is consumed once: a second pull of the same snapshot id (into any engine) is refused
-    with LeaseError, so one export can never fork into two running copies. If the read is refused,
-    nothing changes. If the import fails, ``dst`` is as it was, the lease stays active (``src`` still
-    holds the request: retry, release it, or let it expire) and the import's error is re-raised.
+    - Refused with SnapshotError, touching nothing: whatever ``validate_snapshot`` refuses of
+      ``params.snapshot`` (except its K/V, which is not here yet); a source whose ``kv_layout``
+      differs from this engine's (a block is read as raw bytes: another layout would arrive
+      scrambled); a source block size this engine's block size is not a multiple of (vLLM reads each
+      remote block into a slice of one local block, ``TransferTopology.block_size_ratio``); and
+      ``remote_block_ids`` that are not exactly the blocks of the K/V's positions.
+    - Claims the same blocks ``import_request`` would, in one all-or-nothing allocation
+      (OutOfBlocksError propagates, nothing claimed). The request is live here at
+      ``params.snapshot.epoch + 1``, holding those blocks, not scheduled.
+    - A failure after the claim gives the blocks back and re-raises: the engine is as it was.
     """
-    raise NotImplementedError("lab-01 task 5: read, import, and only then commit")
+    raise NotImplementedError("lab-01 task 5: validate (no K/V yet), check layout and block-size ratio, claim the blocks, wait for the read")
+
+
+def finish_pull(
+    dst: Engine,
+    src: Engine,
+    params: PullParams,
+    clock_offset: float = 0.0,
+    margin_s: float = 5.0,
+    policy: str = "fail",
+) -> str:
+    """The reader's read of a request ``start_pull`` admitted, and everything after it; returns
+    ``"imported"``, ``"recomputed"`` or ``"failed"``.
+
+    ``clock_offset`` is the reader's estimate of ``src.clock() - dst.clock()`` (from the handshake,
+    ``estimate_clock_offset``; stale if a clock drifts). ``params.expires_at`` is the deadline the
+    reader knows (the export's, or a later one a heartbeat acknowledged).
+    1. The LAB's hardening (vLLM applies it only to the bidirectional turn-2 readback,
+       ``_is_turn2_read_expired``): the read is declined when, on the reader's best guess of the
+       source's clock, it would start within ``margin_s`` of the deadline:
+       ``dst.clock() + clock_offset + margin_s >= params.expires_at``.
+    2. Otherwise the read: the source's blocks ``params.remote_block_ids`` read in place, as raw bytes
+       (``src.kv_cache.read_raw``: whatever those blocks hold now; the source cannot refuse), written
+       into the request's blocks here (``dst.kv_cache.write_raw``) so every position lands at its
+       logical place.
+    3. The notification, always (read, declined, or failed): ``notify_read_done(src,
+       params.snapshot.snapshot_id)``, after the read. Its verdict decides:
+       - IN_TIME and the read went through: the request runs here (``admit_running``), its K/V
+         computed for ``num_computed_tokens`` positions: "imported".
+       - EXPIRED, or the read was declined or raised (reading, writing or admitting): a LOAD FAILURE,
+         handled by ``policy`` (vLLM's ``kv_load_failure_policy``): "recompute": the request waits
+         here holding no blocks, to recompute its K/V from its tokens: "recomputed"; "fail": it is
+         dropped, its blocks freed, ``dst.failed[request_id]`` says why: "failed".
+       - NOT_YOURS: another reader owns the request: dropped and recorded in ``dst.failed``
+         whatever the policy (recomputing would run it twice): "failed".
+    A read that may have raced expiry is never imported, and whatever happens no block this pull
+    claimed is left held by nobody.
+    ValueError, changing nothing, for a policy other than "fail" or "recompute", or when
+    ``params``'s request is not waiting for remote K/V on ``dst``.
+    """
+    raise NotImplementedError("lab-01 task 5: maybe decline, read the raw blocks in place, notify, then let the verdict decide")
 
 
 # ------------------------------------------------------------------ task 6: a prefix-aware import

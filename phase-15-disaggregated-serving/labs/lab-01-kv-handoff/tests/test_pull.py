@@ -14,7 +14,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from minivllm import (
@@ -56,13 +56,16 @@ def clocked_engine(clock, block_size: int = 4, num_blocks: int | None = None, la
     return Engine(MODEL, num_blocks or 160 // block_size + 8, block_size, clock=clock, kv_layout=layout)
 
 
-def held_case(impl, lease_s: float = 30.0, block_size: int = 4, layout: str = "NHD", params=SAMPLED):
-    """A source on a clock at 100 s, with a neighbour, and one request exported under a lease."""
+def held_case(
+    impl, lease_s: float = 30.0, block_size: int = 4, layout: str = "NHD", params=SAMPLED, steps: int = 3
+):
+    """A source on a clock at 100 s, with a neighbour, and one request exported under a lease (a 13-token
+    prompt after ``steps`` steps: 12 + steps computed positions)."""
     clock = ManualClock(100.0)
     src = clocked_engine(clock, block_size, layout=layout)
     fragment(src)
     neighbour = src.add_request(make_prompt(6, salt=8), NEIGHBOUR_PARAMS[1])
-    rid, prompt = start(src, 13, params, 3)
+    rid, prompt = start(src, 13, params, steps)
     request = src.requests[rid]
     before = {
         "table": list(request.block_table),
@@ -289,9 +292,9 @@ def test_a_notification_after_expiry_is_late_and_counted(impl):
 
 # ---------------------------------------------------------------- the reader: claim, read, notify, decide
 @task5
-@pytest.mark.parametrize("dst_block_size", [4, 8])
-def test_start_pull_holds_the_blocks_while_the_read_is_in_flight(impl, dst_block_size):
-    src, clock, rid, prompt, neighbour, pulled, before = held_case(impl)
+@pytest.mark.parametrize("dst_block_size, steps", [(4, 3), (8, 3), (4, 4), (8, 4)])
+def test_start_pull_holds_the_blocks_while_the_read_is_in_flight(impl, dst_block_size, steps):
+    src, clock, rid, prompt, neighbour, pulled, before = held_case(impl, steps=steps)
     dst = clocked_engine(clock, dst_block_size)
     dst.add_request(make_prompt(5, salt=9), NEIGHBOUR_PARAMS[2])
     dst.step()
@@ -687,12 +690,19 @@ def _refusal(dst: Engine, pulled: PullParams):
 
 @task5
 # Derandomized: the same examples every run, so a grade never depends on the draw; no example database
-# shared with mutant runs. Every refusal the property meets is predicted by its own oracle first.
-@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+# shared with mutant runs; no shrinking (a failing example is reported as drawn, its draws labelled:
+# shrinking one of these takes minutes). Every refusal the property meets is predicted by its own oracle.
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
 @given(data=st.data())
 def test_random_clocks_and_interleavings_keep_every_promise(impl, data):
-    """Engines with their own clocks (offsets, drift), random exports, pulls, heartbeats, expiry and
-    steps: never a request live on two engines, never a block both free and held, never a late read
+    """Engines with their own clocks (offsets, drift: a reader's offset estimate goes stale), random
+    exports, pulls, heartbeats, expiry and steps: never a request live on two engines, never a block both free and held, never a late read
     imported, every request finished once as never-moved (or failed, under policy 'fail')."""
     base = ManualClock(0.0)
     sizes = data.draw(st.permutations([2, 4, 8]), label="block sizes")
@@ -701,7 +711,7 @@ def test_random_clocks_and_interleavings_keep_every_promise(impl, data):
         clock = SkewedClock(
             base,
             offset=data.draw(st.sampled_from([-500.0, 0.0, 37.5]), label=f"offset {i}"),
-            rate=data.draw(st.sampled_from([0.5, 1.0, 1.25]), label=f"rate {i}"),
+            rate=data.draw(st.sampled_from([0.5, 1.0, 2.0]), label=f"rate {i}"),
         )
         blocks = data.draw(st.sampled_from([16 // bs + 3, 160 // bs]), label=f"blocks {i}")
         engines.append(clocked_engine(clock, bs, num_blocks=blocks))
@@ -712,9 +722,11 @@ def test_random_clocks_and_interleavings_keep_every_promise(impl, data):
     transit: dict[str, tuple[PullParams, int, list]] = {}  # exported, not started: (params, source, K/V)
     flight: dict[str, tuple[PullParams, int, list, int, float]] = {}  # started: + (reader, offset)
 
-    def finish(sid: str, policy: str, margin: float) -> None:
+    def finish(sid: str, policy: str, margin: float, error: float = 0.0) -> None:
         pulled, s, kv, d, offset = flight.pop(sid)
+        offset += error  # the handshake's estimate can be wrong too (an asymmetric round trip)
         rid = pulled.snapshot.request_id
+        reaped = engines[s].leases.get(sid).state == LeaseState.EXPIRED  # freed before the read began
         outcome = impl.finish_pull(
             engines[d], engines[s], pulled, clock_offset=offset, margin_s=margin, policy=policy
         )
@@ -723,7 +735,7 @@ def test_random_clocks_and_interleavings_keep_every_promise(impl, data):
             f"the reader must notify the source, lease {state}"
         )
         if outcome == "imported":
-            assert state == LeaseState.COMMITTED, "a read whose lease had expired was imported"
+            assert not reaped and state == LeaseState.COMMITTED, "a read whose lease had expired was imported"
             assert_holds_the_kv(engines[d], rid, kv, "an imported read")
         else:
             assert outcome == {"recompute": "recomputed", "fail": "failed"}[policy], (
@@ -733,7 +745,7 @@ def test_random_clocks_and_interleavings_keep_every_promise(impl, data):
     for engine in engines:
         engine.step()
     ops = ["step", "step", "export", "export", "start", "start", "start", "heartbeat", "finish", "finish"]
-    ops += ["advance", "advance", "reap", "add"]
+    ops += ["advance", "advance", "add"]
     for _ in range(data.draw(st.integers(10, 30), label="operations")):
         op = data.draw(st.sampled_from(ops), label="op")
         i = data.draw(st.integers(0, 2), label="engine")
@@ -776,22 +788,22 @@ def test_random_clocks_and_interleavings_keep_every_promise(impl, data):
                 sid,
                 data.draw(st.sampled_from(["recompute", "fail"]), label="policy"),
                 data.draw(st.sampled_from([0.0, 5.0]), label="margin"),
+                data.draw(st.sampled_from([0.0, 0.0, -50.0, 50.0]), label="offset error"),
             )
-        elif op == "advance":
-            base.advance(data.draw(st.sampled_from([1.0, 4.0, 12.0]), label="seconds"))
-        elif op == "reap":
-            impl.reap_expired(engines[i])
+        elif op == "advance":  # time passes; every source reaps what expired (vLLM: on every step)
+            base.advance(data.draw(st.sampled_from([2.0, 8.0, 40.0]), label="seconds"))
+            for engine in engines:
+                impl.reap_expired(engine)
         live = [rid for e in engines for rid in e.requests]
         assert len(live) == len(set(live)), f"a request is live on two engines: {sorted(live)}"
         for engine in engines:
             check_pool(engine)
     for sid in sorted(flight):
         finish(sid, "recompute", 0.0)
-    for engine in engines:
-        engine.run_until_done()
-    base.advance(100.0)  # every lease still held runs out; the handoffs left are read late, into the
+    base.advance(100.0)  # every lease still held runs out: the handoffs left are read late, into the
     for engine in engines:  # blocks-of-8 engine (8 is a multiple of every source's block size)
         impl.reap_expired(engine)
+        engine.run_until_done()
     for sid, (pulled, s, kv) in sorted(transit.items()):
         dst = next(e for e in engines if e.block_size == 8)
         impl.start_pull(dst, pulled)

@@ -206,7 +206,7 @@ def readmit_by_recompute(engine: Engine, snapshot: RequestSnapshot) -> None:
     differs (recomputed K/V only reproduce the output on the same model), or the generator state does
     not fit the request's ``rng`` (as in ``validate_snapshot``); the engine is then unchanged.
     """
-    raise NotImplementedError("lab-01 task 4: re-queue prompt + generated tokens with the generator state, no KV")
+    raise NotImplementedError("lab-01 task 4: validate all but the K/V it discards; re-queue prompt + generated tokens with the generator state")
 
 
 @dataclass(frozen=True)

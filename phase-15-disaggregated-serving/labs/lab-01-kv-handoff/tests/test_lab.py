@@ -555,6 +555,62 @@ def test_request_that_can_never_fit_is_refused_before_allocating(impl, dst_block
     assert_unchanged(before, engine_state(dst), "refusing a request that can never fit")
 
 
+@task2
+@pytest.mark.parametrize("max_tokens, fits", [(16, True), (17, False)])
+def test_the_never_fits_boundary_both_ways(impl, max_tokens, fits):
+    """A 9-token prompt with max_tokens=16 peaks at 24 positions (the last sampled token never has K/V):
+    6 blocks of 4 exactly, so a 6-block engine can run it to the end; with max_tokens=17 it peaks at 25
+    positions, 7 blocks, and validation (not the engine's admission) must refuse it."""
+    src = make_engine(4)
+    rid, prompt = start(src, 9, SamplingParams(max_tokens=max_tokens), 2)
+    snap = impl.export_request(src, rid)
+    dst = make_engine(4, num_blocks=6)
+    before = engine_state(dst)
+    if fits:
+        impl.validate_snapshot(dst, snap)
+        impl.import_request(dst, snap)
+        assert dst.run_until_done()[rid] == reference_output(prompt, SamplingParams(max_tokens=16)), (
+            "a request that peaks at exactly the engine's 6 blocks runs to the end there"
+        )
+        return
+    for name, call in (
+        ("validate_snapshot", impl.validate_snapshot),
+        ("import_request", impl.import_request),
+    ):
+        try:
+            call(dst, snap)
+        except SnapshotError:
+            pass
+        except NotImplementedError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the message names what was raised instead
+            pytest.fail(
+                f"{name}: a request peaking at 25 positions (7 blocks) in a 6-block engine must be refused by "
+                f"validation with SnapshotError, got {exc!r} (from the engine's own admission check?)"
+            )
+        else:
+            pytest.fail(f"{name} accepted a request that peaks at 7 blocks into a 6-block engine")
+        assert_unchanged(before, engine_state(dst), f"{name} refusing a request that can never fit")
+
+
+@task2
+def test_a_model_in_another_dtype_moves_too(impl):
+    """Nothing in the contract is float32: a float64 model's snapshot imports into a float64 engine."""
+    model = TinyDecoder(ModelConfig(dtype=torch.float64))
+    src, dst = make_engine(4, model=model), make_engine(8, model=model)
+    rid, prompt = start(src, 10, SAMPLED, 2)
+    snap = impl.export_request(src, rid)
+    assert snap.kv.dtype == torch.float64, "task 1: the snapshot's K/V keeps the model's dtype"
+    impl.import_request(dst, snap)
+    alone = make_engine(16, model=model)
+    ref = alone.add_request(prompt, SAMPLED)
+    assert dst.run_until_done()[rid] == alone.run_until_done()[ref], "moved: as never-moved"
+    with pytest.raises(SnapshotError):
+        impl.validate_snapshot(
+            dst, dataclasses.replace(snap, kv=snap.kv.float())
+        )  # float32 K/V, float64 engine
+
+
 FAILED_IMPORTS = {
     "no_room": OutOfBlocksError,
     "admission_refused": AdmissionRefused,
@@ -935,20 +991,101 @@ def test_readmit_queues_without_kv_and_pays_the_prefill_again(impl):
 
 
 @task4
-@pytest.mark.parametrize("case", ["duplicate_id", "other_model"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "duplicate_id",
+        "other_model",
+        "stale",
+        "token_outside_vocab",
+        "finished",
+        "never_fits",
+        "bad_generator_state",
+    ],
+)
 def test_readmit_rejects_what_cannot_continue(impl, case):
+    """Recompute discards the K/V, so the K/V is no reason to refuse; everything else that validation
+    refuses still is (SnapshotError, the engine unchanged), a stale snapshot included."""
     src = make_engine(4)
-    rid, _ = start(src, 6, GREEDY, 2)
+    rid, _ = start(src, 6, SAMPLED, 2)
     snap = impl.export_request(src, rid)
+    dst = make_engine(4)
     if case == "duplicate_id":
-        dst = make_engine(4)
         impl.readmit_by_recompute(dst, snap)
-    else:
+    elif case == "other_model":
         dst = make_engine(4, model=TinyDecoder(ModelConfig(seed=3)))
+    elif case == "stale":  # the request came here, moved on, and came back: the old snapshot is stale
+        impl.import_request(dst, snap)
+        dst.step()
+        back = make_engine(4)
+        impl.import_request(back, impl.export_request(dst, rid))
+        back.step()
+        impl.import_request(dst, impl.export_request(back, rid))
+        dst.run_until_done()
+    else:
+        snap = _tamper(snap, case, position=2)
     before = engine_state(dst)
-    with pytest.raises(SnapshotError):
+    try:
         impl.readmit_by_recompute(dst, snap)
+    except SnapshotError:
+        pass
+    except NotImplementedError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the message names what was raised instead
+        pytest.fail(f"readmit_by_recompute refusing a {case} snapshot must raise SnapshotError, got {exc!r}")
+    else:
+        pytest.fail(f"readmit_by_recompute accepted a {case} snapshot")
     assert_unchanged(before, engine_state(dst), f"a rejected readmission ({case})")
+
+
+@task4
+def test_readmit_ignores_the_kv_it_discards(impl):
+    src, dst = make_engine(4), make_engine(8)
+    rid, prompt = start(src, 9, SAMPLED, 2)
+    snap = impl.export_request(src, rid)
+    kv = snap.kv.clone()
+    kv[3] = float("nan")
+    impl.readmit_by_recompute(dst, dataclasses.replace(snap, kv=kv[:5]))  # poisoned and truncated: unread
+    assert dst.run_until_done()[rid] == reference_output(prompt, SAMPLED)
+
+
+@task4
+def test_two_readmitted_requests_keep_their_own_random_streams(impl):
+    """Each readmitted request continues ITS stream: two of them in one engine share no generator."""
+    src, dst = make_engine(4), make_engine(4)
+    first, first_prompt = start(src, 9, SAMPLED, 0)
+    other_params = SamplingParams(temperature=1.0, max_tokens=6, seed=99)
+    second, second_prompt = start(src, 7, other_params, 0, salt=3)
+    step(src, 2)
+    snaps = [impl.export_request(src, rid) for rid in (first, second)]
+    for snap in snaps:
+        impl.readmit_by_recompute(dst, snap)
+    out = dst.run_until_done()
+    assert (out[first], out[second]) == (
+        reference_output(first_prompt, SAMPLED),
+        reference_output(second_prompt, other_params),
+    ), "two readmitted requests must each finish as never-moved (a shared generator mixes their draws)"
+
+
+@task4
+def test_a_readmitted_request_is_one_move_further(impl):
+    src, dst = make_engine(4), make_engine(4)
+    rid, prompt = start(src, 9, SAMPLED, 2)
+    snap = impl.export_request(src, rid)
+    impl.readmit_by_recompute(dst, snap)
+    got = (dst.requests[rid].epoch, dst.epochs[rid])
+    assert got == (snap.epoch + 1, snap.epoch + 1), (
+        f"(epoch, engine's record) must be snapshot + 1, got {got}"
+    )
+    dst.step()
+    later = impl.export_request(dst, rid)
+    assert later.epoch == snap.epoch + 1, "its next move leaves from that epoch"
+    impl.import_request(src, later)
+    state = engine_state(dst)
+    with pytest.raises(SnapshotError):
+        impl.readmit_by_recompute(dst, snap)  # the first snapshot again, on an engine that saw it move on
+    assert_unchanged(state, engine_state(dst), "refusing a stale readmission")
+    assert src.run_until_done()[rid] == reference_output(prompt, SAMPLED)
 
 
 @task4

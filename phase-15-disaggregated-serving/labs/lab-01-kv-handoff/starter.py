@@ -101,19 +101,19 @@ def export_request(engine: Engine, request_id: str) -> RequestSnapshot:
     """Capture the RUNNING request ``request_id`` as a RequestSnapshot, then take it out of ``engine``
     and free its blocks.
 
-    The snapshot holds: the request id; a fresh ``snapshot_id`` (``new_snapshot_id``) and the request's
-    ``epoch``; prompt and output tokens (as tuples); ``num_computed_tokens``;
-    the sampling params; ``generator.get_state()``, or None when the request has no generator
-    (``rng="counter"``: nothing of its random stream needs to travel, see task 8); ``kv`` = the K/V of positions
-    0..num_computed_tokens-1 in LOGICAL order, shape [num_computed_tokens, num_layers, 2, num_kv_heads,
-    head_dim] (``kv[p]`` is position p), memory of its own (not a view of the cache: the blocks are
-    about to be reused);
-    and ``geometry_fingerprint(engine.config)``. No physical block ids: they mean nothing elsewhere.
+    The snapshot is everything another engine needs to continue the request (``RequestSnapshot``'s
+    fields): its id, a fresh ``snapshot_id`` (``new_snapshot_id``) and its ``epoch``; its prompt and
+    output tokens (tuples); ``num_computed_tokens``; its sampling params; its random stream's state
+    (``generator.get_state()``, or None for a request with no generator: ``rng="counter"``, task 8);
+    ``geometry_fingerprint(engine.config)``; and ``kv``, the K/V of every position that has K/V, in
+    LOGICAL order: shape [positions, num_layers, 2, num_kv_heads, head_dim], ``kv[p]`` = position p. No
+    physical block ids: they mean nothing elsewhere.
+    The snapshot must stay exactly as it is however the engine reuses the blocks afterwards.
 
     Afterwards the request is gone from the engine and every block it held is back on the free list
     (the anti-leak invariant: usage returns to what it was before the request was admitted).
     Raises KeyError for an unknown id and ValueError for a request that is not running (a waiting
-    request has no KV to ship).
+    request has no KV to ship); the engine is then unchanged.
     """
     raise NotImplementedError("lab-01 task 1: snapshot tokens, generator state and logical-order K/V; then detach and free")
 
@@ -128,17 +128,19 @@ def validate_snapshot(engine: Engine, snapshot: RequestSnapshot) -> None:
     snapshot was taken, so importing it would fork or rewind it); another geometry (``geometry_fingerprint(engine.config)``);
     token counts a running request cannot have (at least one prompt and one output token, and
     ``num_computed_tokens == tokens - 1``); a request that already has ``max_tokens`` output tokens; a
-    token id outside ``[0, vocab_size)``; a request whose longest K/V (prompt + max_tokens - 1 positions)
-    needs more blocks than the engine has in total; a generator state that does not fit the request's
+    token id outside ``[0, vocab_size)``; a request that could not run to its end here even alone (at
+    its longest, its K/V would need more blocks than the engine has in all); a generator state that
+    does not fit the request's
     ``rng``: a stateful request needs one a ``torch.Generator`` accepts (None is refused: restarting from
     the seed would replay draws already made), a counter request must carry None (it has no generator);
     ``kv`` not a tensor shaped [num_computed_tokens, num_layers, 2, num_kv_heads, head_dim], of another
-    dtype, or holding NaN or infinity (one poisoned position corrupts every later token).
+    dtype than the engine's model, or holding NaN or infinity (one poisoned position corrupts every
+    later token).
 
     Free blocks are NOT checked: "no room right now" is import's OutOfBlocksError, not a bad snapshot.
     Reads only: the engine and the snapshot are unchanged whatever the outcome.
-    Example: a request with a 9-token prompt and max_tokens=16 peaks at 24 positions = 6 blocks of 4,
-    so it is refused by a 5-block engine even if it has only 10 tokens of K/V today.
+    Sanity anchor: a request with a 9-token prompt and max_tokens=16 is refused by a 5-block engine of
+    4-token blocks even if it has only 10 tokens of K/V today.
     """
     raise NotImplementedError("lab-01 task 2: refuse anything the engine could not run to completion; touch nothing")
 
@@ -148,11 +150,11 @@ def import_request(engine: Engine, snapshot: RequestSnapshot) -> None:
 
     Contract:
     - Only what ``validate_snapshot`` accepts is imported; anything else raises its SnapshotError.
-    - The request costs the blocks for its K/V PLUS room for the token it decodes next, i.e.
-      ceil((num_computed_tokens + 1) / engine.block_size) blocks, claimed in one all-or-nothing
-      allocation; when they are not free, the engine's OutOfBlocksError propagates. (Without that
-      headroom, a K/V that fills its last block exactly leaves the request, newest in ``running``,
-      to preempt ITSELF on its first step and throw the shipped K/V away.)
+    - The request costs exactly the blocks it needs to hold its K/V AND to decode its next token
+      without allocating (the lab's rule: without that headroom, a K/V that fills its last block
+      exactly leaves the request, newest in ``running``, to preempt ITSELF on its first step and throw
+      the shipped K/V away), claimed in one all-or-nothing allocation; when they are not free, the
+      engine's OutOfBlocksError propagates.
     - The imported request is one move further than the snapshot: ``epoch = snapshot.epoch + 1``.
     - Position p of the request's K/V ends up at logical position p in the destination's own blocks
       (its block size may differ from the source's); its random stream continues exactly where the
@@ -162,9 +164,8 @@ def import_request(engine: Engine, snapshot: RequestSnapshot) -> None:
       re-raises that error and leaves the destination as it was: the same set of free blocks (their
       order, and what free blocks contain, may differ), the same live requests in the same queues, and
       the same K/V in every block a live request holds. The snapshot is never modified.
-    Example: 10 computed tokens into an engine with 4-token blocks take ceil(11 / 4) = 3 blocks; 12
-    take ceil(13 / 4) = 4 (the 4th is headroom). Either way the next ``step()`` pushes exactly 1 token
-    of that request through the model.
+    Sanity anchor: after an import the next ``step()`` pushes exactly 1 token of that request through
+    the model, and allocates nothing for it.
     """
     raise NotImplementedError("lab-01 task 2: validate, allocate all-or-nothing, write K/V by logical position, admit running; undo on failure")
 
@@ -180,15 +181,13 @@ def migrate(
     ``transport`` stands for the wire: it is handed the exported snapshot and returns what arrives
     at ``dst`` (None: the snapshot arrives as sent). A wire can fail (raise) or deliver something
     ``dst`` refuses. Whatever fails after the export (the wire, validation, allocation, admission),
-    the request must end up back on ``src`` unchanged (same tokens, progress, generator state and K/V
-    contents; block ids may differ), ``dst`` as it was, and the original error re-raised. Nothing is
-    lost, nothing leaks, nothing runs twice.
-    (The rollback re-imports on ``src``, so ``src`` needs room for it again, headroom included: the
-    copy-out model's weak spot, which the pull model of task 5 does not have.)
-    The epoch after a rollback: the rollback is an import like any other, so the request is back on
-    ``src`` one epoch past the snapshot that failed to land (``snapshot.epoch + 1``, on the request and
-    in ``src.epochs``). That snapshot is then stale on ``src``: delivered there late or twice, even after
-    the request has finished, it is refused instead of running the request again.
+    the request must end up back on ``src`` running, unchanged (same tokens, progress, generator state
+    and K/V contents as when it left, whatever the wire delivered; block ids may differ), ``dst`` as it
+    was, and the original error re-raised. Nothing is lost, nothing leaks, nothing runs twice.
+    After a rollback the request is one epoch past the snapshot that failed to land
+    (``snapshot.epoch + 1``, on the request and in ``src.epochs``), so that snapshot, delivered to
+    ``src`` late or twice, even after the request has finished, is refused instead of running the
+    request again; the request's own next move goes through.
     Example: ``migrate(a, b, rid, transport=lambda s: send_over_tcp(s))`` raising ConnectionError
     leaves ``rid`` running on ``a`` and re-raises the ConnectionError.
     """
@@ -197,14 +196,13 @@ def migrate(
 
 def readmit_by_recompute(engine: Engine, snapshot: RequestSnapshot) -> None:
     """The other recovery strategy: discard ``snapshot.kv`` and queue the request on ``engine`` as
-    WAITING with its prompt AND output tokens and its generator state (a counter-sampled request has
-    none: its seed is enough), so the engine's next step
-    recomputes the K/V of every token (the prefill is paid again) and then samples the next token
-    exactly as if the request had never moved. Allocates nothing itself.
+    WAITING with its prompt AND output tokens and its random stream where it left off, so the engine's
+    next step recomputes the K/V of every token (the prefill is paid again) and then samples the next
+    token exactly as if the request had never moved. Allocates nothing itself. The request is one move
+    further (``snapshot.epoch + 1``), as after an import.
 
-    Raises SnapshotError if the request id is already live on ``engine``, the geometry fingerprint
-    differs (recomputed K/V only reproduce the output on the same model), or the generator state does
-    not fit the request's ``rng`` (as in ``validate_snapshot``); the engine is then unchanged.
+    Refuses with SnapshotError, the engine unchanged, whatever ``validate_snapshot`` would refuse
+    except the K/V itself: it is never read, so what it holds (its shape, NaN) is no reason to refuse.
     """
     raise NotImplementedError("lab-01 task 4: validate all but the K/V it discards; re-queue prompt + generated tokens with the generator state")
 
@@ -224,13 +222,14 @@ def recovery_cost(
 ) -> RecoveryCost:
     """What continuing ``snapshot`` elsewhere costs under each strategy, for a model ``config``.
 
-    - ship: the K/V of ``num_computed_tokens`` positions: tokens x layers x 2 (K and V) x kv_heads x
-      head_dim x bytes per element of ``config.dtype``; ``ship_s = ship_bytes * 8 / (link_gbps * 1e9)``.
-    - recompute: the same ``num_computed_tokens`` positions through the model. FLOPs, counting 2 per
-      multiply-add: per token and layer, the weight matmuls 2 x hidden x (heads + 2 x kv_heads) x head_dim
-      (QKV) + 2 x heads x head_dim x hidden (output) + 2 x 3 x hidden x intermediate (gate, up, down);
-      plus attention for the token at position p: 4 x heads x head_dim x (p + 1) (QK^T and AV).
-      Embedding, norms, RoPE and the LM head are left out (the LM head runs once either way).
+    - ship: the bytes of the K/V of the ``num_computed_tokens`` positions, as the model's cache holds
+      them (``config``: layers, K and V, KV heads, head dim, ``config.dtype``); ``ship_s`` is that many
+      bytes over a link of ``link_gbps`` gigabits (10**9 bits) per second.
+    - recompute: the same ``num_computed_tokens`` positions through the model (``minivllm/model.py``).
+      FLOPs count 2 per multiply-add of every matmul a token runs through in each layer: the q/k/v
+      projection, the output projection, the SwiGLU MLP, and attention (scores and the weighted sum of
+      values over the p + 1 positions the token at position p attends to). Embedding, norms, RoPE,
+      softmax and the LM head are left out (the LM head runs once either way).
       ``recompute_s = recompute_flops / flops_per_s``.
     ``cheaper`` is "ship" when ``ship_s <= recompute_s`` (a tie ships: it redoes no work), else
     "recompute". Raises ValueError for a link or compute rate that is not a positive number (0,
@@ -385,7 +384,7 @@ def import_prefix_aware(engine: Engine, snapshot: RequestSnapshot) -> PrefixImpo
       None) reuses nothing.
     - Hit blocks are shared, not copied: ``engine.block_pool.touch`` adds a reference (a
       free-but-cached hit leaves the free list), and they head the request's block table. The
-      request still costs ceil((num_computed_tokens + 1) / block_size) blocks in all; the ones not
+      request still costs the same blocks in all as with ``import_request``; the ones not
       hit are allocated fresh, and only positions after the hit are written into them. The snapshot's
       K/V at hit positions is never read (a real pull does not even fetch it) nor validated: it may
       hold anything, NaN included, and that is no reason to refuse (everything else
@@ -411,32 +410,30 @@ def import_prefix_aware(engine: Engine, snapshot: RequestSnapshot) -> PrefixImpo
 
 # ------------------------------------------------------------------ task 7: a partly failed transfer
 def import_with_load_errors(engine: Engine, snapshot: RequestSnapshot, failed_blocks: set[int]) -> int:
-    """Import ``snapshot`` when the transport reports that some blocks arrived corrupt: keep the valid
-    PREFIX of the K/V, recompute the rest; return how many positions will be recomputed.
+    """Import ``snapshot`` when the transport reports that some blocks arrived corrupt: keep every
+    position of the K/V that is good AND usable, recompute the rest; return how many positions will be
+    recomputed.
 
     ``failed_blocks`` are block indices in ``engine.block_size`` units (block i = positions
     i*block_size .. (i+1)*block_size - 1 of the snapshot's K/V), as a transport's per-block checksum
-    would report them. The K/V from the first failed block on may hold anything, NaN included, in a
-    failed block or in a later one the report calls valid: all of it is dropped, never read nor
-    validated, so it is no reason to refuse (everything else ``validate_snapshot`` checks still is,
-    NaN in the kept prefix included).
+    would report them. The engine's computed K/V is a PREFIX (``num_computed_tokens``: the positions
+    from there on are computed by its next step), so decide which positions can be kept. What is not
+    kept may hold anything, NaN included, in a failed block or in one the report calls valid: it is
+    never read nor validated, so it is no reason to refuse (everything else ``validate_snapshot``
+    checks still is, NaN in what is kept included).
+    - Something is kept: the request is imported RUNNING with exactly that much K/V written and
+      computed; it claims the same blocks as ``import_request`` and is admitted through
+      ``engine.admit_running``; its next step pushes the positions not kept plus the usual decoded one
+      through the model.
+    - Nothing can be kept: the request is readmitted by recompute (task 4); it waits holding no blocks,
+      so there is no OutOfBlocksError then, however full the pool is.
     - Nothing failed: exactly ``import_request``; returns 0.
-    - First failed block k > 0: the request is imported RUNNING with positions 0..k*block_size-1 kept
-      (written from the snapshot) and ``num_computed_tokens = k * block_size``: every block after the
-      first failed one is recomputed too, valid or not, since the engine's computed count is a prefix.
-      It claims the same ceil((num_computed_tokens + 1) / block_size) blocks as ``import_request`` and
-      is admitted through ``engine.admit_running``; its next step pushes the num_computed_tokens -
-      k*block_size dropped positions plus the usual decoded one through the model. Returns
-      num_computed_tokens - k*block_size.
-    - k == 0: nothing is kept: the request is readmitted by recompute (task 4); returns
-      num_computed_tokens. It waits holding no blocks, so there is no OutOfBlocksError then, however
-      full the pool is.
     - The request's epoch is snapshot.epoch + 1 and its random stream continues (as ``import_request``).
     Refused, the engine unchanged: ValueError for a block index outside [0, ceil(num_computed_tokens /
-    block_size)); SnapshotError for what validation refuses; OutOfBlocksError (k > 0 only) when the
-    blocks are not free. A failure after allocation gives the blocks back and re-raises.
-    Example: 4-token blocks, 14 computed tokens, failed {1, 3}: keep positions 0..3, recompute 10;
-    the next step runs 11 tokens of this request.
+    block_size)); SnapshotError for what validation refuses (on every path); OutOfBlocksError (when
+    something is kept) when the blocks are not free. A failure after allocation gives the blocks back
+    and re-raises. The snapshot is never modified.
+    Sanity anchor: a report that names every block recomputes every position.
     """
     raise NotImplementedError("lab-01 task 7: truncate at the FIRST failed block; write the prefix, admit with fewer computed tokens")
 
@@ -460,17 +457,15 @@ def partial_recovery_cost(
     link_gbps: float,
     flops_per_s: float,
 ) -> PartialRecoveryCost:
-    """What ``import_with_load_errors`` costs: ship the kept prefix, recompute the rest.
+    """What ``import_with_load_errors`` costs: ship what it keeps, recompute the rest.
 
-    Priced with task 4's model (``recovery_cost``): the kept prefix (positions before the first failed
-    block, in ``block_size`` blocks) is shipped K/V; the positions from there to num_computed_tokens -
-    1 are recomputed, and recomputing position p costs what it does in ``recovery_cost`` (its
-    attention reads p + 1 positions), so the suffix costs the whole recompute minus the prefix's.
-    Failed or dropped blocks are not counted as shipped: their bytes are of no use. No failed block:
-    all shipped, nothing recomputed; block 0 failed: nothing shipped, all recomputed.
+    Priced with task 4's model (``recovery_cost``): the positions ``import_with_load_errors`` keeps (in
+    ``block_size`` blocks) are shipped K/V; the other computed positions are recomputed, each costing
+    what it costs in ``recovery_cost`` (recomputing position p still attends over all p + 1
+    positions, the kept ones included). Bytes that crossed the wire but are not kept count for
+    nothing. No failed block: all shipped, nothing recomputed.
     Raises ValueError for a block index outside [0, ceil(num_computed_tokens / block_size)), a
     block size below 1, or rates ``recovery_cost`` refuses.
-    Example: 14 computed positions in 4-token blocks, failed {2}: kept 8, recompute positions 8..13.
     """
     raise NotImplementedError("lab-01 task 7: the kept prefix priced as shipped, the suffix as recompute (task 4's model, twice)")
 
@@ -478,21 +473,20 @@ def partial_recovery_cost(
 # ------------------------------------------------------------------ task 8: randomness with no state to carry
 def counter_sample(logits: torch.Tensor, request: Request) -> int:
     """The counter-based draw for a request with ``SamplingParams(rng="counter")`` and temperature > 0;
-    an engine uses it as ``Engine(..., counter_sampler=counter_sample)``. Returns one token id.
+    an engine uses it as ``Engine(..., counter_sampler=counter_sample)`` (see ``Engine.step`` for when
+    it calls you, and with which logits). Returns one token id.
 
-    ``logits`` are the next-token logits of the request's LAST token (the engine calls this after the
-    forward pass, before it appends the sampled token). The draw is Gumbel-max: the argmax of the
-    shaped logits (``apply_temperature_top_k(logits, temperature, top_k)``, the same distribution the
-    stateful sampler draws from) plus ``gumbel_noise(seed, position, vocab_size)``, keyed on
-    - ``seed``: ``request.sampling_params.seed``, and nothing that names the request here (each engine
-      has its own name for a request: vLLM's prefill and decode give it different internal ids);
-    - ``position``: the 0-based index, in the whole sequence (prompt included), of the token whose
-      logits these are: the last token, ``num_tokens - 1``; the sampled token will sit at
-      ``position + 1``. This is vLLM's V2 runner's choice (``pos`` = the positions of the logits rows).
-    The key is a function of what every engine knows about the request (its seed and its tokens), so
-    the same request draws the same token on any engine, after any move, preemption or recompute:
-    there is no generator, and nothing but the seed has to travel.
-    Example: a 9-token prompt with 2 output tokens draws its 3rd output token (it will be at index 11)
-    with the noise of position 10.
+    The draw is Gumbel-max: the argmax of the shaped logits (``apply_temperature_top_k(logits,
+    temperature, top_k)``, the same distribution the stateful sampler draws from) plus
+    ``gumbel_noise(seed, position, vocab_size)``, keyed on
+    - ``seed``: the request's ``sampling_params.seed``, all of it, and nothing that names the request
+      here (each engine has its own name for a request: vLLM's prefill and decode give it different
+      internal ids);
+    - ``position``: the 0-based place, in the whole sequence (prompt included), of the token these
+      logits were computed for (vLLM's V2 runner keys on ``positions[logits_indices]``).
+    The key must be a function of what every engine knows about the request (its seed and its
+    tokens), so the same request draws the same token on any engine, after any move, preemption or
+    recompute: there is no generator, and nothing but the seed has to travel. ``request`` is not
+    changed.
     """
     raise NotImplementedError("lab-01 task 8: Gumbel-max over the shaped logits, noise keyed on the seed and the sequence position")

@@ -303,8 +303,8 @@ def test_start_pull_holds_the_blocks_while_the_read_is_in_flight(impl, dst_block
     n = pulled.snapshot.num_computed_tokens
     want = math.ceil((n + 1) / dst_block_size)
     assert dst.block_pool.num_used - used == want, (
-        f"start_pull claims the blocks import_request would, ceil(({n} + 1) / {dst_block_size}) = {want}; "
-        f"claimed {dst.block_pool.num_used - used}"
+        f"start_pull claims the blocks import_request would ({n} positions of K/V and room for the next "
+        f"token in blocks of {dst_block_size}: {want}); claimed {dst.block_pool.num_used - used}"
     )
     request = dst.requests.get(rid)
     assert request is not None and request.status == RequestStatus.WAITING_FOR_REMOTE_KVS, (

@@ -161,6 +161,26 @@ def test_snapshot_is_the_transferable_identity(impl, prompt_len, steps):
 
 
 @task1
+def test_the_snapshot_names_this_handoff_and_its_epoch(impl):
+    """A snapshot carries the request's epoch as it leaves (an export does not move it on: the import
+    does) and a fresh snapshot id, new for every export, even of the same request."""
+    a, b = make_engine(4), make_engine(8)
+    rid, _ = start(a, 9, SAMPLED, 2)
+    first = impl.export_request(a, rid)
+    assert first.epoch == 0 and first.snapshot_id, (
+        f"a request that never moved leaves at epoch 0, got {first.epoch}"
+    )
+    impl.import_request(b, first)  # one move: epoch 1 on b
+    b.step()
+    second = impl.export_request(b, rid)
+    assert second.epoch == 1, f"after one move the request leaves at epoch 1, got {second.epoch}"
+    assert second.snapshot_id != first.snapshot_id and second.snapshot_id != rid, (
+        f"every export gets a fresh snapshot id (new_snapshot_id): {first.snapshot_id!r}, {second.snapshot_id!r}"
+    )
+    assert second.kv.dtype == CONFIG.dtype, "the K/V keeps the model's dtype"
+
+
+@task1
 def test_two_snapshots_do_not_share_memory(impl):
     src = make_engine(4)
     first, _ = start(src, 11, SAMPLED, 2)
@@ -890,16 +910,21 @@ def test_migrate_ships_through_the_transport_and_returns_the_snapshot(impl):
     want_state = (src.requests[rid].all_token_ids, src.requests[rid].generator.get_state())
     carried = []
 
-    def recording_wire(snapshot):  # a wire that delivers a faithful copy
-        carried.append(snapshot.request_id)
+    def recording_wire(snapshot):  # a wire that delivers a faithful copy (under its own label)
+        carried.append((snapshot.request_id, snapshot.snapshot_id))
         return dataclasses.replace(
-            snapshot, kv=snapshot.kv.clone(), generator_state=snapshot.generator_state.clone()
+            snapshot,
+            kv=snapshot.kv.clone(),
+            generator_state=snapshot.generator_state.clone(),
+            snapshot_id="relabelled-by-the-wire",
         )
 
     snap = impl.migrate(src, dst, rid, transport=recording_wire)
-    assert carried == [rid], f"migrate must hand the snapshot to the transport exactly once, it did {carried}"
-    assert isinstance(snap, RequestSnapshot) and snap.request_id == rid, (
-        f"migrate must return the snapshot it exported, got {snap!r}"
+    assert [r for r, _ in carried] == [rid], (
+        f"migrate must hand the snapshot to the transport once, it did {carried}"
+    )
+    assert isinstance(snap, RequestSnapshot) and (snap.request_id, snap.snapshot_id) == carried[0], (
+        f"migrate must return the snapshot it exported (not what the wire delivered), got {snap!r}"
     )
     assert list(snap.prompt_token_ids + snap.output_token_ids) == want_state[0], "returned snapshot: tokens"
     assert torch.equal(snap.generator_state, want_state[1]), "returned snapshot: generator state"

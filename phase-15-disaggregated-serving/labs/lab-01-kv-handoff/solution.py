@@ -761,7 +761,7 @@ def import_with_load_errors(engine: Engine, snapshot: RequestSnapshot, failed_bl
     and re-raises. The snapshot is never modified.
     Sanity anchor: a report that names every block recomputes every position.
     """
-    # BEGIN SOLUTION lab-01 task 7: truncate at the FIRST failed block; write the prefix, admit with fewer computed tokens
+    # BEGIN SOLUTION lab-01 task 7: keep what can be kept, admit with that much computed, recompute the rest
     n, block_size = snapshot.num_computed_tokens, engine.block_size
     bad = sorted(b for b in failed_blocks if not (isinstance(b, int) and 0 <= b < -(-n // block_size)))
     if bad:
@@ -829,7 +829,7 @@ def partial_recovery_cost(
     Raises ValueError for a block index outside [0, ceil(num_computed_tokens / block_size)), a
     block size below 1, or rates ``recovery_cost`` refuses.
     """
-    # BEGIN SOLUTION lab-01 task 7: the kept prefix priced as shipped, the suffix as recompute (task 4's model, twice)
+    # BEGIN SOLUTION lab-01 task 7: price what is kept as shipped and the rest as recomputed, with task 4's model
     n = snapshot.num_computed_tokens
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")

@@ -435,7 +435,7 @@ def import_with_load_errors(engine: Engine, snapshot: RequestSnapshot, failed_bl
     and re-raises. The snapshot is never modified.
     Sanity anchor: a report that names every block recomputes every position.
     """
-    raise NotImplementedError("lab-01 task 7: truncate at the FIRST failed block; write the prefix, admit with fewer computed tokens")
+    raise NotImplementedError("lab-01 task 7: keep what can be kept, admit with that much computed, recompute the rest")
 
 
 @dataclass(frozen=True)
@@ -467,7 +467,7 @@ def partial_recovery_cost(
     Raises ValueError for a block index outside [0, ceil(num_computed_tokens / block_size)), a
     block size below 1, or rates ``recovery_cost`` refuses.
     """
-    raise NotImplementedError("lab-01 task 7: the kept prefix priced as shipped, the suffix as recompute (task 4's model, twice)")
+    raise NotImplementedError("lab-01 task 7: price what is kept as shipped and the rest as recomputed, with task 4's model")
 
 
 # ------------------------------------------------------------------ task 8: randomness with no state to carry

@@ -181,6 +181,18 @@ def test_the_snapshot_names_this_handoff_and_its_epoch(impl):
 
 
 @task1
+def test_a_request_without_a_generator_ships_no_generator_state(impl):
+    """A counter-sampled request has no generator (greedy here, so no task-8 draw is needed): its
+    snapshot carries generator_state=None, not a state made up from its seed."""
+    src = make_engine(4)
+    counter = dataclasses.replace(GREEDY, rng="counter")
+    rid, _ = start(src, 9, counter, 2)
+    assert src.requests[rid].generator is None, "setup: an rng='counter' request has no generator"
+    snap = impl.export_request(src, rid)
+    assert snap.generator_state is None, f"no generator, no state to ship: got {type(snap.generator_state)}"
+
+
+@task1
 def test_two_snapshots_do_not_share_memory(impl):
     src = make_engine(4)
     first, _ = start(src, 11, SAMPLED, 2)
@@ -611,6 +623,40 @@ def test_the_never_fits_boundary_both_ways(impl, max_tokens, fits):
         else:
             pytest.fail(f"{name} accepted a request that peaks at 7 blocks into a 6-block engine")
         assert_unchanged(before, engine_state(dst), f"{name} refusing a request that can never fit")
+
+
+@task2
+@pytest.mark.parametrize("case", ["stateful_without_state", "counter_with_a_state"])
+def test_a_generator_state_that_does_not_fit_the_sampler_is_refused(impl, case):
+    """A stateful request without its generator's state would restart from the seed and replay draws it
+    already made; a counter request has no generator to give a state to."""
+    src = make_engine(4)
+    params = SAMPLED if case == "stateful_without_state" else dataclasses.replace(GREEDY, rng="counter")
+    rid, _ = start(src, 9, params, 2)
+    snap = impl.export_request(src, rid)
+    state = None if case == "stateful_without_state" else torch.Generator().manual_seed(7).get_state()
+    bad = dataclasses.replace(snap, generator_state=state)
+    dst = make_engine(4)
+    before = engine_state(dst)
+    for name, call in (
+        ("validate_snapshot", impl.validate_snapshot),
+        ("import_request", impl.import_request),
+    ):
+        with pytest.raises(SnapshotError):
+            call(dst, bad)
+        assert_unchanged(before, engine_state(dst), f"{name} refusing a {case} snapshot")
+
+
+@task2
+def test_a_snapshot_of_a_request_without_a_generator_needs_no_state(impl):
+    src, dst = make_engine(4), make_engine(8)
+    counter = dataclasses.replace(GREEDY, rng="counter")  # no generator; greedy, so no task-8 draw
+    rid, prompt = start(src, 9, counter, 2)
+    snap = dataclasses.replace(impl.export_request(src, rid), generator_state=None)
+    impl.validate_snapshot(dst, snap)
+    impl.import_request(dst, snap)
+    assert dst.requests[rid].generator is None, "an imported counter request still has no generator"
+    assert dst.run_until_done()[rid] == reference_output(prompt, counter), "moved: as never-moved"
 
 
 @task2

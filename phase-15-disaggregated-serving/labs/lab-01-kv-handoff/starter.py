@@ -10,9 +10,12 @@ Eight tasks (grade one with `pytest -m lab01_task2`):
 3. migrate               export, ship, import; on any failure, put the request back on the source.
 4. readmit_by_recompute  the other recovery strategy (discard the KV, recompute from tokens), and
    recovery_cost         what each strategy costs, so you can tell when each one wins.
-5. export_held, read_held, commit_held, release_held, release_expired, pull
-                         the two-phase (pull-mode) handoff: the source holds the blocks under a lease
-                         until the reader commits; abort or expiry gives the request back.
+5. export_held, heartbeat, reap_expired, notify_read_done   (the source)
+   start_pull, finish_pull                                   (the reader)
+                         the pull handoff as vLLM's NIXL connector does it: the request finishes on
+                         the source, whose blocks stay held under a lease that heartbeats extend and
+                         expiry ends (freeing them); the reader reads them in place, one-sided, and a
+                         read that may have raced expiry is a load failure, never an import.
 6. import_prefix_aware   the destination reuses the prefix its cache holds; only the rest is shipped.
 7. import_with_load_errors, partial_recovery_cost
                          a transfer that lost some blocks: keep the valid prefix, recompute the rest.
@@ -31,7 +34,10 @@ The engine (minivllm) is given. What you need from it:
 - ``geometry_fingerprint(engine.config)``, ``RequestSnapshot`` and ``new_snapshot_id`` (minivllm/snapshot.py).
 - ``request.epoch`` / ``engine.epochs[rid]``: how many times a request has moved, and the latest epoch
   it has been live at on this engine (the engine records it on admission).
-- ``engine.clock()`` and ``engine.leases`` (minivllm/lease.py): for task 5.
+- For task 5: ``engine.clock()`` (each engine's own), ``engine.leases`` (minivllm/lease.py: ``open``,
+  ``get``, ``active()``, ``late_notifications``), ``LeaseState`` / ``ReadVerdict``, ``PullParams``
+  (minivllm/snapshot.py), ``engine.await_remote_kv(request)``, ``engine.kv_layout``,
+  ``engine.kv_cache.read_raw(ids)`` / ``write_raw(id, data, slot_offset)``, ``engine.failed``.
 - For task 6, an engine built with ``enable_prefix_caching=True``: ``engine.prefix_cache`` (``lookup``,
   ``insert``, ``get``; minivllm/prefix_cache.py with ``full_block_hashes`` / ``hash_block_tokens``) and
   the pool's reference counts (``block_pool.touch(ids)``, ``num_evictable(ids)``, ``ref_count(id)``).
@@ -43,6 +49,7 @@ The engine (minivllm) is given. What you need from it:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,10 +57,11 @@ import torch
 
 from minivllm import (
     Engine,
-    LeaseError,
     LeaseState,
     ModelConfig,
     OutOfBlocksError,
+    PullParams,
+    ReadVerdict,
     Request,
     RequestSnapshot,
     RequestStatus,
@@ -65,27 +73,26 @@ from minivllm import (
 from minivllm.sampler import apply_temperature_top_k, gumbel_noise
 
 __all__ = [
-    "LeaseError",
     "OutOfBlocksError",
     "PartialRecoveryCost",
     "PrefixImport",
     "RecoveryCost",
     "SnapshotError",
-    "commit_held",
     "counter_sample",
     "export_held",
     "export_request",
+    "finish_pull",
+    "heartbeat",
     "import_prefix_aware",
     "import_request",
     "import_with_load_errors",
     "migrate",
+    "notify_read_done",
     "partial_recovery_cost",
-    "pull",
-    "read_held",
     "readmit_by_recompute",
+    "reap_expired",
     "recovery_cost",
-    "release_expired",
-    "release_held",
+    "start_pull",
     "validate_snapshot",
 ]
 
@@ -94,19 +101,19 @@ def export_request(engine: Engine, request_id: str) -> RequestSnapshot:
     """Capture the RUNNING request ``request_id`` as a RequestSnapshot, then take it out of ``engine``
     and free its blocks.
 
-    The snapshot holds: the request id; a fresh ``snapshot_id`` (``new_snapshot_id``) and the request's
-    ``epoch``; prompt and output tokens (as tuples); ``num_computed_tokens``;
-    the sampling params; ``generator.get_state()``, or None when the request has no generator
-    (``rng="counter"``: nothing of its random stream needs to travel, see task 8); ``kv`` = the K/V of positions
-    0..num_computed_tokens-1 in LOGICAL order, shape [num_computed_tokens, num_layers, 2, num_kv_heads,
-    head_dim] (``kv[p]`` is position p), memory of its own (not a view of the cache: the blocks are
-    about to be reused);
-    and ``geometry_fingerprint(engine.config)``. No physical block ids: they mean nothing elsewhere.
+    The snapshot is everything another engine needs to continue the request (``RequestSnapshot``'s
+    fields): its id, a fresh ``snapshot_id`` (``new_snapshot_id``) and its ``epoch``; its prompt and
+    output tokens (tuples); ``num_computed_tokens``; its sampling params; its random stream's state
+    (``generator.get_state()``, or None for a request with no generator: ``rng="counter"``, task 8);
+    ``geometry_fingerprint(engine.config)``; and ``kv``, the K/V of every position that has K/V, in
+    LOGICAL order: shape [positions, num_layers, 2, num_kv_heads, head_dim], ``kv[p]`` = position p. No
+    physical block ids: they mean nothing elsewhere.
+    The snapshot must stay exactly as it is however the engine reuses the blocks afterwards.
 
     Afterwards the request is gone from the engine and every block it held is back on the free list
     (the anti-leak invariant: usage returns to what it was before the request was admitted).
     Raises KeyError for an unknown id and ValueError for a request that is not running (a waiting
-    request has no KV to ship).
+    request has no KV to ship); the engine is then unchanged.
     """
     raise NotImplementedError("lab-01 task 1: snapshot tokens, generator state and logical-order K/V; then detach and free")
 
@@ -121,17 +128,19 @@ def validate_snapshot(engine: Engine, snapshot: RequestSnapshot) -> None:
     snapshot was taken, so importing it would fork or rewind it); another geometry (``geometry_fingerprint(engine.config)``);
     token counts a running request cannot have (at least one prompt and one output token, and
     ``num_computed_tokens == tokens - 1``); a request that already has ``max_tokens`` output tokens; a
-    token id outside ``[0, vocab_size)``; a request whose longest K/V (prompt + max_tokens - 1 positions)
-    needs more blocks than the engine has in total; a generator state that does not fit the request's
+    token id outside ``[0, vocab_size)``; a request that could not run to its end here even alone (at
+    its longest, its K/V would need more blocks than the engine has in all); a generator state that
+    does not fit the request's
     ``rng``: a stateful request needs one a ``torch.Generator`` accepts (None is refused: restarting from
     the seed would replay draws already made), a counter request must carry None (it has no generator);
     ``kv`` not a tensor shaped [num_computed_tokens, num_layers, 2, num_kv_heads, head_dim], of another
-    dtype, or holding NaN or infinity (one poisoned position corrupts every later token).
+    dtype than the engine's model, or holding NaN or infinity (one poisoned position corrupts every
+    later token).
 
     Free blocks are NOT checked: "no room right now" is import's OutOfBlocksError, not a bad snapshot.
     Reads only: the engine and the snapshot are unchanged whatever the outcome.
-    Example: a request with a 9-token prompt and max_tokens=16 peaks at 24 positions = 6 blocks of 4,
-    so it is refused by a 5-block engine even if it has only 10 tokens of K/V today.
+    Sanity anchor: a request with a 9-token prompt and max_tokens=16 is refused by a 5-block engine of
+    4-token blocks even if it has only 10 tokens of K/V today.
     """
     raise NotImplementedError("lab-01 task 2: refuse anything the engine could not run to completion; touch nothing")
 
@@ -141,11 +150,11 @@ def import_request(engine: Engine, snapshot: RequestSnapshot) -> None:
 
     Contract:
     - Only what ``validate_snapshot`` accepts is imported; anything else raises its SnapshotError.
-    - The request costs the blocks for its K/V PLUS room for the token it decodes next, i.e.
-      ceil((num_computed_tokens + 1) / engine.block_size) blocks, claimed in one all-or-nothing
-      allocation; when they are not free, the engine's OutOfBlocksError propagates. (Without that
-      headroom, a K/V that fills its last block exactly leaves the request, newest in ``running``,
-      to preempt ITSELF on its first step and throw the shipped K/V away.)
+    - The request costs exactly the blocks it needs to hold its K/V AND to decode its next token
+      without allocating (the lab's rule: without that headroom, a K/V that fills its last block
+      exactly leaves the request, newest in ``running``, to preempt ITSELF on its first step and throw
+      the shipped K/V away), claimed in one all-or-nothing allocation; when they are not free, the
+      engine's OutOfBlocksError propagates.
     - The imported request is one move further than the snapshot: ``epoch = snapshot.epoch + 1``.
     - Position p of the request's K/V ends up at logical position p in the destination's own blocks
       (its block size may differ from the source's); its random stream continues exactly where the
@@ -155,9 +164,8 @@ def import_request(engine: Engine, snapshot: RequestSnapshot) -> None:
       re-raises that error and leaves the destination as it was: the same set of free blocks (their
       order, and what free blocks contain, may differ), the same live requests in the same queues, and
       the same K/V in every block a live request holds. The snapshot is never modified.
-    Example: 10 computed tokens into an engine with 4-token blocks take ceil(11 / 4) = 3 blocks; 12
-    take ceil(13 / 4) = 4 (the 4th is headroom). Either way the next ``step()`` pushes exactly 1 token
-    of that request through the model.
+    Sanity anchor: after an import the next ``step()`` pushes exactly 1 token of that request through
+    the model, and allocates nothing for it.
     """
     raise NotImplementedError("lab-01 task 2: validate, allocate all-or-nothing, write K/V by logical position, admit running; undo on failure")
 
@@ -173,15 +181,13 @@ def migrate(
     ``transport`` stands for the wire: it is handed the exported snapshot and returns what arrives
     at ``dst`` (None: the snapshot arrives as sent). A wire can fail (raise) or deliver something
     ``dst`` refuses. Whatever fails after the export (the wire, validation, allocation, admission),
-    the request must end up back on ``src`` unchanged (same tokens, progress, generator state and K/V
-    contents; block ids may differ), ``dst`` as it was, and the original error re-raised. Nothing is
-    lost, nothing leaks, nothing runs twice.
-    (The rollback re-imports on ``src``, so ``src`` needs room for it again, headroom included: the
-    copy-out model's weak spot, which the pull model of task 5 does not have.)
-    The epoch after a rollback: the rollback is an import like any other, so the request is back on
-    ``src`` one epoch past the snapshot that failed to land (``snapshot.epoch + 1``, on the request and
-    in ``src.epochs``). That snapshot is then stale on ``src``: delivered there late or twice, even after
-    the request has finished, it is refused instead of running the request again.
+    the request must end up back on ``src`` running, unchanged (same tokens, progress, generator state
+    and K/V contents as when it left, whatever the wire delivered; block ids may differ), ``dst`` as it
+    was, and the original error re-raised. Nothing is lost, nothing leaks, nothing runs twice.
+    After a rollback the request is one epoch past the snapshot that failed to land
+    (``snapshot.epoch + 1``, on the request and in ``src.epochs``), so that snapshot, delivered to
+    ``src`` late or twice, even after the request has finished, is refused instead of running the
+    request again; the request's own next move goes through.
     Example: ``migrate(a, b, rid, transport=lambda s: send_over_tcp(s))`` raising ConnectionError
     leaves ``rid`` running on ``a`` and re-raises the ConnectionError.
     """
@@ -190,16 +196,15 @@ def migrate(
 
 def readmit_by_recompute(engine: Engine, snapshot: RequestSnapshot) -> None:
     """The other recovery strategy: discard ``snapshot.kv`` and queue the request on ``engine`` as
-    WAITING with its prompt AND output tokens and its generator state (a counter-sampled request has
-    none: its seed is enough), so the engine's next step
-    recomputes the K/V of every token (the prefill is paid again) and then samples the next token
-    exactly as if the request had never moved. Allocates nothing itself.
+    WAITING with its prompt AND output tokens and its random stream where it left off, so the engine's
+    next step recomputes the K/V of every token (the prefill is paid again) and then samples the next
+    token exactly as if the request had never moved. Allocates nothing itself. The request is one move
+    further (``snapshot.epoch + 1``), as after an import.
 
-    Raises SnapshotError if the request id is already live on ``engine``, the geometry fingerprint
-    differs (recomputed K/V only reproduce the output on the same model), or the generator state does
-    not fit the request's ``rng`` (as in ``validate_snapshot``); the engine is then unchanged.
+    Refuses with SnapshotError, the engine unchanged, whatever ``validate_snapshot`` would refuse
+    except the K/V itself: it is never read, so what it holds (its shape, NaN) is no reason to refuse.
     """
-    raise NotImplementedError("lab-01 task 4: re-queue prompt + generated tokens with the generator state, no KV")
+    raise NotImplementedError("lab-01 task 4: validate all but the K/V it discards; re-queue prompt + generated tokens with the generator state")
 
 
 @dataclass(frozen=True)
@@ -217,13 +222,14 @@ def recovery_cost(
 ) -> RecoveryCost:
     """What continuing ``snapshot`` elsewhere costs under each strategy, for a model ``config``.
 
-    - ship: the K/V of ``num_computed_tokens`` positions: tokens x layers x 2 (K and V) x kv_heads x
-      head_dim x bytes per element of ``config.dtype``; ``ship_s = ship_bytes * 8 / (link_gbps * 1e9)``.
-    - recompute: the same ``num_computed_tokens`` positions through the model. FLOPs, counting 2 per
-      multiply-add: per token and layer, the weight matmuls 2 x hidden x (heads + 2 x kv_heads) x head_dim
-      (QKV) + 2 x heads x head_dim x hidden (output) + 2 x 3 x hidden x intermediate (gate, up, down);
-      plus attention for the token at position p: 4 x heads x head_dim x (p + 1) (QK^T and AV).
-      Embedding, norms, RoPE and the LM head are left out (the LM head runs once either way).
+    - ship: the bytes of the K/V of the ``num_computed_tokens`` positions, as the model's cache holds
+      them (``config``: layers, K and V, KV heads, head dim, ``config.dtype``); ``ship_s`` is that many
+      bytes over a link of ``link_gbps`` gigabits (10**9 bits) per second.
+    - recompute: the same ``num_computed_tokens`` positions through the model (``minivllm/model.py``).
+      FLOPs count 2 per multiply-add of every matmul a token runs through in each layer: the q/k/v
+      projection, the output projection, the SwiGLU MLP, and attention (scores and the weighted sum of
+      values over the p + 1 positions the token at position p attends to). Embedding, norms, RoPE,
+      softmax and the LM head are left out (the LM head runs once either way).
       ``recompute_s = recompute_flops / flops_per_s``.
     ``cheaper`` is "ship" when ``ship_s <= recompute_s`` (a tie ships: it redoes no work), else
     "recompute". Raises ValueError for a link or compute rate that is not a positive number (0,
@@ -232,85 +238,128 @@ def recovery_cost(
     raise NotImplementedError("lab-01 task 4: bytes to ship vs FLOPs to recompute, and which is faster")
 
 
-# ------------------------------------------------------------------ task 5: the two-phase (pull) handoff
-def export_held(engine: Engine, request_id: str, lease_s: float = 30.0) -> str:
-    """Phase one of a pull-mode handoff: take running request ``request_id`` out of ``engine``'s
-    queues but HOLD its blocks under a lease for a remote reader; return the lease's snapshot id.
+# ------------------------------------------------------------------ task 5: the pull handoff, as vLLM's NIXL connector does it
+# The source (prefill, vLLM's P) and the reader (decode, D) keep time by their own clocks. The source
+# finishes the request and holds its blocks under a lease; the reader allocates its own blocks, reads the
+# source's blocks IN PLACE (a one-sided read: the source cannot refuse it, and does not see it), and
+# notifies the source, which then frees them. Expiry frees them too: then nothing resumes anywhere.
+def export_held(engine: Engine, request_id: str, lease_s: float = 30.0) -> PullParams:
+    """The source's side of a pull-mode handoff: running request ``request_id`` FINISHES here (it leaves
+    ``engine`` for good: it will never run here again), while its blocks stay allocated under a lease
+    until the reader's notification or expiry; return the ``PullParams`` a reader needs.
 
-    The held blocks stay allocated (usage does not drop) and belong to nobody else until the lease
-    ends: ``commit_held`` (the reader has the K/V: free them), ``release_held`` (abort: the request
-    resumes here) or expiry, ``lease_s`` seconds of ``engine.clock`` from now (``release_expired``).
-    The snapshot id is new for every export, even of the same request. Open the lease with
-    ``engine.leases.open(snapshot_id, request, deadline)``.
+    - The lease (``engine.leases.open``) is named by a fresh ``new_snapshot_id`` and runs ``lease_s``
+      seconds of ``engine.clock``: ``deadline = clock() + lease_s``, the ``expires_at`` the reader gets.
+    - The held blocks count in usage and belong to nobody else until the lease ends.
+    - ``params.snapshot``: the request's identity as ``export_request`` captures it (its ``epoch``, its
+      generator state or None), but ``kv=None``: the K/V is read from the blocks, not shipped in the
+      params. ``remote_block_ids`` are the source's blocks holding positions 0..num_computed_tokens-1
+      in logical order (no more: a block that holds no K/V yet is not the reader's business);
+      ``remote_block_size`` and ``kv_layout`` are the source's.
     Raises KeyError for an unknown id, ValueError for a request that is not running or a ``lease_s``
-    that is not a positive number; the engine is then unchanged.
-    Example: with ``engine.clock`` at 100.0 and ``lease_s=30``, the lease expires at 130.0.
+    that is not a positive finite number of seconds (a lease that never ends would hold its blocks
+    forever); the engine is then unchanged.
     """
-    raise NotImplementedError("lab-01 task 5: detach the request, keep its blocks, open a lease with a deadline")
+    raise NotImplementedError("lab-01 task 5: finish the request here, keep its blocks under a lease, hand out where they are")
 
 
-def read_held(engine: Engine, snapshot_id: str) -> RequestSnapshot:
-    """The reader's side of phase one: the snapshot of a held request, K/V read from the held blocks.
+def heartbeat(engine: Engine, snapshot_ids: list[str]) -> dict[str, float]:
+    """The source receives a reader's heartbeat naming the handoffs it is still going to read (vLLM's
+    decode sends one every ``lease // 6`` while the request waits in its queue).
 
-    Same contents as ``export_request`` would give (tokens, progress, params, generator state or None, K/V in
-    logical order owning its memory, geometry), plus ``snapshot_id`` and the request's ``epoch``.
-    Refused with LeaseError, changing nothing, when the lease is unknown, committed, released, or
-    expired (``engine.clock() >= deadline``): past the deadline the blocks may be someone else's.
-    Reading does not end the lease (a reader may read again before it commits).
+    Every ACTIVE lease named (past its deadline or not: its blocks are still held until the source
+    reaps it) must then run until at least two thirds of its ``lease_s`` from now on ``engine.clock``;
+    a heartbeat never brings a deadline closer. Ids that are not active leases here (unknown,
+    committed, expired) are ignored: a heartbeat cannot bring back blocks that are already free.
+    Returns ``{snapshot_id: deadline}`` for the active leases named, their deadlines after the beat
+    (the lab's acknowledgement: vLLM's heartbeat is one-way), so the reader knows its new deadline.
+    Sanity anchor: a 30 s lease exported at 100 s and beaten at 115 s runs until 135 s.
     """
-    raise NotImplementedError("lab-01 task 5: refuse unless the lease is active and unexpired; gather the held K/V")
+    raise NotImplementedError("lab-01 task 5: push each active lease's deadline out to at least now + 2/3 of it; never pull it in")
 
 
-def commit_held(engine: Engine, snapshot_id: str) -> None:
-    """Phase two, success: the reader has the K/V. Free the held blocks and mark the lease committed.
-
-    Refused with LeaseError, changing nothing, for a lease that is unknown, already committed or
-    released, or expired (after the deadline the source may already have taken the request back).
+def reap_expired(engine: Engine) -> list[str]:
+    """The source ends every ACTIVE lease whose deadline has passed (``engine.clock() >= deadline``):
+    its blocks are freed and it becomes EXPIRED. Nothing resumes anywhere (the request finished here
+    when it was exported). Returns the snapshot ids reaped, in the order the leases were opened.
+    Unexpired leases are left alone.
     """
-    raise NotImplementedError("lab-01 task 5: only a live lease commits; free exactly its blocks")
+    raise NotImplementedError("lab-01 task 5: free the blocks of every active lease past its deadline; nothing comes back")
 
 
-def release_held(engine: Engine, snapshot_id: str) -> None:
-    """Phase two, failure (abort): the request resumes on ``engine`` as it was when it was exported,
-    RUNNING on its own held blocks, so its next step is a decode (nothing copied, nothing recomputed).
-    The lease is marked released; a later read or commit of it is refused.
-    The epoch after the release: one more than when it was exported (on the request and in
-    ``engine.epochs``), as after task 3's rollback: the handoff was given up, so a snapshot read
-    under this lease (it carries the old epoch) is stale here from now on, and a reader that comes
-    back with it late is refused instead of rewinding or reviving the request.
+def notify_read_done(engine: Engine, snapshot_id: str) -> ReadVerdict:
+    """The source receives a reader's notification for ``snapshot_id``. It rides on the read, so the
+    read is already over: the source cannot refuse it, only say what it was worth.
 
-    Allowed for an active lease whether or not it has expired; LeaseError (nothing changed) for an
-    unknown, committed or already released one. LeaseError too when a request with the held
-    request's id is live on ``engine`` again (one id, two copies): nothing changes, not even the
-    epoch, and the lease stays active, still holding its blocks (release it once that id is gone, or
-    commit it to drop the held copy).
+    - The lease is ACTIVE (its blocks were held for the whole read, even if its deadline has passed
+      and it was not reaped yet): free the blocks, the lease is COMMITTED, answer IN_TIME.
+    - The lease EXPIRED (its blocks were freed, maybe reused, maybe during the read): it becomes LATE,
+      answer EXPIRED. This first late reader now owns the request (nobody else read it in time).
+    - Anything else (a lease this notification's lease already settled: COMMITTED or LATE; an id this
+      engine never leased): answer NOT_YOURS, change nothing else.
+    Every notification that does not find an active lease adds one to
+    ``engine.leases.late_notifications`` (vLLM counts them and logs "Potentially invalid KV blocks";
+    answering the reader is the LAB's addition). Never raises.
     """
-    raise NotImplementedError("lab-01 task 5: re-admit the held request running on its own blocks, one epoch on; lease released")
+    raise NotImplementedError("lab-01 task 5: judge the read by the lease's state (not the clock): held means in time")
 
 
-def release_expired(engine: Engine) -> list[str]:
-    """Release (as ``release_held``) every active lease whose deadline has passed
-    (``engine.clock() >= deadline``) and return their snapshot ids, in the order they are released:
-    the order they expired (earliest deadline first), leases with equal deadlines in the order they
-    were opened. That order is the order the requests rejoin ``running``, which decides who is
-    preempted first later (the newest in ``running``). Unexpired leases are left alone. An expired
-    lease that ``release_held`` refuses (its request id is live on this engine again) is skipped: it
-    stays active, is not returned, and the leases after it are still released.
-    Example: a lease opened at 100 s for 30 s and one opened at 105 s for 10 s, released at 130 s,
-    come back second-opened first (deadline 115 before 130)."""
-    raise NotImplementedError("lab-01 task 5: release every active lease past its deadline, in the order they expired")
+def start_pull(engine: Engine, params: PullParams) -> None:
+    """The reader takes in a pulled request before its K/V arrives: its blocks are claimed now and held
+    while the read is in flight (vLLM's WAITING_FOR_REMOTE_KVS; ``engine.await_remote_kv``).
 
-
-def pull(src: Engine, dst: Engine, snapshot_id: str) -> RequestSnapshot:
-    """The decode side completes a pull-mode handoff: read the held request from ``src``, import it
-    into ``dst``, then commit on ``src``; return the snapshot read.
-
-    Each lease is consumed once: a second pull of the same snapshot id (into any engine) is refused
-    with LeaseError, so one export can never fork into two running copies. If the read is refused,
-    nothing changes. If the import fails, ``dst`` is as it was, the lease stays active (``src`` still
-    holds the request: retry, release it, or let it expire) and the import's error is re-raised.
+    - Refused with SnapshotError, touching nothing: whatever ``validate_snapshot`` refuses of
+      ``params.snapshot`` (except its K/V, which is not here yet); a source whose ``kv_layout``
+      differs from this engine's (a block is read as raw bytes: another layout would arrive
+      scrambled); a source block size this engine's block size is not a multiple of (vLLM reads each
+      remote block into a slice of one local block, ``TransferTopology.block_size_ratio``); and
+      ``remote_block_ids`` that are not exactly the blocks of the K/V's positions.
+    - Claims the same blocks ``import_request`` would, in one all-or-nothing allocation
+      (OutOfBlocksError propagates, nothing claimed). The request is live here at
+      ``params.snapshot.epoch + 1``, holding those blocks, not scheduled.
+    - A failure after the claim gives the blocks back and re-raises: the engine is as it was.
     """
-    raise NotImplementedError("lab-01 task 5: read, import, and only then commit")
+    raise NotImplementedError("lab-01 task 5: validate (no K/V yet), check layout and block-size ratio, claim the blocks, wait for the read")
+
+
+def finish_pull(
+    dst: Engine,
+    src: Engine,
+    params: PullParams,
+    clock_offset: float = 0.0,
+    margin_s: float = 5.0,
+    policy: str = "fail",
+) -> str:
+    """The reader's read of a request ``start_pull`` admitted, and everything after it; returns
+    ``"imported"``, ``"recomputed"`` or ``"failed"``.
+
+    ``clock_offset`` is the reader's estimate of ``src.clock() - dst.clock()`` (from the handshake,
+    ``estimate_clock_offset``; stale if a clock drifts). ``params.expires_at`` is the deadline the
+    reader knows (the export's, or a later one a heartbeat acknowledged).
+    1. The LAB's hardening (vLLM applies it only to the bidirectional turn-2 readback,
+       ``_is_turn2_read_expired``): the read is declined when, on the reader's best guess of the
+       source's clock, it would start within ``margin_s`` of the deadline:
+       ``dst.clock() + clock_offset + margin_s >= params.expires_at``.
+    2. Otherwise the read: the source's blocks ``params.remote_block_ids`` read in place, as raw bytes
+       (``src.kv_cache.read_raw``: whatever those blocks hold now; the source cannot refuse), written
+       into the request's blocks here (``dst.kv_cache.write_raw``) so every position lands at its
+       logical place.
+    3. The notification, always (read, declined, or failed): ``notify_read_done(src,
+       params.snapshot.snapshot_id)``, after the read. Its verdict decides:
+       - IN_TIME and the read went through: the request runs here (``admit_running``), its K/V
+         computed for ``num_computed_tokens`` positions: "imported".
+       - EXPIRED, or the read was declined or raised (reading, writing or admitting): a LOAD FAILURE,
+         handled by ``policy`` (vLLM's ``kv_load_failure_policy``): "recompute": the request waits
+         here holding no blocks, to recompute its K/V from its tokens: "recomputed"; "fail": it is
+         dropped, its blocks freed, ``dst.failed[request_id]`` says why: "failed".
+       - NOT_YOURS: another reader owns the request: dropped and recorded in ``dst.failed``
+         whatever the policy (recomputing would run it twice): "failed".
+    A read that may have raced expiry is never imported, and whatever happens no block this pull
+    claimed is left held by nobody.
+    ValueError, changing nothing, for a policy other than "fail" or "recompute", or when
+    ``params``'s request is not waiting for remote K/V on ``dst``.
+    """
+    raise NotImplementedError("lab-01 task 5: maybe decline, read the raw blocks in place, notify, then let the verdict decide")
 
 
 # ------------------------------------------------------------------ task 6: a prefix-aware import
@@ -335,7 +384,7 @@ def import_prefix_aware(engine: Engine, snapshot: RequestSnapshot) -> PrefixImpo
       None) reuses nothing.
     - Hit blocks are shared, not copied: ``engine.block_pool.touch`` adds a reference (a
       free-but-cached hit leaves the free list), and they head the request's block table. The
-      request still costs ceil((num_computed_tokens + 1) / block_size) blocks in all; the ones not
+      request still costs the same blocks in all as with ``import_request``; the ones not
       hit are allocated fresh, and only positions after the hit are written into them. The snapshot's
       K/V at hit positions is never read (a real pull does not even fetch it) nor validated: it may
       hold anything, NaN included, and that is no reason to refuse (everything else
@@ -361,34 +410,32 @@ def import_prefix_aware(engine: Engine, snapshot: RequestSnapshot) -> PrefixImpo
 
 # ------------------------------------------------------------------ task 7: a partly failed transfer
 def import_with_load_errors(engine: Engine, snapshot: RequestSnapshot, failed_blocks: set[int]) -> int:
-    """Import ``snapshot`` when the transport reports that some blocks arrived corrupt: keep the valid
-    PREFIX of the K/V, recompute the rest; return how many positions will be recomputed.
+    """Import ``snapshot`` when the transport reports that some blocks arrived corrupt: keep every
+    position of the K/V that is good AND usable, recompute the rest; return how many positions will be
+    recomputed.
 
     ``failed_blocks`` are block indices in ``engine.block_size`` units (block i = positions
     i*block_size .. (i+1)*block_size - 1 of the snapshot's K/V), as a transport's per-block checksum
-    would report them. The K/V from the first failed block on may hold anything, NaN included, in a
-    failed block or in a later one the report calls valid: all of it is dropped, never read nor
-    validated, so it is no reason to refuse (everything else ``validate_snapshot`` checks still is,
-    NaN in the kept prefix included).
+    would report them. The engine's computed K/V is a PREFIX (``num_computed_tokens``: the positions
+    from there on are computed by its next step), so decide which positions can be kept. What is not
+    kept may hold anything, NaN included, in a failed block or in one the report calls valid: it is
+    never read nor validated, so it is no reason to refuse (everything else ``validate_snapshot``
+    checks still is, NaN in what is kept included).
+    - Something is kept: the request is imported RUNNING with exactly that much K/V written and
+      computed; it claims the same blocks as ``import_request`` and is admitted through
+      ``engine.admit_running``; its next step pushes the positions not kept plus the usual decoded one
+      through the model.
+    - Nothing can be kept: the request is readmitted by recompute (task 4); it waits holding no blocks,
+      so there is no OutOfBlocksError then, however full the pool is.
     - Nothing failed: exactly ``import_request``; returns 0.
-    - First failed block k > 0: the request is imported RUNNING with positions 0..k*block_size-1 kept
-      (written from the snapshot) and ``num_computed_tokens = k * block_size``: every block after the
-      first failed one is recomputed too, valid or not, since the engine's computed count is a prefix.
-      It claims the same ceil((num_computed_tokens + 1) / block_size) blocks as ``import_request`` and
-      is admitted through ``engine.admit_running``; its next step pushes the num_computed_tokens -
-      k*block_size dropped positions plus the usual decoded one through the model. Returns
-      num_computed_tokens - k*block_size.
-    - k == 0: nothing is kept: the request is readmitted by recompute (task 4); returns
-      num_computed_tokens. It waits holding no blocks, so there is no OutOfBlocksError then, however
-      full the pool is.
     - The request's epoch is snapshot.epoch + 1 and its random stream continues (as ``import_request``).
     Refused, the engine unchanged: ValueError for a block index outside [0, ceil(num_computed_tokens /
-    block_size)); SnapshotError for what validation refuses; OutOfBlocksError (k > 0 only) when the
-    blocks are not free. A failure after allocation gives the blocks back and re-raises.
-    Example: 4-token blocks, 14 computed tokens, failed {1, 3}: keep positions 0..3, recompute 10;
-    the next step runs 11 tokens of this request.
+    block_size)); SnapshotError for what validation refuses (on every path); OutOfBlocksError (when
+    something is kept) when the blocks are not free. A failure after allocation gives the blocks back
+    and re-raises. The snapshot is never modified.
+    Sanity anchor: a report that names every block recomputes every position.
     """
-    raise NotImplementedError("lab-01 task 7: truncate at the FIRST failed block; write the prefix, admit with fewer computed tokens")
+    raise NotImplementedError("lab-01 task 7: keep what can be kept, admit with that much computed, recompute the rest")
 
 
 @dataclass(frozen=True)
@@ -410,39 +457,36 @@ def partial_recovery_cost(
     link_gbps: float,
     flops_per_s: float,
 ) -> PartialRecoveryCost:
-    """What ``import_with_load_errors`` costs: ship the kept prefix, recompute the rest.
+    """What ``import_with_load_errors`` costs: ship what it keeps, recompute the rest.
 
-    Priced with task 4's model (``recovery_cost``): the kept prefix (positions before the first failed
-    block, in ``block_size`` blocks) is shipped K/V; the positions from there to num_computed_tokens -
-    1 are recomputed, and recomputing position p costs what it does in ``recovery_cost`` (its
-    attention reads p + 1 positions), so the suffix costs the whole recompute minus the prefix's.
-    Failed or dropped blocks are not counted as shipped: their bytes are of no use. No failed block:
-    all shipped, nothing recomputed; block 0 failed: nothing shipped, all recomputed.
+    Priced with task 4's model (``recovery_cost``): the positions ``import_with_load_errors`` keeps (in
+    ``block_size`` blocks) are shipped K/V; the other computed positions are recomputed, each costing
+    what it costs in ``recovery_cost`` (recomputing position p still attends over all p + 1
+    positions, the kept ones included). Bytes that crossed the wire but are not kept count for
+    nothing. No failed block: all shipped, nothing recomputed.
     Raises ValueError for a block index outside [0, ceil(num_computed_tokens / block_size)), a
     block size below 1, or rates ``recovery_cost`` refuses.
-    Example: 14 computed positions in 4-token blocks, failed {2}: kept 8, recompute positions 8..13.
     """
-    raise NotImplementedError("lab-01 task 7: the kept prefix priced as shipped, the suffix as recompute (task 4's model, twice)")
+    raise NotImplementedError("lab-01 task 7: price what is kept as shipped and the rest as recomputed, with task 4's model")
 
 
 # ------------------------------------------------------------------ task 8: randomness with no state to carry
 def counter_sample(logits: torch.Tensor, request: Request) -> int:
     """The counter-based draw for a request with ``SamplingParams(rng="counter")`` and temperature > 0;
-    an engine uses it as ``Engine(..., counter_sampler=counter_sample)``. Returns one token id.
+    an engine uses it as ``Engine(..., counter_sampler=counter_sample)`` (see ``Engine.step`` for when
+    it calls you, and with which logits). Returns one token id.
 
-    ``logits`` are the next-token logits of the request's LAST token (the engine calls this after the
-    forward pass, before it appends the sampled token). The draw is Gumbel-max: the argmax of the
-    shaped logits (``apply_temperature_top_k(logits, temperature, top_k)``, the same distribution the
-    stateful sampler draws from) plus ``gumbel_noise(seed, position, vocab_size)``, keyed on
-    - ``seed``: ``request.sampling_params.seed``, and nothing that names the request here (each engine
-      has its own name for a request: vLLM's prefill and decode give it different internal ids);
-    - ``position``: the 0-based index, in the whole sequence (prompt included), of the token whose
-      logits these are: the last token, ``num_tokens - 1``; the sampled token will sit at
-      ``position + 1``. This is vLLM's V2 runner's choice (``pos`` = the positions of the logits rows).
-    The key is a function of what every engine knows about the request (its seed and its tokens), so
-    the same request draws the same token on any engine, after any move, preemption or recompute:
-    there is no generator, and nothing but the seed has to travel.
-    Example: a 9-token prompt with 2 output tokens draws its 3rd output token (it will be at index 11)
-    with the noise of position 10.
+    The draw is Gumbel-max: the argmax of the shaped logits (``apply_temperature_top_k(logits,
+    temperature, top_k)``, the same distribution the stateful sampler draws from) plus
+    ``gumbel_noise(seed, position, vocab_size)``, keyed on
+    - ``seed``: the request's ``sampling_params.seed``, all of it, and nothing that names the request
+      here (each engine has its own name for a request: vLLM's prefill and decode give it different
+      internal ids);
+    - ``position``: the 0-based place, in the whole sequence (prompt included), of the token these
+      logits were computed for (vLLM's V2 runner keys on ``positions[logits_indices]``).
+    The key must be a function of what every engine knows about the request (its seed and its
+    tokens), so the same request draws the same token on any engine, after any move, preemption or
+    recompute: there is no generator, and nothing but the seed has to travel. ``request`` is not
+    changed.
     """
     raise NotImplementedError("lab-01 task 8: Gumbel-max over the shaped logits, noise keyed on the seed and the sequence position")

@@ -6,14 +6,15 @@ just an index into the worker's KVCache. Allocation is all-or-nothing, so a requ
 what it asked for. Each block has a reference count: 1 for a block one request holds, more when
 requests share a cached prefix (``touch``); a block is free when its count is 0.
 
-Prefix caching (``enable_caching=True``, off by default) adds a ``PrefixCache`` and vLLM 0.32.0's free
-order (``BlockPool.free_blocks``, ``get_new_blocks``, ``touch``; ``SingleTypeKVCacheManager.free``):
-- ``free`` releases a request's blocks tail first; a block whose count drops to 0 and that has a hash
-  KEEPS it and goes to the back of the free list ("free but cached": reused last); one without a hash
-  goes to the front (reused first);
+The free order is vLLM 0.32.0's (``v1/core/block_pool.py``: ``BlockPool.free_blocks``,
+``get_new_blocks``, ``touch``; ``v1/core/single_type_kv_cache_manager.py``: ``SingleTypeKVCacheManager.free``):
+- ``free`` releases a request's blocks tail first. A block whose count drops to 0 and that has no hash
+  (every block when prefix caching is off, the default) goes to the FRONT of the free list: the very
+  next allocation reuses it (vLLM: "LIFO reuse of non-cached blocks"). One that has a hash KEEPS it
+  and goes to the BACK ("free but cached": reused last, in LRU order);
 - ``allocate`` takes blocks from the front and evicts the hash of any cached block it hands out;
-- ``touch`` (a prefix hit) adds a reference, taking a free-but-cached block off the free list.
-Without caching, freed blocks simply go to the back in the order given.
+- ``touch`` (a prefix hit, ``enable_caching=True``) adds a reference, taking a free-but-cached block
+  off the free list.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class BlockPool:
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
         self.num_blocks = num_blocks
-        # Freed blocks go to the back, allocations come from the front: after some traffic the free
-        # list is shuffled, so a request's blocks are rarely contiguous or in order (as in vLLM).
+        # A fresh pool hands out 0, 1, 2, ...; after some traffic the free list is shuffled, so a
+        # request's blocks are rarely contiguous or in order (as in vLLM).
         self.free_block_ids: deque[int] = deque(range(num_blocks))
         self.ref_counts = [0] * num_blocks  # how many requests (or leases) hold each block
         self.prefix_cache = PrefixCache() if enable_caching else None
@@ -100,15 +101,11 @@ class BlockPool:
         if bad or len(set(ids)) != len(ids):
             used = [b for b in range(self.num_blocks) if self.ref_counts[b]]
             raise ValueError(f"double free or unknown block ids {bad or ids} (in use: {used})")
-        if self.prefix_cache is None:
-            for b in ids:
-                self.ref_counts[b] -= 1
-            self.free_block_ids.extend(b for b in ids if self.ref_counts[b] == 0)
-            return
         front, back = [], []
         for b in reversed(ids):  # the tail first: the deepest prefix is evicted before its parents
             self.ref_counts[b] -= 1
             if self.ref_counts[b] == 0:
-                (front if self.prefix_cache.hash_of(b) is None else back).append(b)
-        self.free_block_ids.extendleft(reversed(front))
+                cached = self.prefix_cache is not None and self.prefix_cache.hash_of(b) is not None
+                (back if cached else front).append(b)
+        self.free_block_ids.extendleft(reversed(front))  # front = [tail, ..., head]: the tail is reused first
         self.free_block_ids.extend(back)

@@ -10,10 +10,13 @@ simply computes every token it has not computed yet):
 2. waiting requests are admitted, oldest first, while the pool has blocks for all their tokens;
 3. every scheduled request runs its uncomputed tokens through the model and samples one token.
 
-A KV handoff needs three more doors, given here so the lab can be about the handoff itself:
+A KV handoff needs four more doors, given here so the lab can be about the handoff itself:
 ``detach_request`` (take a live request out, its blocks stay allocated to the caller),
-``admit_running`` (take in a request whose K/V the caller already wrote) and ``enqueue_waiting``
-(take in a request that must be recomputed).
+``admit_running`` (take in a request whose K/V the caller already wrote), ``enqueue_waiting``
+(take in a request that must be recomputed) and ``await_remote_kv`` (take in a request whose blocks a
+remote read is filling: live, holding its blocks, not scheduled; vLLM's WAITING_FOR_REMOTE_KVS).
+Each engine keeps time by its own ``clock`` (minivllm/clock.py), has a KV ``layout``
+(minivllm/kv_cache.py), and records the requests it gave up on with an error in ``failed``.
 
 ``Engine(..., enable_prefix_caching=True)`` (off by default) adds automatic prefix caching, as vLLM
 v1 does: after each step the request's full computed blocks get their chained hash
@@ -70,20 +73,24 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         enable_prefix_caching: bool = False,
         counter_sampler: Callable[[torch.Tensor, Request], int] | None = None,
+        kv_layout: str = "NHD",
     ):
         self.model = model
         self.config = model.config
         self.block_size = block_size
         self.block_pool = BlockPool(num_blocks, enable_caching=enable_prefix_caching)
-        self.kv_cache = KVCache(model.config, num_blocks, block_size)
+        self.kv_cache = KVCache(model.config, num_blocks, block_size, layout=kv_layout)
         self.requests: dict[str, Request] = {}  # every live request: waiting or running
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []  # admission order; the last one is preempted first
         self.finished: dict[str, list[int]] = {}  # request id -> output tokens, kept for inspection
+        self.failed: dict[
+            str, str
+        ] = {}  # request id -> why it ended with an error here (vLLM: FINISHED_ERROR)
         self.num_forward_tokens = 0  # tokens pushed through the model: prefill work shows up here
         self.num_preemptions = 0
         self.num_prefix_hit_tokens = 0  # tokens admission found in the prefix cache (not computed)
-        self.clock = clock  # seconds; leases expire by it (tests pass a minivllm.ManualClock)
+        self.clock = clock  # seconds; this engine's own (tests pass a ManualClock or SkewedClock)
         self.counter_sampler = counter_sampler  # draws for rng='counter' requests (lab task 8; sampler.py)
         self.leases = LeaseTable()  # blocks held for remote readers (pull-mode handoffs, task 5)
         self.epochs: dict[str, int] = {}  # request id -> the latest epoch it has been live at here
@@ -92,6 +99,10 @@ class Engine:
     @property
     def num_blocks(self) -> int:
         return self.block_pool.num_blocks
+
+    @property
+    def kv_layout(self) -> str:
+        return self.kv_cache.layout
 
     @property
     def usage(self) -> float:
@@ -160,6 +171,22 @@ class Engine:
         self._record_epoch(request)
         self.running.append(request)
 
+    def await_remote_kv(self, request: Request) -> None:
+        """Take in a request whose blocks (``request.block_table``, allocated from this engine's pool)
+        a remote read is about to fill: it is live here (in ``requests``, its epoch recorded, its blocks
+        its own) with status WAITING_FOR_REMOTE_KVS, and no step schedules it. When the read is over,
+        ``detach_request`` it and either ``admit_running`` it (its K/V arrived) or free its blocks and
+        ``enqueue_waiting`` it (recompute) or drop it."""
+        self._check_admissible(request)
+        if not request.block_table or not all(self.block_pool.is_used(b) for b in request.block_table):
+            raise ValueError(
+                f"{request.request_id}: a request waiting for remote K/V holds blocks allocated here, "
+                f"got {request.block_table}"
+            )
+        request.status = RequestStatus.WAITING_FOR_REMOTE_KVS
+        self.requests[request.request_id] = request
+        self._record_epoch(request)
+
     def _record_epoch(self, request: Request) -> None:
         self.epochs[request.request_id] = max(self.epochs.get(request.request_id, 0), request.epoch)
 
@@ -172,7 +199,7 @@ class Engine:
         request = self.requests.pop(request_id)
         if request.status == RequestStatus.RUNNING:
             self.running.remove(request)
-        else:
+        elif request.status == RequestStatus.WAITING:
             self.waiting.remove(request)
         return request
 

@@ -91,19 +91,21 @@ class TinyDecoder:
     def forward_token(
         self, token_id: int, position: int, kv: torch.Tensor, block_table: list[int]
     ) -> torch.Tensor:
-        """Run one token at ``position``: write its K/V into the paged cache ``kv``
-        ([num_blocks, block_size, num_layers, 2, num_kv_heads, head_dim]) through ``block_table``,
-        attend over positions 0..position read back from that cache, return the next-token logits [vocab]."""
+        """Run one token at ``position``: write its K/V into the paged cache ``kv`` (the logical view,
+        [num_blocks, block_size, num_layers, 2, num_kv_heads, head_dim], whatever the physical layout)
+        through ``block_table``, attend over positions 0..position read back from that cache, return the
+        next-token logits [vocab]."""
         c = self.config
         h, heads, kv_heads, group = c.hidden_size, c.num_heads, c.num_kv_heads, c.num_heads // c.num_kv_heads
         block_size = kv.shape[1]
-        # Cache slots of positions 0..position in logical order (slot = block * block_size + offset).
-        blocks = torch.tensor(block_table[: position // block_size + 1])
-        slots = (blocks[:, None] * block_size + torch.arange(block_size)).flatten()[: position + 1]
-        flat = kv.view(-1, c.num_layers, 2, kv_heads, c.head_dim)  # [slots, layers, 2, kv_heads, head_dim]
+        # The block and slot of positions 0..position, in logical order.
+        positions = torch.arange(position + 1)
+        blocks = torch.tensor(block_table[: position // block_size + 1])[positions // block_size]
+        offsets = positions % block_size
         # The context of every layer gathered into a fresh contiguous [n, layers, 2, kv_heads, head_dim]
-        # tensor: the same shape and strides whatever the block size or the physical blocks.
-        context = flat.index_select(0, slots)
+        # tensor: the same shape and strides whatever the block size, the layout or the physical blocks.
+        context = kv[blocks, offsets]
+        last_block, last_slot = block_table[position // block_size], position % block_size
         rot = self.rotation(position)
 
         x = self.embed[token_id]
@@ -111,7 +113,7 @@ class TinyDecoder:
             qkv = (F.rms_norm(x, (h,), layer["attn_norm"]) @ layer["wqkv"]).view(-1, c.head_dim)
             qk = qkv[: heads + kv_heads] @ rot  # RoPE on q and k in one matmul
             new_kv = torch.stack((qk[heads:], qkv[heads + kv_heads :]))  # [2, kv_heads, head_dim]
-            flat[slots[-1], i] = new_kv  # into the paged cache...
+            kv[last_block, last_slot, i] = new_kv  # into the paged cache...
             context[-1, i] = new_kv  # ...and into this token's view of it
             keys = context[:, i, 0].permute(1, 2, 0)  # [kv_heads, head_dim, n]
             values = context[:, i, 1].transpose(0, 1)  # [kv_heads, n, head_dim]

@@ -9,12 +9,17 @@
   draws its exponential noise from it).
 - ``"counter"``: no generator at all. The noise of a draw is a pure function of (seed, position,
   token id), so the seed and the position reproduce it on any engine, after any move or recompute.
-  This is vLLM 0.32's V2 model runner (``v1/worker/gpu/sample/gumbel.py``: ``gumbel_noised_argmax``
-  adds Gumbel noise from ``murmur3_hash32(seed, pos, token id)`` and takes the argmax).
+  This is the idea of vLLM 0.32's V2 model runner (``v1/worker/gpu/sample/gumbel.py``:
+  ``gumbel_noised_argmax`` adds Gumbel noise keyed on ``murmur3_hash32(seed, pos, token id)`` and
+  takes the argmax).
 
 The counter-based draw itself is lab-01 task 8: the engine calls the function passed as
-``Engine(..., counter_sampler=...)``. Given here: the noise (``counter_uniform``, ``gumbel_noise``),
-a copy of vLLM's murmur3 key hash, so the lab's draws use the same recipe as the V2 runner.
+``Engine(..., counter_sampler=...)``. Given here: the noise (``counter_uniform``, ``gumbel_noise``).
+The KEY is vLLM's (the same murmur3 hash of the same seed, position and token id), the DRAWS are not:
+the lab turns the 32-bit hash into ``u = (h + 0.5) / 2**32`` in float64 and takes ``-log(-log(u))``;
+vLLM's default fp32 path takes ``-log(-log1p(-u))`` of an fp32 ``u`` (``murmur3_uniform32``,
+``_log1p_neg_stable``), and its fp64 path builds ``u`` from 53 bits of two hashes
+(``murmur3_uniform64``) before ``-log(-log(u))``. Same distribution, other tokens for the same seed.
 """
 
 from __future__ import annotations
@@ -62,7 +67,8 @@ def counter_uniform(seed: int, position: int, vocab_size: int) -> torch.Tensor:
     ``u[t]`` depends on ``(seed, position, t)`` and nothing else: no state, no engine, no request id,
     no call order. The hash is vLLM 0.32's ``murmur3_hash32(seed, pos, offset)`` with the token id as
     the offset (v1/worker/gpu/sample/gumbel.py); ``seed`` is taken as 64 bits (two 32-bit words, as
-    vLLM does), ``position`` as 32 bits (a non-negative int below 2**32).
+    vLLM does), ``position`` as 32 bits (a non-negative int below 2**32). The step from the hash to
+    ``u`` is the lab's own (vLLM's fp32 and fp64 paths each build ``u`` their own way: module docstring).
     Example: ``counter_uniform(7, 12, 97)[5]`` is the same number on every engine, every time.
     """
     if not 0 <= position <= _MASK32:

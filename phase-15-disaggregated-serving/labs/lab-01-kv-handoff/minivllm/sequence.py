@@ -35,6 +35,9 @@ class SamplingParams:
 class RequestStatus(enum.Enum):
     WAITING = "waiting"  # has no KV in this engine; its next step prefills every uncomputed token
     RUNNING = "running"  # holds blocks with K/V for num_computed_tokens positions
+    # Holds blocks a remote read is filling; not scheduled until the reader is done with it (vLLM's
+    # RequestStatus.WAITING_FOR_REMOTE_KVS, v1/request.py).
+    WAITING_FOR_REMOTE_KVS = "waiting_for_remote_kvs"
     FINISHED = "finished"
 
 

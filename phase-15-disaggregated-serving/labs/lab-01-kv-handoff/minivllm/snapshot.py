@@ -31,7 +31,10 @@ class RequestSnapshot:
     sampling_params: SamplingParams
     generator_state: torch.Tensor | None  # torch.Generator.get_state() of the request's generator;
     # None for rng="counter": that request has no generator, its seed (in sampling_params) is enough
-    kv: torch.Tensor  # [num_computed_tokens, num_layers, 2, num_kv_heads, head_dim]: kv[p] = position p
+    kv: (
+        torch.Tensor | None
+    )  # [num_computed_tokens, num_layers, 2, num_kv_heads, head_dim]: kv[p] = position p
+    # (None in a pull's PullParams: the K/V stays in the source's blocks until the reader reads them)
     geometry: str  # geometry_fingerprint() of the engine that exported it
     snapshot_id: str = ""  # new_snapshot_id(): names this one handoff (a lease is keyed by it)
     epoch: int = 0  # the request's epoch when it left: an engine that has seen a later one refuses it
@@ -39,6 +42,25 @@ class RequestSnapshot:
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+
+@dataclass(frozen=True)
+class PullParams:
+    """What the source of a held (pull-mode) handoff gives the reader: vLLM's ``kv_transfer_params``
+    (``nixl/pull_scheduler.py: NixlPullConnectorScheduler.request_finished``), where the K/V is named
+    by the SOURCE's block ids, to be read in place.
+
+    ``snapshot`` is the request's identity (tokens, progress, sampling params, generator state, epoch,
+    geometry, ``snapshot_id`` naming the lease) with ``kv=None``. ``expires_at`` is the LAB's
+    addition: vLLM sends a deadline only with the bidirectional turn-2 readback
+    (``remote_blocks_expiry_time``), not with a normal pull.
+    """
+
+    snapshot: RequestSnapshot
+    remote_block_ids: tuple[int, ...]  # the source's blocks holding positions 0..n-1, in logical order
+    remote_block_size: int  # the source's block size
+    kv_layout: str  # the source's KV layout ("NHD" or "HND", minivllm/kv_cache.py)
+    expires_at: float  # the lease's deadline on the SOURCE's clock (later, if a heartbeat extended it)
 
 
 def new_snapshot_id(request_id: str) -> str:

@@ -8,7 +8,8 @@ _correct_export_held = export_held
 
 
 def export_held(engine, request_id, lease_s=30.0):
-    snapshot_id = _correct_export_held(engine, request_id, lease_s)
-    request = engine.leases.get(snapshot_id).request
-    engine.block_pool.free(request.block_table)  # BUG: freed before the reader committed
-    return snapshot_id
+    params = _correct_export_held(engine, request_id, lease_s)
+    lease = engine.leases.get(params.snapshot.snapshot_id)
+    engine.block_pool.free(lease.request.block_table)  # BUG: freed before anyone read them
+    lease.request.block_table = []
+    return params

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 
 import pytest
 import torch
@@ -19,9 +18,6 @@ from hypothesis import strategies as st
 
 from minivllm import (
     Engine,
-    LeaseError,
-    LeaseState,
-    ManualClock,
     ModelConfig,
     OutOfBlocksError,
     RequestSnapshot,
@@ -31,112 +27,29 @@ from minivllm import (
     TinyDecoder,
     geometry_fingerprint,
 )
-from minivllm.testing import CONFIG, GREEDY, MODEL, PARAMS, SAMPLED, make_prompt, reference_output
+from minivllm.testing import (
+    CONFIG,
+    GREEDY,
+    NEIGHBOUR_PARAMS,
+    PARAMS,
+    SAMPLED,
+    assert_unchanged,
+    check_pool,
+    engine_state,
+    fragment,
+    kv_at,
+    logical_kv,
+    make_engine,
+    make_prompt,
+    reference_output,
+    start,
+    step,
+)
 
 task1 = pytest.mark.lab01_task1
 task2 = pytest.mark.lab01_task2
 task3 = pytest.mark.lab01_task3
 task4 = pytest.mark.lab01_task4
-task5 = pytest.mark.lab01_task5
-
-# Neighbours: a mix of greedy and seeded sampling, so a move that disturbs anyone shows up.
-NEIGHBOUR_PARAMS = [
-    SamplingParams(max_tokens=5),
-    SamplingParams(temperature=1.0, max_tokens=7, seed=11),
-    SamplingParams(temperature=0.7, top_k=8, max_tokens=4, seed=12),
-]
-
-
-# ---------------------------------------------------------------- helpers (test-side oracles only)
-def make_engine(block_size: int = 4, num_blocks: int | None = None, model: TinyDecoder = MODEL) -> Engine:
-    # Default: room for every request a test runs, so nothing is preempted unless a test wants it.
-    return Engine(model, num_blocks or 160 // block_size + 8, block_size)
-
-
-def step(engine: Engine, times: int) -> None:
-    for _ in range(times):
-        engine.step()
-
-
-def kv_at(engine: Engine, block_table: list[int], position: int) -> torch.Tensor:
-    """K/V of one logical position, [layers, 2, kv_heads, head_dim], read through a block table."""
-    bs = engine.block_size
-    return engine.kv_cache.kv[block_table[position // bs], position % bs].clone()
-
-
-def logical_kv(engine: Engine, rid: str) -> list[torch.Tensor]:
-    request = engine.requests[rid]
-    return [kv_at(engine, request.block_table, p) for p in range(request.num_computed_tokens)]
-
-
-def fragment(engine: Engine) -> None:
-    """Scramble the free list (a seeded shuffle, the same every run): later allocations get
-    non-contiguous, out-of-order physical blocks, as they do in a long-running server."""
-    ids = engine.block_pool.allocate(engine.block_pool.num_free)
-    random.Random(0).shuffle(ids)
-    engine.block_pool.free(ids)
-
-
-def check_pool(engine: Engine) -> None:
-    """Block accounting: free + used == total, no id twice, and the used blocks are exactly the union
-    of the live requests' block tables and the blocks active leases hold (a block held by nobody is
-    a leak; a block both free and held is a double booking)."""
-    pool = engine.block_pool
-    free = list(pool.free_block_ids)
-    assert len(free) == len(set(free)), f"a block is on the free list twice: {free}"
-    assert pool.num_free + pool.num_used == pool.num_blocks, (
-        f"free ({pool.num_free}) + used ({pool.num_used}) must equal total ({pool.num_blocks})"
-    )
-    held = [b for r in engine.requests.values() for b in r.block_table] + engine.leases.held_block_ids
-    assert len(held) == len(set(held)), f"two live requests (or leases) share a block: {held}"
-    used = {b for b in range(pool.num_blocks) if pool.is_used(b)}
-    assert used == set(held), (
-        f"used blocks must be exactly the live requests' blocks; leaked {sorted(used - set(held))}, "
-        f"held but free {sorted(set(held) - used)}"
-    )
-    assert not used & set(free), f"blocks both used and free: {sorted(used & set(free))}"
-
-
-def engine_state(engine: Engine) -> dict:
-    """What a failed import (or a rejected call) must leave as it was: the free blocks as a set, the
-    live requests and queues, and the K/V of every block a live request holds (what free blocks
-    contain, and the free list's order, are nobody's business)."""
-    held = sorted(b for r in engine.requests.values() for b in r.block_table)
-    return {
-        "free blocks": sorted(engine.block_pool.free_block_ids),
-        "usage": engine.usage,
-        "requests": {
-            rid: (
-                r.status,
-                r.all_token_ids,
-                r.num_computed_tokens,
-                list(r.block_table),
-                r.generator.get_state(),
-            )
-            for rid, r in engine.requests.items()
-        },
-        "running": [r.request_id for r in engine.running],
-        "waiting": [r.request_id for r in engine.waiting],
-        "held kv": engine.kv_cache.kv[torch.tensor(held, dtype=torch.long)].clone(),
-    }
-
-
-def assert_unchanged(before: dict, after: dict, what: str) -> None:
-    for key in ("free blocks", "usage", "running", "waiting"):
-        assert before[key] == after[key], (
-            f"{what} must leave the {key} unchanged: {before[key]} -> {after[key]}"
-        )
-    assert before["requests"].keys() == after["requests"].keys(), (
-        f"{what} must leave the requests unchanged: {sorted(before['requests'])} -> {sorted(after['requests'])}"
-    )
-    for rid, (status, tokens, computed, table, gen) in before["requests"].items():
-        s2, t2, c2, tb2, g2 = after["requests"][rid]
-        assert (status, tokens, computed, table) == (s2, t2, c2, tb2) and torch.equal(gen, g2), (
-            f"{what} changed request {rid}: {(status, computed, table)} -> {(s2, c2, tb2)}"
-        )
-    assert torch.equal(before["held kv"], after["held kv"]), (
-        f"{what} must not write into blocks that live requests hold"
-    )
 
 
 def snapshot_copy(snap: RequestSnapshot) -> tuple:
@@ -166,15 +79,6 @@ def assert_snapshot_unmodified(copy: tuple, snap: RequestSnapshot, what: str) ->
     fields = ["request_id", "prompt", "output", "computed", "params", "generator_state", "kv", "geometry"]
     changed = [f for f, ok in zip(fields, same, strict=True) if not ok]
     assert not changed, f"{what} modified the snapshot it was given: {changed} changed"
-
-
-def start(
-    engine: Engine, prompt_len: int, params: SamplingParams, steps: int, salt: int = 1
-) -> tuple[str, list[int]]:
-    prompt = make_prompt(prompt_len, salt)
-    rid = engine.add_request(prompt, params)
-    step(engine, steps)
-    return rid, prompt
 
 
 # ---------------------------------------------------------------- task 1: export_request
@@ -257,6 +161,38 @@ def test_snapshot_is_the_transferable_identity(impl, prompt_len, steps):
 
 
 @task1
+def test_the_snapshot_names_this_handoff_and_its_epoch(impl):
+    """A snapshot carries the request's epoch as it leaves (an export does not move it on: the import
+    does) and a fresh snapshot id, new for every export, even of the same request."""
+    a, b = make_engine(4), make_engine(8)
+    rid, _ = start(a, 9, SAMPLED, 2)
+    first = impl.export_request(a, rid)
+    assert first.epoch == 0 and first.snapshot_id, (
+        f"a request that never moved leaves at epoch 0, got {first.epoch}"
+    )
+    impl.import_request(b, first)  # one move: epoch 1 on b
+    b.step()
+    second = impl.export_request(b, rid)
+    assert second.epoch == 1, f"after one move the request leaves at epoch 1, got {second.epoch}"
+    assert second.snapshot_id != first.snapshot_id and second.snapshot_id != rid, (
+        f"every export gets a fresh snapshot id (new_snapshot_id): {first.snapshot_id!r}, {second.snapshot_id!r}"
+    )
+    assert second.kv.dtype == CONFIG.dtype, "the K/V keeps the model's dtype"
+
+
+@task1
+def test_a_request_without_a_generator_ships_no_generator_state(impl):
+    """A counter-sampled request has no generator (greedy here, so no task-8 draw is needed): its
+    snapshot carries generator_state=None, not a state made up from its seed."""
+    src = make_engine(4)
+    counter = dataclasses.replace(GREEDY, rng="counter")
+    rid, _ = start(src, 9, counter, 2)
+    assert src.requests[rid].generator is None, "setup: an rng='counter' request has no generator"
+    snap = impl.export_request(src, rid)
+    assert snap.generator_state is None, f"no generator, no state to ship: got {type(snap.generator_state)}"
+
+
+@task1
 def test_two_snapshots_do_not_share_memory(impl):
     src = make_engine(4)
     first, _ = start(src, 11, SAMPLED, 2)
@@ -301,7 +237,7 @@ def test_import_bills_the_destination_exactly(impl, dst_block_size):
     want = math.ceil((n + 1) / dst_block_size)
     assert dst.block_pool.num_used - used_before == want, (
         f"{n} tokens of K/V plus room for the next token, in blocks of {dst_block_size}, must cost "
-        f"ceil({n + 1} / {dst_block_size}) = {want} blocks, cost {dst.block_pool.num_used - used_before}"
+        f"{want} blocks, cost {dst.block_pool.num_used - used_before}"
     )
     request = dst.requests[rid]
     assert request.status == RequestStatus.RUNNING and request in dst.running, (
@@ -651,6 +587,96 @@ def test_request_that_can_never_fit_is_refused_before_allocating(impl, dst_block
     assert_unchanged(before, engine_state(dst), "refusing a request that can never fit")
 
 
+@task2
+@pytest.mark.parametrize("max_tokens, fits", [(16, True), (17, False)])
+def test_the_never_fits_boundary_both_ways(impl, max_tokens, fits):
+    """A 9-token prompt with max_tokens=16 peaks at 24 positions (the last sampled token never has K/V):
+    6 blocks of 4 exactly, so a 6-block engine can run it to the end; with max_tokens=17 it peaks at 25
+    positions, 7 blocks, and validation (not the engine's admission) must refuse it."""
+    src = make_engine(4)
+    rid, prompt = start(src, 9, SamplingParams(max_tokens=max_tokens), 2)
+    snap = impl.export_request(src, rid)
+    dst = make_engine(4, num_blocks=6)
+    before = engine_state(dst)
+    if fits:
+        impl.validate_snapshot(dst, snap)
+        impl.import_request(dst, snap)
+        assert dst.run_until_done()[rid] == reference_output(prompt, SamplingParams(max_tokens=16)), (
+            "a request that peaks at exactly the engine's 6 blocks runs to the end there"
+        )
+        return
+    for name, call in (
+        ("validate_snapshot", impl.validate_snapshot),
+        ("import_request", impl.import_request),
+    ):
+        try:
+            call(dst, snap)
+        except SnapshotError:
+            pass
+        except NotImplementedError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the message names what was raised instead
+            pytest.fail(
+                f"{name}: a request peaking at 25 positions (7 blocks) in a 6-block engine must be refused by "
+                f"validation with SnapshotError, got {exc!r} (from the engine's own admission check?)"
+            )
+        else:
+            pytest.fail(f"{name} accepted a request that peaks at 7 blocks into a 6-block engine")
+        assert_unchanged(before, engine_state(dst), f"{name} refusing a request that can never fit")
+
+
+@task2
+@pytest.mark.parametrize("case", ["stateful_without_state", "counter_with_a_state"])
+def test_a_generator_state_that_does_not_fit_the_sampler_is_refused(impl, case):
+    """A stateful request without its generator's state would restart from the seed and replay draws it
+    already made; a counter request has no generator to give a state to."""
+    src = make_engine(4)
+    params = SAMPLED if case == "stateful_without_state" else dataclasses.replace(GREEDY, rng="counter")
+    rid, _ = start(src, 9, params, 2)
+    snap = impl.export_request(src, rid)
+    state = None if case == "stateful_without_state" else torch.Generator().manual_seed(7).get_state()
+    bad = dataclasses.replace(snap, generator_state=state)
+    dst = make_engine(4)
+    before = engine_state(dst)
+    for name, call in (
+        ("validate_snapshot", impl.validate_snapshot),
+        ("import_request", impl.import_request),
+    ):
+        with pytest.raises(SnapshotError):
+            call(dst, bad)
+        assert_unchanged(before, engine_state(dst), f"{name} refusing a {case} snapshot")
+
+
+@task2
+def test_a_snapshot_of_a_request_without_a_generator_needs_no_state(impl):
+    src, dst = make_engine(4), make_engine(8)
+    counter = dataclasses.replace(GREEDY, rng="counter")  # no generator; greedy, so no task-8 draw
+    rid, prompt = start(src, 9, counter, 2)
+    snap = dataclasses.replace(impl.export_request(src, rid), generator_state=None)
+    impl.validate_snapshot(dst, snap)
+    impl.import_request(dst, snap)
+    assert dst.requests[rid].generator is None, "an imported counter request still has no generator"
+    assert dst.run_until_done()[rid] == reference_output(prompt, counter), "moved: as never-moved"
+
+
+@task2
+def test_a_model_in_another_dtype_moves_too(impl):
+    """Nothing in the contract is float32: a float64 model's snapshot imports into a float64 engine."""
+    model = TinyDecoder(ModelConfig(dtype=torch.float64))
+    src, dst = make_engine(4, model=model), make_engine(8, model=model)
+    rid, prompt = start(src, 10, SAMPLED, 2)
+    snap = impl.export_request(src, rid)
+    assert snap.kv.dtype == torch.float64, "task 1: the snapshot's K/V keeps the model's dtype"
+    impl.import_request(dst, snap)
+    alone = make_engine(16, model=model)
+    ref = alone.add_request(prompt, SAMPLED)
+    assert dst.run_until_done()[rid] == alone.run_until_done()[ref], "moved: as never-moved"
+    with pytest.raises(SnapshotError):
+        impl.validate_snapshot(
+            dst, dataclasses.replace(snap, kv=snap.kv.float())
+        )  # float32 K/V, float64 engine
+
+
 FAILED_IMPORTS = {
     "no_room": OutOfBlocksError,
     "admission_refused": AdmissionRefused,
@@ -930,16 +956,21 @@ def test_migrate_ships_through_the_transport_and_returns_the_snapshot(impl):
     want_state = (src.requests[rid].all_token_ids, src.requests[rid].generator.get_state())
     carried = []
 
-    def recording_wire(snapshot):  # a wire that delivers a faithful copy
-        carried.append(snapshot.request_id)
+    def recording_wire(snapshot):  # a wire that delivers a faithful copy (under its own label)
+        carried.append((snapshot.request_id, snapshot.snapshot_id))
         return dataclasses.replace(
-            snapshot, kv=snapshot.kv.clone(), generator_state=snapshot.generator_state.clone()
+            snapshot,
+            kv=snapshot.kv.clone(),
+            generator_state=snapshot.generator_state.clone(),
+            snapshot_id="relabelled-by-the-wire",
         )
 
     snap = impl.migrate(src, dst, rid, transport=recording_wire)
-    assert carried == [rid], f"migrate must hand the snapshot to the transport exactly once, it did {carried}"
-    assert isinstance(snap, RequestSnapshot) and snap.request_id == rid, (
-        f"migrate must return the snapshot it exported, got {snap!r}"
+    assert [r for r, _ in carried] == [rid], (
+        f"migrate must hand the snapshot to the transport once, it did {carried}"
+    )
+    assert isinstance(snap, RequestSnapshot) and (snap.request_id, snap.snapshot_id) == carried[0], (
+        f"migrate must return the snapshot it exported (not what the wire delivered), got {snap!r}"
     )
     assert list(snap.prompt_token_ids + snap.output_token_ids) == want_state[0], "returned snapshot: tokens"
     assert torch.equal(snap.generator_state, want_state[1]), "returned snapshot: generator state"
@@ -1031,20 +1062,101 @@ def test_readmit_queues_without_kv_and_pays_the_prefill_again(impl):
 
 
 @task4
-@pytest.mark.parametrize("case", ["duplicate_id", "other_model"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "duplicate_id",
+        "other_model",
+        "stale",
+        "token_outside_vocab",
+        "finished",
+        "never_fits",
+        "bad_generator_state",
+    ],
+)
 def test_readmit_rejects_what_cannot_continue(impl, case):
+    """Recompute discards the K/V, so the K/V is no reason to refuse; everything else that validation
+    refuses still is (SnapshotError, the engine unchanged), a stale snapshot included."""
     src = make_engine(4)
-    rid, _ = start(src, 6, GREEDY, 2)
+    rid, _ = start(src, 6, SAMPLED, 2)
     snap = impl.export_request(src, rid)
+    dst = make_engine(4)
     if case == "duplicate_id":
-        dst = make_engine(4)
         impl.readmit_by_recompute(dst, snap)
-    else:
+    elif case == "other_model":
         dst = make_engine(4, model=TinyDecoder(ModelConfig(seed=3)))
+    elif case == "stale":  # the request came here, moved on, and came back: the old snapshot is stale
+        impl.import_request(dst, snap)
+        dst.step()
+        back = make_engine(4)
+        impl.import_request(back, impl.export_request(dst, rid))
+        back.step()
+        impl.import_request(dst, impl.export_request(back, rid))
+        dst.run_until_done()
+    else:
+        snap = _tamper(snap, case, position=2)
     before = engine_state(dst)
-    with pytest.raises(SnapshotError):
+    try:
         impl.readmit_by_recompute(dst, snap)
+    except SnapshotError:
+        pass
+    except NotImplementedError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the message names what was raised instead
+        pytest.fail(f"readmit_by_recompute refusing a {case} snapshot must raise SnapshotError, got {exc!r}")
+    else:
+        pytest.fail(f"readmit_by_recompute accepted a {case} snapshot")
     assert_unchanged(before, engine_state(dst), f"a rejected readmission ({case})")
+
+
+@task4
+def test_readmit_ignores_the_kv_it_discards(impl):
+    src, dst = make_engine(4), make_engine(8)
+    rid, prompt = start(src, 9, SAMPLED, 2)
+    snap = impl.export_request(src, rid)
+    kv = snap.kv.clone()
+    kv[3] = float("nan")
+    impl.readmit_by_recompute(dst, dataclasses.replace(snap, kv=kv[:5]))  # poisoned and truncated: unread
+    assert dst.run_until_done()[rid] == reference_output(prompt, SAMPLED)
+
+
+@task4
+def test_two_readmitted_requests_keep_their_own_random_streams(impl):
+    """Each readmitted request continues ITS stream: two of them in one engine share no generator."""
+    src, dst = make_engine(4), make_engine(4)
+    first, first_prompt = start(src, 9, SAMPLED, 0)
+    other_params = SamplingParams(temperature=1.0, max_tokens=6, seed=99)
+    second, second_prompt = start(src, 7, other_params, 0, salt=3)
+    step(src, 2)
+    snaps = [impl.export_request(src, rid) for rid in (first, second)]
+    for snap in snaps:
+        impl.readmit_by_recompute(dst, snap)
+    out = dst.run_until_done()
+    assert (out[first], out[second]) == (
+        reference_output(first_prompt, SAMPLED),
+        reference_output(second_prompt, other_params),
+    ), "two readmitted requests must each finish as never-moved (a shared generator mixes their draws)"
+
+
+@task4
+def test_a_readmitted_request_is_one_move_further(impl):
+    src, dst = make_engine(4), make_engine(4)
+    rid, prompt = start(src, 9, SAMPLED, 2)
+    snap = impl.export_request(src, rid)
+    impl.readmit_by_recompute(dst, snap)
+    got = (dst.requests[rid].epoch, dst.epochs[rid])
+    assert got == (snap.epoch + 1, snap.epoch + 1), (
+        f"(epoch, engine's record) must be snapshot + 1, got {got}"
+    )
+    dst.step()
+    later = impl.export_request(dst, rid)
+    assert later.epoch == snap.epoch + 1, "its next move leaves from that epoch"
+    impl.import_request(src, later)
+    state = engine_state(dst)
+    with pytest.raises(SnapshotError):
+        impl.readmit_by_recompute(dst, snap)  # the first snapshot again, on an engine that saw it move on
+    assert_unchanged(state, engine_state(dst), "refusing a stale readmission")
+    assert src.run_until_done()[rid] == reference_output(prompt, SAMPLED)
 
 
 @task4
@@ -1121,434 +1233,3 @@ def test_recovery_cost_refuses_rates_that_are_not_positive(impl, link_gbps, flop
     snap = impl.export_request(src, rid)
     with pytest.raises(ValueError):
         impl.recovery_cost(snap, CONFIG, link_gbps=link_gbps, flops_per_s=flops_per_s)
-
-
-# ---------------------------------------------------------------- task 5: the two-phase (pull) handoff
-def leased_engine(block_size: int = 4, num_blocks: int | None = None) -> tuple[Engine, ManualClock]:
-    """An engine on a hand-driven clock that starts at 100.0 s."""
-    clock = ManualClock(100.0)
-    return Engine(MODEL, num_blocks or 160 // block_size + 8, block_size, clock=clock), clock
-
-
-def held_case(impl, lease_s: float = 30.0):
-    """A source with a neighbour and one request exported under a lease; what it looked like before."""
-    src, clock = leased_engine(4)
-    fragment(src)
-    neighbour = src.add_request(make_prompt(6, salt=8), NEIGHBOUR_PARAMS[1])
-    rid, prompt = start(src, 13, SAMPLED, 3)
-    request = src.requests[rid]
-    before = {
-        "table": list(request.block_table),
-        "kv": logical_kv(src, rid),
-        "generator": request.generator.get_state(),
-        "tokens": list(request.all_token_ids),
-        "usage": src.usage,
-    }
-    sid = impl.export_held(src, rid, lease_s=lease_s)
-    return src, clock, rid, prompt, neighbour, sid, before
-
-
-def lease_state(engine: Engine, sid: str) -> LeaseState:
-    return engine.leases.get(sid).state
-
-
-@task5
-def test_export_held_keeps_the_blocks_held_not_free(impl):
-    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
-    assert isinstance(sid, str) and sid, f"export_held returns the lease's snapshot id, got {sid!r}"
-    assert rid not in src.requests and all(r.request_id != rid for r in [*src.running, *src.waiting]), (
-        f"{rid} must leave the source's queues while its blocks are held"
-    )
-    lease = src.leases.get(sid)
-    assert lease.state == LeaseState.ACTIVE and lease.deadline == 130.0, (
-        f"the lease must be active with deadline clock + lease_s = 130.0, got {lease.state}, {lease.deadline}"
-    )
-    assert src.usage == before["usage"], (
-        f"held blocks stay allocated (pull model: the reader has not read them yet): usage "
-        f"{before['usage']} -> {src.usage}"
-    )
-    assert sorted(src.leases.held_block_ids) == sorted(before["table"]), (
-        f"the lease must hold exactly the request's blocks {before['table']}, holds {src.leases.held_block_ids}"
-    )
-    check_pool(src)
-    src.run_until_done()  # the neighbour runs to the end while the blocks are held
-    wrong = [p for p, kv in enumerate(before["kv"]) if not torch.equal(kv_at(src, before["table"], p), kv)]
-    assert not wrong, f"held blocks were reused by someone else: K/V changed at positions {wrong}"
-
-
-@task5
-def test_read_held_is_the_snapshot_and_changes_nothing(impl):
-    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
-    snap = impl.read_held(src, sid)
-    assert isinstance(snap, RequestSnapshot) and snap.request_id == rid and snap.snapshot_id == sid, (
-        f"read_held returns the held request's snapshot with its snapshot id, got {snap!r}"
-    )
-    assert list(snap.prompt_token_ids + snap.output_token_ids) == before["tokens"], "tokens"
-    assert snap.num_computed_tokens == len(before["kv"]), "num_computed_tokens"
-    assert torch.equal(snap.generator_state, before["generator"]), "generator state"
-    assert snap.geometry == geometry_fingerprint(CONFIG), "geometry"
-    wrong = [p for p, kv in enumerate(before["kv"]) if not torch.equal(snap.kv[p], kv)]
-    assert not wrong, f"kv must be the held K/V in logical order; wrong at positions {wrong}"
-    assert lease_state(src, sid) == LeaseState.ACTIVE and src.usage == before["usage"], (
-        "reading does not end the lease or free anything"
-    )
-    again = impl.read_held(src, sid)
-    assert torch.equal(again.kv, snap.kv), "a second read before the commit gives the same K/V"
-
-
-@task5
-def test_commit_frees_exactly_the_held_blocks_once(impl):
-    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
-    neighbour_blocks = len(src.requests[neighbour].block_table)
-    impl.commit_held(src, sid)
-    assert lease_state(src, sid) == LeaseState.COMMITTED, "after commit the lease is committed"
-    assert src.usage == neighbour_blocks / src.num_blocks, (
-        f"commit frees the held blocks: usage must fall to the neighbour's share, got {src.usage}"
-    )
-    check_pool(src)
-    state = engine_state(src)
-    for name, call in (
-        ("commit", impl.commit_held),
-        ("read", impl.read_held),
-        ("release", impl.release_held),
-    ):
-        with pytest.raises(LeaseError):
-            call(src, sid)
-        assert_unchanged(state, engine_state(src), f"a {name} after the commit")
-    assert rid not in src.requests, "a committed request does not come back"
-
-
-@task5
-def test_release_resumes_on_the_source_without_recompute(impl):
-    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
-    impl.release_held(src, sid)
-    assert lease_state(src, sid) == LeaseState.RELEASED, "after release the lease is released"
-    assert rid in src.requests and src.requests[rid].status == RequestStatus.RUNNING, (
-        f"a released request resumes RUNNING on the source, got {src.requests.get(rid)}"
-    )
-    assert src.requests[rid].block_table == before["table"], (
-        "it resumes on its own held blocks (nothing copied)"
-    )
-    check_pool(src)
-    with pytest.raises(LeaseError):
-        impl.read_held(src, sid)
-    forward = src.num_forward_tokens
-    src.step()
-    assert src.num_forward_tokens - forward == 2, (  # the neighbour's decode and the resumed request's
-        f"the resumed request decodes 1 token (nothing recomputed), the step ran {src.num_forward_tokens - forward}"
-    )
-    out = src.run_until_done()
-    assert out[rid] == reference_output(prompt, SAMPLED), "a released request finishes as never-moved"
-    assert src.usage == 0.0
-
-
-@task5
-def test_release_refuses_while_the_request_id_is_live_again(impl):
-    """release_held promises LeaseError, nothing changed and the lease still active, while a request
-    with the held request's id is live on the source again (releasing would make two copies)."""
-    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
-    src.add_request(make_prompt(5, salt=31), GREEDY, request_id=rid)  # the id is live here again
-    held_epoch = src.leases.get(sid).request.epoch
-    state, epochs = engine_state(src), dict(src.epochs)
-    try:
-        impl.release_held(src, sid)
-    except LeaseError:
-        pass
-    except NotImplementedError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the message names what was raised instead
-        pytest.fail(f"release_held with {rid!r} live again must raise LeaseError, raised {exc!r}")
-    else:
-        pytest.fail(f"release_held succeeded while {rid!r} was live on the source again (two copies)")
-    assert_unchanged(state, engine_state(src), "a refused release")
-    assert lease_state(src, sid) == LeaseState.ACTIVE, "a refused release leaves the lease active"
-    got = (src.leases.get(sid).request.epoch, src.epochs)
-    assert got == (held_epoch, epochs), (
-        f"a refused release moves no epoch: (held request's epoch, engine.epochs) {(held_epoch, epochs)} -> {got}"
-    )
-    assert sorted(src.leases.held_block_ids) == sorted(before["table"]), "the lease still holds its blocks"
-    src.detach_request(rid)  # once the other copy is gone, the release goes through
-    impl.release_held(src, sid)
-    assert src.requests[rid].block_table == before["table"], "and resumes on the held blocks"
-    check_pool(src)
-
-
-@task5
-def test_lease_expires_at_its_deadline(impl):
-    src, clock, rid, prompt, neighbour, sid, before = held_case(impl, lease_s=30.0)
-    clock.advance(29.5)
-    assert impl.release_expired(src) == [], "0.5 s before the deadline nothing expires"
-    assert lease_state(src, sid) == LeaseState.ACTIVE
-    impl.read_held(src, sid)  # still readable
-    clock.advance(0.5)  # exactly the deadline: expired
-    state = engine_state(src)
-    for name, call in (("read_held", impl.read_held), ("commit_held", impl.commit_held)):
-        try:
-            call(src, sid)
-        except LeaseError:
-            pass
-        else:
-            pytest.fail(
-                f"{name} succeeded at the lease's deadline (clock 130.0 s, deadline 130.0 s): a lease is "
-                f"expired once clock() >= deadline, and {name} of an expired lease raises LeaseError"
-            )
-    assert_unchanged(state, engine_state(src), "a refused read or commit of an expired lease")
-    assert lease_state(src, sid) == LeaseState.ACTIVE, "a refused read leaves releasing to release_expired"
-    assert impl.release_expired(src) == [sid], "at the deadline the lease expires and is released"
-    assert impl.release_expired(src) == [], "an expired lease is released once"
-    assert rid in src.requests and src.requests[rid].status == RequestStatus.RUNNING, (
-        "an expired lease's request resumes on the source"
-    )
-    out = src.run_until_done()
-    assert out[rid] == reference_output(prompt, SAMPLED), "it finishes as never-moved"
-    check_pool(src)
-
-
-@task5
-def test_release_expired_leaves_younger_leases_alone(impl):
-    src, clock = leased_engine(4)
-    first, _ = start(src, 9, GREEDY, 0)
-    second, _ = start(src, 7, SAMPLED, 0, salt=4)
-    step(src, 2)
-    old = impl.export_held(src, first, lease_s=10.0)  # expires at 110
-    clock.advance(5.0)
-    young = impl.export_held(src, second, lease_s=10.0)  # expires at 115
-    clock.advance(5.0)
-    assert impl.release_expired(src) == [old], "at 110 s only the first lease has expired"
-    assert lease_state(src, young) == LeaseState.ACTIVE and second not in src.requests
-    check_pool(src)
-
-
-@task5
-def test_release_expired_releases_in_the_order_they_expired(impl):
-    src, clock = leased_engine(4)
-    first, _ = start(src, 9, GREEDY, 0)
-    second, _ = start(src, 7, SAMPLED, 0, salt=4)
-    step(src, 2)
-    long_lease = impl.export_held(src, first, lease_s=30.0)  # opened at 100 s, expires at 130 s
-    clock.advance(5.0)
-    short_lease = impl.export_held(src, second, lease_s=10.0)  # opened at 105 s, expires at 115 s
-    clock.advance(25.0)
-    assert impl.release_expired(src) == [short_lease, long_lease], (
-        "release_expired returns (and releases) the leases in the order they expired: the one opened "
-        "second expired first (115 s before 130 s)"
-    )
-    assert [r.request_id for r in src.running] == [second, first], (
-        "the requests rejoin running in the order they were released"
-    )
-    check_pool(src)
-
-
-@task5
-def test_release_expired_breaks_ties_in_the_order_the_leases_were_opened(impl):
-    src, clock = leased_engine(4)
-    names = ["zeta", "alpha", "mu"]  # exported in this order; their ids (and snapshot ids) sort otherwise
-    for i, name in enumerate(names):
-        src.add_request(make_prompt(6 + i, salt=70 + i), GREEDY, request_id=name)
-    step(src, 2)
-    leases = []
-    for name, lease_s in zip(names, (30.0, 20.0, 10.0), strict=True):  # opened at 100, 110, 120 s
-        leases.append(impl.export_held(src, name, lease_s=lease_s))  # every one expires at 130 s
-        clock.advance(10.0)
-    assert impl.release_expired(src) == leases, (
-        "equal deadlines: released in the order the leases were opened (not by id)"
-    )
-    assert [r.request_id for r in src.running] == names, "and they rejoin running in that order"
-
-
-@task5
-def test_release_expired_skips_a_lease_whose_id_is_live_again(impl):
-    """release_expired promises: an expired lease release_held refuses is skipped (still active, not
-    returned) and the leases after it are still released, so one refusal never stops the sweep."""
-    src, clock = leased_engine(4)
-    first, _ = start(src, 9, GREEDY, 0)
-    second, _ = start(src, 7, SAMPLED, 0, salt=4)
-    step(src, 2)
-    blocked = impl.export_held(src, first, lease_s=10.0)  # expires at 110 s, first in the sweep
-    clock.advance(5.0)
-    freed = impl.export_held(src, second, lease_s=10.0)  # expires at 115 s
-    src.add_request(make_prompt(5, salt=31), GREEDY, request_id=first)  # first's id is live here again
-    clock.advance(20.0)
-    try:
-        got = impl.release_expired(src)
-    except LeaseError as exc:
-        pytest.fail(f"release_expired must skip the lease release_held refuses, not raise: {exc!r}")
-    assert got == [freed], f"only the lease that could be released is returned: want {[freed]}, got {got}"
-    assert lease_state(src, blocked) == LeaseState.ACTIVE, "the refused lease stays active"
-    assert lease_state(src, freed) != LeaseState.ACTIVE and second in src.requests, (
-        "the lease after the refused one is still released: its request is back on the source"
-    )
-    check_pool(src)
-
-
-@task5
-def test_a_release_moves_the_epoch_on(impl):
-    """After an abort (or expiry) the request is one epoch past the handoff it gave up: a snapshot read
-    under the released lease is stale on the source, while a new handoff goes through."""
-    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
-    read = impl.read_held(src, sid)  # a reader got this far, then went quiet
-    epoch = read.epoch
-    impl.release_held(src, sid)
-    got = (src.requests[rid].epoch, src.epochs[rid])
-    assert got == (epoch + 1, epoch + 1), (
-        f"after a release, (request epoch, source's record) must be one past the handoff given up, "
-        f"{(epoch + 1, epoch + 1)}; got {got}"
-    )
-    src.step()
-    dst, _ = leased_engine(8)
-    snap = impl.pull(src, dst, impl.export_held(src, rid))  # a new handoff after the release goes through
-    assert snap.epoch == epoch + 1, f"the next handoff leaves at epoch {epoch + 1}, got {snap.epoch}"
-    assert dst.run_until_done()[rid] == reference_output(prompt, SAMPLED), "as never-moved"
-    src.run_until_done()
-    src_before = engine_state(src)
-    with pytest.raises(SnapshotError):
-        impl.import_request(src, read)  # the quiet reader's snapshot, back at the source late
-    assert_unchanged(src_before, engine_state(src), "refusing a snapshot read under a released lease")
-    assert rid not in src.requests, "a snapshot of a released handoff must not revive the request"
-
-
-@task5
-@pytest.mark.parametrize("dst_block_size", [2, 8])
-def test_pull_moves_the_request_and_frees_the_source(impl, dst_block_size):
-    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
-    dst, _ = leased_engine(dst_block_size)
-    other = dst.add_request(make_prompt(5, salt=9), NEIGHBOUR_PARAMS[2])
-    dst.step()
-    snap = impl.pull(src, dst, sid)
-    assert isinstance(snap, RequestSnapshot) and snap.snapshot_id == sid, "pull returns the snapshot it read"
-    assert lease_state(src, sid) == LeaseState.COMMITTED, "after a pull the source's lease is committed"
-    assert src.usage == len(src.requests[neighbour].block_table) / src.num_blocks, (
-        "after the pull the source holds only its neighbour's blocks"
-    )
-    check_pool(src)
-    check_pool(dst)
-    outputs = {**src.run_until_done(), **dst.run_until_done()}
-    assert outputs[rid] == reference_output(prompt, SAMPLED), "pulled: output as never-moved"
-    assert outputs[other] == reference_output(make_prompt(5, salt=9), NEIGHBOUR_PARAMS[2]), "neighbour"
-
-
-@task5
-def test_one_export_cannot_fork_into_two_engines(impl):
-    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
-    b, _ = leased_engine(4)
-    c, _ = leased_engine(8)
-    impl.pull(src, b, sid)
-    c_before = engine_state(c)
-    with pytest.raises(LeaseError):
-        impl.pull(src, c, sid)  # the same handoff, replayed towards another engine
-    assert_unchanged(c_before, engine_state(c), "a refused second pull")
-    assert rid not in c.requests, "the request must not run twice"
-    assert b.run_until_done()[rid] == reference_output(prompt, SAMPLED)
-
-
-@task5
-def test_stale_handoff_after_a_round_trip_is_refused(impl):
-    a, _ = leased_engine(4)
-    b, _ = leased_engine(8)
-    rid, prompt = start(a, 10, SAMPLED, 2)
-    first = impl.export_held(a, rid)
-    first_snap = impl.pull(a, b, first)  # A -> B
-    b.step()
-    impl.pull(b, a, impl.export_held(b, rid))  # B -> A
-    b_before = engine_state(b)
-    with pytest.raises(LeaseError):
-        impl.pull(a, b, first)  # the old A -> B handoff, replayed
-    with pytest.raises(SnapshotError):
-        impl.import_request(b, first_snap)  # the old snapshot itself: its epoch is stale on B
-    assert_unchanged(b_before, engine_state(b), "refusing a stale handoff")
-    assert a.run_until_done()[rid] == reference_output(prompt, SAMPLED), "A -> B -> A: as never-moved"
-
-
-@task5
-def test_failed_pull_keeps_the_lease(impl):
-    src, clock, rid, prompt, neighbour, sid, before = held_case(impl)
-    dst, _ = leased_engine(4, num_blocks=8)
-    dst.block_pool.allocate(6)  # 2 free; the request needs 4
-    dst_before = engine_state(dst)
-    with pytest.raises(OutOfBlocksError):
-        impl.pull(src, dst, sid)
-    assert_unchanged(dst_before, engine_state(dst), "a failed pull (destination side)")
-    assert lease_state(src, sid) == LeaseState.ACTIVE and src.usage == before["usage"], (
-        "a failed pull leaves the lease active and the blocks held: the source still has the request"
-    )
-    impl.release_held(src, sid)
-    assert src.run_until_done()[rid] == reference_output(prompt, SAMPLED), (
-        "released after a failed pull, the request finishes as never-moved"
-    )
-
-
-@task5
-def test_export_held_rejects_what_it_cannot_hold(impl):
-    src, clock = leased_engine(4)
-    rid, _ = start(src, 8, GREEDY, 1)
-    waiting = src.add_request(make_prompt(5, salt=3), GREEDY)
-    before = engine_state(src)
-    with pytest.raises(KeyError):
-        impl.export_held(src, "no-such-request")
-    with pytest.raises(ValueError):
-        impl.export_held(src, waiting)
-    for lease_s in (0.0, -1.0, float("nan")):
-        with pytest.raises(ValueError):
-            impl.export_held(src, rid, lease_s=lease_s)
-    assert_unchanged(before, engine_state(src), "a refused export_held")
-    assert not src.leases.active(), "a refused export_held opens no lease"
-
-
-@task5
-# Derandomized: the same 20 interleavings every run, so a grade never depends on the draw (400 random
-# ones passed on the solution when this was written); no example database shared with mutant runs.
-@settings(max_examples=20, deadline=None, derandomize=True, database=None)
-@given(data=st.data(), num_engines=st.integers(2, 3))
-def test_random_interleavings_keep_every_promise(impl, data, num_engines):
-    """export_held / pull / release / expiry / steps in any order on 2-3 engines: no block both free
-    and held, no request live twice, every output equal to never moving."""
-    clock = ManualClock(0.0)  # one clock for the whole cluster
-    engines = [
-        Engine(MODEL, 160 // bs + 8, bs, clock=clock)
-        for bs in data.draw(st.permutations([2, 4, 8]))[:num_engines]
-    ]
-    expected = {}
-    for i, params in enumerate([SAMPLED, GREEDY, NEIGHBOUR_PARAMS[1]]):
-        prompt = make_prompt(5 + 3 * i, salt=50 + i)
-        expected[engines[i % num_engines].add_request(prompt, params)] = (prompt, params)
-    engines[0].step()
-    first = engines[0].running[0].request_id
-    held: dict[str, int] = {impl.export_held(engines[0], first, lease_s=30.0): 0}  # snapshot id -> engine
-    for _ in range(data.draw(st.integers(4, 14), label="operations")):
-        op = data.draw(st.sampled_from(["step", "export", "pull", "release", "expire"]), label="op")
-        if op == "step":
-            engines[data.draw(st.integers(0, num_engines - 1), label="engine")].step()
-        elif op == "export":
-            i = data.draw(st.integers(0, num_engines - 1), label="from")
-            if engines[i].running:
-                rid = data.draw(st.sampled_from([r.request_id for r in engines[i].running]), label="rid")
-                held[impl.export_held(engines[i], rid, lease_s=data.draw(st.sampled_from([5.0, 30.0])))] = i
-        elif op in ("pull", "release") and held:
-            sid = data.draw(st.sampled_from(sorted(held)), label="lease")
-            src = engines[held[sid]]
-            try:
-                if op == "release":
-                    impl.release_held(src, sid)
-                else:
-                    impl.pull(src, engines[data.draw(st.integers(0, num_engines - 1), label="to")], sid)
-            except (LeaseError, SnapshotError, OutOfBlocksError):
-                pass  # refused: expired, already used, or the destination is full; nothing may change
-        elif op == "expire":
-            clock.advance(data.draw(st.sampled_from([1.0, 10.0])))
-            for engine in engines:
-                impl.release_expired(engine)
-        live = [rid for e in engines for rid in e.requests] + [
-            lease.request.request_id for e in engines for lease in e.leases.active()
-        ]
-        assert len(live) == len(set(live)), f"a request is live (or held) twice: {sorted(live)}"
-        for engine in engines:
-            check_pool(engine)
-    for engine in engines:  # end every open lease, then run everything out
-        for lease in engine.leases.active():
-            impl.release_held(engine, lease.snapshot_id)
-    outputs = {}
-    for engine in engines:
-        outputs.update(engine.run_until_done())
-        assert engine.usage == 0.0, f"all finished: usage must be 0.0, got {engine.usage}"
-    for rid, (prompt, params) in expected.items():
-        assert outputs.get(rid) == reference_output(prompt, params), f"{rid} must finish as never-moved"

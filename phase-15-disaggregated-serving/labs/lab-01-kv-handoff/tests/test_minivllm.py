@@ -23,7 +23,9 @@ from minivllm import (
     Request,
     RequestStatus,
     SamplingParams,
+    SkewedClock,
     TinyDecoder,
+    estimate_clock_offset,
     geometry_fingerprint,
     new_snapshot_id,
 )
@@ -170,16 +172,93 @@ def test_lease_table_and_manual_clock():
     table = LeaseTable()
     request = Request("r", prompt(3), SamplingParams())
     request.block_table = [4, 7]
-    lease = table.open("r/1", request, deadline=20.0)
-    assert table.get("r/1") is lease and lease.state == LeaseState.ACTIVE
+    lease = table.open("r/1", request, deadline=20.0, lease_s=10.0)
+    assert table.get("r/1") is lease and lease.state == LeaseState.ACTIVE and "r/1" in table
     assert not lease.expired(19.999) and lease.expired(20.0), "a lease expires AT its deadline"
     assert table.held_block_ids == [4, 7] and table.active() == [lease]
     with pytest.raises(LeaseError):
-        table.open("r/1", request, deadline=30.0)  # ids are single-use
+        table.open("r/1", request, deadline=30.0, lease_s=10.0)  # ids are single-use
     with pytest.raises(LeaseError):
         table.get("unknown")
-    lease.state = LeaseState.COMMITTED
+    lease.state = LeaseState.EXPIRED
     assert table.held_block_ids == [] and table.active() == [] and table.get("r/1") is lease
+    assert table.late_notifications == 0
+
+
+def test_skewed_clocks_and_the_handshake_offset():
+    base = ManualClock(100.0)
+    ahead, slow = SkewedClock(base, offset=40.0), SkewedClock(base, offset=-5.0, rate=0.5)
+    assert (ahead(), slow()) == (140.0, 45.0)
+    base.advance(10.0)
+    assert (ahead(), slow()) == (150.0, 50.0), "a rate-0.5 clock gains 5 s while the base gains 10"
+    assert estimate_clock_offset(slow, ahead) == 100.0, "remote minus local, at the moment it is measured"
+    base.advance(100.0)
+    assert ahead() - slow() == 150.0, "with drift the handshake's estimate goes stale"
+    with pytest.raises(ValueError):
+        SkewedClock(base, rate=0.0)
+
+
+@pytest.mark.parametrize("layout", ["NHD", "HND"])
+def test_kv_layouts_compute_the_same_tokens_and_differ_in_their_bytes(layout):
+    engine = Engine(MODEL, 16, 4, kv_layout=layout)
+    assert engine.kv_layout == layout
+    rid = engine.add_request(prompt(9), SAMPLED)
+    engine.step()
+    table = list(engine.requests[rid].block_table)
+    nhd = Engine(MODEL, 16, 4)
+    nid = nhd.add_request(prompt(9), SAMPLED)
+    nhd.step()
+    logical = engine.kv_cache.kv[torch.tensor(table)]
+    assert torch.equal(logical, nhd.kv_cache.kv[torch.tensor(nhd.requests[nid].block_table)]), (
+        "the logical view holds the same K/V in either layout"
+    )
+    raw = engine.kv_cache.read_raw(table)
+    assert raw.shape == (3, 4 * 2 * 2 * 2 * 8)
+    assert torch.equal(raw[0], engine.kv_cache.storage[table[0]].flatten()), "raw = the block's storage bytes"
+    assert torch.equal(raw, logical.flatten(1)) == (layout == "NHD"), "only NHD's bytes are token-major"
+    other = Engine(MODEL, 16, 4, kv_layout=layout)
+    fresh = other.block_pool.allocate(3)
+    for src_row, dst_block in zip(raw, fresh, strict=True):
+        other.kv_cache.write_raw(dst_block, src_row)
+    assert torch.equal(other.kv_cache.kv[torch.tensor(fresh)], logical), "same layout: bytes round-trip"
+    mixed = Engine(MODEL, 16, 4, kv_layout="HND" if layout == "NHD" else "NHD")
+    mixed.kv_cache.write_raw(0, raw[0])
+    assert not torch.equal(mixed.kv_cache.kv[0], logical[0]), "another layout: the same bytes are scrambled"
+    with pytest.raises(ValueError):
+        other.kv_cache.write_raw(
+            0, raw[0], slot_offset=1
+        )  # 4 tokens do not fit from slot 1 of a 4-slot block
+    assert engine.run_until_done()[rid] == alone(prompt(9), SAMPLED)
+
+
+def test_await_remote_kv_holds_blocks_and_is_never_scheduled():
+    engine = Engine(MODEL, 16, 4)
+    request = Request("pulled", prompt(6), SAMPLED, [3])
+    request.block_table = engine.block_pool.allocate(2)
+    request.epoch = 2
+    engine.await_remote_kv(request)
+    assert (
+        engine.requests["pulled"].status == RequestStatus.WAITING_FOR_REMOTE_KVS
+        and engine.epochs["pulled"] == 2
+    )
+    before = engine.num_forward_tokens
+    engine.step()
+    assert engine.num_forward_tokens == before and not engine.running and not engine.waiting
+    assert engine.detach_request("pulled") is request and "pulled" not in engine.requests
+    engine.block_pool.free(request.block_table)
+    request.block_table = []
+    with pytest.raises(ValueError):
+        engine.await_remote_kv(request)  # holds no blocks here
+
+
+def test_block_pool_free_order_without_caching_is_vllms():
+    pool = BlockPool(10)
+    ids = pool.allocate(4)
+    pool.free(ids)
+    assert pool.allocate(6) == [3, 2, 1, 0, 4, 5], (
+        "no prefix caching: freed blocks go to the front, tail first, and are reused first "
+        "(vLLM 0.32.0 BlockPool.free_blocks: LIFO reuse of non-cached blocks)"
+    )
 
 
 def test_engine_records_epochs_and_accepts_one_block_of_headroom():

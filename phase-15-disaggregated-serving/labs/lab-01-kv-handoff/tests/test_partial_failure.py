@@ -206,6 +206,83 @@ def test_no_room_is_loud_and_changes_nothing(impl):
     assert_unchanged(before, engine_state(dst), "an import without room")
 
 
+class AdmissionRefused(Exception):
+    """Not a RuntimeError: the starter's NotImplementedError must not pass for it."""
+
+
+@task7
+def test_a_failure_after_allocation_gives_the_blocks_back(impl, monkeypatch):
+    snap = exported(impl, make_prompt(12, 10), SAMPLED, steps=2)
+    dst = Engine(MODEL, 48, 4)
+    dst.add_request(make_prompt(5, 11), GREEDY)
+    dst.step()
+    before = engine_state(dst)
+
+    def refuse(request):
+        raise AdmissionRefused("admission refused after the blocks were claimed")
+
+    monkeypatch.setattr(dst, "admit_running", refuse)
+    with pytest.raises(AdmissionRefused):
+        impl.import_with_load_errors(dst, corrupt(snap, {2}, 4), {2})
+    assert_unchanged(before, engine_state(dst), "a partial import that failed after allocating")
+
+
+def _invalid(snap, kind: str, dst: Engine):
+    if kind == "no_generator_state":
+        return dataclasses.replace(snap, generator_state=None)
+    if kind == "token_outside_vocab":
+        return dataclasses.replace(snap, prompt_token_ids=(CONFIG.vocab_size, *snap.prompt_token_ids[1:]))
+    if kind == "finished":
+        return dataclasses.replace(
+            snap,
+            sampling_params=dataclasses.replace(snap.sampling_params, max_tokens=len(snap.output_token_ids)),
+        )
+    if kind == "stale":
+        dst.epochs[snap.request_id] = snap.epoch + 1  # this engine has seen the request move on
+        return snap
+    raise AssertionError(kind)
+
+
+@task7
+@pytest.mark.parametrize("failed", [{0}, {2}])
+@pytest.mark.parametrize("kind", ["no_generator_state", "token_outside_vocab", "finished", "stale"])
+def test_what_validation_refuses_is_refused_on_every_path(impl, kind, failed):
+    """Block 0 failed (readmit by recompute) or a later block (a partial import): either way the rest of
+    the snapshot is validated, and a refusal changes nothing."""
+    snap = exported(impl, make_prompt(12, 12), SAMPLED, steps=2)
+    dst = Engine(MODEL, 48, 4)
+    bad = _invalid(corrupt(snap, failed, 4), kind, dst)
+    before, epochs = engine_state(dst), dict(dst.epochs)
+    with pytest.raises(SnapshotError):
+        impl.import_with_load_errors(dst, bad, failed)
+    assert_unchanged(before, engine_state(dst), f"refusing a {kind} snapshot with blocks {failed} failed")
+    assert dst.epochs == epochs and snap.request_id not in dst.requests
+
+
+@task7
+@pytest.mark.parametrize("failed", [{0}, {2}, set()])
+def test_every_path_moves_the_epoch_on_and_leaves_the_snapshot_alone(impl, failed):
+    prompt = make_prompt(12, 13)
+    snap = corrupt(exported(impl, prompt, SAMPLED, steps=2), failed, 4)
+    kv = snap.kv.clone()
+    dst = Engine(MODEL, 48, 4)
+    impl.import_with_load_errors(dst, snap, failed)
+    assert torch.equal(snap.kv, kv), "the snapshot the caller gave is not modified (its K/V included)"
+    got = (dst.requests[snap.request_id].epoch, dst.epochs[snap.request_id])
+    assert got == (snap.epoch + 1, snap.epoch + 1), (
+        f"blocks {failed} failed: the request is one move further, (epoch, engine's record) "
+        f"{(snap.epoch + 1, snap.epoch + 1)}, got {got}"
+    )
+    dst.step()
+    elsewhere = Engine(MODEL, 48, 8)
+    impl.import_request(elsewhere, impl.export_request(dst, snap.request_id))  # it moves on
+    before = engine_state(dst)
+    with pytest.raises(SnapshotError):
+        impl.import_with_load_errors(dst, snap, failed)  # the same delivery, late: stale here now
+    assert_unchanged(before, engine_state(dst), "a late duplicate of a partial import")
+    assert elsewhere.run_until_done()[snap.request_id] == reference_output(prompt, SAMPLED)
+
+
 # ---------------------------------------------------------------- task 7: partial_recovery_cost
 @task7
 @pytest.mark.parametrize("failed, keep", [(set(), 14), ({0}, 0), ({2}, 8), ({1, 3}, 4), ({3}, 12)])
@@ -251,7 +328,15 @@ def test_partial_recovery_cost_matches_task_4_at_the_extremes(impl):
 @task7
 @pytest.mark.parametrize(
     "block_size, failed, rates",
-    [(4, {9}, (1.0, 1e9)), (0, {1}, (1.0, 1e9)), (4, {1}, (0.0, 1e9)), (4, {1}, (1.0, -1.0))],
+    [
+        (4, {9}, (1.0, 1e9)),
+        (4, {-1}, (1.0, 1e9)),
+        (0, {1}, (1.0, 1e9)),
+        (0, set(), (1.0, 1e9)),
+        (-4, set(), (1.0, 1e9)),
+        (4, {1}, (0.0, 1e9)),
+        (4, {1}, (1.0, -1.0)),
+    ],
 )
 def test_partial_recovery_cost_refuses_what_it_cannot_price(impl, block_size, failed, rates):
     snap = exported(impl, make_prompt(12, 11), GREEDY, steps=2)

@@ -13,6 +13,7 @@ import math
 from collections import Counter
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -335,6 +336,81 @@ def test_a_refused_import_changes_nothing_not_even_the_free_order(impl, kind, er
 
 
 @task6
+def test_the_lookup_covers_computed_positions_not_the_last_sampled_token(impl):
+    """10 prompt + 2 sampled tokens, 11 of them computed. The destination caches 3 full blocks of exactly
+    those 12 tokens (and more), but the snapshot's K/V covers only 2 full blocks: the 3rd block would
+    hold position 11, which has no K/V yet and which this request's next step writes."""
+    src = Engine(MODEL, 48, 4)
+    rid = src.add_request(make_prompt(10, 90), SAMPLED)
+    src.step()
+    src.step()
+    snap = impl.export_request(src, rid)
+    tokens = list(snap.prompt_token_ids + snap.output_token_ids)
+    assert (len(tokens), snap.num_computed_tokens) == (12, 11)
+    dst = caching_engine(4)
+    resident = dst.add_request(tokens + make_prompt(2, 91), GREEDY)
+    dst.step()  # 14 computed: 3 full blocks cached, the 3rd ending with token 11
+    got = receipt(impl, impl.import_prefix_aware(dst, snap))
+    assert got == want_receipt(11, 2, 4), (
+        f"the hit is the full blocks of the 11 COMPUTED positions (2), not of all 12 tokens: want "
+        f"{want_receipt(11, 2, 4)}, got {got}"
+    )
+    table, other = dst.requests[rid].block_table, dst.requests[resident].block_table
+    assert table[2] != other[2], "the block that position 11 goes into must be the request's own, not shared"
+    check_refcounts(dst)
+    out = dst.run_until_done()
+    assert out[rid] == reference_output(make_prompt(10, 90), SAMPLED), "imported: as never-moved"
+    assert out[resident] == reference_output(tokens + make_prompt(2, 91), GREEDY), "the resident is unharmed"
+
+
+@task6
+def test_hits_held_by_a_live_request_take_no_free_block(impl):
+    """The 2 hit blocks are held by a live resident: sharing them takes no free block, so an import that
+    needs exactly the free blocks for the rest goes through."""
+    shared = make_prompt(8, 92)
+    dst = caching_engine(4, num_blocks=5)
+    resident = dst.add_request(shared + make_prompt(2, 93), SamplingParams(max_tokens=2))
+    dst.step()  # the resident holds 3 blocks (2 full and cached), 2 are free
+    snap = exported(impl, shared + make_prompt(3, 94), SAMPLED, steps=2)  # 12 computed: 4 blocks, 2 hit
+    assert dst.block_pool.num_free == 2 and snap.num_computed_tokens == 12
+    try:
+        got = receipt(impl, impl.import_prefix_aware(dst, snap))
+    except OutOfBlocksError as exc:
+        pytest.fail(
+            f"2 fresh blocks needed, 2 free, and the 2 hits are held by a live request (num_evictable == 0): "
+            f"the import fits, but was refused ({exc})"
+        )
+    assert got == want_receipt(12, 2, 4)
+    check_refcounts(dst)
+    out = dst.run_until_done()
+    assert out[snap.request_id] == reference_output(shared + make_prompt(3, 94), SAMPLED)
+    assert out[resident] == reference_output(shared + make_prompt(2, 93), SamplingParams(max_tokens=2))
+
+
+@task6
+def test_the_import_leaves_the_callers_snapshot_alone_and_moves_the_epoch_on(impl):
+    shared = make_prompt(12, 95)
+    dst = caching_engine(4)
+    dst.add_request(shared + make_prompt(2, 96), GREEDY)
+    dst.step()
+    snap = exported(impl, shared + make_prompt(3, 97), SAMPLED, steps=2)
+    kv = snap.kv.clone()
+    impl.import_prefix_aware(dst, snap)
+    assert torch.equal(snap.kv, kv), "import_prefix_aware must not modify the snapshot it was given (its K/V)"
+    request = dst.requests[snap.request_id]
+    assert (request.epoch, dst.epochs[snap.request_id]) == (snap.epoch + 1, snap.epoch + 1), (
+        "a prefix-aware import is an import: the request is one move further"
+    )
+    dst.step()
+    back = Engine(MODEL, 48, 4)
+    impl.import_request(back, impl.export_request(dst, snap.request_id))
+    state = pool_state(dst)
+    with pytest.raises(SnapshotError):
+        impl.import_prefix_aware(dst, snap)  # the old snapshot again, after the request moved on
+    assert pool_state(dst) == state, "refusing a stale snapshot changes nothing"
+
+
+@task6
 def test_the_headroom_block_is_not_counted_as_shipped(impl):
     """12 computed positions in 4-token blocks, the first 8 cached: the K/V fills its last block, so the
     table gets a 4th block for the next token, but nothing crossed the wire into it."""
@@ -477,10 +553,18 @@ def test_random_interleavings_with_prefix_hits_keep_every_promise(impl, data):
         elif op == "move" and engines[e].running:
             rid = data.draw(st.sampled_from([r.request_id for r in engines[e].running]), label="rid")
             snap = impl.export_request(engines[e], rid)
-            try:
-                impl.import_prefix_aware(engines[1 - e], snap)
-            except (OutOfBlocksError, SnapshotError):
+            dst, n = engines[1 - e], snap.num_computed_tokens
+            tokens = list(snap.prompt_token_ids + snap.output_token_ids)[:n]
+            hit = dst.prefix_cache.lookup(full_block_hashes(tokens, dst.block_size))
+            need = math.ceil((n + 1) / dst.block_size) - len(hit) + dst.block_pool.num_evictable(hit)
+            if need > dst.block_pool.num_free:  # the one refusal this move can meet: predicted, not swallowed
+                state = pool_state(dst)
+                with pytest.raises(OutOfBlocksError):
+                    impl.import_prefix_aware(dst, snap)
+                assert pool_state(dst) == state, "a refused import changes nothing"
                 impl.readmit_by_recompute(engines[e], snap)  # no room there: recompute it here
+            else:
+                impl.import_prefix_aware(dst, snap)
         live = [rid for engine in engines for rid in engine.requests]
         assert len(live) == len(set(live)), f"a request is live twice: {sorted(live)}"
         for engine in engines:

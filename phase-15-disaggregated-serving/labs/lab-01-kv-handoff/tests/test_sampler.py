@@ -22,7 +22,6 @@ from minivllm import (
     Engine,
     ManualClock,
     Request,
-    RequestStatus,
     SamplingParams,
     SnapshotError,
 )
@@ -97,8 +96,10 @@ def test_counter_draw_is_keyed_on_the_seed_and_the_sequence_position(impl):
     wrong = []
     for case in range(24):
         logits = torch.randn(CONFIG.vocab_size, generator=gen) * 0.5
+        # Seeds of 64 bits as well as small ones: a seed cut to its low 32 bits draws other noise.
+        seed = case * 1_000_003 + (case % 4) * 2**33
         params = dataclasses.replace(
-            [COUNTER, COUNTER_WIDE][case % 2], temperature=[0.9, 1.3, 2.0][case % 3], seed=case * 1_000_003
+            [COUNTER, COUNTER_WIDE][case % 2], temperature=[0.9, 1.3, 2.0][case % 3], seed=seed
         )
         prompt, output = make_prompt(1 + case % 9, salt=case), make_prompt(case % 5, salt=case + 50)
         request = Request(f"req-{case}", prompt, params, output)
@@ -107,8 +108,8 @@ def test_counter_draw_is_keyed_on_the_seed_and_the_sequence_position(impl):
         if got != want:
             wrong.append((len(prompt), len(output), want, got, what_went_wrong(logits, request, got)))
     assert not wrong, (
-        "counter_sample must return argmax(apply_temperature_top_k(logits) + gumbel_noise(seed, position)) with "
-        "position = the index of the LAST token in the whole sequence (num_tokens - 1, prompt included); "
+        "counter_sample must return argmax(apply_temperature_top_k(logits) + gumbel_noise(seed, position)), "
+        "keyed on the whole seed and on the position, in the whole sequence, of the token whose logits these are; "
         f"(prompt, output, want, got, diagnosis) differs for {wrong[:4]}"
     )
 
@@ -125,7 +126,11 @@ def what_went_wrong(logits: torch.Tensor, request: Request, got: int) -> str:
     n, out = request.num_tokens, len(request.output_token_ids)
     for name, position in (("num_tokens", n), ("len(output)", out), ("len(output) - 1", out - 1)):
         if position >= 0 and got == int(torch.argmax(shaped + gumbel_noise(params.seed, position, vocab))):
-            return f"the noise of position {name} = {position}, not num_tokens - 1 = {n - 1}"
+            return f"the noise of position {name} = {position}: which token's logits are these, and where does it sit?"
+    if params.seed >= 2**32 and got == int(
+        torch.argmax(shaped + gumbel_noise(params.seed & 0xFFFFFFFF, n - 1, vocab))
+    ):
+        return f"the seed cut to 32 bits: {params.seed} is a 64-bit seed, and all of it keys the noise"
     if got == int(torch.argmax(shaped)):
         return "the shaped logits' argmax, as if no noise was added"
     return "not the noise of (seed, num_tokens - 1) for these shaped logits: check the key"
@@ -296,15 +301,16 @@ def test_preempted_and_recomputed_the_stream_goes_on(impl):
 
 
 @task8
-def test_a_held_counter_request_is_read_without_generator_state(impl):
+def test_a_pulled_counter_request_carries_no_generator_state(impl):
     clock = ManualClock(100.0)
-    src, dst = make_engine(impl, 4, clock=clock), make_engine(impl, 2, clock=clock)
+    src, dst = make_engine(impl, 4, clock=clock), make_engine(impl, 8, clock=clock)
     rid, prompt = start(src, 10, COUNTER, 2)
-    sid = impl.export_held(src, rid)
-    snap = impl.read_held(src, sid)
-    assert snap.generator_state is None, "task 5: read_held of a counter request carries no generator state"
-    impl.pull(src, dst, sid)
-    assert dst.requests[rid].status == RequestStatus.RUNNING
+    pulled = impl.export_held(src, rid)
+    assert pulled.snapshot.generator_state is None, (
+        "task 5: the params of a held counter request carry no generator state"
+    )
+    impl.start_pull(dst, pulled)
+    assert impl.finish_pull(dst, src, pulled) == "imported" and dst.requests[rid].generator is None
     assert dst.run_until_done()[rid] == reference_output(impl, prompt, COUNTER), "pulled: as never-moved"
 
 

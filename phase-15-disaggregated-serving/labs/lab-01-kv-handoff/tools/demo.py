@@ -1,9 +1,11 @@
-"""Demo: move a live request from engine A (block size 4) to engine B (block size 8) mid-decode.
+"""Demo: move a live request from engine A (block size 4) to engine B (block size 8) mid-decode, then
+hand two requests over the way vLLM's NIXL pull does (task 5): one read in time, one that raced expiry.
 
-    python phase-15-disaggregated-serving/labs/lab-01-kv-handoff/demo.py     (part of `make demo`)
+    python phase-15-disaggregated-serving/labs/lab-01-kv-handoff/tools/demo.py     (part of `make demo`)
 
-Prints the migrated and never-moved outputs side by side, A's usage before and after the export, and
-the blocks B gave the request. Uses solution.py unless LAB_IMPL says otherwise.
+Prints the migrated and never-moved outputs side by side, A's usage before and after the export, the
+blocks B gave the request; then each pull's lease, clocks and outcome. Uses solution.py unless LAB_IMPL
+says otherwise.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import random
 from pathlib import Path
 
 from labkit import impl as labimpl
-from minivllm import Engine, SamplingParams, TinyDecoder
+from minivllm import Engine, ManualClock, SamplingParams, SkewedClock, TinyDecoder, estimate_clock_offset
 
 HERE = Path(__file__).resolve().parents[1]  # the lab folder
 
@@ -70,6 +72,64 @@ def main() -> None:
     print(f"  after everything finished: A usage {a.usage:.1f}, B usage {b.usage:.1f}")
     if migrated != reference:
         raise SystemExit("the migration was visible in the output")
+    pull_demo(impl, model, params, prompt, reference)
+
+
+def pull_demo(
+    impl, model: TinyDecoder, params: SamplingParams, prompt: list[int], reference: list[int]
+) -> None:
+    """Task 5: the source finishes the request and holds its blocks under a lease; the reader reads them."""
+    base = ManualClock(100.0)
+    p, d = Engine(model, 24, 4, clock=base), Engine(model, 16, 8, clock=SkewedClock(base, offset=-1000.0))
+    print(
+        "\npull mode (task 5): P (block size 4) finishes the request and holds its blocks; D (block size 8,"
+    )
+    print("its clock 1000 s behind P's) claims its own blocks and reads P's in place, one-sided")
+    ok = p.add_request(prompt, params)
+    late = p.add_request(prompt, params)
+    for _ in range(4):
+        p.step()
+    offset = estimate_clock_offset(d.clock, p.clock)  # the handshake's estimate of P minus D
+    pulls = {rid: impl.export_held(p, rid, lease_s=10.0) for rid in (ok, late)}
+    print(
+        f"  P exports both under 10 s leases (deadline {pulls[ok].expires_at:.1f} on P's clock); P usage "
+        f"{p.usage:.3f}: the held blocks stay allocated"
+    )
+    print(f"  D's handshake estimates P's clock minus its own at {offset:+.1f} s")
+    for pulled in pulls.values():
+        impl.start_pull(d, pulled)
+    print(
+        f"  D claims blocks for both before any byte arrives (waiting for remote KV): D usage {d.usage:.3f}"
+    )
+    base.advance(3.0)
+    got = impl.finish_pull(d, p, pulls[ok], clock_offset=offset, margin_s=5.0, policy="recompute")
+    print(f"  {ok}: read at P's {p.clock():.1f} s -> {got}; P frees its blocks on the notification")
+    base.advance(7.0)  # P's clock reaches the deadline of the second lease
+    held = set(pulls[late].remote_block_ids)
+    reaped = impl.reap_expired(p)
+    newcomer = p.add_request(
+        [(5 * i + 1) % model.config.vocab_size for i in range(16)], SamplingParams(max_tokens=2)
+    )
+    p.step()
+    reused = len(held & set(p.requests[newcomer].block_table))
+    print(
+        f"  {late}: at {p.clock():.1f} s P reaps {len(reaped)} expired lease and frees its blocks; a newcomer "
+        f"writes its own K/V into {reused} of them"
+    )
+    stale = offset - 20.0  # the reader's estimate has gone 20 s stale: its deadline check passes
+    got = impl.finish_pull(d, p, pulls[late], clock_offset=stale, margin_s=5.0, policy="recompute")
+    print(
+        f"  {late}: D believes P is at {d.clock() + stale:.1f} s and reads anyway -> P answers the notification"
+    )
+    print(
+        f"    late (vLLM's P would only log it; counted: {p.leases.late_notifications}) -> {got}, never imported"
+    )
+    out = d.run_until_done()
+    p.run_until_done()
+    same = out.get(ok) == reference and out.get(late) == reference
+    print(f"  both finish as never-moved on D: {same}; P usage {p.usage:.1f}, D usage {d.usage:.1f}")
+    if not same:
+        raise SystemExit("a pull was visible in the output")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 
 1. Part 3's reference plans: for every scenario of ``fleetsim.plans.SCENARIOS``, the cheapest plan of
    ``fleetsim.plans.all_plans`` that meets it on the twin (``reference_search``: every plan, cheapest
-   first, simulated until one meets). A student's plan passes within 10% of that price.
+   first, simulated until one meets). A student's plan passes within 10% of that price. Only the price
+   and a digest of the plan are written (the plan would be task 15's answer); it prints the plan.
 2. Task 13's twin check: for each CAPACITY_CASES row (one H100 roofline profile, fixed prompt and
    answer lengths, Poisson arrivals), the goodput of every prefill:decode split of 4 GPUs as
    ``fleetsim.planner.search`` finds it (rate doubling and bisection; attainment = TTFT and every gap
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from fleetsim.fleet import Fleet
 from fleetsim.planner import search
-from fleetsim.plans import REFERENCE_FILE, SCENARIOS, _met, plan_json, reference_search
+from fleetsim.plans import REFERENCE_FILE, SCENARIOS, _met, plan_digest, reference_search
 from fleetsim.profile import h100_profile
 from fleetsim.workload import Arrival
 
@@ -84,7 +85,7 @@ def plan_rows() -> dict:
     for name, sc in SCENARIOS.items():
         t0 = time.process_time()
         plan, s, tried = reference_search(sc)
-        out[name] = dict(plan=plan_json(plan), dollars_per_hour=round(s.dollars_per_hour, 4),
+        out[name] = dict(plan_sha256=plan_digest(plan), dollars_per_hour=round(s.dollars_per_hour, 4),
                          attained=round(s.attained, 4), simulated=tried, cpu_s=round(time.process_time() - t0, 1))  # fmt: skip
         print(
             f"{name}: {plan} at ${s.dollars_per_hour:.2f}/h, attained {s.attained:.3f} ({tried} plans simulated)"

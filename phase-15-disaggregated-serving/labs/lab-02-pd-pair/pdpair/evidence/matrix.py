@@ -366,7 +366,10 @@ def render_markdown(matrix: dict[str, Any]) -> str:
         named = ", ".join(f"`{h}`" for h in r.get("hazards", [])) or (
             f"none: {r['unseen']}" if r.get("unseen") else "none"
         )
-        decided = (r.get("oracle") or {}).get("branch") or "-"
+        orc = r.get("oracle") or {}
+        decided = orc.get("branch") or "-"
+        if orc.get("kv_checked") is not None and r.get("probes"):
+            decided += f" (KV bits on {orc['kv_checked']}/{len(r['probes'])} probes)"
         lines.append(f"| `{r['name']}` | {_cell(r['change'])} | **{outcome}** | {decided} | {_cell(evidence, 300)} "
                      f"| {_cell(named, 200)} |")  # fmt: skip
     lines.append("")

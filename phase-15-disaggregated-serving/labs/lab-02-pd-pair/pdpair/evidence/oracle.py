@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-TOP_K = 5  # top logits the colocated reference asks for at every position
+TOP_K = 20  # top logits the colocated reference asks for at every position (vLLM's default max_logprobs)
 TIE_ULPS = 8  # a near-tie: the colocated gap is at most this many ulps of the larger logit
 MANTISSA_BITS = {"bfloat16": 7, "float16": 10, "float32": 23}  # explicit significand bits per dtype
 DUMP_WAIT_S = 30.0

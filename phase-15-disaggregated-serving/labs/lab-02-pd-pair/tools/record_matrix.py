@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown row(s) {sorted(unknown)}; rows: {', '.join(ROWS_BY_NAME)}")
 
     from labkit.machine import cpu_model
-    from pdpair.evidence.probe import colocated_references, run_row
+    from pdpair.evidence.probe import colocated_references, reference_key, run_row, shared_overrides
     from pdpair.proxy import load_impl
 
     impl = load_impl(args.impl)
@@ -131,32 +131,35 @@ def main(argv: list[str] | None = None) -> int:
     # an old recording's bare token ids cannot serve the oracle's logit check: record those again
     refs = {w: r for w, r in refs.items() if _has_logits(r)}
     matrix["references"] = dict(refs)
-    kill_rows = {r.weights for r in wanted if r.tweak == "kill_prefill"}
+    kill_rows = {reference_key(r) for r in wanted if r.tweak == "kill_prefill"}
     for i, row in enumerate(ROWS):
         if row not in wanted:
             if row.name in old:
                 matrix["rows"].append(old[row.name])
             continue
         print(f"[{i + 1}/{len(ROWS)}] {row.name}: {row.change}", flush=True)
-        stale = row.weights in kill_rows and "kill-drill" not in refs.get(row.weights, {})
-        if not row.cannot_run and (row.weights not in refs or stale):
-            print(f"    colocated reference ({row.weights} weights) ...", flush=True)
-            refs[row.weights] = colocated_references(impl, row.weights)
-            matrix["references"][row.weights] = refs[row.weights]
+        key = reference_key(row)
+        stale = key in kill_rows and "kill-drill" not in refs.get(key, {})
+        if not row.cannot_run and (key not in refs or stale):
+            print(f"    colocated reference ({key}) ...", flush=True)
+            refs[key] = colocated_references(impl, row.weights, hf_overrides=shared_overrides(row))
+            matrix["references"][key] = refs[key]
         matrix["references"].update(refs)
-        key32 = f"{row.weights}-float32"
+        key32 = reference_key(row, "float32")
 
-        def float32_refs(weights=row.weights, key=key32):
+        def float32_refs(weights=row.weights, key=key32, row=row):
             if key not in refs:
                 print(
                     f"    colocated float32 reference ({weights} weights) for the oracle's tie-breaker ...",
                     flush=True,
                 )
-                refs[key] = matrix["references"][key] = colocated_references(impl, weights, dtype="float32")
+                refs[key] = matrix["references"][key] = colocated_references(
+                    impl, weights, dtype="float32", hf_overrides=shared_overrides(row)
+                )
             return refs[key]
 
         load_row = round(os.getloadavg()[0], 2)
-        rec = row_record(row) if row.cannot_run else run_row(impl, row, refs[row.weights], float32_refs)
+        rec = row_record(row) if row.cannot_run else run_row(impl, row, refs[key], float32_refs)
         if not row.cannot_run:
             rec["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
             rec.setdefault("load_avg_1m", load_row)
@@ -164,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             f"    -> {rec.get('outcome') or 'not run'} ({rec.get('timings', {}).get('row_s', 0)} s)",
             flush=True,
         )
+        if rec.get("slow_handshake"):
+            print(f"    NOTE {rec['slow_handshake']}: re-run this row on a quieter machine", flush=True)
         for line in rec.get("evidence", [])[:3]:
             print(f"       {line[:160]}", flush=True)
         matrix["rows"].append(rec)

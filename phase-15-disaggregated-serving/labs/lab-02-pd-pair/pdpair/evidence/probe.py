@@ -149,6 +149,9 @@ def counters(url: str) -> dict[str, float]:
 
 
 ENVIRONMENT_FAILURE = re.compile(r"Available memory on node|not healthy within|uct_iface_open\(tcp/pdp")
+# vLLM 0.32 waits 5 s for the handshake reply (nixl/base_worker.py, _nixl_handshake:
+# sock.setsockopt(zmq.RCVTIMEO, 5000)); a starved machine misses it and the first requests fail
+SLOW_HANDSHAKE = re.compile(r"zmq\.error\.Again: Resource temporarily unavailable")
 
 
 def _logs_of(spec) -> str:
@@ -183,12 +186,31 @@ def runnable_spec(row: Row, weights: str | None = None, enforce_eager: bool = Tr
     return bind_cores(apply_row(spec, row))  # the row may change a TP size: one core list per rank
 
 
-def colocated_references(impl, weights: str, dtype: str | None = None) -> dict[str, dict]:
-    """Every probe prompt on a colocated instance (no connector) with these weights: token ids and the
-    top logits per position (``oracle.Reference.as_dict``), by probe name (and ``kill-drill``)."""
+def shared_overrides(row: Row) -> dict[str, Any]:
+    """The ``hf_overrides`` a row gives BOTH sides alike (a different model on both: its colocated
+    reference must be that model too), else ``{}``."""
+    p, d = (row.sides.get(side, {}).get("hf_overrides", {}) for side in ("prefill", "decode"))
+    return dict(p) if p and p == d else {}
+
+
+def reference_key(row: Row, dtype: str | None = None) -> str:
+    """Which colocated references judge a row: its weights, the model overrides both sides share, a dtype."""
+    key = row.weights
+    if shared_overrides(row):
+        key += "+" + ",".join(f"{k}={v}" for k, v in sorted(shared_overrides(row).items()))
+    return f"{key}-{dtype}" if dtype else key
+
+
+def colocated_references(impl, weights: str, dtype: str | None = None,
+                         hf_overrides: dict[str, Any] | None = None) -> dict[str, dict]:  # fmt: skip
+    """Every probe prompt on a colocated instance (no connector) with these weights (and ``hf_overrides``,
+    ``dtype``): token ids and the top logits per position (``oracle.Reference.as_dict``), by probe name
+    (and ``kill-drill``)."""
     spec = runnable_spec(Row("reference", "colocated"), weights)
     if dtype:
         spec = with_side(with_side(spec, "prefill", dtype=dtype), "decode", dtype=dtype)
+    if hf_overrides:
+        spec = apply_row(spec, Row("overrides", "", {"prefill": {"hf_overrides": hf_overrides}}))
     refs = {}
     with run_colocated(impl, spec, log_dir=LOG_DIR, startup_timeout_s=STARTUP_TIMEOUT_S) as inst:
         for name, n in [(name, n) for name, n, _, _ in PROBES] + [("kill-drill", 1500)]:
@@ -400,6 +422,9 @@ def _probe(impl, pair, row: Row, out: dict[str, Any], refs: dict[str, dict], dum
                        "delta": {k: after[k] - before.get(k, 0) for k in after}}  # fmt: skip
     expected = sum(n for _, n, _, _ in PROBES)
     out["outcome"] = _classify(out, expected)
+    if out["outcome"] == "fails_at_first_request" and SLOW_HANDSHAKE.search(pair.decode.log_text()):
+        out["slow_handshake"] = ("decode's handshake missed vLLM's 5 s reply timeout (nixl/base_worker.py, "
+                                 "_nixl_handshake: zmq RCVTIMEO 5000): the machine, not the row")  # fmt: skip
     if row.tweak == "kill_prefill":
         out["outcome"] = _kill_drill(impl, pair, out, refs["kill-drill"])
 

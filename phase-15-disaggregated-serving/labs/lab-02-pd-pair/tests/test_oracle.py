@@ -332,3 +332,20 @@ def test_row_map_names_where_permuted_rows_came_from():
     runs = row_map({"K": k[0], "V": v[0]}, swapped, 64)
     assert runs == ["K t0-31 = prefill K t0-31", "K t32-63 = prefill V t0-31", "V t0-31 = prefill K t32-63",
                     "V t32-63 = zeros"], runs  # fmt: skip
+
+
+def test_heads_of_rank_split_then_replicate_as_vllm_does():
+    assert [oracle.heads_of_rank(r, 2, 4) for r in range(2)] == [[0, 1], [2, 3]]
+    assert [oracle.heads_of_rank(r, 4, 2) for r in range(4)] == [[0], [0], [1], [1]]  # vLLM: rank * K // tp
+    tokens = {layer: (k[:2], v[:2]) for layer, (k, v) in _tokens(40).items()}  # two KV heads, decode TP 4
+    assert oracle.compare_kv(_dumps(tokens, 32, total=2), _dumps(tokens, 32, tp=4, total=2), 40).equal is True
+
+
+def test_the_kv_is_compared_as_bits_not_values():
+    n = 32
+    tokens = _tokens(n)
+    k, v = tokens["layers.0"]
+    k[0, 0, 0] = 0.0
+    p = _dumps(tokens, 32)
+    k[0, 0, 0] = -0.0  # equal as a value, not as bits
+    assert oracle.compare_kv(p, _dumps(tokens, 32), n).equal is False

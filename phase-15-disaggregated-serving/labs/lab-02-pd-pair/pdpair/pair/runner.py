@@ -416,7 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="random", choices=["random", "dummy", "as_is"])
     args = parser.parse_args(argv)
     impl = load_impl(args.impl)
-    spec = prepare_spec(load_pair_spec(args.spec), enforce_eager=not args.compiled, weights=args.weights)
+    try:
+        spec = prepare_spec(load_pair_spec(args.spec), enforce_eager=not args.compiled, weights=args.weights)
+    except HostingError as err:
+        parser.exit(2, f"python -m pdpair.pair.runner: this machine cannot host {args.spec}: {err}\n")
     hazards = impl.find_hazards(spec.prefill, spec.decode)
     for h in hazards:
         print(f"hazard {h.name}: {h.explanation}")

@@ -51,22 +51,22 @@ def test_the_spec_wants_one_core_list_per_tp_rank(tmp_path):
         parse_pair_spec({"model": "m", "port": 1, "prefill": {"cpu_cores": "x"}}, tmp_path)
 
 
-def test_assign_cores_one_core_per_rank_round_robin_prefill_first():
+def test_assign_cores_gives_each_side_its_own_cores_and_each_rank_one():
     assert assign_cores(_spec(), [0, 1]) == {"prefill": "0", "decode": "1"}  # the spec's own binds fit
-    assert assign_cores(_spec(1, 2), [0, 1]) == {"prefill": "0", "decode": "1|0"}  # "1" cannot bind 2 ranks
-    assert assign_cores(_spec(2, 1), [0, 1]) == {"prefill": "0|1", "decode": "0"}
-    assert assign_cores(_spec(2, 2, "0|1", "1|0"), [0, 1]) == {"prefill": "0|1", "decode": "1|0"}  # kept
-    assert assign_cores(_spec(), [4, 5]) == {
-        "prefill": "4",
-        "decode": "5",
-    }  # cores this machine lacks: new ones
+    assert assign_cores(_spec(1, 2), [0, 1]) == {"prefill": "0", "decode": "1|1"}  # "1" cannot bind 2 ranks
+    assert assign_cores(_spec(2, 1), [0, 1]) == {"prefill": "0|0", "decode": "1"}
+    kept = assign_cores(_spec(2, 2, "0|1", "1|0"), [0, 1])
+    assert kept == {"prefill": "0|1", "decode": "1|0"}, "binds that fit are the spec's to choose"
+    moved = assign_cores(_spec(), [4, 5])
+    assert moved == {"prefill": "4", "decode": "5"}, "cores this machine lacks: new ones"
+    assert assign_cores(_spec(2, 2), [0, 1, 2, 3]) == {"prefill": "0|1", "decode": "2|3"}
     assert assign_cores(_spec(1, 2), [7]) == {"prefill": "7", "decode": "7|7"}
 
 
 def test_bind_cores_sets_the_binds_and_leaves_the_input_alone():
     spec = _spec(1, 2)
     bound = bind_cores(spec, [0, 1])
-    assert (bound.prefill.cpu_cores, bound.decode.cpu_cores) == ("0", "1|0")
+    assert (bound.prefill.cpu_cores, bound.decode.cpu_cores) == ("0", "1|1")
     assert spec.decode.cpu_cores == "1", "bind_cores must not modify its input"
 
 

@@ -14,8 +14,9 @@ What it does, in order (each step has a deadline; nothing is left running):
 1. ``prepare_spec``: both sides on 127.0.0.1 with free HTTP and NIXL side-channel ports chosen outside
    the kernel's ephemeral range (``pdpair.pair.procs.pick_port``: no outbound connection can take them); on CPU
    every TP rank gets its cores (``VLLM_CPU_OMP_THREADS_BIND``, one list per rank, ``|``-separated; see
-   ``assign_cores``: the spec's binds where they fit this machine, else one core per rank round-robin, so
-   three ranks on two cores share one), a plan this machine cannot host stops here (``HostingError``), and
+   ``assign_cores``: the spec's binds where they fit this machine, else each side its own half of the
+   cores, its ranks round-robin within it, so decode's two ranks share core 1 next to a TP-1 prefill on
+   core 0), a plan this machine cannot host stops here (``HostingError``), and
    vLLM's NIXL connector is loaded through ``kv_connector_module_path: pdpair.pair.nixl_cpu`` (the CPU
    fixes, see that module); seeded random weights (``pdpair.pair.weights``, ``--load-format safetensors``) instead of vLLM's
    near-constant dummy weights; the same ``--served-model-name`` on both sides; ``--enforce-eager`` unless
@@ -107,17 +108,26 @@ def _fits(s: ServerSpec, cores: set[int]) -> bool:
 
 def assign_cores(spec: PairSpec, cores: list[int]) -> dict[str, str]:
     """The ``cpu_cores`` (``VLLM_CPU_OMP_THREADS_BIND``) of each CPU side: the spec's own when every CPU
-    side's fits ``cores`` (one core list per TP rank, all of them available); otherwise one core per rank,
-    round-robin over ``cores``, prefill's ranks first. Two cores: TP 1 / TP 1 -> ``"0"``, ``"1"``; TP 1 /
-    TP 2 -> ``"0"``, ``"1|0"``; TP 2 / TP 1 -> ``"0|1"``, ``"0"`` (three ranks on two cores share one)."""
+    side's fits ``cores`` (one core list per TP rank, all of them available); otherwise each side gets its
+    own share of ``cores`` (prefill the first half, decode the rest; both share them on one core) and its
+    ranks one core each, round-robin within that share. Two cores: TP 1 / TP 1 -> ``"0"``, ``"1"``;
+    TP 1 / TP 2 -> ``"0"``, ``"1|1"``; TP 2 / TP 1 -> ``"0|0"``, ``"1"``.
+
+    Why sides stay apart when oversubscribed: a vLLM TP worker busy-polls its shared-memory queue for a
+    second after every read (``distributed/device_communicators/shm_broadcast.py``, ``SpinCondition``);
+    spread over both cores (``"0"`` and ``"1|0"``, three ranks on two cores), decode's ranks starved
+    prefill's handshake listener past vLLM's 5 s reply timeout on every run here."""
     sides = [s for s in (spec.prefill, spec.decode) if s.device == "cpu"]
     if all(_fits(s, set(cores)) for s in sides):
         return {s.name: str(s.cpu_cores) for s in sides}
-    out, k = {}, 0
-    for s in sides:
-        out[s.name] = "|".join(str(cores[(k + r) % len(cores)]) for r in range(_ranks(s)))
-        k += _ranks(s)
-    return out
+    half = max(1, len(cores) // 2)
+    shares = {"prefill": cores[:half], "decode": cores[half:] or cores}
+    if len(sides) == 1:
+        shares = {sides[0].name: cores}
+    return {
+        s.name: "|".join(str(shares[s.name][r % len(shares[s.name])]) for r in range(_ranks(s)))
+        for s in sides
+    }
 
 
 def _mem_available_gib(meminfo: Path = Path("/proc/meminfo")) -> float | None:

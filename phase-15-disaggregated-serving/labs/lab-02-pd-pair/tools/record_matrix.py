@@ -104,7 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown row(s) {sorted(unknown)}; rows: {', '.join(ROWS_BY_NAME)}")
 
     from labkit.machine import cpu_model
-    from pdpair.evidence.probe import colocated_references, reference_key, run_row, shared_overrides
+    from pdpair.evidence.probe import (
+        colocated_references,
+        reference_key,
+        run_row,
+        shared_model,
+        shared_overrides,
+    )
     from pdpair.proxy import load_impl
 
     impl = load_impl(args.impl)
@@ -142,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         stale = key in kill_rows and "kill-drill" not in refs.get(key, {})
         if not row.cannot_run and (key not in refs or stale):
             print(f"    colocated reference ({key}) ...", flush=True)
-            refs[key] = colocated_references(impl, row.weights, hf_overrides=shared_overrides(row))
+            refs[key] = colocated_references(
+                impl, row.weights, hf_overrides=shared_overrides(row), model=shared_model(row)
+            )
             matrix["references"][key] = refs[key]
         matrix["references"].update(refs)
         key32 = reference_key(row, "float32")
@@ -154,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 refs[key] = matrix["references"][key] = colocated_references(
-                    impl, weights, dtype="float32", hf_overrides=shared_overrides(row)
+                    impl,
+                    weights,
+                    dtype="float32",
+                    hf_overrides=shared_overrides(row),
+                    model=shared_model(row),
                 )
             return refs[key]
 

@@ -59,6 +59,7 @@ NIXL = "distributed/kv_transfer/kv_connector/v1/nixl"  # under vllm/ in the vllm
 ALIAS_MODEL = "out/models/tiny-llama-alias"  # the same weights under another folder name (see probe.py)
 RANDOM_SEED1_MODEL = "out/models/tiny-llama-seed1"  # this lab's random weights for seed 1 (see probe.py)
 CPU_FIX = "pdpair.pair.nixl_cpu"  # the lab's CPU connector module (pdpair.pair.fixes)
+KV1_MODEL = "models/tiny-llama-kv1"  # the tiny Llama with one KV head (random weights: tweak "materialize")
 
 
 @dataclass(frozen=True)
@@ -162,10 +163,12 @@ ROWS: tuple[Row, ...] = (
         {"prefill": {"tensor_parallel_size": 2, "hf_overrides": {"num_key_value_heads": 1}},
          "decode": {"hf_overrides": {"num_key_value_heads": 1}}}, weights="dummy",
         hazards=("tp_replicated_kv_heads",)),
-    Row("tp_1_2_kv_heads_1", "prefill TP 1, decode TP 2, one KV head (overridden on both sides, dummy weights): "
-        "both decode ranks read the one head",
-        {"decode": {"tensor_parallel_size": 2, "hf_overrides": {"num_key_value_heads": 1}},
-         "prefill": {"hf_overrides": {"num_key_value_heads": 1}}}, weights="dummy"),
+    Row("tp_1_2_kv_heads_1", "prefill TP 1, decode TP 2, one KV head (models/tiny-llama-kv1, this lab's random "
+        "weights on both sides): both decode ranks read the one head", {
+            "prefill": {"model": KV1_MODEL}, "decode": {"model": KV1_MODEL, "tensor_parallel_size": 2}},
+        tweak="materialize"),
+    Row("tp_1_2_dummy", "prefill TP 1, decode TP 2, --load-format dummy on both sides",
+        {"decode": {"tensor_parallel_size": 2}}, weights="dummy", hazards=("dummy_weights_tp_mismatch",)),
     Row("vllm_version_differs", "prefill vLLM 0.32.0, decode another release",
         cannot_run="one vLLM is installed here; the version is a factor of the hash: "
         f"{NIXL}/metadata.py, compute_nixl_compatibility_hash: \"vllm_version\": vllm_version",
@@ -200,7 +203,8 @@ def apply_row(spec: PairSpec, row: Row) -> PairSpec:
 
     ``"@prefill"`` copies prefill's current value; ``env`` is merged into the side's env; ``extra_args``
     replace a flag already present (its value too) or are appended; a relative ``model`` is relative to
-    the lab folder; ``hf_overrides`` also recompute the side's shape from ``models/tiny-llama``.
+    the lab folder, and its ``config.json`` (where there is one) gives the side's shape; ``hf_overrides``
+    also recompute the side's shape from ``models/tiny-llama``.
     """
     for side in ("prefill", "decode"):
         changes = dict(row.sides.get(side, {}))
@@ -214,6 +218,9 @@ def apply_row(spec: PairSpec, row: Row) -> PairSpec:
             changes["extra_args"] = merge_args(current.extra_args, changes["extra_args"])
         if "model" in changes and not Path(changes["model"]).is_absolute():
             changes["model"] = str((LAB_DIR / changes["model"]).resolve())
+        if "model" in changes and (Path(changes["model"]) / "config.json").is_file():  # what the new folder says
+            overrides = {**current.hf_overrides, **changes.get("hf_overrides", {})}
+            changes["shape"] = _shape_with(current.shape, Path(changes["model"]), overrides)
         if "hf_overrides" in changes:
             changes["hf_overrides"] = {**current.hf_overrides, **changes["hf_overrides"]}
             changes["shape"] = _shape_with(
@@ -407,6 +414,8 @@ HAZARD_WHEN = {
     "tp_not_divisible": "the TP sizes do not divide one another",
     "tp_replicated_kv_heads": "prefill TP > decode TP while prefill's TP exceeds the model's KV heads (replicated "
     "heads): the handshake's bare assert rejects it (docs/heterogeneous-tp.md)",
+    "dummy_weights_tp_mismatch": "`--load-format dummy` on both sides with different TP sizes: each rank draws its "
+    "shard from one seeded stream, so the two sides run different models (HTTP 200, KV intact, output neither's)",
     "connector_mismatch": "different connector families (`NixlConnector` = `NixlPullConnector`)",
     "transfer_mode_mismatch": "NIXL push on one side, pull on the other",
     "removed_connector": "`SharedStorageConnector` (now `ExampleConnector`) or `P2pNcclConnector`",

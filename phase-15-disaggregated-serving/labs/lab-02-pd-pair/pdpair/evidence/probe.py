@@ -193,20 +193,32 @@ def shared_overrides(row: Row) -> dict[str, Any]:
     return dict(p) if p and p == d else {}
 
 
+def shared_model(row: Row) -> str | None:
+    """The model folder a row gives BOTH sides alike (its colocated reference runs it too), else None."""
+    p, d = (row.sides.get(side, {}).get("model") for side in ("prefill", "decode"))
+    return p if p and p == d else None
+
+
 def reference_key(row: Row, dtype: str | None = None) -> str:
-    """Which colocated references judge a row: its weights, the model overrides both sides share, a dtype."""
+    """Which colocated references judge a row: its weights, the model (and model overrides) both sides
+    share, a dtype."""
     key = row.weights
+    if shared_model(row):
+        key += f"+model={shared_model(row)}"
     if shared_overrides(row):
         key += "+" + ",".join(f"{k}={v}" for k, v in sorted(shared_overrides(row).items()))
     return f"{key}-{dtype}" if dtype else key
 
 
-def colocated_references(impl, weights: str, dtype: str | None = None,
-                         hf_overrides: dict[str, Any] | None = None) -> dict[str, dict]:  # fmt: skip
+def colocated_references(impl, weights: str, dtype: str | None = None, hf_overrides: dict[str, Any] | None = None,
+                         model: str | None = None) -> dict[str, dict]:  # fmt: skip
     """Every probe prompt on a colocated instance (no connector) with these weights (and ``hf_overrides``,
-    ``dtype``): token ids and the top logits per position (``oracle.Reference.as_dict``), by probe name
-    (and ``kill-drill``)."""
+    ``dtype``, a ``model`` folder of this lab given random weights): token ids and the top logits per
+    position (``oracle.Reference.as_dict``), by probe name (and ``kill-drill``)."""
     spec = runnable_spec(Row("reference", "colocated"), weights)
+    if model:
+        spec = _tweak_spec(apply_row(spec, Row("model", "", {"prefill": {"model": model}, "decode": {"model": model}})),
+                           Row("model", "", tweak="materialize"))  # fmt: skip
     if dtype:
         spec = with_side(with_side(spec, "prefill", dtype=dtype), "decode", dtype=dtype)
     if hf_overrides:
@@ -240,6 +252,10 @@ def _tweak_spec(spec, row: Row):
         if not alias.exists():
             alias.symlink_to(seed1, target_is_directory=True)
         spec = with_side(spec, "decode", model=str(alias))
+    elif row.tweak == "materialize":  # this lab's random weights for the model folder each side names
+        for side in ("prefill", "decode"):
+            s = getattr(spec, side)
+            spec = with_side(spec, side, model=str(materialize(Path(s.model), seed=s.seed)))
     return spec
 
 

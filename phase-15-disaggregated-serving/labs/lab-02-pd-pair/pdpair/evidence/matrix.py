@@ -158,11 +158,10 @@ ROWS: tuple[Row, ...] = (
         {"decode": {"tensor_parallel_size": 2}}),
     Row("tp_2_1", "prefill TP 2, decode TP 1 (decode reads heads 0-1 from prefill rank 0, 2-3 from rank 1)",
         {"prefill": {"tensor_parallel_size": 2}}),
-    Row("tp_2_1_kv_heads_1", "prefill TP 2, decode TP 1, one KV head (--hf-overrides num_key_value_heads=1 on "
-        "both sides, dummy weights): each prefill rank holds a replica of the one head",
-        {"prefill": {"tensor_parallel_size": 2, "hf_overrides": {"num_key_value_heads": 1}},
-         "decode": {"hf_overrides": {"num_key_value_heads": 1}}}, weights="dummy",
-        hazards=("tp_replicated_kv_heads",)),
+    Row("tp_2_1_kv_heads_1", "prefill TP 2, decode TP 1, one KV head (models/tiny-llama-kv1, this lab's random "
+        "weights on both sides): each prefill rank holds a replica of the one head", {
+            "prefill": {"model": KV1_MODEL, "tensor_parallel_size": 2}, "decode": {"model": KV1_MODEL}},
+        tweak="materialize", hazards=("tp_replicated_kv_heads",)),
     Row("tp_1_2_kv_heads_1", "prefill TP 1, decode TP 2, one KV head (models/tiny-llama-kv1, this lab's random "
         "weights on both sides): both decode ranks read the one head", {
             "prefill": {"model": KV1_MODEL}, "decode": {"model": KV1_MODEL, "tensor_parallel_size": 2}},
@@ -218,7 +217,9 @@ def apply_row(spec: PairSpec, row: Row) -> PairSpec:
             changes["extra_args"] = merge_args(current.extra_args, changes["extra_args"])
         if "model" in changes and not Path(changes["model"]).is_absolute():
             changes["model"] = str((LAB_DIR / changes["model"]).resolve())
-        if "model" in changes and (Path(changes["model"]) / "config.json").is_file():  # what the new folder says
+        if (
+            "model" in changes and (Path(changes["model"]) / "config.json").is_file()
+        ):  # what the new folder says
             overrides = {**current.hf_overrides, **changes.get("hf_overrides", {})}
             changes["shape"] = _shape_with(current.shape, Path(changes["model"]), overrides)
         if "hf_overrides" in changes:
@@ -248,11 +249,20 @@ def merge_args(args: list[str], extra: list[str]) -> list[str]:
     return out
 
 
+LOAD_FORMAT = {"random": "safetensors", "dummy": "dummy"}  # what the recorder loads for each row's weights
+
+
 def row_spec(row: Row | dict, base: Path = CPU_YAML) -> PairSpec:
-    """The spec ``find_hazards`` judges for a row: ``pair.cpu.yaml`` with the row's ``sides`` applied."""
+    """The spec ``find_hazards`` judges for a row: ``pair.cpu.yaml`` with the row's weights (``random``: this
+    lab's seeded safetensors, ``load_format: safetensors``; ``dummy``: vLLM's, ``load_format: dummy``, as the
+    recorder ran them) and the row's ``sides`` applied."""
     if isinstance(row, dict):
-        row = Row(name=row["name"], change=row.get("change", ""), sides=row.get("sides", {}))
-    return apply_row(load_pair_spec(base), row)
+        row = Row(name=row["name"], change=row.get("change", ""), sides=row.get("sides", {}),
+                  weights=row.get("weights", "random"))  # fmt: skip
+    spec = load_pair_spec(base)
+    for side in ("prefill", "decode"):
+        spec = with_side(spec, side, load_format=LOAD_FORMAT[row.weights])
+    return apply_row(spec, row)
 
 
 # ------------------------------------------------------------------------------------------ the record
@@ -426,7 +436,7 @@ HAZARD_WHEN = {
     "recompute_hides_failures": "decode's `kv_load_failure_policy: recompute`",
     "max_model_len_mismatch": "`max_model_len` differs",
 }
-TABLE_BEGIN = "<!-- BEGIN hazard table: generated from captures/compat-matrix/matrix.json by record_matrix.py --relabel -->"
+TABLE_BEGIN = "<!-- BEGIN hazard table: generated from captures/compat-matrix/matrix.json by tools/record_matrix.py --relabel -->"
 TABLE_END = "<!-- END hazard table -->"
 
 
@@ -444,7 +454,9 @@ def hazard_table(matrix: dict[str, Any]) -> str:
         for r in named:
             outcome = r.get("outcome") or "not run (" + _cell(r.get("cannot_run", ""), 60) + ")"
             cells.append(f"`{r['name']}`: {outcome}")
-        lines.append(f"| `{hazard}` | {when} | {'; '.join(cells) or 'crafted case only (test_hazards.py)'} |")
+        lines.append(
+            f"| `{hazard}` | {when} | {'; '.join(cells) or 'crafted case only (tests/test_hazards.py)'} |"
+        )
     lines += [
         "",
         "Rows that break the pair yet no spec check can see (what does see them):",

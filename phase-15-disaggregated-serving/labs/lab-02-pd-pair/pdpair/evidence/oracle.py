@@ -26,10 +26,10 @@ Why ``TIE_ULPS`` (derivation and measurements in ``docs/oracle.md``): vLLM compu
 model dtype and casts them to float32 in the sampler (``v1/sample/sampler.py``, ``Sampler.forward``), so
 two logits near magnitude M are each rounded to bf16 once (up to half an ulp each: one ulp of M for the
 difference, ulp(M) = 2^(floor(log2 M) - 7), between M*2^-8 and M*2^-7), on top of which the hidden state
-differs by the rounding the two kernels do over the layers. Measured on real drifts, the colocated gap at
-the first differing position was at most 2 ulps, and logit differences between the two runs at positions
-where they still agreed moved by at most 3 ulps; ``TIE_ULPS = 8`` leaves margin for another CPU while a
-corrupted transfer's first divergence (measured with vLLM's block-size bug) sits at tens of ulps.
+differs by the rounding the two kernels do over the layers. Measured here (AMD EPYC; the matrix's 17
+drifts and ``probe_identity.py``): the colocated gap at the first differing position was 0-3 ulps, and
+logit differences between the two runs at positions where they still agreed moved by at most 3 ulps;
+``TIE_ULPS = 8`` leaves margin for another CPU while corrupted outputs' first divergences sat at 17-54 ulps.
 
 The colocated run reports its logits when started with ``--logprobs-mode raw_logits``
 (``pdpair.pair.runner.run_colocated`` does) and asked for ``logprobs`` with

@@ -6,10 +6,11 @@ plain ``make test`` skips it (each stack costs a minute or two of start-up on th
 
 Started one at a time, each stopped before the next: the colocated baseline (references), the lab's
 pair behind YOUR proxy (``pdpair.pair.runner.run_pair``), then Dynamo's frontend with a prefill and a
-decode worker built from YOUR launch plans (``pdpair.dynamo.launcher.run_dynamo``). Greedy output must be the
-same token for token on all three; decode's NIXL counters must show the KV moved; nothing may listen on
-a non-loopback address; the failure drills record what Dynamo does (fail fast: no decode-only
-fallback). The first tests need no Dynamo: the version checks and the plan rewrite.
+decode worker built from YOUR launch plans (``pdpair.dynamo.launcher.run_dynamo``). Greedy output of both
+P/D paths must be the colocated one as the output oracle judges it (``pdpair.evidence.oracle``: equal
+tokens, or a first difference at a near-tie of the colocated logits); decode's NIXL counters must show the
+KV moved; nothing may listen on a non-loopback address; the failure drills record what Dynamo does (fail
+fast: no decode-only fallback). The first tests need no Dynamo: the version checks and the plan rewrite.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest
 
 from pdpair.dynamo.launcher import dynamo_worker_plan, frontend_plan, run_dynamo
 from pdpair.dynamo.shims import ShimVersionError, check_versions, write_tokenizer
+from pdpair.evidence import oracle
 from pdpair.pair.spec import LaunchPlan, load_pair_spec
 
 LAB = Path(__file__).resolve().parents[1]  # the lab folder
@@ -181,16 +183,21 @@ def non_loopback_listeners(pids: list[int]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def references(impl) -> dict[str, list[int]]:
-    """Greedy ids of every reference prompt on the colocated baseline (started, used, stopped here)."""
+def references(impl) -> dict[str, oracle.Reference]:
+    """Greedy output of every reference prompt on the colocated baseline with its top logits per position
+    (the output oracle's reference; started, used, stopped here)."""
     from pdpair.pair.runner import run_colocated, served_name
 
     spec = prepared()
     with run_colocated(impl, spec, log_dir=LOG_DIR) as base:
-        bodies = [body(p, served_name(spec), False, return_token_ids=True) for _, p, _ in REFERENCE_PROMPTS]
+        bodies = [oracle.with_logits(body(p, served_name(spec), False, return_token_ids=True))
+                  for _, p, _ in REFERENCE_PROMPTS]  # fmt: skip
         results = post_all(base.url, bodies)
-    out = {name: _ids(r) for (name, _, _), r in zip(REFERENCE_PROMPTS, results, strict=True)}
-    assert all(len(v) == MAX_TOKENS for v in out.values()), out
+    out = {
+        name: oracle.reference_from_answer(r.body)
+        for (name, _, _), r in zip(REFERENCE_PROMPTS, results, strict=True)
+    }
+    assert all(len(v.ids) == MAX_TOKENS for v in out.values()), out
     return out
 
 
@@ -227,33 +234,28 @@ class TestHandoff:
         name, prompt, stream = SMOKE
         (res,) = post_all(stack.url, [body(prompt, stack.model, stream)])
         assert res.status == 200, (res.status, res.error or res.body)
-        assert _ids(res) == references[name]
+        oracle.check(references[name], _ids(res), "one greedy request through Dynamo (vs colocated)")
         assert nixl_transfers(stack.decode.url) >= before + 1, (
             "decode's NIXL counter did not move: no KV handoff"
         )
         assert stack.seen_listeners == [] and non_loopback_listeners(stack.all_pids()) == []
 
     def test_dynamo_equals_colocated_and_lab_proxy(self, stack, references, via_lab_proxy):
-        """Short and 1500-token prompts, JSON and SSE: Dynamo == the lab proxy token for token (the
-        same P/D handoff), one NIXL transfer per request on decode; the short ones == colocated too. A
-        long one may differ from colocated only where the lab proxy's P/D pair differs identically
-        (bf16 rounding of a prefill split between two instances): recorded, printed."""
+        """Short and 1500-token prompts, JSON and SSE: Dynamo's output and the lab proxy's each judged by the
+        output oracle against colocated (a difference only at a near-tie of the colocated logits: bf16
+        rounding of a prefill split between two instances, which depends on the CPU), one NIXL transfer per
+        request on decode. Whether Dynamo and the lab proxy gave the same tokens is printed, not asserted."""
         before = nixl_transfers(stack.decode.url)
         results = post_all(stack.url, [body(p, stack.model, s) for _, p, s in IDENTITY])
-        drift = {}
-        for (name, prompt, stream), res in zip(IDENTITY, results, strict=True):
+        seen = {}
+        for (name, _prompt, stream), res in zip(IDENTITY, results, strict=True):
             assert res.status == 200, (name, res.status, res.error or res.body)
             assert bool(res.events) == stream, f"{name}: SSE expected {stream}"
-            assert _ids(res) == via_lab_proxy[name], f"{name}: Dynamo and the lab proxy disagree"
-            if len(prompt) < 100:
-                assert _ids(res) == references[name], f"{name}: Dynamo differs from colocated"
-            elif _ids(res) != references[name]:
-                drift[name] = next(
-                    (i for i, (a, b) in enumerate(zip(_ids(res), references[name], strict=True)) if a != b),
-                    -1,
-                )
-        print(f"dynamo identity: {len(IDENTITY)} prompts, Dynamo == lab proxy on all; differ from colocated "
-              f"(both P/D paths alike) at token index: {drift or 'none'}")  # fmt: skip
+            dyn = oracle.check(references[name], _ids(res), f"{name} through Dynamo")
+            lab = oracle.check(references[name], via_lab_proxy[name], f"{name} through the lab proxy")
+            seen[name] = (dyn.outcome, lab.outcome, _ids(res) == via_lab_proxy[name])
+        print(f"dynamo identity ({len(IDENTITY)} prompts): name -> (Dynamo vs colocated, lab proxy vs colocated, "
+              f"Dynamo == lab proxy): {seen}")  # fmt: skip
         assert nixl_transfers(stack.decode.url) >= before + len(IDENTITY)
         assert non_loopback_listeners(stack.all_pids()) == []
 
@@ -312,7 +314,7 @@ class TestDrills:
         assert res.status == 200, st.drill
         # seen here: serving 3.7 s after the restarted prefill was healthy (discovery picks it up by itself)
         assert st.drill["recovery"]["serving_again_s"] - healthy_s < 60, st.drill
-        assert _ids(res) == references[name], "after recovery the output is the colocated one"
+        oracle.check(references[name], _ids(res), "after recovery (vs colocated)")
 
 
 @pytest.fixture(scope="class")
@@ -341,7 +343,9 @@ def test_conditional_disagg_tried(impl, references):
         for name, prompt, stream in CONDITIONAL:
             before = nixl_transfers(running.decode.url)
             (res,) = post_all(running.url, [body(prompt, running.model, stream)])
-            seen[name] = {"status": res.status, "same_as_colocated": _ids(res) == references[name],
+            verdict = oracle.judge(references[name], _ids(res)) if res.status == 200 else None
+            seen[name] = {"status": res.status, "oracle": verdict and verdict.outcome,
+                          "same_as_colocated": bool(verdict and verdict.ok),
                           "kv_moved": nixl_transfers(running.decode.url) > before}  # fmt: skip
         print("conditional disagg:", json.dumps(seen))
         assert all(v["status"] == 200 and v["same_as_colocated"] for v in seen.values()), seen

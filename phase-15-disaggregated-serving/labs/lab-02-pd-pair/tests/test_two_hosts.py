@@ -33,6 +33,8 @@ import pytest
 
 from labkit.impl import load_module
 from pdpair import hosts as hostmod
+from pdpair.evidence import oracle
+from pdpair.evidence.identity import with_logits_mode
 from pdpair.load.client import metric_sum, stream_request
 from pdpair.pair.runner import get_text, prepare_spec, run_pair
 from pdpair.pair.spec import load_pair_spec, with_side
@@ -290,7 +292,8 @@ def solution():
 
 @pytest.fixture(scope="module")
 def base():
-    return prepare_spec(load_pair_spec(LAB / "pair.cpu.yaml"))
+    # prefill also answers the drills' colocated references, with its raw logits for the output oracle
+    return with_logits_mode(prepare_spec(load_pair_spec(LAB / "pair.cpu.yaml")))
 
 
 def _pair_on_hosts(solution, spec, proxy_config=None, **side_changes):
@@ -451,8 +454,12 @@ def cut_drill(hosts, pair, policy: str, cut_s: float | None = None) -> dict:
             **{k.removeprefix("vllm:"): after[k] - before[k] for k in after}}  # fmt: skip
     print(f"cut {cut_s:.0f} s mid-transfer ({policy}): {seen}")
     hosts.shape()
-    reference, _ = _send(p, _body(model, prompt))  # prefill alone, a plain request: the colocated answer
-    seen["same_as_colocated"] = _ids(res) == _ids(reference) and len(_ids(reference)) == 4
+    # prefill alone, a plain request: the colocated answer, judged by the output oracle (docs/oracle.md)
+    reference, _ = _send(p, oracle.with_logits(_body(model, prompt)))
+    ref = oracle.reference_from_answer(events=reference.events, dtype=pair.spec.prefill.dtype)
+    verdict = oracle.judge(ref, _ids(res))
+    seen["oracle"] = verdict.outcome
+    seen["same_as_colocated"] = verdict.ok and len(ref.ids) == 4
     return seen
 
 

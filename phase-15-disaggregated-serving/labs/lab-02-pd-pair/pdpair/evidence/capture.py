@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from labkit.capture import (  # noqa: F401  (re-exported: lab-02's tools and tests read captures through here)
     MANIFEST,
@@ -23,6 +24,7 @@ from labkit.capture import (  # noqa: F401  (re-exported: lab-02's tools and tes
     summarize,
     write_records,
 )
+from pdpair import LAB_DIR
 
 CAPTURE_DIR = SIGNATURE_CAPTURE
 
@@ -85,3 +87,22 @@ def toll_parts(records: Sequence[RequestRecord], kind: str) -> dict[str, float] 
         "prefill_hop_p50_ms": round(percentile(prefill, 50), 1),
         "after_prefill_p50_ms": round(percentile([t - p for t, p in zip(ttft, prefill, strict=True)], 50), 1),
     }
+
+
+CAPTURES_DIR = (
+    LAB_DIR / "captures"
+)  # graded recordings: tests read them, recorders replace them only on request
+
+
+def recording_dir(out, replace_captures: bool, parser=None):
+    """Where a recorder may write: ``out`` resolved; a folder under ``captures/`` (the graded data the
+    tests read) only with ``replace_captures`` (``--replace-captures``), else ``parser.error`` (or
+    ValueError without a parser). Recorders default to ``out/``."""
+    path = Path(out).resolve()
+    if not replace_captures and path.is_relative_to(CAPTURES_DIR.resolve()):
+        msg = (f"--out {out} is under captures/ (graded data the tests read): pass --replace-captures to "
+               "replace it, or write under out/")  # fmt: skip
+        if parser is not None:
+            parser.error(msg)
+        raise ValueError(msg)
+    return path

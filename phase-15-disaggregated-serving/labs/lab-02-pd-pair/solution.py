@@ -292,7 +292,7 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
     divisible = max(ptp, dtp) % min(ptp, dtp) == 0
     if not divisible:
         add("tp_not_divisible", f"TP sizes {ptp} and {dtp} do not divide: the handshake rejects the pair")
-    elif ptp > dtp and p.shape is not None and d.shape is not None and ptp > d.shape.num_key_value_heads:
+    elif ptp > dtp and d.shape is not None and ptp > d.shape.num_key_value_heads:
         add("prefill_tp_replicates_kv_heads", f"prefill TP {ptp} > decode TP {dtp} and > the model's "
             f"{d.shape.num_key_value_heads} KV heads: the handshake's bare assert refuses replicated heads")  # fmt: skip
     if p.block_size != d.block_size:

@@ -909,8 +909,8 @@ def kv_verdict(before: str, after: str, prompt_tokens: int) -> str:
 
     def grew(name: str, **labels: str) -> float:
         a, b = total(old, name, **labels), total(new, name, **labels)
-        if a is not None and b is not None and b < a:
-            raise ValueError(f"{name} {labels or ''} went down ({a} -> {b}): decode restarted in between")
+        if a is not None and (b is None or b < a):
+            raise ValueError(f"{name} {labels or ''} went from {a} to {b}: decode restarted in between")
         return (b or 0.0) - (a or 0.0)
 
     source = "vllm:prompt_tokens_by_source_total"

@@ -12,6 +12,13 @@ TASK ?=
 ARGS ?=
 LAB_DIR = $(wildcard $(LABS)/$(LAB)-*)
 TASK_MARK = $(subst -,,$(LAB))_task$(TASK)
+# make grade's tier: cpu (default) grades what needs no vLLM; vllm grades lab-02's real-pair tier (it starts
+# vLLM servers, minutes); all grades both. One marker expression, ANDed in conftest with any -m in ARGS.
+TIER ?= cpu
+TIER_MARK_cpu := not vllm and not dynamo
+TIER_MARK_vllm := vllm and not dynamo
+TIER_MARK_all :=
+GRADE_MARK = $(strip $(if $(TASK),$(TASK_MARK)$(if $(TIER_MARK_$(TIER)), and ))$(TIER_MARK_$(TIER)))
 
 # LAB_IMPL (solution | starter | path/to/file.py) reaches every command below, from the environment or
 # the command line; `make grade` alone defaults it to starter. IMPL= was its old name: say so, not ignore it.
@@ -59,6 +66,8 @@ help: ## this list
 	  /^##  / {printf "  %-20s %s\n", "", substr($$0, 5)}' $(MAKEFILE_LIST)
 	@echo
 	@echo "Variables: LAB=lab-01|lab-02|lab-03 (default lab-01)  TASK=N  ARGS=\"pytest options\""
+	@echo "  TIER=cpu|vllm|all: what make grade grades (default cpu: no vLLM started; vllm: lab-02's"
+	@echo "  real-pair tier only, minutes; all: both). A -m in ARGS narrows TASK and TIER, it never replaces them"
 	@echo "  LAB_IMPL=solution|starter|path/to/file.py: what every target runs (make grade: starter,"
 	@echo "  the rest: solution)  REPLACE=1: recorders overwrite the graded captures instead of out/"
 
@@ -91,17 +100,21 @@ test: ## the whole suite on the solutions (the vllm tier too when vLLM is instal
 	$(NEED_VENV)
 	$(PY) -m pytest $(ARGS)
 
-grade: ## grade your starter.py: make grade LAB=lab-01 [TASK=2] [ARGS="--tb=short -k NAME"]
+grade: ## grade your starter.py: make grade LAB=lab-01 [TASK=2] [TIER=cpu|vllm|all] [ARGS="--tb=short -k NAME"]
 ##  LAB_IMPL=path/to/my.py make grade LAB=... grades that file; failures one line each, scoreboard last
-##  (exit 0 when the grading ran: the scoreboard says what passed)
+##  (exit 0 when the grading ran: the scoreboard says what passed). TIER=cpu (default) never starts vLLM;
+##  TIER=vllm grades lab-02's real-pair tier alone (vLLM servers, minutes); ARGS="-m EXPR" is ANDed in
 	$(NEED_VENV)
 	@test -n "$(LAB_DIR)" || { echo "no lab matches LAB=$(LAB) (use lab-01, lab-02 or lab-03)"; exit 2; }
+	@case "$(TIER)" in cpu|vllm|all) ;; *) echo "TIER=$(TIER) is not a tier: use cpu (default), vllm or all"; exit 2;; esac
 	@test -z "$(TASK)" || grep -q '"$(TASK_MARK):' pyproject.toml || { echo "$(LAB) has no task $(TASK):" \
 	  "its tasks are $$(grep -o '"$(subst -,,$(LAB))_task[0-9]*:' pyproject.toml | grep -o '[0-9]*:' | tr -d : | tr '\n' ' ')"; exit 2; }
-	@echo "grading LAB_IMPL=$(GRADE_IMPL): LAB_IMPL=$(GRADE_IMPL) $(PY) -m pytest $(LAB_DIR)$(if $(TASK), -m $(TASK_MARK))"
-	@# exit 0 when the grading ran, whatever it found (the scoreboard says), so that it stays the last line
-	@LAB_IMPL=$(GRADE_IMPL) $(PY) -m pytest $(LAB_DIR) $(if $(TASK),-m $(TASK_MARK)) -q --tb=no -rN --grade-view $(ARGS) \
-	  || [ $$? = 1 ]
+	@echo "grading LAB_IMPL=$(GRADE_IMPL), TIER=$(TIER): LAB_IMPL=$(GRADE_IMPL) $(PY) -m pytest $(LAB_DIR)$(if $(GRADE_MARK), -m '$(GRADE_MARK)')"
+	@# exit 0 when the grading ran, whatever it found (the scoreboard says), so that it stays the last line;
+	@# pytest's 5 (nothing selected: e.g. TIER=vllm on a lab without that tier) is said in words
+	@LAB_IMPL=$(GRADE_IMPL) $(if $(filter vllm,$(TIER)),LAB_REQUIRE_VLLM=1) $(PY) -m pytest $(LAB_DIR) \
+	  $(if $(GRADE_MARK),--grade-mark '$(GRADE_MARK)') --grade-tier $(TIER) -q --tb=no -rN --grade-view $(ARGS) \
+	  || { rc=$$?; [ $$rc = 1 ] && exit 0; [ $$rc = 5 ] && echo "no test of $(LAB) is selected (TIER=$(TIER)$(if $(TASK), TASK=$(TASK))$(if $(ARGS), ARGS=...))"; exit $$rc; }
 
 plan: ## lab-03 part 2: the fleet planner on the serving twin, goodput per P:D split, plots (<2 min)
 ##  PLAN_ARGS="--mix rag --itl-slo-ms 50" (plan_fleet.py --help)

@@ -10,6 +10,8 @@
   otherwise they skip, naming the install command when Dynamo is not importable.
 - The run ends with a per-lab, per-task scoreboard, printed last (``labkit.scoreboard``); with
   ``--grade-view`` (``make grade``) the failures are listed above it, one line each.
+- ``--grade-mark EXPR`` (``make grade``'s TASK and TIER) is ANDed with any ``-m``: a ``-m`` in ARGS
+  narrows the selection, it never replaces the task or the tier.
   ``LAB_REPORT=file.json`` also writes each test's outcome and exception for ``labkit.integrity``.
 """
 
@@ -54,6 +56,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="Phase 15: list the failures one line each just above the scoreboard (make grade uses it)",
     )
+    parser.addoption(
+        "--grade-mark",
+        default="",
+        help="Phase 15: a marker expression ANDed with -m, so that -m narrows it instead of replacing it "
+        "(make grade passes its TASK and TIER here)",
+    )
+    parser.addoption(
+        "--grade-tier",
+        default="cpu",
+        help="Phase 15: the make grade tier (cpu | vllm | all) the scoreboard's commands repeat",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -61,6 +74,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # otherwise end pytest and leave them running; as KeyboardInterrupt, every fixture tears down first.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    grade_mark = config.getoption("grade_mark", "")
+    if grade_mark:
+        user = config.option.markexpr
+        config.option.markexpr = f"({grade_mark}) and ({user})" if user else grade_mark
     try:
         labimpl.validate_setting(labimpl.lab_impl_setting())
     except labimpl.LabImplError as exc:
@@ -236,7 +253,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
     # line, so the scoreboard is the last thing printed. --grade-view (make grade) lists failures above it.
     result = yield
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
-    rows = scoreboard.scoreboard_lines(_records, labimpl.lab_impl_setting())
+    rows = scoreboard.scoreboard_lines(
+        _records, labimpl.lab_impl_setting(), session.config.getoption("grade_tier", "cpu")
+    )
     if tr is None or not (rows or _collection_errors):
         return result
     if session.config.getoption("grade_view"):

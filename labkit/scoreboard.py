@@ -21,10 +21,12 @@ TASK_MARKER = re.compile(r"^lab(?P<lab>\d\d)_task(?P<task>\d+)$")
 MESSAGE_CHARS = 160
 
 
-def grade_command(lab: str, task: str | None, setting: str) -> str:
-    """The make command that grades ``lab`` (task number ``task``) of the file LAB_IMPL=``setting`` names."""
+def grade_command(lab: str, task: str | None, setting: str, tier: str = "cpu") -> str:
+    """The make command that grades ``lab`` (task number ``task``) of the file LAB_IMPL=``setting`` names,
+    in ``make grade``'s ``tier`` (``cpu``, its default, is not written)."""
     prefix = "" if setting == "starter" else f"LAB_IMPL={setting} "
-    return f"{prefix}make grade LAB={lab}" + (f" TASK={task}" if task else "")
+    suffix = (f" TASK={task}" if task else "") + (f" TIER={tier}" if tier and tier != "cpu" else "")
+    return f"{prefix}make grade LAB={lab}{suffix}"
 
 
 def _short_nodeid(nodeid: str) -> str:
@@ -81,7 +83,7 @@ def board(records: dict[str, dict]) -> dict[str, dict[str, list[int]]]:
     return cells
 
 
-def scoreboard_lines(records: dict[str, dict], setting: str) -> list[str]:
+def scoreboard_lines(records: dict[str, dict], setting: str, tier: str = "cpu") -> list[str]:
     """The rows under the scoreboard's title: one per lab and task, each with the command to grade it."""
     cells = board(records)
     rows = []
@@ -92,5 +94,5 @@ def scoreboard_lines(records: dict[str, dict], setting: str) -> list[str]:
             status = "done" if total and passed == total else ("todo" if passed == 0 else "partial")
             extra = f"  ({skipped} skipped)" if skipped else ""
             rows.append(f"  {lab} task {number}: {passed:3d}/{total:<3d} passed  [{status}]  "
-                        f"{grade_command(lab, number, setting)}{extra}")  # fmt: skip
+                        f"{grade_command(lab, number, setting, tier)}{extra}")  # fmt: skip
     return rows

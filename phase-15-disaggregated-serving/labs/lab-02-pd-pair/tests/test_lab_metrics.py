@@ -120,8 +120,12 @@ def test_signature_leaves_every_callers_list_alone(impl):
 
 @pytest.mark.lab02_task5
 def test_signature_accepts_single_token_requests_beside_others(impl):
-    # a colocated request that produced one token has no gap: its TTFT still counts
-    before = _runs(impl, [[], [0.03, 0.03], []], [0.1, 0.2, 0.3])
-    after = _runs(impl, [[0.02]], [0.2])
+    # a request that produced one token has no gap: its TTFT still counts (p50 of 0.1, 0.2, 0.5 is 0.2;
+    # the one request with gaps alone would say 0.5), on either side
+    before = _runs(impl, [[], [0.03, 0.03], []], [0.1, 0.5, 0.2])
+    after = _runs(impl, [[0.02], [], []], [0.3, 0.1, 0.15])
     sig = impl.signature(before, after)
-    assert sig.ttft_p50_before_s == pytest.approx(0.2) and sig.itl_p99_before_s == pytest.approx(0.03), sig
+    assert (sig.ttft_p50_before_s, sig.ttft_p50_after_s) == (pytest.approx(0.2), pytest.approx(0.15)), (
+        f"TTFT p50 over every request, single-token ones included: want 0.2 and 0.15, got "
+        f"{sig.ttft_p50_before_s} and {sig.ttft_p50_after_s}")  # fmt: skip
+    assert sig.itl_p99_before_s == pytest.approx(0.03), sig

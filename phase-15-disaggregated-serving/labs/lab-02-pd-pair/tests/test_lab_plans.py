@@ -97,16 +97,33 @@ def test_kv_transfer_config_is_a_fresh_copy_every_call(impl):
 @pytest.mark.lab02_task1
 def test_plans_for_remote_hosts_use_those_hosts(impl):
     spec = load_pair_spec(GPU_YAML)
-    spec = with_side(spec, "decode", port=9200, side_channel_port=5700)
+    # decode's NIXL traffic on its own network (another address than its HTTP API): two hosts, two NICs
+    spec = with_side(spec, "decode", port=9200, side_channel_port=5700, side_channel_host="192.168.7.2")
     plans = impl.launch_plans(spec, python=PY)
     assert (plans["prefill"].url, plans["decode"].url) == ("http://10.0.0.1:8100", "http://10.0.0.2:9200"), (
-        "each plan's url is its own side's host and port (the proxy must reach it), got "
-        f"{plans['prefill'].url}, {plans['decode'].url}")  # fmt: skip
+        "each plan's url is its own side's HTTP host and port (where the proxy reaches its API; the side "
+        f"channel is NIXL's, not HTTP), got {plans['prefill'].url}, {plans['decode'].url}")  # fmt: skip
     _, flags = parse_vllm_argv(plans["decode"].argv)
     assert (flags["--host"], flags["--port"]) == ("10.0.0.2", "9200"), flags
-    assert plans["decode"].env["VLLM_NIXL_SIDE_CHANNEL_PORT"] == "5700", plans["decode"].env
+    de = plans["decode"].env
+    assert (de["VLLM_NIXL_SIDE_CHANNEL_HOST"], de["VLLM_NIXL_SIDE_CHANNEL_PORT"]) == ("192.168.7.2", "5700"), de
     assert plans["prefill"].argv[0] == plans["decode"].argv[0] == PY, (
         f"both sides start with the python given, got {plans['prefill'].argv[0]!r} / {plans['decode'].argv[0]!r}")  # fmt: skip
     assert (
         _kv(plans["decode"])["kv_role"] == "kv_consumer" and _kv(plans["prefill"])["kv_role"] == "kv_producer"
     )
+
+
+@pytest.mark.lab02_task1
+def test_a_core_key_in_kv_transfer_extra_is_passed_as_written(impl):
+    """kv_transfer_extra is the operator's raw word to vLLM: its keys come last and win, a key the spec
+    also sets (kv_buffer_device, kv_role...) included (the docstring's precedence)."""
+    spec = load_pair_spec(CPU_YAML)
+    raw = {"kv_buffer_device": "cuda", "kv_load_failure_policy": "recompute", "kv_rank": 0}
+    side = with_side(spec, "decode", kv_transfer_extra=raw).decode
+    cfg = impl.kv_transfer_config(side)
+    got = {k: cfg.get(k) for k in raw}
+    assert got == raw, f"kv_transfer_extra's keys win over the spec's own fields: want {raw}, got {got}"
+    assert cfg["kv_role"] == "kv_consumer" and cfg["kv_connector"] == "NixlConnector", cfg
+    kv = _kv(impl.launch_plans(with_side(spec, "decode", kv_transfer_extra=raw), python=PY)["decode"])
+    assert kv == cfg, f"the launch plan's --kv-transfer-config is kv_transfer_config(side): {kv} vs {cfg}"

@@ -27,14 +27,16 @@ def ids(n: int, start: int = 100) -> list[int]:
 
 
 @pytest.mark.lab02_task4
+@pytest.mark.parametrize("prefill_urls", [["http://p"], []], ids=["with-prefill", "decode-alone"])
 @pytest.mark.parametrize(
     ("decode_urls", "threshold"),
     [([], 0), ((), 0), (["http://d"], -1), (["http://d"], True), (["http://d"], 2.5), (["http://d"], "4")],
     ids=["no-decode-list", "no-decode-tuple", "negative", "bool", "float", "string"],
 )
-def test_policy_rejects_bad_arguments(impl, decode_urls, threshold):
+def test_policy_rejects_bad_arguments(impl, prefill_urls, decode_urls, threshold):
+    """Bad arguments are refused whatever the pools: a policy over decode alone today gets prefills later."""
     with pytest.raises(ValueError):  # any wording: the docstring promises none
-        impl.PDProxyPolicy(["http://p"], decode_urls, local_prefill_max_tokens=threshold)
+        impl.PDProxyPolicy(prefill_urls, decode_urls, local_prefill_max_tokens=threshold)
 
 
 @pytest.mark.lab02_task4

@@ -44,8 +44,9 @@ def modes(results) -> list[str | None]:
     "limit", [0, -1, True, 1.5, "2"], ids=["zero", "negative", "bool", "float", "string"]
 )
 def test_limit_rejects_bad_values(impl, limit):
-    with pytest.raises(ValueError):  # any wording
-        impl.PDProxyPolicy(["http://p"], ["http://d"], max_prefill_inflight=limit)
+    for prefills in (["http://p"], []):  # checked whatever the pools
+        with pytest.raises(ValueError):  # any wording
+            impl.PDProxyPolicy(prefills, ["http://d"], max_prefill_inflight=limit)
 
 
 def test_no_limit_is_todays_behaviour_and_a_limit_starts_idle(impl):
@@ -158,9 +159,17 @@ def test_a_failed_prefill_hop_leaves_the_count(impl, behaviour):
             assert s.proxy.policy.prefill_busy() is False, (
                 f"the prefill hop failed ({behaviour}): it is no longer in flight, so with limit 1 prefill must not "
                 "stay 'busy' for ever")  # fmt: skip
-            s.prefills[0].behaviour = "ok"
+            s.prefills[0].behaviour, s.prefills[0].delay_s = "ok", SLOW["delay_s"]
+            s.proxy.config.prefill_timeout_s = 30.0  # this hop is answered, never timed out, however slow the machine
             body = completion("after", n=3)
-            after = await s.call(body)
+            after = asyncio.create_task(s.call(body))
+            await until(lambda: len(s.prefills[0].requests) == 2, "the next request's prefill hop")
+            busy = s.proxy.policy.prefill_busy()
+            after = await after
+            assert busy is True, (
+                f"after the failed hop ({behaviour}) the count is back to 0, not below: the next hop in flight "
+                "reaches the limit 1 again, so prefill is busy (a hop counted out twice would leave room "
+                "for one hop too many)")  # fmt: skip
             assert_complete(after, body, f"the request after a {behaviour} prefill")
             assert after.headers.get("X-PD-Mode") == "disaggregated", (
                 f"after the failed hop ended, prefill is idle: the next prompt goes remote, got "

@@ -99,6 +99,11 @@ BAD_ANSWERS = {  # name -> (kv_transfer_params or ... for "absent", the reason)
     "empty_block_groups": (GOOD_PARAMS | {"remote_block_ids": [[]]}, "bad_kv_transfer_params"),
     "block_ids_as_string": (GOOD_PARAMS | {"remote_block_ids": "1,2,3"}, "bad_kv_transfer_params"),
     "no_engine_id": ({k: v for k, v in GOOD_PARAMS.items() if k != "remote_engine_id"}, "bad_kv_transfer_params"),
+    # strings, not merely truthy values: vLLM's engine ids are strings (config/kv_transfer.py engine_id),
+    # and decode's scheduler keeps the ids in dicts and sets (nixl/base_scheduler.py): a list is unhashable
+    "engine_id_as_int": (GOOD_PARAMS | {"remote_engine_id": 7}, "bad_kv_transfer_params"),
+    "request_id_as_list": (GOOD_PARAMS | {"remote_request_id": ["cmpl-r1"]}, "bad_kv_transfer_params"),
+    "host_as_int": (GOOD_PARAMS | {"remote_host": 2130706433}, "bad_kv_transfer_params"),
     "host_null": (GOOD_PARAMS | {"remote_host": None}, "bad_kv_transfer_params"),
     "empty_request_id": (GOOD_PARAMS | {"remote_request_id": ""}, "bad_kv_transfer_params"),
 }  # fmt: skip

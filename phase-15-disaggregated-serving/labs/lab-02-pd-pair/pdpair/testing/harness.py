@@ -54,12 +54,13 @@ async def pd_stack(
     decode_kw: dict | None = None,
     policy_kw: dict | None = None,
     prefill_cls: type[FakePrefill] = FakePrefill,
+    decode_cls: type[FakeDecode] = FakeDecode,
     **config: Any,
 ) -> AsyncIterator[Stack]:
-    """The proxy (``ProxyConfig(**config)``) with YOUR policy over fakes; ``prefill_cls`` may be a
-    ``FakePrefill`` subclass that answers differently."""
+    """The proxy (``ProxyConfig(**config)``) with YOUR policy over fakes; ``prefill_cls`` / ``decode_cls``
+    may be ``FakePrefill`` / ``FakeDecode`` subclasses that answer differently."""
     prefills = [prefill_cls(**(prefill_kw or {})) for _ in range(n_prefill)]
-    decodes = [FakeDecode(prefills=prefills, **(decode_kw or {})) for _ in range(n_decode)]
+    decodes = [decode_cls(prefills=prefills, **(decode_kw or {})) for _ in range(n_decode)]
     started = []
     proxy = None
     try:

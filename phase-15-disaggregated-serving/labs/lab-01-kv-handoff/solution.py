@@ -294,12 +294,29 @@ def migrate(
     leaves ``rid`` running on ``a`` and re-raises the ConnectionError.
     """
     # BEGIN SOLUTION lab-01 task 3: export, ship, import; if anything after the export fails, the source must get its request back
+    held = len(src.requests[request_id].block_table) if request_id in src.requests else 0
     snapshot = export_request(src, request_id)
+    # What left, kept apart from the object the wire is handed (a wire may write into it).
+    kv = snapshot.kv.clone()
+    state = None if snapshot.generator_state is None else snapshot.generator_state.clone()
     try:
         arrived = snapshot if transport is None else transport(snapshot)
         import_request(dst, arrived)
-    except BaseException:
-        import_request(src, snapshot)  # what left, not what arrived; the source just freed these blocks
+    except BaseException:  # a cancellation too: the request must not be lost
+        # Not import_request: its headroom may be one block more than the request held, and the
+        # source may have no other free block. The blocks export just freed are free still.
+        block_ids = src.block_pool.allocate(held)
+        for p in range(snapshot.num_computed_tokens):
+            src.kv_cache.kv[block_ids[p // src.block_size], p % src.block_size] = kv[p]
+        request = Request(
+            request_id, list(snapshot.prompt_token_ids), snapshot.sampling_params, list(snapshot.output_token_ids)
+        )
+        if request.generator is not None:
+            request.generator.set_state(state)
+        request.block_table = block_ids
+        request.num_computed_tokens = snapshot.num_computed_tokens
+        request.epoch = snapshot.epoch + 1  # one move further: the snapshot that failed to land is stale here
+        src.admit_running(request)
         raise
     return snapshot
     # END SOLUTION

@@ -288,7 +288,9 @@ def _refusal_case(impl, kind: str):
     """A caching destination with a cached-but-free prefix and a live neighbour, and a snapshot it must
     refuse. ``no_room``: 2 fresh blocks fit in the 3 free ones, but the 2 cached hits sit on the free
     list too: 4 > 3. The hits are not at the back of the free list (another cached block is behind
-    them), so taking them off it and putting them back would change the eviction order."""
+    them), so taking them off it and putting them back would change the eviction order. Every kind
+    meets that same lack of room: validation comes first (the docstring's rule, as in import_request),
+    so a snapshot validation refuses is a SnapshotError all the same."""
     dst = caching_engine(4, num_blocks=8)
     shared = make_prompt(8, 50)
     dst.add_request(shared, SamplingParams(max_tokens=1))
@@ -303,7 +305,7 @@ def _refusal_case(impl, kind: str):
     if kind == "duplicate_id":
         impl.import_prefix_aware(caching_engine(4), snap)  # fine elsewhere...
         dst.add_request(make_prompt(3, 53), GREEDY, request_id=snap.request_id)  # ...but the id is live here
-    elif kind == "nan_after_the_hit":  # positions 0..7 are the cached hit; 9 crosses the wire
+    elif kind == "nan_after_the_hit":  # positions 0..7 are the cached hit; 9 crosses the wire: refused
         kv = snap.kv.clone()
         kv[9] = float("nan")
         snap = dataclasses.replace(snap, kv=kv)

@@ -131,7 +131,7 @@ def validate_snapshot(engine: Engine, snapshot: RequestSnapshot) -> None:
     - a request id already live on ``engine``;
     - a STALE snapshot, older than the latest epoch this engine has seen the request at
       (``engine.epochs``): the request has moved on since, and importing it would fork or rewind it.
-      The latest epoch itself is not stale (a rollback re-imports exactly that);
+      The latest epoch itself is not stale (the snapshot that just left may come back);
     - another geometry (``geometry_fingerprint(engine.config)``);
     - token counts a running request cannot have: at least one prompt and one output token, and K/V
       for every token but the last sampled one;
@@ -442,8 +442,9 @@ def import_with_load_errors(engine: Engine, snapshot: RequestSnapshot, failed_bl
     - Nothing failed: exactly ``import_request``; returns 0.
     - The request's epoch is snapshot.epoch + 1 and its random stream continues (as ``import_request``).
     Refused, the engine unchanged: ValueError for a block index outside [0, ceil(num_computed_tokens /
-    block_size)); SnapshotError for what validation refuses (on every path); OutOfBlocksError (when
-    something is kept) when the blocks are not free. A failure after allocation gives the blocks back
+    block_size)); SnapshotError for what validation refuses (on every path, and before any room
+    check, as in ``import_request``); OutOfBlocksError (when something is kept) when the blocks are
+    not free. A failure after allocation gives the blocks back
     and re-raises. The snapshot is never modified.
     Sanity anchor: a report that names every block recomputes every position.
     """

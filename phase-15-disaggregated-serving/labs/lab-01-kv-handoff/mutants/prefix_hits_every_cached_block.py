@@ -10,7 +10,9 @@ def import_prefix_aware(engine, snapshot):
     pool, cache = engine.block_pool, engine.prefix_cache
     tokens = (*snapshot.prompt_token_ids, *snapshot.output_token_ids)
     hashes = full_block_hashes(tokens[:n], block_size)
-    hit = [cache.get(h) for h in hashes if cache.get(h) is not None] if cache is not None else []  # BUG: every cached block, not the run from block 0
+    hit = (
+        [cache.get(h) for h in hashes if cache.get(h) is not None] if cache is not None else []
+    )  # BUG: every cached block, not the run from block 0
     kv = snapshot.kv
     if hit and isinstance(kv, torch.Tensor) and kv.shape[:1] == (n,):
         kv = kv.clone()

@@ -16,7 +16,10 @@ def migrate(src, dst, request_id, transport=None):
         for p in range(snapshot.num_computed_tokens):  # BUG: reads what the wire may have written over
             src.kv_cache.kv[block_ids[p // src.block_size], p % src.block_size] = snapshot.kv[p]
         request = Request(
-            request_id, list(snapshot.prompt_token_ids), snapshot.sampling_params, list(snapshot.output_token_ids)
+            request_id,
+            list(snapshot.prompt_token_ids),
+            snapshot.sampling_params,
+            list(snapshot.output_token_ids),
         )
         if request.generator is not None:
             request.generator.set_state(snapshot.generator_state)

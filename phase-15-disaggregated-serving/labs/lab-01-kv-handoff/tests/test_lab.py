@@ -1009,7 +1009,9 @@ def test_a_rollback_fits_on_a_full_source(impl, failure):
     except NotImplementedError:
         raise
     except Exception as exc:  # noqa: BLE001 - the message names what was raised instead
-        pytest.fail(f"migrate must re-raise the original {error.__name__}, got {exc!r} (did the rollback fail?)")
+        pytest.fail(
+            f"migrate must re-raise the original {error.__name__}, got {exc!r} (did the rollback fail?)"
+        )
     else:
         pytest.fail(f"migrate must re-raise the {error.__name__}, it returned")
     assert rid in src.requests, f"{rid} must be back on the full source: the rollback may not need more room"
@@ -1277,7 +1279,9 @@ def test_recovery_cost_for_a_known_geometry(impl):
     rid, _ = start(src, 7, GREEDY, 4)  # 10 computed tokens
     snap = impl.export_request(src, rid)
     cost = impl.recovery_cost(snap, CONFIG, link_gbps=1.0, flops_per_s=1e9)
-    assert cost.ship_bytes == 2560, f"ship bytes: the K/V of 10 positions is 2560 bytes, got {cost.ship_bytes}"
+    assert cost.ship_bytes == 2560, (
+        f"ship bytes: the K/V of 10 positions is 2560 bytes, got {cost.ship_bytes}"
+    )
     assert cost.recompute_tokens == 10, f"recompute the 10 computed positions, got {cost.recompute_tokens}"
     assert cost.recompute_flops == 382_720, (
         "recompute FLOPs for 10 positions of the lab model: want 382720 (every matrix product of every layer, "

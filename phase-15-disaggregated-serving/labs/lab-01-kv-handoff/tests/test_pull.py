@@ -842,7 +842,8 @@ def test_random_clocks_and_interleavings_keep_every_promise(impl, data):
     finished = [rid for e in engines for rid in e.finished]
     failed = [rid for e in engines for rid in e.failed]
     assert sorted(finished + failed) == sorted(expected), (
-        f"every request ends exactly once (finished {sorted(finished)}, failed {sorted(failed)})"
+        f"every request ends exactly once (finished {sorted(finished)}, failed {sorted(failed)}; a request "
+        "that left by export_held is not in its source's engine.finished)"
     )
     for engine in engines:
         assert engine.usage == 0.0, f"all done and every lease settled: usage must be 0.0, got {engine.usage}"

@@ -25,8 +25,9 @@ The engine (minivllm) is given. What you need from it:
 - ``engine.detach_request(rid)``: take a request out of the engine; its blocks stay allocated (yours).
 - ``engine.block_pool``: ``allocate(n)`` (all-or-nothing, raises OutOfBlocksError), ``free(ids)``.
 - ``engine.kv_cache.kv``: [num_blocks, block_size, num_layers, 2, num_kv_heads, head_dim]; also
-  ``read_block(id)`` / ``write_block(id, data)``. Logical position p of a request lives at
-  ``kv[block_table[p // block_size], p % block_size]``.
+  ``read_block(id)`` / ``write_block(id, data)``. A request's ``block_table`` lists the blocks that
+  hold its positions, ``block_size`` positions each (``TinyDecoder.forward_token`` in
+  minivllm/model.py shows where a step writes a position's K/V).
 - ``engine.admit_running(request)`` / ``engine.enqueue_waiting(request)``: take a request in.
 - ``geometry_fingerprint(engine.config)``, ``RequestSnapshot`` and ``new_snapshot_id`` (minivllm/snapshot.py).
 - ``request.epoch`` / ``engine.epochs[rid]``: how many times a request has moved, and the latest epoch
@@ -98,21 +99,25 @@ def export_request(engine: Engine, request_id: str) -> RequestSnapshot:
     """Capture the RUNNING request ``request_id`` as a RequestSnapshot, then take it out of ``engine``
     and free its blocks.
 
-    The snapshot is everything another engine needs to continue the request (``RequestSnapshot``'s
-    fields): its id, a fresh ``snapshot_id`` (``new_snapshot_id``) and its ``epoch``; its prompt and
-    output tokens (tuples); ``num_computed_tokens``; its sampling params; its random stream's state
-    (``generator.get_state()``, or None for a request with no generator: ``rng="counter"``, task 8);
-    ``geometry_fingerprint(engine.config)``; and ``kv``, the K/V of every position that has K/V, in
-    LOGICAL order: shape [positions, num_layers, 2, num_kv_heads, head_dim], ``kv[p]`` = position p. No
-    physical block ids: they mean nothing elsewhere.
-    The snapshot must stay exactly as it is however the engine reuses the blocks afterwards.
+    The snapshot is everything another engine needs to continue the request, and nothing that means
+    something only here. ``RequestSnapshot``'s fields: the request's id; a fresh ``snapshot_id``
+    (``new_snapshot_id``); the ``epoch`` it leaves at (an export does not move it on: the import
+    does); its prompt and output tokens, as tuples; ``num_computed_tokens``; its sampling params; the
+    state of its random stream (None for a request with no generator: ``rng="counter"``, task 8);
+    ``geometry_fingerprint(engine.config)``; and ``kv``, the K/V of every position that has K/V, by
+    LOGICAL position: ``kv[p]`` is position p, shape [positions, num_layers, 2, num_kv_heads,
+    head_dim], in the model's dtype. Physical block ids mean nothing elsewhere: none travel.
+    The snapshot is the caller's: nothing the engine or the request does afterwards may change it. A
+    freed block is the request's no longer: another request may write into it at once.
 
     Afterwards the request is gone from the engine and every block it held is back on the free list
-    (the anti-leak invariant: usage returns to what it was before the request was admitted).
+    (usage returns to what it was before the request was admitted).
     Raises KeyError for an unknown id and ValueError for a request that is not running (a waiting
     request has no KV to ship); the engine is then unchanged.
+    Sanity anchor: exported right after its first step, a request with a 10-token prompt ships the
+    K/V of 10 positions.
     """
-    # BEGIN SOLUTION lab-01 task 1: snapshot tokens, generator state and logical-order K/V; then detach and free
+    # BEGIN SOLUTION lab-01 task 1: capture what another engine needs to continue the request, then give its blocks back
     if request_id not in engine.requests:
         raise KeyError(f"no live request {request_id!r} to export (live: {sorted(engine.requests)})")
     request = engine.requests[request_id]
@@ -146,19 +151,22 @@ def validate_snapshot(engine: Engine, snapshot: RequestSnapshot) -> None:
     running request and run there until it finishes; return None when it can.
 
     Refused (each one is something the engine's admission or its next steps would trip over):
-    a request id already live on ``engine``; a STALE snapshot, whose epoch is older than the latest
-    epoch this engine has seen the request at (``engine.epochs``: the request has moved on since this
-    snapshot was taken, so importing it would fork or rewind it); another geometry (``geometry_fingerprint(engine.config)``);
-    token counts a running request cannot have (at least one prompt and one output token, and
-    ``num_computed_tokens == tokens - 1``); a request that already has ``max_tokens`` output tokens; a
-    token id outside ``[0, vocab_size)``; a request that could not run to its end here even alone (at
-    its longest, its K/V would need more blocks than the engine has in all); a generator state that
-    does not fit the request's
-    ``rng``: a stateful request needs one a ``torch.Generator`` accepts (None is refused: restarting from
-    the seed would replay draws already made), a counter request must carry None (it has no generator);
-    ``kv`` not a tensor shaped [num_computed_tokens, num_layers, 2, num_kv_heads, head_dim], of another
-    dtype than the engine's model, or holding NaN or infinity (one poisoned position corrupts every
-    later token).
+    - a request id already live on ``engine``;
+    - a STALE snapshot, older than the latest epoch this engine has seen the request at
+      (``engine.epochs``): the request has moved on since, and importing it would fork or rewind it.
+      The latest epoch itself is not stale (the snapshot that just left may come back);
+    - another geometry (``geometry_fingerprint(engine.config)``);
+    - token counts a running request cannot have: at least one prompt and one output token, and K/V
+      for every token but the last sampled one;
+    - a finished request (``max_tokens`` output tokens already), or a token id outside the vocabulary;
+    - a request that could not run to its end here even alone: at its longest, its K/V would need
+      more blocks than the engine has in all;
+    - a generator state that does not fit the request's ``rng``: a stateful request needs one a
+      ``torch.Generator`` accepts (None is refused: restarting from the seed would replay draws
+      already made), a counter request must carry None (it has no generator);
+    - ``kv`` that is not a tensor of the shape ``export_request`` promises for this request, is of
+      another dtype than the engine's model, or holds NaN or infinity anywhere (one poisoned
+      position corrupts every later token).
 
     Free blocks are NOT checked: "no room right now" is import's OutOfBlocksError, not a bad snapshot.
     Reads only: the engine and the snapshot are unchanged whatever the outcome.
@@ -224,17 +232,16 @@ def import_request(engine: Engine, snapshot: RequestSnapshot) -> None:
     """Continue the snapshot's request on ``engine`` as a RUNNING request whose next step is a decode.
 
     Contract:
-    - Only what ``validate_snapshot`` accepts is imported; anything else raises its SnapshotError.
+    - Only what ``validate_snapshot`` accepts is imported, and validation comes first: a snapshot it
+      refuses raises its SnapshotError even when there is no room either (the lab's rule on every
+      import path: a bad snapshot is reported as bad, whatever else is wrong).
     - The request costs exactly the blocks it needs to hold its K/V AND to decode its next token
-      without allocating (the lab's rule: without that headroom, a K/V that fills its last block
-      exactly leaves the request, newest in ``running``, to preempt ITSELF on its first step and throw
-      the shipped K/V away), claimed in one all-or-nothing allocation; when they are not free, the
-      engine's OutOfBlocksError propagates.
+      without allocating (the lab's headroom rule: README), claimed in one all-or-nothing
+      allocation; when they are not free, the engine's OutOfBlocksError propagates.
     - The imported request is one move further than the snapshot: ``epoch = snapshot.epoch + 1``.
-    - Position p of the request's K/V ends up at logical position p in the destination's own blocks
-      (its block size may differ from the source's); its random stream continues exactly where the
-      source left it (a stateful request's generator gets the snapshot's state; a counter request has
-      none to restore); it is admitted through ``engine.admit_running``, so its next step decodes one token.
+    - Every position's K/V ends up at that logical position in this engine's own blocks (their size
+      may differ from the source's); the random stream continues exactly where the source left it;
+      the request comes in through ``engine.admit_running``.
     - A failed import, whatever fails and whenever (validation, allocation, the copy, admission),
       re-raises that error and leaves the destination as it was: the same set of free blocks (their
       order, and what free blocks contain, may differ), the same live requests in the same queues, and
@@ -242,7 +249,7 @@ def import_request(engine: Engine, snapshot: RequestSnapshot) -> None:
     Sanity anchor: after an import the next ``step()`` pushes exactly 1 token of that request through
     the model, and allocates nothing for it.
     """
-    # BEGIN SOLUTION lab-01 task 2: validate, allocate all-or-nothing, write K/V by logical position, admit running; undo on failure
+    # BEGIN SOLUTION lab-01 task 2: continue the request here, billed exactly, or leave the engine as it was
     validate_snapshot(engine, snapshot)
     n, block_size = snapshot.num_computed_tokens, engine.block_size
     # The K/V's blocks plus room for the next token: raises OutOfBlocksError, takes nothing.
@@ -281,11 +288,14 @@ def migrate(
     """Move running request ``request_id`` from ``src`` to ``dst``; return the snapshot ``src`` exported.
 
     ``transport`` stands for the wire: it is handed the exported snapshot and returns what arrives
-    at ``dst`` (None: the snapshot arrives as sent). A wire can fail (raise) or deliver something
-    ``dst`` refuses. Whatever fails after the export (the wire, validation, allocation, admission),
-    the request must end up back on ``src`` running, unchanged (same tokens, progress, generator state
-    and K/V contents as when it left, whatever the wire delivered; block ids may differ), ``dst`` as it
-    was, and the original error re-raised. Nothing is lost, nothing leaks, nothing runs twice.
+    at ``dst`` (None: the snapshot arrives as sent). A wire can raise, be cancelled
+    (``asyncio.CancelledError``, a BaseException), deliver something ``dst`` refuses, or write into
+    the snapshot it was handed (a serializer working in place, a reused buffer).
+    Whatever is raised after the export (by the wire, validation, allocation, admission), the request
+    must end up back on ``src`` running, as it left (same tokens, progress, generator state and K/V
+    contents, whatever the wire did or delivered; block ids may differ), however full ``src`` is;
+    ``dst`` as it was; and the original error re-raised. Nothing is lost, nothing leaks, nothing runs
+    twice.
     After a rollback the request is one epoch past the snapshot that failed to land
     (``snapshot.epoch + 1``, on the request and in ``src.epochs``), so that snapshot, delivered to
     ``src`` late or twice, even after the request has finished, is refused instead of running the
@@ -293,13 +303,33 @@ def migrate(
     Example: ``migrate(a, b, rid, transport=lambda s: send_over_tcp(s))`` raising ConnectionError
     leaves ``rid`` running on ``a`` and re-raises the ConnectionError.
     """
-    # BEGIN SOLUTION lab-01 task 3: export, ship, import; if anything after the export fails, the source must get its request back
+    # BEGIN SOLUTION lab-01 task 3: move the request; if anything after the export fails, the source gets it back as it left
+    held = len(src.requests[request_id].block_table) if request_id in src.requests else 0
     snapshot = export_request(src, request_id)
+    # What left, kept apart from the object the wire is handed (a wire may write into it).
+    kv = snapshot.kv.clone()
+    state = None if snapshot.generator_state is None else snapshot.generator_state.clone()
     try:
         arrived = snapshot if transport is None else transport(snapshot)
         import_request(dst, arrived)
-    except BaseException:
-        import_request(src, snapshot)  # what left, not what arrived; the source just freed these blocks
+    except BaseException:  # a cancellation too: the request must not be lost
+        # Not import_request: its headroom may be one block more than the request held, and the
+        # source may have no other free block. The blocks export just freed are free still.
+        block_ids = src.block_pool.allocate(held)
+        for p in range(snapshot.num_computed_tokens):
+            src.kv_cache.kv[block_ids[p // src.block_size], p % src.block_size] = kv[p]
+        request = Request(
+            request_id,
+            list(snapshot.prompt_token_ids),
+            snapshot.sampling_params,
+            list(snapshot.output_token_ids),
+        )
+        if request.generator is not None:
+            request.generator.set_state(state)
+        request.block_table = block_ids
+        request.num_computed_tokens = snapshot.num_computed_tokens
+        request.epoch = snapshot.epoch + 1  # one move further: the snapshot that failed to land is stale here
+        src.admit_running(request)
         raise
     return snapshot
     # END SOLUTION
@@ -315,7 +345,7 @@ def readmit_by_recompute(engine: Engine, snapshot: RequestSnapshot) -> None:
     Refuses with SnapshotError, the engine unchanged, whatever ``validate_snapshot`` would refuse
     except the K/V itself: it is never read, so what it holds (its shape, NaN) is no reason to refuse.
     """
-    # BEGIN SOLUTION lab-01 task 4: validate all but the K/V it discards; re-queue prompt + generated tokens with the generator state
+    # BEGIN SOLUTION lab-01 task 4: queue the request to recompute its K/V, refusing what could not continue (its K/V aside)
     c, n = engine.config, snapshot.num_computed_tokens
     placeholder = torch.zeros((max(n, 0), c.num_layers, 2, c.num_kv_heads, c.head_dim), dtype=c.dtype)
     validate_snapshot(engine, dataclasses.replace(snapshot, kv=placeholder))  # everything but the K/V
@@ -348,19 +378,20 @@ def recovery_cost(
     """What continuing ``snapshot`` elsewhere costs under each strategy, for a model ``config``.
 
     - ship: the bytes of the K/V of the ``num_computed_tokens`` positions, as the model's cache holds
-      them (``config``: layers, K and V, KV heads, head dim, ``config.dtype``); ``ship_s`` is that many
-      bytes over a link of ``link_gbps`` gigabits (10**9 bits) per second.
-    - recompute: the same ``num_computed_tokens`` positions through the model (``minivllm/model.py``).
-      FLOPs count 2 per multiply-add of every matmul a token runs through in each layer: the q/k/v
-      projection, the output projection, the SwiGLU MLP, and attention (scores and the weighted sum of
-      values over the p + 1 positions the token at position p attends to). Embedding, norms, RoPE,
-      softmax and the LM head are left out (the LM head runs once either way).
+      them (``config``: its shapes and ``config.dtype``); ``ship_s`` is that many bytes over a link of
+      ``link_gbps`` gigabits (10**9 bits) per second.
+    - recompute: the same positions pushed through the model again, each as ``minivllm/model.py``
+      computes it. ``recompute_flops`` counts 2 FLOPs per multiply-add of every matrix product a
+      position's layers compute, the weights' and attention's alike, and nothing else: the
+      embedding, norms, RoPE, softmax and the LM head are left out (the LM head runs once either way).
       ``recompute_s = recompute_flops / flops_per_s``.
     ``cheaper`` is "ship" when ``ship_s <= recompute_s`` (a tie ships: it redoes no work), else
     "recompute". Raises ValueError for a link or compute rate that is not a positive number (0,
     negative, NaN).
+    Sanity anchor: attention aside, recomputing a position costs 2 FLOPs per weight of the layers'
+    matrices (the usual rule of thumb, exact here).
     """
-    # BEGIN SOLUTION lab-01 task 4: bytes to ship vs FLOPs to recompute, and which is faster
+    # BEGIN SOLUTION lab-01 task 4: price shipping the K/V against recomputing it
     if not (link_gbps > 0 and flops_per_s > 0):  # also refuses NaN
         raise ValueError(f"link_gbps and flops_per_s must be > 0, got {link_gbps}, {flops_per_s}")
     c, n = config, snapshot.num_computed_tokens
@@ -393,9 +424,11 @@ def recovery_cost(
 # source's blocks IN PLACE (a one-sided read: the source cannot refuse it, and does not see it), and
 # notifies the source, which then frees them. Expiry frees them too: then nothing resumes anywhere.
 def export_held(engine: Engine, request_id: str, lease_s: float = 30.0) -> PullParams:
-    """The source's side of a pull-mode handoff: running request ``request_id`` FINISHES here (it leaves
-    ``engine`` for good: it will never run here again), while its blocks stay allocated under a lease
-    until the reader's notification or expiry; return the ``PullParams`` a reader needs.
+    """The source's side of a pull-mode handoff: running request ``request_id`` leaves ``engine`` for
+    good (vLLM's prefill request finishes here; it never runs here again, and it is NOT recorded in
+    ``engine.finished``, which holds the outputs of requests that ran to their end here: this one goes
+    on elsewhere), while its blocks stay allocated under a lease until the reader's notification or
+    expiry; return the ``PullParams`` a reader needs.
 
     - The lease (``engine.leases.open``) is named by a fresh ``new_snapshot_id`` and runs ``lease_s``
       seconds of ``engine.clock``: ``deadline = clock() + lease_s``, the ``expires_at`` the reader gets.
@@ -583,9 +616,10 @@ def finish_pull(
     ``estimate_clock_offset``; stale if a clock drifts). ``params.expires_at`` is the deadline the
     reader knows (the export's, or a later one a heartbeat acknowledged).
     1. The LAB's hardening (vLLM applies it only to the bidirectional turn-2 readback,
-       ``_is_turn2_read_expired``): the read is declined when, on the reader's best guess of the
-       source's clock, it would start within ``margin_s`` of the deadline:
-       ``dst.clock() + clock_offset + margin_s >= params.expires_at``.
+       ``_is_turn2_read_expired``): the read is declined when it would start within ``margin_s`` of
+       the deadline (exactly ``margin_s`` before it included), judged on the reader's best guess of
+       the source's clock: its own clock plus ``clock_offset``, right or stale (the reader cannot
+       see the source's clock).
     2. Otherwise the read: the source's blocks ``params.remote_block_ids`` read in place, as raw bytes
        (``src.kv_cache.read_raw``: whatever those blocks hold now; the source cannot refuse), written
        into the request's blocks here (``dst.kv_cache.write_raw``) so every position lands at its
@@ -666,15 +700,16 @@ def import_prefix_aware(engine: Engine, snapshot: RequestSnapshot) -> PrefixImpo
       has no K/V yet. The hit is the run of cached blocks from block 0 to the first miss
       (``engine.prefix_cache.lookup``). An engine without prefix caching (``engine.prefix_cache`` is
       None) reuses nothing.
-    - Hit blocks are shared, not copied: ``engine.block_pool.touch`` adds a reference (a
-      free-but-cached hit leaves the free list), and they head the request's block table. The
-      request still costs the same blocks in all as with ``import_request``; the ones not
-      hit are allocated fresh, and only positions after the hit are written into them. The snapshot's
+    - Hit blocks are shared, not copied (a reference more each, nothing written into them) and head
+      the request's block table. The request still costs the same blocks in all as with
+      ``import_request``; the others are fresh, and only positions after the hit are written. The snapshot's
       K/V at hit positions is never read (a real pull does not even fetch it) nor validated: it may
       hold anything, NaN included, and that is no reason to refuse (everything else
       ``validate_snapshot`` checks still is, NaN at a position after the hit included).
     - Room: the fresh blocks AND the hit blocks that sit on the free list must fit in the free
-      blocks (``block_pool.num_evictable``). Otherwise OutOfBlocksError, before anything is touched.
+      blocks (``block_pool.num_evictable``). Otherwise OutOfBlocksError, before anything is touched;
+      but validation comes first, as in ``import_request``: a snapshot validation refuses (NaN after
+      the hit included) raises SnapshotError even when there is no room either.
     - After admission, the full blocks written here are named in the prefix cache
       (``engine.prefix_cache.insert``), so the next request with this prefix reuses them.
     - Refused (SnapshotError, OutOfBlocksError): nothing changes at all, not even the free list's
@@ -684,12 +719,10 @@ def import_prefix_aware(engine: Engine, snapshot: RequestSnapshot) -> PrefixImpo
       block (the one more a request whose K/V fills its last block exactly gets for its next token)
       is in the table but not counted: nothing crossed the wire into it. ``shipped_bytes`` is those
       positions times ``engine.config.kv_bytes_per_token``.
-    Example: 4-token blocks, 14 computed tokens, the destination caches the first 8: reused 2,
-    shipped 2 blocks (positions 8..13, 6 x engine.config.kv_bytes_per_token bytes), 4 blocks in the
-    table. With 12 computed tokens instead: reused 2, shipped 1 block (positions 8..11), and still 4
-    blocks in the table (the 4th is the headroom block, not shipped).
+    Sanity anchor: 4-token blocks, 14 computed positions, the destination caches the first 8: 2 blocks
+    reused, positions 8..13 shipped.
     """
-    # BEGIN SOLUTION lab-01 task 6: look up the full computed blocks' chained hashes, share the hit, ship and write only the rest
+    # BEGIN SOLUTION lab-01 task 6: share what the destination's prefix cache already holds; ship and write only the rest
     n, block_size = snapshot.num_computed_tokens, engine.block_size
     pool, cache = engine.block_pool, engine.prefix_cache
     tokens = (*snapshot.prompt_token_ids, *snapshot.output_token_ids)
@@ -744,9 +777,8 @@ def import_with_load_errors(engine: Engine, snapshot: RequestSnapshot, failed_bl
     i*block_size .. (i+1)*block_size - 1 of the snapshot's K/V), as a transport's per-block checksum
     would report them. The engine's computed K/V is a PREFIX (``num_computed_tokens``: the positions
     from there on are computed by its next step), so decide which positions can be kept. What is not
-    kept may hold anything, NaN included, in a failed block or in one the report calls valid: it is
-    never read nor validated, so it is no reason to refuse (everything else ``validate_snapshot``
-    checks still is, NaN in what is kept included).
+    kept is never read nor validated: whatever it holds, NaN included, is no reason to refuse
+    (everything else ``validate_snapshot`` checks still is, NaN in what is kept included).
     - Something is kept: the request is imported RUNNING with exactly that much K/V written and
       computed; it claims the same blocks as ``import_request`` and is admitted through
       ``engine.admit_running``; its next step pushes the positions not kept plus the usual decoded one
@@ -756,12 +788,13 @@ def import_with_load_errors(engine: Engine, snapshot: RequestSnapshot, failed_bl
     - Nothing failed: exactly ``import_request``; returns 0.
     - The request's epoch is snapshot.epoch + 1 and its random stream continues (as ``import_request``).
     Refused, the engine unchanged: ValueError for a block index outside [0, ceil(num_computed_tokens /
-    block_size)); SnapshotError for what validation refuses (on every path); OutOfBlocksError (when
-    something is kept) when the blocks are not free. A failure after allocation gives the blocks back
+    block_size)); SnapshotError for what validation refuses (on every path, and before any room
+    check, as in ``import_request``); OutOfBlocksError (when something is kept) when the blocks are
+    not free. A failure after allocation gives the blocks back
     and re-raises. The snapshot is never modified.
     Sanity anchor: a report that names every block recomputes every position.
     """
-    # BEGIN SOLUTION lab-01 task 7: keep what can be kept, admit with that much computed, recompute the rest
+    # BEGIN SOLUTION lab-01 task 7: keep what can be kept, recompute the rest
     n, block_size = snapshot.num_computed_tokens, engine.block_size
     bad = sorted(b for b in failed_blocks if not (isinstance(b, int) and 0 <= b < -(-n // block_size)))
     if bad:
@@ -822,10 +855,10 @@ def partial_recovery_cost(
     """What ``import_with_load_errors`` costs: ship what it keeps, recompute the rest.
 
     Priced with task 4's model (``recovery_cost``): the positions ``import_with_load_errors`` keeps (in
-    ``block_size`` blocks) are shipped K/V; the other computed positions are recomputed, each costing
-    what it costs in ``recovery_cost`` (recomputing position p still attends over all p + 1
-    positions, the kept ones included). Bytes that crossed the wire but are not kept count for
-    nothing. No failed block: all shipped, nothing recomputed.
+    ``block_size`` blocks) are shipped K/V; the other computed positions are recomputed, and a
+    position costs what it costs in a full recompute: recomputing only some positions changes which
+    positions are paid for, not what each one costs. Bytes that crossed the wire but are not kept
+    count for nothing. No failed block: all shipped, nothing recomputed.
     Raises ValueError for a block index outside [0, ceil(num_computed_tokens / block_size)), a
     block size below 1, or rates ``recovery_cost`` refuses.
     """
@@ -860,20 +893,20 @@ def counter_sample(logits: torch.Tensor, request: Request) -> int:
     an engine uses it as ``Engine(..., counter_sampler=counter_sample)`` (see ``Engine.step`` for when
     it calls you, and with which logits). Returns one token id.
 
-    The draw is Gumbel-max: the argmax of the shaped logits (``apply_temperature_top_k(logits,
-    temperature, top_k)``, the same distribution the stateful sampler draws from) plus
-    ``gumbel_noise(seed, position, vocab_size)``, keyed on
-    - ``seed``: the request's ``sampling_params.seed``, all of it, and nothing that names the request
-      here (each engine has its own name for a request: vLLM's prefill and decode give it different
-      internal ids);
-    - ``position``: the 0-based place, in the whole sequence (prompt included), of the token these
-      logits were computed for (vLLM's V2 runner keys on ``positions[logits_indices]``).
-    The key must be a function of what every engine knows about the request (its seed and its
-    tokens), so the same request draws the same token on any engine, after any move, preemption or
-    recompute: there is no generator, and nothing but the seed has to travel. ``request`` is not
-    changed.
+    The draw is Gumbel-max (README) from the distribution the stateful sampler draws from
+    (``apply_temperature_top_k``), with ``gumbel_noise`` as its noise, keyed on what every engine
+    knows about the request and on nothing that names it here (each engine has its own name for a
+    request: vLLM's prefill and decode give it different internal ids):
+    - ``seed``: the request's ``sampling_params.seed``, all 64 bits of it;
+    - ``position``: the 0-based place, in the whole sequence (prompt included), of the token whose
+      logits these are (vLLM's V2 runner keys on ``positions[logits_indices]``).
+    So the same request draws the same token at the same point on any engine, after any move,
+    preemption or recompute: there is no generator, and nothing but the seed has to travel.
+    The arithmetic is pinned too: the argmax is taken over the helpers' float64 values as they come
+    (rounded to a narrower dtype, two engines could draw differently on a near-tie). ``request`` is
+    not changed.
     """
-    # BEGIN SOLUTION lab-01 task 8: Gumbel-max over the shaped logits, noise keyed on the seed and the sequence position
+    # BEGIN SOLUTION lab-01 task 8: a Gumbel-max draw keyed on what every engine knows about the request
     params = request.sampling_params
     shaped = apply_temperature_top_k(logits, params.temperature, params.top_k)
     position = request.num_tokens - 1  # the last token's index in the whole sequence: its logits are these

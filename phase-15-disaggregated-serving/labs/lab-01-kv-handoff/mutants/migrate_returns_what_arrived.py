@@ -4,18 +4,15 @@ from labkit.mutants import inherit_solution
 
 inherit_solution(globals())
 
+_correct_migrate = migrate
 
-def migrate(
-    src: Engine,
-    dst: Engine,
-    request_id: str,
-    transport: Callable[[RequestSnapshot], RequestSnapshot] | None = None,
-) -> RequestSnapshot:
-    snapshot = export_request(src, request_id)
-    try:
-        arrived = snapshot if transport is None else transport(snapshot)
-        import_request(dst, arrived)
-    except BaseException:
-        import_request(src, snapshot)  # what left, not what arrived; the source just freed these blocks
-        raise
-    return arrived  # BUG
+
+def migrate(src, dst, request_id, transport=None):
+    arrived = []
+
+    def wire(snapshot):
+        arrived.append(snapshot if transport is None else transport(snapshot))
+        return arrived[-1]
+
+    _correct_migrate(src, dst, request_id, transport=wire)
+    return arrived[-1]  # BUG

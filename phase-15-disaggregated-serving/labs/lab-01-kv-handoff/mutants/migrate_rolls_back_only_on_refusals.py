@@ -5,17 +5,29 @@ from labkit.mutants import inherit_solution
 inherit_solution(globals())
 
 
-def migrate(
-    src: Engine,
-    dst: Engine,
-    request_id: str,
-    transport: Callable[[RequestSnapshot], RequestSnapshot] | None = None,
-) -> RequestSnapshot:
+def migrate(src, dst, request_id, transport=None):
+    held = len(src.requests[request_id].block_table) if request_id in src.requests else 0
     snapshot = export_request(src, request_id)
+    kv = snapshot.kv.clone()
+    state = None if snapshot.generator_state is None else snapshot.generator_state.clone()
     try:
         arrived = snapshot if transport is None else transport(snapshot)
         import_request(dst, arrived)
     except (SnapshotError, OutOfBlocksError):  # BUG: the wire's errors are not rolled back
-        import_request(src, snapshot)  # what left, not what arrived; the source just freed these blocks
+        block_ids = src.block_pool.allocate(held)
+        for p in range(snapshot.num_computed_tokens):
+            src.kv_cache.kv[block_ids[p // src.block_size], p % src.block_size] = kv[p]
+        request = Request(
+            request_id,
+            list(snapshot.prompt_token_ids),
+            snapshot.sampling_params,
+            list(snapshot.output_token_ids),
+        )
+        if request.generator is not None:
+            request.generator.set_state(state)
+        request.block_table = block_ids
+        request.num_computed_tokens = snapshot.num_computed_tokens
+        request.epoch = snapshot.epoch + 1
+        src.admit_running(request)
         raise
     return snapshot

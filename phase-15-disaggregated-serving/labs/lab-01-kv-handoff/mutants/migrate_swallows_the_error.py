@@ -4,18 +4,17 @@ from labkit.mutants import inherit_solution
 
 inherit_solution(globals())
 
+_correct_migrate = migrate
 
-def migrate(
-    src: Engine,
-    dst: Engine,
-    request_id: str,
-    transport: Callable[[RequestSnapshot], RequestSnapshot] | None = None,
-) -> RequestSnapshot:
-    snapshot = export_request(src, request_id)
+
+def migrate(src, dst, request_id, transport=None):
+    handed = []
+
+    def wire(snapshot):
+        handed.append(snapshot)
+        return snapshot if transport is None else transport(snapshot)
+
     try:
-        arrived = snapshot if transport is None else transport(snapshot)
-        import_request(dst, arrived)
+        return _correct_migrate(src, dst, request_id, transport=wire)
     except BaseException:
-        import_request(src, snapshot)  # what left, not what arrived; the source just freed these blocks
-        return snapshot  # BUG: the error is swallowed
-    return snapshot
+        return handed[0]  # BUG: rolled back, but the error is swallowed

@@ -1,6 +1,4 @@
-"""Rollback re-imports the snapshot that arrived, not the one that left: a corrupted delivery loses the request.
-
-The corrupted copy is refused on the source too."""
+"""Rollback restores the snapshot that arrived, not the one that left: a delivery corrupted in transit is put back on the source."""
 
 from labkit.mutants import inherit_solution
 
@@ -8,11 +6,26 @@ inherit_solution(globals())
 
 
 def migrate(src, dst, request_id, transport=None):
+    held = len(src.requests[request_id].block_table) if request_id in src.requests else 0
     snapshot = export_request(src, request_id)
     try:
         snapshot = snapshot if transport is None else transport(snapshot)  # BUG: overwrites the original
         import_request(dst, snapshot)
     except BaseException:
-        import_request(src, snapshot)
+        block_ids = src.block_pool.allocate(held)
+        for p in range(snapshot.num_computed_tokens):
+            src.kv_cache.kv[block_ids[p // src.block_size], p % src.block_size] = snapshot.kv[p]
+        request = Request(
+            request_id,
+            list(snapshot.prompt_token_ids),
+            snapshot.sampling_params,
+            list(snapshot.output_token_ids),
+        )
+        if request.generator is not None:
+            request.generator.set_state(snapshot.generator_state)
+        request.block_table = block_ids
+        request.num_computed_tokens = snapshot.num_computed_tokens
+        request.epoch = snapshot.epoch + 1
+        src.admit_running(request)
         raise
     return snapshot

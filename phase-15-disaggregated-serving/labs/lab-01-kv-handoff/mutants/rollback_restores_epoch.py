@@ -4,14 +4,18 @@ from labkit.mutants import inherit_solution
 
 inherit_solution(globals())
 
+_correct_migrate = migrate
+
 
 def migrate(src, dst, request_id, transport=None):
-    snapshot = export_request(src, request_id)
+    handed = []
+
+    def wire(snapshot):
+        handed.append(snapshot)
+        return snapshot if transport is None else transport(snapshot)
+
     try:
-        arrived = snapshot if transport is None else transport(snapshot)
-        import_request(dst, arrived)
+        return _correct_migrate(src, dst, request_id, transport=wire)
     except BaseException:
-        import_request(src, snapshot)
-        src.requests[request_id].epoch = snapshot.epoch  # BUG: the rollback is treated as no move at all
+        src.requests[request_id].epoch = handed[0].epoch  # BUG: the rollback is treated as no move at all
         raise
-    return snapshot

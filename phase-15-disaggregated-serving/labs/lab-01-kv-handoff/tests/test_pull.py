@@ -131,7 +131,10 @@ def test_export_held_finishes_the_request_and_holds_its_blocks(impl):
     check_pool(src)
     squat(src)  # a newcomer: freed blocks would be the first it gets
     src.run_until_done()
-    assert rid not in src.finished, "a request that left must never run on the source again"
+    assert rid not in src.finished, (
+        "a request that left is not recorded in the source's engine.finished (the outputs of requests that "
+        "ran to their end there): it goes on elsewhere, and must never run on the source again"
+    )
     wrong = [
         p
         for p, kv in enumerate(before["kv"])
@@ -549,6 +552,32 @@ def test_the_deadline_check_uses_the_clock_offset_and_the_margin(impl, skew):
 
 
 @task5
+@pytest.mark.parametrize("error, truly_left, want", [(20.0, 20.0, "recomputed"), (-20.0, 3.0, "imported")])
+def test_the_reader_judges_the_deadline_by_its_own_estimate(impl, error, truly_left, want):
+    """The reader cannot see the source's clock: it judges by its own clock plus its offset estimate,
+    even when that estimate is off. 20 s too high, it believes the deadline has come while 20 s are
+    truly left: it declines. 20 s too low, it believes 23 s are left while only 3 truly are (within the
+    margin): it reads, the blocks are still held, so the read is in time and imported."""
+    base = ManualClock(100.0)
+    src = clocked_engine(base, 4)
+    dst = clocked_engine(SkewedClock(base, offset=-1000.0), 4)
+    rid, prompt = start(src, 10, SAMPLED, 2)
+    pulled = impl.export_held(src, rid, lease_s=30.0)  # deadline 130 on the source's clock
+    impl.start_pull(dst, pulled)
+    base.advance(30.0 - truly_left)
+    estimate = estimate_clock_offset(dst.clock, src.clock) + error  # a stale handshake estimate
+    outcome = impl.finish_pull(dst, src, pulled, clock_offset=estimate, margin_s=5.0, policy="recompute")
+    assert outcome == want, (
+        f"the reader's estimate puts the source's clock {error:+.0f} s off the truth ({truly_left:.0f} s truly "
+        f"left, margin 5 s): judged on dst.clock() + clock_offset the read is {want!r}, got {outcome!r}"
+    )
+    assert lease_of(src, pulled).state == LeaseState.COMMITTED, "the reader notifies the source either way"
+    check_pool(src)
+    check_pool(dst)
+    assert dst.run_until_done()[rid] == reference_output(prompt, SAMPLED), "as never-moved"
+
+
+@task5
 def test_heartbeats_keep_a_queued_pull_alive(impl):
     base = ManualClock(100.0)
     src = clocked_engine(base, 4)
@@ -813,7 +842,8 @@ def test_random_clocks_and_interleavings_keep_every_promise(impl, data):
     finished = [rid for e in engines for rid in e.finished]
     failed = [rid for e in engines for rid in e.failed]
     assert sorted(finished + failed) == sorted(expected), (
-        f"every request ends exactly once (finished {sorted(finished)}, failed {sorted(failed)})"
+        f"every request ends exactly once (finished {sorted(finished)}, failed {sorted(failed)}; a request "
+        "that left by export_held is not in its source's engine.finished)"
     )
     for engine in engines:
         assert engine.usage == 0.0, f"all done and every lease settled: usage must be 0.0, got {engine.usage}"

@@ -16,12 +16,15 @@ times are milliseconds; rates of requests are requests per second (req/s); price
 The tables and types (ModelShape, Fabric, Accelerator, StepModel, ...) are in disagg/tables.py.
 
 Bad input, in every function, one rule: a bool, a string or None where a number belongs, or a
-float where a count belongs (2048.0 tokens), is a TypeError; NaN, infinity or a value out of range is
-a ValueError. Either way the message starts with the argument's name and a colon ("ttft_ms: ..."),
-and every argument is checked before any result is returned (a shortcut such as "0 bytes take 0 ms"
-comes after validation, never before). When several arguments are bad, naming any one of them is
-right. No function changes the lists or dicts it is given. `number` below does the type and
-finiteness half for you.
+float where a count belongs (2048.0 tokens), is a TypeError (any integer type is a count, numpy's
+too); NaN, infinity or a value out of range is a ValueError. Either way the message starts with the
+name of the argument of the function that was called and a colon ("ttft_ms: ..."; task 8's
+kv_dtype_bytes is "kv_dtype_bytes", though task 1 calls it dtype_bytes). A field of an object passed
+in (a StepSample's step_ms, an Offer's price, a Stall's numbers) follows the same rule and the message
+names the argument that carries it ("samples: ..."). Every argument is checked before any result is
+returned (a shortcut such as "0 bytes take 0 ms" comes after validation, never before). When several
+arguments are bad, naming any one of them is right. No function changes the lists or dicts it is
+given. `number` below does the type and finiteness half for you.
 """
 
 from __future__ import annotations
@@ -196,12 +199,17 @@ def fit_step_model(samples) -> StepModel:
 
     `samples` is an iterable of StepSample (disagg/tables.py; disagg.steps.capture_steps() reads them
     off lab-02's signature capture). Return the StepModel (a fixed cost per step, a cost per decoding
-    sequence, per prompt token and per attention pair) that best fits them in the least-squares sense,
-    under two rules: no cost is negative (a term whose best unconstrained fit is negative is fixed at 0
-    and the others are refitted without it), and a term the samples never exercise (its quantity is 0
-    in every sample) is 0. Any least-squares method is fine (numpy is installed).
-    Edges: no samples, or a step_ms that is not a finite number >= 0 -> ValueError naming `samples`; an
-    item that is not a StepSample -> TypeError naming `samples`. The samples are not changed or reordered.
+    sequence, per prompt token and per attention pair, all in ms) whose predicted step times are
+    closest to the measured ones in the least-squares sense AMONG MODELS WITH NO NEGATIVE COST - the
+    fixed cost included: carrying more never makes a step faster, and an empty step never takes less
+    than no time; a negative fitted cost is noise. That is one well-defined optimum (it is not what
+    you get by clipping an unconstrained fit's negative terms to 0); any method that reaches it is
+    fine, numpy is installed. A term the samples never exercise (its quantity is 0 in every sample)
+    is 0. The tests check the optimum by its optimality conditions, not by your method.
+    Edges: no samples -> ValueError naming `samples`; an item that is not a StepSample -> TypeError
+    naming `samples`; a step_ms that breaks the module's number rule (NaN, a str, ...) or is below 0
+    -> the rule's error, naming `samples`. A step measured at 0 ms is valid. The samples are not
+    changed or reordered.
     Sanity anchor: on run 1 of the capture the fixed cost comes out ~27-28 ms on one CPU core and a
     prompt token costs ~1.2-1.4 ms; run 2, recorded separately, is what the tests hold it to.
     """

@@ -204,7 +204,10 @@ BAD8 = [
     (dict(prompt=-1), ValueError, "prompt_tokens"), (dict(prompt=2048.0), TypeError, "prompt_tokens"),
     (dict(model="llama-9"), ValueError, "model"), (dict(link="carrier-pigeon"), ValueError, "link_gbps"),
     (dict(link=0), ValueError, "link_gbps"), (dict(efficiency=0.0), ValueError, "efficiency"),
-    (dict(kv_dtype_bytes=True), TypeError, "dtype_bytes"),
+    (dict(kv_dtype_bytes=True), TypeError, "kv_dtype_bytes"), (dict(kv_dtype_bytes=0), ValueError, "kv_dtype_bytes"),
+    (dict(kv_dtype_bytes="2"), TypeError, "kv_dtype_bytes"), (dict(kv_dtype_bytes=NAN), ValueError, "kv_dtype_bytes"),
+    (dict(stall=Stall("26", 38.0)), TypeError, "stall"), (dict(stall=Stall(26.0, None)), TypeError, "stall"),
+    (dict(ttft=-1.0, layerwise=True), ValueError, "ttft_ms"), (dict(ttft="200", layerwise=True), TypeError, "ttft_ms"),
 ]  # fmt: skip
 
 
@@ -297,7 +300,8 @@ BAD9 = [
     (dict(max_penalty=-0.1), ValueError, "max_penalty"), (dict(max_penalty=NAN), ValueError, "max_penalty"),
     (dict(link_gbps=0), ValueError, "link_gbps"), (dict(link_gbps="token-ring"), ValueError, "link_gbps"),
     (dict(efficiency=0.0), ValueError, "efficiency"), (dict(model="llama-9"), ValueError, "model"),
-    (dict(kv_dtype_bytes=0), ValueError, "dtype_bytes"),
+    (dict(kv_dtype_bytes=0), ValueError, "kv_dtype_bytes"), (dict(kv_dtype_bytes=True), TypeError, "kv_dtype_bytes"),
+    (dict(kv_dtype_bytes=-0.5), ValueError, "kv_dtype_bytes"),
 ]  # fmt: skip
 
 

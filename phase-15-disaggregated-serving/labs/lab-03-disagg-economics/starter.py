@@ -6,7 +6,8 @@
 Part 1 (tasks 1-9), one request: the trade. Disaggregating prefill from decode ships each prompt's KV
 cache over a wire (the FREIGHT, task 1; the WIRE, tasks 2-3) and so spares the decodes that would
 have shared steps with the prefill their stall (the TAX, tasks 4-5); the toll is judged against the
-TTFT it is added to (the PENALTY, tasks 6-7) and the VERDICT weighs both sides (tasks 8-9).
+TTFT it is added to (the PENALTY: task 6 the TTFT, task 7 the wire a penalty limit asks for) and the
+VERDICT weighs both sides (tasks 8-9).
 Part 2 (tasks 10-14), a fleet: SLO attainment, goodput, the choice of configuration, the
 prefill:decode ratio and the cost of mixing hardware. Part 3 (task 15): plan a fleet, scored by the
 serving twin.
@@ -141,7 +142,7 @@ def kv_freight_bytes(
         function (ValueError naming `tp`); an MLA model takes any tp.
     A total that is not a whole number of bytes (a 4-bit cache of an odd element count) is rounded UP.
     Edges: prompt_tokens >= 0; 0 <= cached_tokens <= prompt_tokens; block_size >= 1; tp >= 1;
-    dtype_bytes > 0; counts are integers.
+    dtype_bytes > 0; counts are integers (any integer type: numpy's too).
     Sanity anchor: Llama-3-8B, 2048 tokens, fp16, block 1, tp 1 -> 268,435,456 B (256 MiB).
     """
     raise NotImplementedError("lab-03 task 1: the bytes of this prompt's KV that one decode rank must receive")
@@ -263,19 +264,49 @@ def prefill_ttft_ms(
     Edges: 0 tokens -> 0 ms; prompt_tokens an integer >= 0; peak > 0 (unknown name: ValueError naming
     `peak_tflops`); mfu in (0, 1]; a model missing what the count needs (params_b, heads, hidden or
     vocab is 0) -> ValueError naming `model`.
-    Sanity anchor: Llama-3-8B x 2048 tokens is ~2.97e13 FLOPs (Kaplan et al. 2020's accounting from
-    its config): ~60 ms on an H100 (989 TFLOP/s dense bf16) at 50% MFU.
+    Sanity anchor: Llama-3-8B x 2048 tokens is ~2.97e13 FLOPs counted from its config (the 2N FLOPs per
+    token of Kaplan et al. 2020 are most of it): ~60 ms on an H100 (989 TFLOP/s dense bf16) at 50% MFU.
     """
     raise NotImplementedError("lab-03 task 6: the prefill's FLOPs at the chip's delivered rate")
 
 
 def penalty_ratio(toll_ms: float, ttft_ms: float) -> float:
-    """The toll as a fraction of the colocated TTFT it is added to (0.05 = TTFT grows 5%).
+    """The toll as a fraction of the colocated TTFT it is added to (0.05 = TTFT grows 5%). Given.
 
-    Edges: a 0 ms toll is valid (penalty 0); a TTFT of 0 or less is not (it is what the toll is
-    measured against). Sanity anchor: a 10.7 ms toll on a 200 ms TTFT = 0.0537.
+    toll_ms >= 0 (0 is valid); ttft_ms > 0 (it is what the toll is measured against). Example:
+    penalty_ratio(10.7, 200.0) = 0.0535.
     """
-    raise NotImplementedError("lab-03 task 7: the toll measured against what the client waits for today")
+    if number("toll_ms", toll_ms) < 0:
+        raise ValueError(f"toll_ms: must be >= 0, got {toll_ms!r}")
+    if number("ttft_ms", ttft_ms) <= 0:
+        raise ValueError(f"ttft_ms: must be > 0, got {ttft_ms!r}")
+    return toll_ms / ttft_ms
+
+
+def breakeven_gbps(
+    nbytes: int | float,
+    ttft_ms: float,
+    *,
+    layers: int = 1,
+    max_penalty: float = DEFAULT_MAX_PENALTY,
+    efficiency: float = 1.0,
+    links: int = 1,
+) -> float | None:
+    """How fast must the wire be? The slowest line rate, in Gb/s per link, at which shipping a prompt's
+    `nbytes` of KV costs its request at most `max_penalty` of its colocated TTFT `ttft_ms`.
+
+    The toll is the one tasks 2-3 define for a link of that rate at `efficiency`, over `links` links in
+    parallel: `layers` 1 is the serialized transfer after prefill; `layers` > 1 is what is still
+    exposed when the KV streams layer by layer under a prefill that takes the whole `ttft_ms` (task 3's
+    model, through that many layers). Return the rate at which penalty_ratio(toll, ttft_ms) is exactly
+    `max_penalty`: every faster link keeps the toll within the limit, every slower one breaks it.
+    Edges: zero bytes -> 0.0 (any link will do); max_penalty 0 with bytes to move -> None (no link is
+    fast enough). nbytes >= 0; ttft_ms > 0; layers an integer >= 1; max_penalty >= 0; efficiency in
+    (0, 1]; links an integer >= 1. Every argument is checked, also when there is nothing to move.
+    Sanity anchor: Llama-3-8B's 2048-token freight (256 MiB) under a 200 ms TTFT, 10% limit: ~107 Gb/s
+    serialized; streamed through its 32 layers, about a tenth of that.
+    """
+    raise NotImplementedError("lab-03 task 7: the line rate at which the toll is exactly the limit")
 
 
 # ---------------------------------------------------------------- the verdict

@@ -329,32 +329,34 @@ def should_disaggregate(
 ) -> Decision:
     """Should this prompt be prefilled remotely? Decide from both sides of the trade, and say why.
 
-    The cost: the prompt's freight (task 1 at `kv_dtype_bytes`, block 1, nothing cached, tp 1) crosses
-    the wire (task 2 at `efficiency`; with `layerwise`, task 3 streaming it under a prefill of
-    `ttft_ms` through the model's layers), adding the toll to THIS request's TTFT (`ttft_ms`,
-    colocated). The benefit: colocated, the prefill would stall `decode_batch` running requests whose
-    steady gap is `itl_ms`, as `stall` says (task 5); remote, it stalls none of them.
-    The rules, in order:
-      * no disease: nothing to cure when no decode is running (decode_batch 0), or when the prefill
-        does not stretch a running decode's gap to at least `min_spike_ratio` times its steady gap
-        -> NO_NO_DISEASE, however good the wire;
-      * a cheap toll: the toll is at most `max_penalty` of TTFT (task 7) -> YES;
-      * the cure outweighs the toll: going remote spares the running decodes, all of them together,
-        at least as much waiting as it costs this one request - request-milliseconds against
-        request-milliseconds -> YES (the lab's rule; real routers weigh SLOs, lab-02 task 4);
+    Remote, THIS request pays a toll: its prompt's KV (all of it, at `kv_dtype_bytes`: block 1, nothing
+    cached, tp 1) crosses `link_gbps` at `efficiency` once its prefill is done - or, with `layerwise`,
+    streams layer by layer under a prefill that lasts its colocated TTFT `ttft_ms` - and what the wire
+    has not finished when prefill ends is added to its TTFT. Colocated, its prefill rides the steps of
+    `decode_batch` running requests whose steady gap is `itl_ms`, and `stall` (task 5) says what that
+    costs each of them; remote, it costs them nothing.
+    The rules, in order - the first that applies decides:
+      * no disease -> NO_NO_DISEASE, however good the wire: no decode is running, or the prefill does
+        not stretch a running decode's gap to at least `min_spike_ratio` times its steady gap;
+      * a cheap toll -> YES: the toll is at most `max_penalty` of `ttft_ms` (penalty_ratio);
+      * the cure outweighs the toll -> YES: the waiting that going remote spares the running requests,
+        all of them together, is at least the waiting it adds to this one - request-milliseconds on
+        both sides (the lab's rule; real routers weigh SLOs, lab-02 task 4);
       * otherwise NO_SLOW_LINK.
     Edges are inclusive: a stretch EQUAL to min_spike_ratio is a disease, a penalty EQUAL to
-    max_penalty is acceptable, waiting spared EQUAL to the toll pays. Decision.spike_ratio is that
-    stretch; Decision.spared_ms is the waiting spared. Returns a Decision with every
-    number, whatever the verdict. `reason` is one line that contains the deciding measurement as
+    max_penalty is acceptable, waiting spared EQUAL to the toll pays. The Decision carries every number
+    whatever the verdict: the freight, the toll, the penalty, the stretch (spike_ratio) and the waiting
+    spared (spared_ms, request-ms). `reason` is one line that contains the deciding measurement as
     printed here: the spike ratio with two decimals ("1.08") for NO_NO_DISEASE; the penalty as a
     percentage with one decimal ("107.4%") for YES and NO_SLOW_LINK; and for a YES the penalty rule
     would refuse, also the spared delay in whole ms ("3,328 ms" or "3328 ms"). Other wording is yours.
-    Edges of the inputs: itl_ms > 0; stall a Stall with finite per_decode_ms >= 0 and worst_gap_ms >=
-    itl_ms (errors name `stall`); decode_batch an integer >= 0; layerwise a bool (else TypeError);
-    max_penalty >= 0; min_spike_ratio >= 1; the others as in tasks 1, 2, 3 and 7.
+    Edges of the inputs: ttft_ms > 0; itl_ms > 0; stall a Stall with per_decode_ms >= 0 and
+    worst_gap_ms >= itl_ms (errors name `stall`); decode_batch an integer >= 0; layerwise a bool (else
+    TypeError); kv_dtype_bytes > 0; max_penalty >= 0; min_spike_ratio >= 1; model, prompt_tokens,
+    link_gbps and efficiency as in tasks 1-2. Errors name THIS function's arguments (`kv_dtype_bytes`,
+    `ttft_ms`), whichever task you hand them to.
     Sanity anchor: Llama-3-8B, 2048 tokens, TTFT 200 ms, steady gap 12 ms, Stall(26, 38), 4 decodes:
-    YES on ib-hdr (penalty 5.4%), NO_SLOW_LINK on 10gbe (107.4%, and 104 ms spared < 215 ms toll).
+    YES on ib-hdr (penalty 5.4%), NO_SLOW_LINK on 10gbe (107.4%).
     """
     raise NotImplementedError("lab-03 task 8: is there a disease? is the toll cheap? does the cure outweigh it?")
 
@@ -373,15 +375,21 @@ def local_prefill_max_tokens(
 
     Real routers prefill short prompts locally and send long ones to a prefill pool (NVIDIA Dynamo's
     max_local_prefill_length, lab-02's local_prefill_max_tokens: prompts of MORE tokens go remote).
-    Pick that value from the penalty rule of task 8. Colocated, an n-token prompt's TTFT is its
+    Pick that value by the penalty rule of task 8 alone. Colocated, an n-token prompt's TTFT is its
     prefill at `prefill_tokens_per_s`. Remote, it pays a toll: a fixed `handoff_ms` per request (the
     extra hop, decode's wait for a step, its own first step - what your measurements show) plus the
-    serialized wire time of n tokens of KV (`kv_dtype_bytes`, `efficiency` as in tasks 1-2). Remote
-    PAYS for a prompt when its toll is at most `max_penalty` of its colocated TTFT (inclusive).
+    serialized wire time of n tokens' KV at `kv_dtype_bytes` and `efficiency` (tasks 1-2). The
+    threshold is a question about rates, so a token's KV counts at its exact size: a 4-bit cache of an
+    odd element count is a fractional number of bytes per token, and n tokens cost n times that.
+    Remote PAYS for a prompt when its toll is at most `max_penalty` of its colocated TTFT. A tie pays:
+    a toll equal to the limit in exact arithmetic on the numbers as written (0.29 is a tie where
+    0.29 x n says so, though 0.29 is no binary fraction) - in floating point, a toll within a relative
+    1e-9 of the limit is a tie.
     Returns the largest n for which remote does not pay - every longer prompt pays; 0 when every prompt
     pays; None when no prompt length ever pays on this wire (send nothing remote by this rule).
-    Edges: prefill_tokens_per_s > 0, handoff_ms >= 0, max_penalty >= 0 (0 is a valid limit), and the
-    model/link/dtype/efficiency errors of tasks 1-2. An exact tie pays.
+    Edges: prefill_tokens_per_s > 0, handoff_ms >= 0, max_penalty >= 0 (0 is a valid limit),
+    kv_dtype_bytes > 0 (errors name `kv_dtype_bytes`), and the model/link/efficiency errors of tasks
+    1-2.
     Sanity anchor: Llama-3-8B fp16 on ib-hdr, 10,000 prompt tokens/s, 5 ms handoff, 10% -> about a
     thousand tokens stay local; on 100gbe -> None.
     """

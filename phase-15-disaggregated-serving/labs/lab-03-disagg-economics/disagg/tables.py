@@ -168,7 +168,7 @@ class Decision:
     verdict: Verdict
     kv_bytes: int  # the freight: the prompt's KV as it crosses the wire (task 1)
     toll_ms: float  # what the wire adds to this request's TTFT (task 2, or task 3 when layer-wise)
-    penalty_ratio: float  # toll_ms / colocated TTFT (task 7)
+    penalty_ratio: float  # toll_ms / colocated TTFT (solution.penalty_ratio, given)
     spike_ratio: float  # the decode gap with this prefill in it / the steady gap
     spared_ms: float  # decode_batch x stall_ms: the delay the co-batched decodes are spared in all
     reason: str

@@ -226,6 +226,8 @@ BAD14 = [
     (dict(offers=[Offer("h", "prefill", 1.0, INF), Offer("h", "decode", 1.0, 1.0)]), ValueError, "offers"),
     (dict(offers=[Offer("h", "prefill", -1.0, 1.0), Offer("h", "decode", 1.0, 1.0)]), ValueError, "offers"),
     (dict(offers=[("h", "prefill", 1.0, 1.0), Offer("h", "decode", 1.0, 1.0)]), TypeError, "offers"),
+    (dict(offers=[Offer("h", "prefill", "2.69", 1.0), Offer("h", "decode", 1.0, 1.0)]), TypeError, "offers"),
+    (dict(offers=[Offer("h", "prefill", 1.0, 1.0), Offer("h", "decode", 1.0, True)]), TypeError, "offers"),
 ]  # fmt: skip
 
 

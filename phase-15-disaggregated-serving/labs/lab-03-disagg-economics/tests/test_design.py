@@ -3,18 +3,23 @@
 Your plan for each scenario of fleetsim.plans.SCENARIOS is simulated exactly as fleetsim.plans.score
 does it (deterministic, seeded): it must meet the scenario's SLOs for its target share of requests,
 stay within its menu and GPU count, and cost at most 10% more per hour than the cheapest plan the
-reference search found (plans/reference.json, recorded by tools/plan_reference.py).
+reference search found (plans/reference.json holds only that price, recorded by the instructors'
+tools/plan_reference.py). Two plans at the same price are equally good: the grader compares prices.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 
 from disagg.tables import Plan
-from fleetsim.plans import SCENARIOS, load_reference, plan_digest, reference_search, score
+from fleetsim.plans import SCENARIOS, load_reference, score
 
 REFERENCE = load_reference()
 MARGIN = 1.10
+REFERENCE_TOOL = Path(__file__).resolve().parent.parent / "tools" / "plan_reference.py"
 
 
 @pytest.mark.lab03_task15
@@ -37,12 +42,19 @@ def test_your_plan_meets_the_slos_within_10_percent_of_the_cheapest(impl, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_the_recorded_reference_still_holds(name):
-    """plans/reference.json is current: today's twin finds the same cheapest plan at the recorded price
-    (the search is deterministic; ~4-12 s of CPU per scenario)."""
-    ref = REFERENCE[name]
-    plan, s, _ = reference_search(SCENARIOS[name])
-    assert s.meets and s.dollars_per_hour == pytest.approx(ref["dollars_per_hour"], abs=1e-3), (ref, s)
-    assert plan_digest(plan) == ref["plan_sha256"], "the reference search found another plan: re-record it"
+    """plans/reference.json is current: today's twin, searched by the instructors' deterministic reference
+    search (tools/plan_reference.py, loaded by path), finds the cheapest plan at the recorded price
+    (~0.1-12 s of CPU per scenario). Skipped where that tool is not shipped."""
+    if not REFERENCE_TOOL.exists():
+        pytest.skip("the instructors' tools/plan_reference.py is not in this copy")
+    spec = importlib.util.spec_from_file_location("lab03_plan_reference", REFERENCE_TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    _, s, _ = tool.reference_search(SCENARIOS[name])
+    assert s.meets and s.dollars_per_hour == pytest.approx(REFERENCE[name]["dollars_per_hour"], abs=1e-3), (
+        f"the reference search now finds ${s.dollars_per_hour:.2f}/h, the file says "
+        f"${REFERENCE[name]['dollars_per_hour']:.2f}/h: re-record plans/reference.json"
+    )
 
 
 @pytest.mark.ungraded

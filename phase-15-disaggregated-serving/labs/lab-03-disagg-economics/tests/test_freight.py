@@ -205,6 +205,19 @@ def test_valid_edges_are_accepted(impl):
     )
 
 
+@task1
+def test_any_integer_type_is_a_count(impl):
+    """numpy's integers are integers (numbers.Integral): a prompt length read from an array is a count."""
+    import numpy as np
+
+    want = freight(impl, "llama-3-8b", 100, block_size=16, cached_tokens=32, tp=2)
+    got = freight(impl, "llama-3-8b", np.int64(100), block_size=np.int32(16), cached_tokens=np.int64(32),
+                  tp=np.int16(2))  # fmt: skip
+    assert got == want and isinstance(got, int), f"numpy integers: want {want}, got {got!r}"
+    with raises(TypeError, "prompt_tokens"):
+        freight(impl, "llama-3-8b", np.float64(100.0))
+
+
 BAD = [
     (dict(model="llama-4-9000b"), ValueError, "model"),
     (dict(model=""), ValueError, "model"),

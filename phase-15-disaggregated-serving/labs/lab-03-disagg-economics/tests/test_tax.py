@@ -78,6 +78,67 @@ def test_no_cost_is_negative_and_the_rest_are_refitted(impl):
     )
 
 
+def assert_best_non_negative_fit(samples: list[StepSample], got: StepModel) -> None:
+    """The optimality (KKT) conditions of least squares under 'no cost is negative', checked on the
+    result whatever method found it: every cost >= 0; moving a positive cost either way, or raising a
+    zero one, cannot lower the squared error (the error's slope is 0 along a positive cost and >= 0
+    along a zero one); a term no sample exercises is 0."""
+    import numpy as np
+
+    a = np.array([[1.0, s.decode_seqs, s.prefill_tokens, s.prefill_pairs] for s in samples])
+    y = np.array([float(s.step_ms) for s in samples])
+    x = np.array(coefs(got))
+    assert (x >= 0).all(), f"a negative cost: {got}"
+    slope = a.T @ (a @ x - y)  # half the gradient of the squared error
+    for j, name in enumerate(("fixed_ms", "per_decode_ms", "per_prefill_token_ms", "per_prefill_pair_ms")):
+        if not a[:, j].any():
+            assert x[j] == 0.0, f"{name}: no sample exercises it, so it is 0: {got}"
+            continue
+        tol = 1e-7 * np.linalg.norm(a[:, j]) * (np.linalg.norm(y) + 1.0)
+        if x[j] > 0:
+            assert abs(slope[j]) <= tol, f"{name} = {x[j]:.6g}: changing it would lower the error ({slope[j]:.3g}): {got}"
+        else:
+            assert slope[j] >= -tol, f"{name} = 0: raising it would lower the error ({slope[j]:.3g}): {got}"
+
+
+def s6(*rows) -> list[StepSample]:
+    return [StepSample(t, t * (t + 1) // 2, d, ms) for t, d, ms in rows]
+
+
+# six steps (prompt tokens, decodes, ms) whose unconstrained fit has a negative term, and whose fit
+# without it has another: one round of dropping negatives is not enough
+TWO_ROUNDS = s6((0, 6, 3.0), (0, 5, 37.0), (0, 0, 5.0), (56, 1, 15.0), (12, 0, 36.0), (0, 0, 36.0))
+# six steps where dropping the most negative term first, then the next, ends at a fixed cost only -
+# but the best non-negative fit keeps three terms
+GREEDY_MISSES = s6((0, 3, 0.0), (0, 4, 18.0), (0, 6, 34.0), (48, 2, 32.0), (7, 8, 25.0), (51, 6, 6.0))
+
+
+@task4
+@pytest.mark.parametrize("case", ["two rounds", "greedy misses", "noisy", "fixed cost below 0"])
+def test_the_fit_is_the_best_with_no_negative_cost(impl, case):
+    samples = {
+        "two rounds": TWO_ROUNDS,
+        "greedy misses": GREEDY_MISSES,
+        "noisy": [dataclasses.replace(s, step_ms=max(0.0, s.step_ms + random.Random(i).gauss(0, 8)))
+                  for i, s in enumerate(synthetic(StepModel(3, 0.05, 0.4, 1e-4), n=40, seed=11))],
+        "fixed cost below 0": s6((10, 0, 15.0), (20, 0, 35.0), (30, 0, 55.0), (40, 0, 75.0)),
+    }[case]  # fmt: skip
+    assert_best_non_negative_fit(samples, impl.fit_step_model(samples))
+
+
+@task4
+def test_the_fixed_cost_is_a_cost_too(impl):
+    # 2 ms a token minus 5 ms: the best non-negative model has no fixed cost and 55/30 ms a token
+    got = impl.fit_step_model([StepSample(t, 0, 0, 2.0 * t - 5.0) for t in (10, 20, 30, 40)])
+    assert (got.fixed_ms, got.per_prefill_token_ms) == pytest.approx((0.0, 2 - 5 * 100 / 3000)), got
+
+
+@task4
+def test_a_step_measured_at_0_ms_is_a_measurement(impl):
+    got = impl.fit_step_model([StepSample(0, 0, 1, 0.0), StepSample(0, 0, 2, 1.0)])
+    assert (got.fixed_ms, got.per_decode_ms) == pytest.approx((0.0, 0.4)), f"0 ms is a valid step_ms: {got}"
+
+
 @task4
 def test_your_fit_of_run_1_predicts_run_2_of_the_real_capture(impl):
     """Fit on run 1's steps; run 2, recorded separately, must be predicted within 10% (median relative
@@ -136,8 +197,9 @@ def test_steps_three_times_as_long_give_costs_three_times_as_large(impl):
 @pytest.mark.parametrize("bad, exc", [
     ([], ValueError), ([StepSample(0, 0, 1, NAN)], ValueError), ([StepSample(0, 0, 1, INF)], ValueError),
     ([StepSample(0, 0, 1, -1.0)], ValueError), ([StepSample(0, 0, 1, 10.0), (0, 0, 1, 10.0)], TypeError),
-    ([StepSample(0, 0, 1, "10")], ValueError), ([None], TypeError),
-], ids=["empty", "nan", "inf", "negative", "tuple", "str-ms", "None"])  # fmt: skip
+    ([StepSample(0, 0, 1, "10")], TypeError), ([StepSample(0, 0, 1, True)], TypeError), ([None], TypeError),
+    ([StepSample(0, 0, 1, 10.0), StepSample(0, 0, 2, None)], TypeError),
+], ids=["empty", "nan", "inf", "negative", "tuple", "str-ms", "bool-ms", "None", "None-ms"])  # fmt: skip
 def test_fit_bad_samples_name_samples(impl, bad, exc):
     with raises(exc, "samples"):
         impl.fit_step_model(bad)

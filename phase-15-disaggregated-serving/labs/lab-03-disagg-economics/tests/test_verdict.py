@@ -145,6 +145,16 @@ def test_layerwise_streams_under_the_prefill_the_ttft_measures(impl):
 
 
 @task8
+def test_layerwise_streams_at_the_links_efficiency(impl):
+    """Streamed per layer over a 10 GbE link that achieves half its line rate: each layer takes 13.4 ms
+    to send and 6.25 to compute, so the backlog grows twice as fast as at line rate."""
+    d = decide(impl, "10gbe", layerwise=True, efficiency=0.5, batch=1, stall=Stall(1.0, 38.0))
+    w, c = PROMPT_8B * 8 / (10e9 * 0.5) * 1e3 / 32, 200.0 / 32
+    assert d.toll_ms == pytest.approx(w + 31 * (w - c), rel=1e-6), f"want {w + 31 * (w - c):.1f} ms: {d}"
+    assert d.verdict == Verdict.NO_SLOW_LINK, d
+
+
+@task8
 def test_efficiency_and_the_dtype_reach_the_wire(impl):
     small = dict(batch=1, stall=Stall(1.0, 38.0))  # one decode, a 1 ms stall: only the penalty rule says YES
     full, half = decide(impl, **small), decide(impl, efficiency=0.5, **small)
@@ -204,7 +214,10 @@ BAD8 = [
     (dict(prompt=-1), ValueError, "prompt_tokens"), (dict(prompt=2048.0), TypeError, "prompt_tokens"),
     (dict(model="llama-9"), ValueError, "model"), (dict(link="carrier-pigeon"), ValueError, "link_gbps"),
     (dict(link=0), ValueError, "link_gbps"), (dict(efficiency=0.0), ValueError, "efficiency"),
-    (dict(kv_dtype_bytes=True), TypeError, "dtype_bytes"),
+    (dict(kv_dtype_bytes=True), TypeError, "kv_dtype_bytes"), (dict(kv_dtype_bytes=0), ValueError, "kv_dtype_bytes"),
+    (dict(kv_dtype_bytes="2"), TypeError, "kv_dtype_bytes"), (dict(kv_dtype_bytes=NAN), ValueError, "kv_dtype_bytes"),
+    (dict(stall=Stall("26", 38.0)), TypeError, "stall"), (dict(stall=Stall(26.0, None)), TypeError, "stall"),
+    (dict(ttft=-1.0, layerwise=True), ValueError, "ttft_ms"), (dict(ttft="200", layerwise=True), TypeError, "ttft_ms"),
 ]  # fmt: skip
 
 
@@ -259,6 +272,29 @@ def test_the_exact_tie_pays(impl):
 
 
 @task9
+@pytest.mark.parametrize("handoff_ms, max_penalty, tie", [
+    (10.0, 0.29, 250), (2.0, 0.29, 50), (1.0, 0.27, 50), (2.5, 0.3, 50), (0.7, 0.35, 7), (1.1, 0.36, 10),
+    (0.07, 0.26, 7),
+])  # fmt: skip
+def test_a_tie_in_decimal_numbers_pays(impl, handoff_ms, max_penalty, tie):
+    """The wire is 25% of TTFT on every token; handoff / (limit - 25%) tokens is an exact tie in the
+    numbers as written (10 ms / 4% = 250), which no binary float holds exactly: the tie pays."""
+    got = impl.local_prefill_max_tokens(WIRE_TOY, 1, 1000.0, handoff_ms, kv_dtype_bytes=1, max_penalty=max_penalty)
+    assert got == tie - 1, f"{tie} tokens tie ({handoff_ms} ms / {max_penalty - 0.25:.2f}) and pay: want {tie - 1}, got {got!r}"
+
+
+@task9
+def test_a_token_of_a_fractional_byte_size_counts_at_its_size(impl):
+    """A 4-bit cache of 5 elements a token is 2.5 B a token, not 3: on a 1 kb/s wire 20 ms a token
+    against 100 ms of prefill (20%); a 10 ms handoff needs 5% of n x 100 ms: n >= 2 pays."""
+    odd = ModelShape("odd-mla", 1, 0, 0, attention="mla", mla_latent_dim=3, mla_rope_dim=2)
+    got = impl.local_prefill_max_tokens(odd, 1e-6, 10.0, 10.0, kv_dtype_bytes=0.5, max_penalty=0.25)
+    assert got == 1, f"2.5 B a token: 2 tokens pay, want 1, got {got!r} (3 B a token would give 9)"
+    tie = impl.local_prefill_max_tokens(odd, 1e-6, 10.0, 10.0, kv_dtype_bytes=0.5, max_penalty=0.21)
+    assert tie == 9, f"a 1% margin at 2.5 B a token: 10 tokens tie and pay, want 9, got {tie!r} (3 B: None)"
+
+
+@task9
 @pytest.mark.parametrize("handoff_ms, max_penalty, want", [
     (0.0, 0.5, 0), (0.0, 0.25, 0), (1.0, 0.25, None), (0.0, 0.1875, None), (1.0, 0.28125, 31), (5.0, 0.0, None),
 ], ids=["no-handoff", "no-handoff-at-limit", "handoff-at-limit", "over-limit", "near-limit", "zero-limit"])  # fmt: skip
@@ -297,7 +333,8 @@ BAD9 = [
     (dict(max_penalty=-0.1), ValueError, "max_penalty"), (dict(max_penalty=NAN), ValueError, "max_penalty"),
     (dict(link_gbps=0), ValueError, "link_gbps"), (dict(link_gbps="token-ring"), ValueError, "link_gbps"),
     (dict(efficiency=0.0), ValueError, "efficiency"), (dict(model="llama-9"), ValueError, "model"),
-    (dict(kv_dtype_bytes=0), ValueError, "dtype_bytes"),
+    (dict(kv_dtype_bytes=0), ValueError, "kv_dtype_bytes"), (dict(kv_dtype_bytes=True), TypeError, "kv_dtype_bytes"),
+    (dict(kv_dtype_bytes=-0.5), ValueError, "kv_dtype_bytes"),
 ]  # fmt: skip
 
 

@@ -1,10 +1,12 @@
 """Plot the break-even link bandwidth against prompt length (needs the `plot` extra: matplotlib).
 
     python plot_breakeven.py [--out out/breakeven.png] [--gpu h100-sxm] [--mfu 0.5] [--max-penalty 0.10]
+    python plot_breakeven.py --layerwise      # KV streamed per layer under the prefill (task 3's model)
 
-Break-even = the slowest ONE link whose serialized toll stays within max_penalty of colocated TTFT
-(the penalty rule of task 8 alone: no stall weighed, no layer-wise streaming, no parallel NICs - each
-of those lowers it; say so when you quote the plot).
+Break-even = the slowest ONE link whose toll stays within max_penalty of colocated TTFT: YOUR
+breakeven_gbps (task 7), serialized unless --layerwise (the penalty rule of task 8 alone: no stall
+weighed, no parallel NICs - each of those lowers it; say so when you quote the plot). Which
+implementation runs: LAB_IMPL (solution by default; LAB_IMPL=starter for yours).
 
 TTFT here is MODELLED, not measured: your prefill_ttft_ms (task 6) at an ASSUMED --mfu of --gpu's
 datasheet peak. 50% is in the range well-tuned large prefills are reported to reach; 15% is what the
@@ -19,20 +21,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from disagg.tables import ACCELERATORS, FABRICS
+from disagg.tables import ACCELERATORS, FABRICS, MODELS
 from labkit.impl import impl_path_for, load_module
 
 SERIES = [("llama-3-8b", 2), ("llama-3-8b", 1), ("llama-3-70b", 2), ("qwen2.5-7b", 2), ("deepseek-v3", 1)]
 PROMPTS = [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
 
 
-def breakeven_gbps(
-    impl, model_name: str, dtype_bytes: int, n: int, gpu: str, mfu: float, max_penalty: float
-) -> float:
-    """Gb/s at which the toll is exactly max_penalty of the modelled TTFT (the toll scales as 1/rate)."""
+def breakeven_gbps(impl, model_name: str, dtype_bytes: int, n: int, gpu: str, mfu: float, max_penalty: float,
+                   layerwise: bool = False) -> float:  # fmt: skip
+    """Gb/s at which the toll is exactly max_penalty of the modelled TTFT (tasks 1, 6 and 7)."""
     ttft_ms = impl.prefill_ttft_ms(model_name, n, gpu, mfu)
-    toll_at_1gbps = impl.transfer_ms(impl.kv_freight_bytes(model_name, n, dtype_bytes=dtype_bytes), 1.0)
-    return toll_at_1gbps / (max_penalty * ttft_ms)
+    nbytes = impl.kv_freight_bytes(model_name, n, dtype_bytes=dtype_bytes)
+    layers = MODELS[model_name].layers if layerwise else 1
+    return impl.breakeven_gbps(nbytes, ttft_ms, layers=layers, max_penalty=max_penalty)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu", default="h100-sxm", choices=sorted(ACCELERATORS), help="prefill chip (its peak)")
     p.add_argument("--mfu", type=float, default=0.5, help="ASSUMED fraction of peak prefill achieves")
     p.add_argument("--max-penalty", type=float, default=0.10)
+    p.add_argument("--layerwise", action="store_true", help="KV streamed per layer under the prefill (task 3)")
     a = p.parse_args(argv)
     try:
         import matplotlib
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"break-even Gb/s (toll <= {a.max_penalty:.0%} of TTFT modelled at {rate}):")
     print("  " + "model/kv".ljust(18) + "".join(f"{n:>8}" for n in PROMPTS))
     for name, dtype_bytes in SERIES:
-        ys = [breakeven_gbps(impl, name, dtype_bytes, n, a.gpu, a.mfu, a.max_penalty) for n in PROMPTS]
+        ys = [breakeven_gbps(impl, name, dtype_bytes, n, a.gpu, a.mfu, a.max_penalty, a.layerwise) for n in PROMPTS]
         label = f"{name} {'fp8' if dtype_bytes == 1 else 'fp16'}"
         print("  " + label.ljust(18) + "".join(f"{y:8.0f}" for y in ys))
         ax.plot(PROMPTS, ys, marker="o", label=label)
@@ -69,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     ax.set_xlabel("prompt tokens")
     ax.set_ylabel("break-even link rate (Gb/s, line rate)")
     ax.set_title(
-        f"Slowest single link whose serialized KV toll is <= {a.max_penalty:.0%} of TTFT\n"
+        f"Slowest single link whose {'per-layer streamed' if a.layerwise else 'serialized'} KV toll is "
+        f"<= {a.max_penalty:.0%} of TTFT\n"
         f"(TTFT modelled from FLOPs at an assumed {rate}; links above a curve qualify)",
         fontsize=10,
     )

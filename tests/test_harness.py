@@ -111,17 +111,23 @@ def test_grade_is_the_cpu_tier_unless_a_tier_is_asked_for(values):
     assert len(narrowed) == int(values["lab02.task5.cpu"]), (len(narrowed), narrowed[:5])
     assert all("test_lab" in n or "test_signature" in n for n in narrowed), narrowed
     proc = make("grade", "LAB=lab-02", "TASK=5", "ARGS=--collect-only -m 'not lab02_task5'")
-    assert proc.returncode != 0 and "no test of lab-02 is selected" in proc.stdout, proc.stdout  # ANDed: nothing
+    assert proc.returncode != 0 and "no test of lab-02 is selected" in proc.stdout, (
+        proc.stdout
+    )  # ANDed: nothing
     proc = make("grade", "LAB=lab-02", "TASK=4", "TIER=vllm", "ARGS=--collect-only")
     if importlib.util.find_spec("vllm") is not None:
         tier = _collected(proc)
         want = int(values["lab02.task4"]) - int(values["lab02.task4.cpu"])
         assert len(tier) == want and all("test_vllm_pair.py" in n for n in tier), (want, tier)
     else:  # TIER=vllm refuses to skip: the tier is what was asked for
-        assert proc.returncode != 0 and "make setup-vllm-cpu" in proc.stdout + proc.stderr, proc.stdout[-2000:]
+        assert proc.returncode != 0 and "make setup-vllm-cpu" in proc.stdout + proc.stderr, proc.stdout[
+            -2000:
+        ]
     proc = make("grade", "LAB=lab-02", "TIER=gpu")
     assert proc.returncode == 2 and "TIER=gpu is not a tier" in proc.stdout, proc.stdout
-    assert scoreboard.grade_command("lab-02", "4", "starter", "vllm") == "make grade LAB=lab-02 TASK=4 TIER=vllm"
+    assert (
+        scoreboard.grade_command("lab-02", "4", "starter", "vllm") == "make grade LAB=lab-02 TASK=4 TIER=vllm"
+    )
 
 
 @needs_make

@@ -9,7 +9,11 @@ _solution_problem = prefill_answer_problem
 
 def prefill_answer_problem(prefill_response):
     params = prefill_response.get("kv_transfer_params") if isinstance(prefill_response, dict) else None
-    if isinstance(params, dict) and all(params.get(k) for k in ("remote_engine_id", "remote_request_id", "remote_host")):
-        as_strings = params | {k: str(params[k]) for k in ("remote_engine_id", "remote_request_id", "remote_host")}
+    if isinstance(params, dict) and all(
+        params.get(k) for k in ("remote_engine_id", "remote_request_id", "remote_host")
+    ):
+        as_strings = params | {
+            k: str(params[k]) for k in ("remote_engine_id", "remote_request_id", "remote_host")
+        }
         return _solution_problem(prefill_response | {"kv_transfer_params": as_strings})
     return _solution_problem(prefill_response)

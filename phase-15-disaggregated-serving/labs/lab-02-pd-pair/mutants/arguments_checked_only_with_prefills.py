@@ -21,7 +21,11 @@ class PDProxyPolicy(_Solution):
         if prefill_urls and (not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 0):
             raise ValueError(f"local_prefill_max_tokens must be an int >= 0, got {threshold!r}")
         limit = max_prefill_inflight
-        if prefill_urls and limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        if (
+            prefill_urls
+            and limit is not None
+            and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1)
+        ):
             raise ValueError(f"max_prefill_inflight must be None or an int >= 1, got {limit!r}")
         self.max_prefill_inflight = limit
         self._prefill_inflight = 0  # prefill hops this policy has started and not yet seen end

@@ -240,7 +240,9 @@ def test_canary_reads_decodes_counters_around_the_decode_hop_only(impl):
     async def scenario():
         async with BusyPrefill() as p, FakeDecode(prefills=[p]) as d:
             p.decode_url = d.url
-            got = await asyncio.to_thread(impl.canary, p.url, d.url, "tiny", list(range(100, 164)), "canary-3")
+            got = await asyncio.to_thread(
+                impl.canary, p.url, d.url, "tiny", list(range(100, 164)), "canary-3"
+            )
             return got, d
 
     got, d = run(scenario())

@@ -64,7 +64,6 @@ def test_a_failed_kv_load_is_never_retried_on_decode_alone(impl, stream):
             hops = [(r.body.get("prompt"), r.kv_transfer_params is not None) for r in s.decodes[0].requests]
             assert hops == [("kvfail", True), ("after-kvfail", True)], (
                 f"decode's hops (prompt, with params): exactly one for the failed request, then the next request's; got {hops}")  # fmt: skip
-            d = s.decodes[0].requests[0]
             if stream:  # vLLM 0.32 streams: 200, an error event, [DONE]
                 assert res.status == 200 and res.error is not None and res.texts == [], (
                     f"decode's error event must reach the client as it came, got {res.status} {res.error} {res.texts}")  # fmt: skip
@@ -76,7 +75,9 @@ def test_a_failed_kv_load_is_never_retried_on_decode_alone(impl, stream):
                 )
                 err = res.body["error"]
                 want = {"type": "decode_unavailable", "upstream": s.decodes[0].url, "kind": "http_error"}
-                assert {k: err.get(k) for k in want} == want, f"the 503's error object, want {want} in it: {err}"
+                assert {k: err.get(k) for k in want} == want, (
+                    f"the 503's error object, want {want} in it: {err}"
+                )
             assert await s.metric("pdproxy_fallbacks_total") == 0, "no fallback after prefill answered"
 
     run(scenario())

@@ -106,7 +106,10 @@ def test_plans_for_remote_hosts_use_those_hosts(impl):
     _, flags = parse_vllm_argv(plans["decode"].argv)
     assert (flags["--host"], flags["--port"]) == ("10.0.0.2", "9200"), flags
     de = plans["decode"].env
-    assert (de["VLLM_NIXL_SIDE_CHANNEL_HOST"], de["VLLM_NIXL_SIDE_CHANNEL_PORT"]) == ("192.168.7.2", "5700"), de
+    assert (de["VLLM_NIXL_SIDE_CHANNEL_HOST"], de["VLLM_NIXL_SIDE_CHANNEL_PORT"]) == (
+        "192.168.7.2",
+        "5700",
+    ), de
     assert plans["prefill"].argv[0] == plans["decode"].argv[0] == PY, (
         f"both sides start with the python given, got {plans['prefill'].argv[0]!r} / {plans['decode'].argv[0]!r}")  # fmt: skip
     assert (

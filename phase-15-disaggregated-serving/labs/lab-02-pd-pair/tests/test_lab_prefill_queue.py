@@ -160,7 +160,9 @@ def test_a_failed_prefill_hop_leaves_the_count(impl, behaviour):
                 f"the prefill hop failed ({behaviour}): it is no longer in flight, so with limit 1 prefill must not "
                 "stay 'busy' for ever")  # fmt: skip
             s.prefills[0].behaviour, s.prefills[0].delay_s = "ok", SLOW["delay_s"]
-            s.proxy.config.prefill_timeout_s = 30.0  # this hop is answered, never timed out, however slow the machine
+            s.proxy.config.prefill_timeout_s = (
+                30.0  # this hop is answered, never timed out, however slow the machine
+            )
             body = completion("after", n=3)
             after = asyncio.create_task(s.call(body))
             await until(lambda: len(s.prefills[0].requests) == 2, "the next request's prefill hop")

@@ -15,7 +15,12 @@ def kv_freight_bytes(
     tp: int = 1,
 ) -> int:
     shape = resolve_model(model)
-    for name, v in (("prompt_tokens", prompt_tokens), ("block_size", block_size), ("cached_tokens", cached_tokens), ("tp", tp)):
+    for name, v in (
+        ("prompt_tokens", prompt_tokens),
+        ("block_size", block_size),
+        ("cached_tokens", cached_tokens),
+        ("tp", tp),
+    ):
         if type(v) is not int:
             raise TypeError(f"{name}: must be an int, got {v!r}")
     n = number("prompt_tokens", prompt_tokens, integer=True)

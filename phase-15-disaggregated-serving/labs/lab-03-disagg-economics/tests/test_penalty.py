@@ -168,7 +168,9 @@ def test_valid_edges(impl):
 PROMPT_8B = 268_435_456  # 2048 tokens of Llama-3-8B in fp16
 
 
-def exposed_ms(nbytes: float, gbps: float, prefill_ms: float, layers: int, eff: float = 1.0, links: int = 1) -> float:
+def exposed_ms(
+    nbytes: float, gbps: float, prefill_ms: float, layers: int, eff: float = 1.0, links: int = 1
+) -> float:
     """Task 3's model, the test's own copy: layer i is computed at i x c, the wire sends one layer at a
     time in order; the last lands w/L + (L-1) max(0, (w - c)/L) after prefill ends."""
     w = nbytes * 8 / (gbps * 1e9 * eff * links) * 1e3
@@ -208,15 +210,19 @@ def test_at_the_breakeven_the_toll_is_the_limit(impl, nbytes, ttft, layers, limi
     assert exposed_ms(nbytes, g, ttft, layers, eff, links) == pytest.approx(limit * ttft, rel=1e-7), (
         f"at your {g} Gb/s the toll is {exposed_ms(nbytes, g, ttft, layers, eff, links)} ms, the limit {limit * ttft} ms"
     )
-    assert exposed_ms(nbytes, g * 1.01, ttft, layers, eff, links) < limit * ttft < exposed_ms(
-        nbytes, g * 0.99, ttft, layers, eff, links
+    assert (
+        exposed_ms(nbytes, g * 1.01, ttft, layers, eff, links)
+        < limit * ttft
+        < exposed_ms(nbytes, g * 0.99, ttft, layers, eff, links)
     ), "faster is within the limit, slower over it"
 
 
 @task7
 def test_more_links_or_a_lossy_wire_move_the_line_rate(impl):
     base = impl.breakeven_gbps(1e9, 400.0, layers=8, max_penalty=0.25)
-    assert impl.breakeven_gbps(1e9, 400.0, layers=8, max_penalty=0.25, efficiency=0.5) == pytest.approx(2 * base)
+    assert impl.breakeven_gbps(1e9, 400.0, layers=8, max_penalty=0.25, efficiency=0.5) == pytest.approx(
+        2 * base
+    )
     assert impl.breakeven_gbps(1e9, 400.0, layers=8, max_penalty=0.25, links=4) == pytest.approx(base / 4)
     assert impl.breakeven_gbps(2e9, 400.0, layers=8, max_penalty=0.25) == pytest.approx(2 * base)
     assert impl.breakeven_gbps(1e9, 400.0) == pytest.approx(impl.breakeven_gbps(1e9, 400.0, layers=1))

@@ -96,7 +96,9 @@ def assert_best_non_negative_fit(samples: list[StepSample], got: StepModel) -> N
             continue
         tol = 1e-7 * np.linalg.norm(a[:, j]) * (np.linalg.norm(y) + 1.0)
         if x[j] > 0:
-            assert abs(slope[j]) <= tol, f"{name} = {x[j]:.6g}: changing it would lower the error ({slope[j]:.3g}): {got}"
+            assert abs(slope[j]) <= tol, (
+                f"{name} = {x[j]:.6g}: changing it would lower the error ({slope[j]:.3g}): {got}"
+            )
         else:
             assert slope[j] >= -tol, f"{name} = 0: raising it would lower the error ({slope[j]:.3g}): {got}"
 

@@ -279,8 +279,12 @@ def test_the_exact_tie_pays(impl):
 def test_a_tie_in_decimal_numbers_pays(impl, handoff_ms, max_penalty, tie):
     """The wire is 25% of TTFT on every token; handoff / (limit - 25%) tokens is an exact tie in the
     numbers as written (10 ms / 4% = 250), which no binary float holds exactly: the tie pays."""
-    got = impl.local_prefill_max_tokens(WIRE_TOY, 1, 1000.0, handoff_ms, kv_dtype_bytes=1, max_penalty=max_penalty)
-    assert got == tie - 1, f"{tie} tokens tie ({handoff_ms} ms / {max_penalty - 0.25:.2f}) and pay: want {tie - 1}, got {got!r}"
+    got = impl.local_prefill_max_tokens(
+        WIRE_TOY, 1, 1000.0, handoff_ms, kv_dtype_bytes=1, max_penalty=max_penalty
+    )
+    assert got == tie - 1, (
+        f"{tie} tokens tie ({handoff_ms} ms / {max_penalty - 0.25:.2f}) and pay: want {tie - 1}, got {got!r}"
+    )
 
 
 @task9

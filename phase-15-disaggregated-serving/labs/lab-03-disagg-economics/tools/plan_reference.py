@@ -30,9 +30,9 @@ import random
 import time
 from pathlib import Path
 
+from disagg.tables import Plan, Scenario
 from fleetsim.fleet import Fleet
 from fleetsim.planner import search
-from disagg.tables import Plan, Scenario
 from fleetsim.plans import REFERENCE_FILE, SCENARIOS, Score, _met, price, score
 from fleetsim.profile import h100_profile
 from fleetsim.workload import Arrival

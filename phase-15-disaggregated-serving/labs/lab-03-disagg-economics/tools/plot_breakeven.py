@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu", default="h100-sxm", choices=sorted(ACCELERATORS), help="prefill chip (its peak)")
     p.add_argument("--mfu", type=float, default=0.5, help="ASSUMED fraction of peak prefill achieves")
     p.add_argument("--max-penalty", type=float, default=0.10)
-    p.add_argument("--layerwise", action="store_true", help="KV streamed per layer under the prefill (task 3)")
+    p.add_argument(
+        "--layerwise", action="store_true", help="KV streamed per layer under the prefill (task 3)"
+    )
     a = p.parse_args(argv)
     try:
         import matplotlib
@@ -60,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"break-even Gb/s (toll <= {a.max_penalty:.0%} of TTFT modelled at {rate}):")
     print("  " + "model/kv".ljust(18) + "".join(f"{n:>8}" for n in PROMPTS))
     for name, dtype_bytes in SERIES:
-        ys = [breakeven_gbps(impl, name, dtype_bytes, n, a.gpu, a.mfu, a.max_penalty, a.layerwise) for n in PROMPTS]
+        ys = [
+            breakeven_gbps(impl, name, dtype_bytes, n, a.gpu, a.mfu, a.max_penalty, a.layerwise)
+            for n in PROMPTS
+        ]
         label = f"{name} {'fp8' if dtype_bytes == 1 else 'fp16'}"
         print("  " + label.ljust(18) + "".join(f"{y:8.0f}" for y in ys))
         ax.plot(PROMPTS, ys, marker="o", label=label)

@@ -324,7 +324,9 @@ class TestPair:
         assert res.status == 200 and res.headers.get("X-PD-Mode") == "disaggregated", (
             f"a client's kv_transfer_params must not change the handoff: HTTP {res.status} "
             f"{res.headers.get('X-PD-Mode')} {res.error}")  # fmt: skip
-        assert res.ids == references["hostile"], (res.ids, references["hostile"])
+        oracle.check(
+            references["hostile"], res.ids, "a client's kv_transfer_params through your proxy (vs colocated)"
+        )
         assert pair.decode.healthy(), "decode's engine must still be alive"
 
     @pytest.mark.lab02_task6
@@ -492,10 +494,9 @@ class TestRecomputePair:
         before = get_text(pair.decode.url + "/metrics")
         res = post(pair.decode.url, forged, headers)
         after = get_text(pair.decode.url + "/metrics")
-        assert res.status == 200 and res.ids == references["forged-recompute"], (
-            res.status,
-            res.ids,
-            res.error,
+        assert res.status == 200, (res.status, res.error)
+        oracle.check(
+            references["forged-recompute"], res.ids, "a refused handoff recomputed by decode (vs colocated)"
         )
         got = impl.kv_verdict(before, after, len(PROMPTS["forged-recompute"]))
         assert got == "kv_load_failed", (

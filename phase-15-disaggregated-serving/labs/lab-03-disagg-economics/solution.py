@@ -696,8 +696,9 @@ def goodput(rates: list[float], attainments: list[float], target: float = 0.9) -
     highest rate swept (never extrapolate beyond what was simulated); target in (0, 1] (1.0 is valid).
     Errors (ValueError, naming the argument): empty or different lengths -> `attainments`; a rate that
     is not a finite number > 0, or rates not strictly increasing -> `rates` (a bool is a TypeError);
-    an attainment outside [0, 1] -> `attainments`; target outside (0, 1] -> `target`. The lists are
-    not changed.
+    an attainment outside [0, 1] -> `attainments`; target outside (0, 1] -> `target`. Every point is
+    checked, the ignored ones after the first miss included: a bad sweep is refused, whatever its
+    answer would have been. The lists are not changed.
     Sanity anchor: rates [1, 2, 3, 4], attainments [1.0, 0.95, 0.85, 0.5], target 0.9 -> 2.5.
     """
     # BEGIN SOLUTION lab-03 task 11: the highest rate the sweep shows good, interpolated
@@ -734,8 +735,8 @@ def choose_config(goodputs: dict[str, float], baseline: str, min_gain: float = 0
     by goodput PER GPU, as DistServe (OSDI'24) compares them; without it, by the fleet's goodput.
     Errors (ValueError, naming the argument): baseline not in goodputs -> `baseline`; a goodput that is
     negative or not finite (an infinite goodput is a broken measurement, not a winner) -> `goodputs`;
-    min_gain < 0 -> `min_gain` (0 is valid); with gpus, a configuration missing from it or a count
-    below 1 -> `gpus`. Nothing it is given is changed.
+    min_gain < 0 -> `min_gain` (0 is valid); with gpus, a configuration missing from it (the baseline
+    too: it has no default size) or a count below 1 -> `gpus`. Nothing it is given is changed.
     Sanity anchor: DistServe's Figure 1 - one colocated GPU at 1.6 req/s against 2 prefill + 1 decode
     GPUs at 10 req/s: per GPU the split wins ~2.1x.
     """

@@ -782,7 +782,8 @@ def pd_capacity(
     `prompt_tokens` prompt and an `output_tokens` answer. The lab's model, stated:
       * a prefill instance runs one whole prompt per step, first come first served, with Poisson
         arrivals: an M/D/1 queue (DistServe, OSDI'24, section 3.1). Its capacity is the highest arrival
-        rate at which the MEAN TTFT (wait + the prompt's step) is at most `ttft_slo_ms`;
+        rate at which the MEAN TTFT (wait + the prompt's step) is at most `ttft_slo_ms`; that step
+        carries the whole prompt as task 5's steps do: its tokens and their causal attention pairs;
       * a decode instance keeps at most `max_batch` requests running; each one holds its seat for
         `output_tokens` steps and attends on average to its prompt plus half its answer (decode_context
         = running requests x that); every step must be at most `itl_slo_ms`. Its capacity is the
@@ -836,7 +837,9 @@ def cheapest_fleet(rate_rps: float, output_tokens: int, offers: list[Offer]) -> 
 
     Each Offer is one instance of a hardware kind for one role, with its price ($/hour) and its
     capacity in that role (req/s, task 13). A pool is some number of instances of ONE offer; it serves
-    the rate when its instances' capacities add up to at least the rate (use the fewest such). The two
+    the rate when its instances' capacities add up to at least the rate (use the fewest such). Rates
+    are decimal numbers: a sum that reaches the rate but for floating-point rounding (within a
+    relative 1e-9) reaches it - 7 instances of 0.3 req/s serve 2.1 req/s, 3 serve 0.9. The two
     pools may use different hardware (Splitwise, ISCA'24: prompt machines and token machines of
     different GPUs). Among offers of a role, the one whose pool costs least wins; a tie goes to the
     offer listed first. Returns FleetCost with both pools, the $/hour and the $ per million OUTPUT
@@ -868,7 +871,7 @@ def cheapest_fleet(rate_rps: float, output_tokens: int, offers: list[Offer]) -> 
                 raise ValueError(f"offers: price and rps must be >= 0, got {o!r}")
         if o.rps == 0:
             continue
-        count = math.ceil(rate_rps / o.rps)
+        count = math.ceil(rate_rps / o.rps * (1 - 1e-9))
         cost = count * o.price_per_hour
         if o.role not in best or cost < best[o.role][0]:
             best[o.role] = (cost, count, o)

@@ -438,8 +438,9 @@ def goodput(rates: list[float], attainments: list[float], target: float = 0.9) -
     highest rate swept (never extrapolate beyond what was simulated); target in (0, 1] (1.0 is valid).
     Errors (ValueError, naming the argument): empty or different lengths -> `attainments`; a rate that
     is not a finite number > 0, or rates not strictly increasing -> `rates` (a bool is a TypeError);
-    an attainment outside [0, 1] -> `attainments`; target outside (0, 1] -> `target`. The lists are
-    not changed.
+    an attainment outside [0, 1] -> `attainments`; target outside (0, 1] -> `target`. Every point is
+    checked, the ignored ones after the first miss included: a bad sweep is refused, whatever its
+    answer would have been. The lists are not changed.
     Sanity anchor: rates [1, 2, 3, 4], attainments [1.0, 0.95, 0.85, 0.5], target 0.9 -> 2.5.
     """
     raise NotImplementedError("lab-03 task 11: the highest rate the sweep shows good, interpolated")
@@ -457,8 +458,8 @@ def choose_config(goodputs: dict[str, float], baseline: str, min_gain: float = 0
     by goodput PER GPU, as DistServe (OSDI'24) compares them; without it, by the fleet's goodput.
     Errors (ValueError, naming the argument): baseline not in goodputs -> `baseline`; a goodput that is
     negative or not finite (an infinite goodput is a broken measurement, not a winner) -> `goodputs`;
-    min_gain < 0 -> `min_gain` (0 is valid); with gpus, a configuration missing from it or a count
-    below 1 -> `gpus`. Nothing it is given is changed.
+    min_gain < 0 -> `min_gain` (0 is valid); with gpus, a configuration missing from it (the baseline
+    too: it has no default size) or a count below 1 -> `gpus`. Nothing it is given is changed.
     Sanity anchor: DistServe's Figure 1 - one colocated GPU at 1.6 req/s against 2 prefill + 1 decode
     GPUs at 10 req/s: per GPU the split wins ~2.1x.
     """
@@ -482,7 +483,8 @@ def pd_capacity(
     `prompt_tokens` prompt and an `output_tokens` answer. The lab's model, stated:
       * a prefill instance runs one whole prompt per step, first come first served, with Poisson
         arrivals: an M/D/1 queue (DistServe, OSDI'24, section 3.1). Its capacity is the highest arrival
-        rate at which the MEAN TTFT (wait + the prompt's step) is at most `ttft_slo_ms`;
+        rate at which the MEAN TTFT (wait + the prompt's step) is at most `ttft_slo_ms`; that step
+        carries the whole prompt as task 5's steps do: its tokens and their causal attention pairs;
       * a decode instance keeps at most `max_batch` requests running; each one holds its seat for
         `output_tokens` steps and attends on average to its prompt plus half its answer (decode_context
         = running requests x that); every step must be at most `itl_slo_ms`. Its capacity is the
@@ -503,7 +505,9 @@ def cheapest_fleet(rate_rps: float, output_tokens: int, offers: list[Offer]) -> 
 
     Each Offer is one instance of a hardware kind for one role, with its price ($/hour) and its
     capacity in that role (req/s, task 13). A pool is some number of instances of ONE offer; it serves
-    the rate when its instances' capacities add up to at least the rate (use the fewest such). The two
+    the rate when its instances' capacities add up to at least the rate (use the fewest such). Rates
+    are decimal numbers: a sum that reaches the rate but for floating-point rounding (within a
+    relative 1e-9) reaches it - 7 instances of 0.3 req/s serve 2.1 req/s, 3 serve 0.9. The two
     pools may use different hardware (Splitwise, ISCA'24: prompt machines and token machines of
     different GPUs). Among offers of a role, the one whose pool costs least wins; a tie goes to the
     offer listed first. Returns FleetCost with both pools, the $/hour and the $ per million OUTPUT

@@ -30,7 +30,7 @@ def cheapest_fleet(rate_rps: float, output_tokens: int, offers: list[Offer]) -> 
                 raise ValueError(f"offers: price and rps must be finite numbers >= 0, got {o!r}")  # fmt: skip
         if o.rps == 0:
             continue
-        count = math.ceil(rate_rps / o.rps)
+        count = math.ceil(rate_rps / o.rps * (1 - 1e-9))
         cost = count * o.price_per_hour
         if o.role not in best or cost <= best[o.role][0]:
             best[o.role] = (cost, count, o)

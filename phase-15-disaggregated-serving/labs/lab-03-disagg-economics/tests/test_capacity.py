@@ -47,6 +47,23 @@ def test_prefill_capacity_is_where_distserves_mean_ttft_meets_the_slo(impl, d_ms
 
 
 @task13
+@pytest.mark.parametrize("d_ms, slo", [(100.0, 300.0), (400.0, 1000.0)])
+def test_the_prompts_step_pays_for_its_attention(impl, d_ms, slo):
+    # a 2000-token prompt scores 2000 x 2001 / 2 = 2,001,000 causal pairs; half its step is fixed, half attention
+    step = StepModel(fixed_ms=d_ms / 2, per_prefill_pair_ms=d_ms / 2 / 2_001_000)
+    cap = impl.pd_capacity(step, 2000, 10, slo, 1000.0, 2)
+    assert 0 < cap.prefill_rps < 1e3 / d_ms, (
+        f"not below the service rate 1/D = {1e3 / d_ms:.2f} req/s of the prompt's {d_ms} ms step: {cap}"
+    )
+    assert mean_ttft_ms(cap.prefill_rps, d_ms) == pytest.approx(slo, rel=1e-6), (
+        f"the prompt's step is {d_ms} ms with its attention; your {cap.prefill_rps:.4f} req/s gives a mean "
+        f"TTFT of {mean_ttft_ms(cap.prefill_rps, d_ms):.3f} ms by Eq. 1, not the SLO {slo}"
+    )
+    over = impl.pd_capacity(step, 2000, 10, d_ms * 0.99, 1000.0, 2)
+    assert over.prefill_rps == 0.0, f"the {d_ms} ms step alone is over a {d_ms * 0.99} ms SLO: {over}"
+
+
+@task13
 @pytest.mark.parametrize("slo", [99.0, 100.0])
 def test_a_prompt_slower_than_the_ttft_slo_has_no_prefill_capacity(impl, slo):
     cap = impl.pd_capacity(StepModel(fixed_ms=100.0), 64, 10, slo, 1000.0, 4)
@@ -183,6 +200,35 @@ def test_the_fewest_instances_that_carry_the_rate(impl):
     assert (over.prefill_instances, over.decode_instances) == (5, 3), "8.5 req/s needs a fifth and a third"
     tiny = impl.cheapest_fleet(0.001, 100, offers)
     assert (tiny.prefill_instances, tiny.decode_instances, tiny.dollars_per_hour) == (1, 1, 3.0), tiny
+
+
+@task14
+@pytest.mark.parametrize("rate, n", [(2.1, 7), (0.9, 3), (0.7, 7), (2.101, 8), (0.901, 4)])
+def test_a_pool_that_reaches_the_rate_but_for_float_rounding_reaches_it(impl, rate, n):
+    # 0.3 and 0.1 req/s are not exact in binary: 2.1 / 0.3 is 7.000000000000001, 3 x 0.3 is 0.8999999999999999
+    per = 0.1 if rate == 0.7 else 0.3
+    got = impl.cheapest_fleet(rate, 100, [Offer("x", "prefill", 1.0, per), Offer("y", "decode", 1.0, per)])
+    assert (got.prefill_instances, got.decode_instances) == (n, n), (
+        f"{rate} req/s on {per} req/s instances: {n} of them, got {got}"
+    )
+
+
+@task14
+def test_the_cheapest_pool_not_the_cheapest_unit_of_capacity(impl):
+    # big: $3/h for 2 req/s ($1.5 per req/s); small: $2/h for 1 req/s ($2 per req/s). Whole instances only:
+    offers = [
+        Offer("big", "prefill", 3.0, 2.0),
+        Offer("small", "prefill", 2.0, 1.0),
+        Offer("d", "decode", 1.0, 10.0),
+    ]
+    one = impl.cheapest_fleet(1.0, 100, offers)
+    assert (one.prefill.hardware, one.prefill_instances, one.dollars_per_hour) == ("small", 1, 3.0), (
+        f"1 req/s: one small ($2) beats one big ($3), got {one}"
+    )
+    four = impl.cheapest_fleet(4.0, 100, offers)
+    assert (four.prefill.hardware, four.prefill_instances, four.dollars_per_hour) == ("big", 2, 7.0), (
+        f"4 req/s: two big ($6) beat four small ($8), got {four}"
+    )
 
 
 @task14

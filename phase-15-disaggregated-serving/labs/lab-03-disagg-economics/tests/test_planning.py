@@ -91,6 +91,22 @@ def test_attainment_judges_the_worst_gap_not_a_typical_one(impl):
 
 
 @task8
+@pytest.mark.parametrize("where", [0, 1, 2])
+def test_a_stall_counts_wherever_it_falls(impl, where):
+    # 62.5 ms gaps and one 187.5 ms stall as the first, a middle or the last gap: the worst gap is 187.5 ms
+    gaps = [0.0625, 0.0625, 0.0625]
+    gaps[where] = 0.1875
+    t = [0.25]
+    for g in gaps:
+        t.append(t[-1] + g)
+    stalled = rec(0.0, t)
+    assert impl.slo_attainment([stalled], 500, 150) == 0.0, f"the 187.5 ms gap is gap {where + 1} of 3"
+    assert impl.slo_attainment([stalled], 500, 187.5) == 1.0
+    first_only = rec(0.0, [0.25, 0.4375])  # two tokens: the only gap is the first one, 187.5 ms
+    assert impl.slo_attainment([first_only], 500, 150) == 0.0, "a two-token answer has one gap to judge"
+
+
+@task8
 def test_attainment_measures_ttft_from_the_send_time(impl):
     late = rec(10.0, [10.25, 10.3125])
     assert impl.slo_attainment([late], 300, 100) == 1.0, (
@@ -194,6 +210,20 @@ def test_goodput_leaves_the_callers_lists_alone(impl):
 
 
 @task9
+@pytest.mark.parametrize("rates, att, exc, name", [
+    ([1, 2, 1.5], [1.0, 0.5, 1.0], ValueError, "rates"),
+    ([1, 2, 3], [1.0, 0.5, 1.5], ValueError, "attainments"),
+    ([1, 2, NAN], [1.0, 0.5, 1.0], ValueError, "rates"),
+    ([1, 2, 3], [0.5, 1.0, -0.5], ValueError, "attainments"),
+    ([1, 2, 3], [0.5, 1.0, "1"], TypeError, "attainments"),
+])  # fmt: skip
+def test_goodput_checks_the_points_after_the_first_miss_too(impl, rates, att, exc, name):
+    # the answer ignores what follows the first miss, but a sweep with a bad point is refused whole
+    with raises(exc, name):
+        impl.goodput(rates, att, 0.9)
+
+
+@task9
 def test_goodput_on_uneven_rates(impl):
     got = impl.goodput([0.5, 1.0, 4.0], [1.0, 1.0, 0.0], 0.75)
     assert got == pytest.approx(1.75), f"crossing 0.75 between (1, 1.0) and (4, 0.0) is 1.75, got {got}"
@@ -285,7 +315,7 @@ def test_per_gpu_changes_the_winner_when_sizes_differ(impl):
 @task10
 @pytest.mark.parametrize("gpus, exc", [
     ({"colo": 4}, ValueError), ({"colo": 4, "pd": 0}, ValueError), ({"colo": 4, "pd": 2.0}, TypeError),
-    ({"colo": 4, "pd": True}, TypeError),
+    ({"colo": 4, "pd": True}, TypeError), ({"pd": 4}, ValueError), ({"pd": 1}, ValueError),
 ])  # fmt: skip
 def test_choice_gpus_are_checked(impl, gpus, exc):
     with raises(exc, "gpus"):

@@ -1,7 +1,7 @@
 """Record what the graded tests of tasks 13 and 15 compare with: the twin's answers (INSTRUCTORS ONLY:
 its output is task 15's answer key - a student who runs it has read the answers).
 
-    python plan_reference.py                 # -> plans/reference.json (both parts, ~1 min of CPU)
+    python plan_reference.py                 # -> plans/reference.json (both parts; CPU seconds in cpu_s)
     python plan_reference.py --only capacity # or --only plans
 
 1. Part 3's reference prices: for every scenario of ``fleetsim.plans.SCENARIOS``, the cheapest plan of

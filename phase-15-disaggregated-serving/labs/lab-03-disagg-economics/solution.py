@@ -783,19 +783,22 @@ def pd_capacity(
     """How many requests/s one prefill instance and one decode instance serve within the SLOs, and the
     best split of `instances` between the two roles - analytically, before any simulation.
 
-    `step` is a step-time model as in task 5 (a StepModel or a fleetsim profile). Every request has a
-    `prompt_tokens` prompt and an `output_tokens` answer. The lab's model, stated:
+    `step` is a step-time model as in task 5 (a StepModel, a fleetsim profile, or any step model whose
+    step never takes less time when it carries more - its cost may grow faster than the batch). Every
+    request has a `prompt_tokens` prompt and an `output_tokens` answer. The lab's model, stated:
       * a prefill instance runs one whole prompt per step, first come first served, with Poisson
         arrivals: an M/D/1 queue (DistServe, OSDI'24, section 3.1). Its capacity is the highest arrival
         rate at which the MEAN TTFT (wait + the prompt's step) is at most `ttft_slo_ms`; that step
-        carries the whole prompt as task 5's steps do: its tokens and their causal attention pairs;
+        carries the whole prompt as task 5's steps do - its tokens and their causal attention pairs -
+        and nothing else (a prefill instance runs no decodes);
       * a decode instance keeps at most `max_batch` requests running; each one holds its seat for
         `output_tokens` steps and attends on average to its prompt plus half its answer (decode_context
         = running requests x that); every step must be at most `itl_slo_ms`. Its capacity is the
-        highest rate of requests it completes that way, in steady state;
+        highest rate of requests it completes that way, in steady state, over every batch it may run;
       * the fleet serves the smaller of (prefill instances x prefill capacity) and (decode instances x
         decode capacity); the best split maximises that, each role getting at least one instance; a
-        tie goes to the split with FEWER prefill instances.
+        tie goes to the split with FEWER prefill instances. Rates are decimal numbers: two splits whose
+        served rates agree within a relative 1e-9 tie (equal but for floating-point rounding).
     A role that cannot meet its SLO even at the lowest load has capacity 0.
     Edges: prompt_tokens >= 1, output_tokens >= 1, max_batch >= 1, instances >= 2 (integers); SLOs > 0.
     Sanity anchor: DistServe's Figure 1 (a 13B model on A100s): prefill ~5.6 req/s and decode ~10 req/s
@@ -828,10 +831,10 @@ def pd_capacity(
         if ms > itl_slo_ms:
             break
         decode_rps = max(decode_rps, b / (out * ms) * 1e3)
-    best = (1, total - 1, -1.0)
-    for p in range(1, total):
+    best = (1, total - 1, min(prefill_rps, (total - 1) * decode_rps))
+    for p in range(2, total):
         g = min(p * prefill_rps, (total - p) * decode_rps)
-        if g > best[2]:
+        if g > best[2] * (1 + 1e-9):  # the tie policy: within a relative 1e-9 keeps fewer prefill
             best = (p, total - p, g)
     return Capacity(prefill_rps, decode_rps, best[0], best[1], best[2])
     # END SOLUTION

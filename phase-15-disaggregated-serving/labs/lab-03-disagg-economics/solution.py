@@ -850,7 +850,8 @@ def cheapest_fleet(rate_rps: float, output_tokens: int, offers: list[Offer]) -> 
     relative 1e-9) reaches it - 7 instances of 0.3 req/s serve 2.1 req/s, 3 serve 0.9. The two
     pools may use different hardware (Splitwise, ISCA'24: prompt machines and token machines of
     different GPUs). Among offers of a role, the one whose pool costs least wins; a tie goes to the
-    offer listed first. Returns FleetCost with both pools, the $/hour and the $ per million OUTPUT
+    offer listed first, and costs are decimal numbers too: pool costs that agree within a relative
+    1e-9 tie (3 instances at $1.10 and 1 at $3.30 cost the same). Returns FleetCost with both pools, the $/hour and the $ per million OUTPUT
     tokens (`output_tokens` per request) served at `rate_rps`.
     Edges: rate_rps > 0; output_tokens an integer >= 1; offers a non-empty sequence of Offer (another
     item: TypeError naming `offers`) whose role is "prefill" or "decode" and whose price_per_hour and rps
@@ -881,7 +882,7 @@ def cheapest_fleet(rate_rps: float, output_tokens: int, offers: list[Offer]) -> 
             continue
         count = math.ceil(rate_rps / o.rps * (1 - 1e-9))
         cost = count * o.price_per_hour
-        if o.role not in best or cost < best[o.role][0]:
+        if o.role not in best or cost < best[o.role][0] * (1 - 1e-9):  # within a relative 1e-9: a tie
             best[o.role] = (cost, count, o)
     for role in ("prefill", "decode"):
         if role not in best:

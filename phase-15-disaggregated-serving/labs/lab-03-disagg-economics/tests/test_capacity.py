@@ -262,6 +262,24 @@ def test_a_pool_that_reaches_the_rate_but_for_float_rounding_reaches_it(impl, ra
 
 
 @task14
+@pytest.mark.parametrize("rate, per, n", [(1.0000001, 1.0, 2), (1.5e-10, 1e-10, 2), (3e-10, 1e-10, 3), (1 + 1e-12, 1.0, 1)])
+def test_the_rounding_allowance_is_a_relative_1e_9(impl, rate, per, n):
+    # 1e-7 over the rate is a real shortfall, at any scale; 1e-12 over it is rounding
+    got = impl.cheapest_fleet(rate, 1, [Offer("p", "prefill", 1.0, per), Offer("d", "decode", 1.0, per)])
+    assert (got.prefill_instances, got.decode_instances) == (n, n), (
+        f"{rate} req/s on {per} req/s instances: {n} of them, got {got}"
+    )
+
+
+@task14
+def test_pool_costs_equal_but_for_float_rounding_tie(impl):
+    # 3 x $1.10 is 3.3000000000000003 in floats, 1 x $3.30 is 3.3: the same price, so the first listed wins
+    offers = [Offer("small", "prefill", 1.1, 1.0), Offer("big", "prefill", 3.3, 3.0), Offer("d", "decode", 1.0, 3.0)]
+    assert impl.cheapest_fleet(3.0, 1, offers).prefill.hardware == "small"
+    assert impl.cheapest_fleet(3.0, 1, [offers[1], offers[0], offers[2]]).prefill.hardware == "big"
+
+
+@task14
 def test_the_cheapest_pool_not_the_cheapest_unit_of_capacity(impl):
     # big: $3/h for 2 req/s ($1.5 per req/s); small: $2/h for 1 req/s ($2 per req/s). Whole instances only:
     offers = [
@@ -322,6 +340,8 @@ BAD14 = [
     (dict(offers=[("h", "prefill", 1.0, 1.0), Offer("h", "decode", 1.0, 1.0)]), TypeError, "offers"),
     (dict(offers=[Offer("h", "prefill", "2.69", 1.0), Offer("h", "decode", 1.0, 1.0)]), TypeError, "offers"),
     (dict(offers=[Offer("h", "prefill", 1.0, 1.0), Offer("h", "decode", 1.0, True)]), TypeError, "offers"),
+    (dict(offers=[Offer("z", "prefill", NAN, 0.0), *roofline_offers()]), ValueError, "offers"),  # useless, still checked
+    (dict(offers=[Offer("z", "decode", -1.0, 0.0), *roofline_offers()]), ValueError, "offers"),
 ]  # fmt: skip
 
 

@@ -851,8 +851,8 @@ def cheapest_fleet(rate_rps: float, output_tokens: int, offers: list[Offer]) -> 
     pools may use different hardware (Splitwise, ISCA'24: prompt machines and token machines of
     different GPUs). Among offers of a role, the one whose pool costs least wins; a tie goes to the
     offer listed first, and costs are decimal numbers too: pool costs that agree within a relative
-    1e-9 tie (3 instances at $1.10 and 1 at $3.30 cost the same). Returns FleetCost with both pools, the $/hour and the $ per million OUTPUT
-    tokens (`output_tokens` per request) served at `rate_rps`.
+    1e-9 tie (3 instances at $1.10 and 1 at $3.30 cost the same). Returns FleetCost with both pools,
+    the $/hour and the $ per million OUTPUT tokens (`output_tokens` per request) served at `rate_rps`.
     Edges: rate_rps > 0; output_tokens an integer >= 1; offers a non-empty sequence of Offer (another
     item: TypeError naming `offers`) whose role is "prefill" or "decode" and whose price_per_hour and rps
     are finite and >= 0 (an offer with rps 0 cannot serve); a role no offer can serve -> ValueError

@@ -262,7 +262,9 @@ def test_a_pool_that_reaches_the_rate_but_for_float_rounding_reaches_it(impl, ra
 
 
 @task14
-@pytest.mark.parametrize("rate, per, n", [(1.0000001, 1.0, 2), (1.5e-10, 1e-10, 2), (3e-10, 1e-10, 3), (1 + 1e-12, 1.0, 1)])
+@pytest.mark.parametrize(
+    "rate, per, n", [(1.0000001, 1.0, 2), (1.5e-10, 1e-10, 2), (3e-10, 1e-10, 3), (1 + 1e-12, 1.0, 1)]
+)
 def test_the_rounding_allowance_is_a_relative_1e_9(impl, rate, per, n):
     # 1e-7 over the rate is a real shortfall, at any scale; 1e-12 over it is rounding
     got = impl.cheapest_fleet(rate, 1, [Offer("p", "prefill", 1.0, per), Offer("d", "decode", 1.0, per)])
@@ -274,7 +276,11 @@ def test_the_rounding_allowance_is_a_relative_1e_9(impl, rate, per, n):
 @task14
 def test_pool_costs_equal_but_for_float_rounding_tie(impl):
     # 3 x $1.10 is 3.3000000000000003 in floats, 1 x $3.30 is 3.3: the same price, so the first listed wins
-    offers = [Offer("small", "prefill", 1.1, 1.0), Offer("big", "prefill", 3.3, 3.0), Offer("d", "decode", 1.0, 3.0)]
+    offers = [
+        Offer("small", "prefill", 1.1, 1.0),
+        Offer("big", "prefill", 3.3, 3.0),
+        Offer("d", "decode", 1.0, 3.0),
+    ]
     assert impl.cheapest_fleet(3.0, 1, offers).prefill.hardware == "small"
     assert impl.cheapest_fleet(3.0, 1, [offers[1], offers[0], offers[2]]).prefill.hardware == "big"
 

@@ -120,7 +120,9 @@ GREEDY_SCALED = s6((0, 5, 17.0), (4, 7, 19.0), (0, 3, 32.0), (0, 3, 26.0), (0, 4
 
 
 @task4
-@pytest.mark.parametrize("case", ["two rounds", "greedy misses", "greedy scaled", "noisy", "fixed cost below 0"])
+@pytest.mark.parametrize(
+    "case", ["two rounds", "greedy misses", "greedy scaled", "noisy", "fixed cost below 0"]
+)
 def test_the_fit_is_the_best_with_no_negative_cost(impl, case):
     samples = {
         "two rounds": TWO_ROUNDS,

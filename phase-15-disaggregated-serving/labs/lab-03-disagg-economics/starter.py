@@ -208,8 +208,10 @@ def fit_step_model(samples) -> StepModel:
     fine, numpy is installed. A term the samples never exercise (its quantity is 0 in every sample)
     is 0. The tests check the optimum by its optimality conditions, not by your method.
     Edges: no samples -> ValueError naming `samples`; an item that is not a StepSample -> TypeError
-    naming `samples`; a step_ms that breaks the module's number rule (NaN, a str, ...) or is below 0
-    -> the rule's error, naming `samples`. A step measured at 0 ms is valid. The samples are not
+    naming `samples`; a field that breaks the module's rule -> the rule's error, naming `samples`: a
+    step_ms that is not a number (NaN, a str, ...) or is below 0, a count (prefill_tokens,
+    prefill_pairs, decode_seqs) that is not an integer (1.5, NaN) or is below 0. A step measured at
+    0 ms is valid. The samples are not
     changed or reordered.
     Sanity anchor: on run 1 of the capture the fixed cost comes out ~27-28 ms on one CPU core and a
     prompt token costs ~1.2-1.4 ms; run 2, recorded separately, is what the tests hold it to.
@@ -479,19 +481,22 @@ def pd_capacity(
     """How many requests/s one prefill instance and one decode instance serve within the SLOs, and the
     best split of `instances` between the two roles - analytically, before any simulation.
 
-    `step` is a step-time model as in task 5 (a StepModel or a fleetsim profile). Every request has a
-    `prompt_tokens` prompt and an `output_tokens` answer. The lab's model, stated:
+    `step` is a step-time model as in task 5 (a StepModel, a fleetsim profile, or any step model whose
+    step never takes less time when it carries more - its cost may grow faster than the batch). Every
+    request has a `prompt_tokens` prompt and an `output_tokens` answer. The lab's model, stated:
       * a prefill instance runs one whole prompt per step, first come first served, with Poisson
         arrivals: an M/D/1 queue (DistServe, OSDI'24, section 3.1). Its capacity is the highest arrival
         rate at which the MEAN TTFT (wait + the prompt's step) is at most `ttft_slo_ms`; that step
-        carries the whole prompt as task 5's steps do: its tokens and their causal attention pairs;
+        carries the whole prompt as task 5's steps do - its tokens and their causal attention pairs -
+        and nothing else (a prefill instance runs no decodes);
       * a decode instance keeps at most `max_batch` requests running; each one holds its seat for
         `output_tokens` steps and attends on average to its prompt plus half its answer (decode_context
         = running requests x that); every step must be at most `itl_slo_ms`. Its capacity is the
-        highest rate of requests it completes that way, in steady state;
+        highest rate of requests it completes that way, in steady state, over every batch it may run;
       * the fleet serves the smaller of (prefill instances x prefill capacity) and (decode instances x
         decode capacity); the best split maximises that, each role getting at least one instance; a
-        tie goes to the split with FEWER prefill instances.
+        tie goes to the split with FEWER prefill instances. Rates are decimal numbers: two splits whose
+        served rates agree within a relative 1e-9 tie (equal but for floating-point rounding).
     A role that cannot meet its SLO even at the lowest load has capacity 0.
     Edges: prompt_tokens >= 1, output_tokens >= 1, max_batch >= 1, instances >= 2 (integers); SLOs > 0.
     Sanity anchor: DistServe's Figure 1 (a 13B model on A100s): prefill ~5.6 req/s and decode ~10 req/s
@@ -510,8 +515,9 @@ def cheapest_fleet(rate_rps: float, output_tokens: int, offers: list[Offer]) -> 
     relative 1e-9) reaches it - 7 instances of 0.3 req/s serve 2.1 req/s, 3 serve 0.9. The two
     pools may use different hardware (Splitwise, ISCA'24: prompt machines and token machines of
     different GPUs). Among offers of a role, the one whose pool costs least wins; a tie goes to the
-    offer listed first. Returns FleetCost with both pools, the $/hour and the $ per million OUTPUT
-    tokens (`output_tokens` per request) served at `rate_rps`.
+    offer listed first, and costs are decimal numbers too: pool costs that agree within a relative
+    1e-9 tie (3 instances at $1.10 and 1 at $3.30 cost the same). Returns FleetCost with both pools,
+    the $/hour and the $ per million OUTPUT tokens (`output_tokens` per request) served at `rate_rps`.
     Edges: rate_rps > 0; output_tokens an integer >= 1; offers a non-empty sequence of Offer (another
     item: TypeError naming `offers`) whose role is "prefill" or "decode" and whose price_per_hour and rps
     are finite and >= 0 (an offer with rps 0 cannot serve); a role no offer can serve -> ValueError

@@ -89,6 +89,32 @@ def test_decode_capacity_is_the_largest_batch_within_the_itl_slo(impl):
 
 
 @task13
+def test_a_prefill_instance_runs_no_decodes(impl):
+    # 50 ms a step + 50 ms per decoding sequence: the prompt's step on a prefill instance is 50 ms
+    cap = impl.pd_capacity(StepModel(50.0, 50.0), 64, 10, 300.0, 1000.0, 2)
+    assert cap.prefill_rps > 0 and mean_ttft_ms(cap.prefill_rps, 50.0) == pytest.approx(300.0, rel=1e-6), (
+        f"a 50 ms prompt step, mean TTFT 300 ms at your rate? {cap}"
+    )
+
+
+class GrowsWithTheSquare:
+    """A step model whose decode step grows with the square of the batch (10 ms + 0.1 ms x batch^2):
+    such a step still never gets faster by carrying more, but the batch that completes most requests
+    is not the largest one the ITL SLO allows."""
+
+    def step_ms(self, prefill_tokens, prefill_pairs, decode_seqs, decode_context=0, joins=0):
+        return 10.0 + 0.1 * decode_seqs**2 + prefill_tokens
+
+
+@task13
+def test_the_best_decode_batch_need_not_be_the_largest(impl):
+    # ITL 100 ms allows up to 30 sequences (100 ms steps: 0.3 a ms); 10 sequences in 20 ms steps
+    # complete 0.5 a ms - the most of any batch. 10 steps a request: 50 req/s
+    cap = impl.pd_capacity(GrowsWithTheSquare(), 64, 10, 1e6, 100.0, 2)
+    assert cap.decode_rps == pytest.approx(50.0), f"10 seats of 20 ms steps complete the most: {cap}"
+
+
+@task13
 def test_decode_steps_carry_every_running_requests_context(impl):
     # 20 ms + 1 us per cached token; each request attends to 1000 + 100 / 2 = 1050 tokens on average
     prof = LinearProfile("ctx", 20.0, per_decode_context_ms=0.001)
@@ -153,6 +179,28 @@ def test_capacity_bad_input_names_the_argument(impl, bad, exc, name):
 
 
 @task13
+def test_a_split_equal_but_for_float_rounding_is_a_tie(impl):
+    # prefill 1/3 req/s (a 100 ms step, the SLO where M/D/1's mean TTFT meets it), decode 1/3 req/s (one
+    # seat, 30 steps of 100 ms): 1:2 and 2:1 both serve 1/3 req/s, equal but for the last bit
+    slo = mean_ttft_ms(1 / 3, 100.0)
+    cap = impl.pd_capacity(StepModel(fixed_ms=100.0), 64, 30, slo, 100.0, 3, max_batch=1)
+    assert (cap.prefill_rps, cap.decode_rps) == pytest.approx((1 / 3, 1 / 3), rel=1e-6), cap
+    assert (cap.prefill, cap.decode) == (1, 2), f"a tie within a relative 1e-9 goes to fewer prefill: {cap}"
+
+
+@task13
+@pytest.mark.parametrize("bad, name", [
+    (dict(ttft_slo_ms=50.0, itl_slo_ms=-1.0), "itl_slo_ms"),  # the prompt's 100 ms step misses the SLO
+    (dict(itl_slo_ms=50.0, instances=1), "instances"),  # one sequence's 100 ms step misses the ITL
+    (dict(ttft_slo_ms=50.0, itl_slo_ms=50.0, max_batch=0), "max_batch"),  # neither role can serve
+], ids=["itl-after-no-prefill", "instances-after-no-decode", "max_batch-after-both"])  # fmt: skip
+def test_capacity_validates_before_any_shortcut(impl, bad, name):
+    args = dict(prompt_tokens=64, output_tokens=10, ttft_slo_ms=1000.0, itl_slo_ms=1000.0, instances=2) | bad
+    with raises(ValueError, name):
+        impl.pd_capacity(StepModel(100.0), **args)
+
+
+@task13
 def test_the_smallest_fleet_and_batch_are_valid(impl):
     cap = impl.pd_capacity(StepModel(10.0, 0.1, 0.01), 1, 1, 500.0, 30.0, 2, max_batch=1)
     assert (cap.prefill, cap.decode) == (1, 1) and cap.decode_rps == pytest.approx(1 / 0.0101), cap
@@ -211,6 +259,30 @@ def test_a_pool_that_reaches_the_rate_but_for_float_rounding_reaches_it(impl, ra
     assert (got.prefill_instances, got.decode_instances) == (n, n), (
         f"{rate} req/s on {per} req/s instances: {n} of them, got {got}"
     )
+
+
+@task14
+@pytest.mark.parametrize(
+    "rate, per, n", [(1.0000001, 1.0, 2), (1.5e-10, 1e-10, 2), (3e-10, 1e-10, 3), (1 + 1e-12, 1.0, 1)]
+)
+def test_the_rounding_allowance_is_a_relative_1e_9(impl, rate, per, n):
+    # 1e-7 over the rate is a real shortfall, at any scale; 1e-12 over it is rounding
+    got = impl.cheapest_fleet(rate, 1, [Offer("p", "prefill", 1.0, per), Offer("d", "decode", 1.0, per)])
+    assert (got.prefill_instances, got.decode_instances) == (n, n), (
+        f"{rate} req/s on {per} req/s instances: {n} of them, got {got}"
+    )
+
+
+@task14
+def test_pool_costs_equal_but_for_float_rounding_tie(impl):
+    # 3 x $1.10 is 3.3000000000000003 in floats, 1 x $3.30 is 3.3: the same price, so the first listed wins
+    offers = [
+        Offer("small", "prefill", 1.1, 1.0),
+        Offer("big", "prefill", 3.3, 3.0),
+        Offer("d", "decode", 1.0, 3.0),
+    ]
+    assert impl.cheapest_fleet(3.0, 1, offers).prefill.hardware == "small"
+    assert impl.cheapest_fleet(3.0, 1, [offers[1], offers[0], offers[2]]).prefill.hardware == "big"
 
 
 @task14
@@ -274,6 +346,8 @@ BAD14 = [
     (dict(offers=[("h", "prefill", 1.0, 1.0), Offer("h", "decode", 1.0, 1.0)]), TypeError, "offers"),
     (dict(offers=[Offer("h", "prefill", "2.69", 1.0), Offer("h", "decode", 1.0, 1.0)]), TypeError, "offers"),
     (dict(offers=[Offer("h", "prefill", 1.0, 1.0), Offer("h", "decode", 1.0, True)]), TypeError, "offers"),
+    (dict(offers=[Offer("z", "prefill", NAN, 0.0), *roofline_offers()]), ValueError, "offers"),  # useless, still checked
+    (dict(offers=[Offer("z", "decode", -1.0, 0.0), *roofline_offers()]), ValueError, "offers"),
 ]  # fmt: skip
 
 

@@ -9,7 +9,11 @@ def canary(prefill_url: str, decode_url: str, model: str, prompt: list[int], req
     body = {"model": model, "prompt": list(prompt), "max_tokens": 2, "temperature": 0.0}
     pbody, pheaders = prefill_request(body, request_id)
     try:
-        status, answer, _ = post_json(prefill_url + "/v1/completions", dict(body, kv_transfer_params=dict(PREFILL_KV_TRANSFER_PARAMS)), pheaders)
+        status, answer, _ = post_json(
+            prefill_url + "/v1/completions",
+            dict(body, kv_transfer_params=dict(PREFILL_KV_TRANSFER_PARAMS)),
+            pheaders,
+        )
     except OSError:
         return "prefill_error"
     if status != 200:

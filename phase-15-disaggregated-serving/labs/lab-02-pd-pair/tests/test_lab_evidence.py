@@ -277,7 +277,9 @@ def test_canary_sends_prefill_what_prefill_request_makes(impl):
 def _canary_with_prefill(impl) -> tuple[tuple[str, FakePrefill], FakeDecode]:
     async def scenario():
         async with FakePrefill() as p, FakeDecode(prefills=[p]) as d:
-            got = await asyncio.to_thread(impl.canary, p.url, d.url, "tiny", list(range(100, 164)), "canary-1")
+            got = await asyncio.to_thread(
+                impl.canary, p.url, d.url, "tiny", list(range(100, 164)), "canary-1"
+            )
             return (got, p), d
 
     return run(scenario())
@@ -299,10 +301,14 @@ def test_canary_says_decode_error_when_decode_restarted_during_the_hop(impl):
     async def scenario():
         async with FakePrefill() as p, RestartingDecode(prefills=[p]) as d:
             d.counters.by_source["local_compute"] = 500.0  # decode served others before the canary
-            return await asyncio.to_thread(impl.canary, p.url, d.url, "tiny", list(range(100, 164)), "canary-4")
+            return await asyncio.to_thread(
+                impl.canary, p.url, d.url, "tiny", list(range(100, 164)), "canary-4"
+            )
 
     got = run(scenario())
-    assert got == "decode_error", f"decode restarted between its two /metrics reads: want 'decode_error', got {got!r}"
+    assert got == "decode_error", (
+        f"decode restarted between its two /metrics reads: want 'decode_error', got {got!r}"
+    )
 
 
 def test_canary_when_decode_is_down(impl):

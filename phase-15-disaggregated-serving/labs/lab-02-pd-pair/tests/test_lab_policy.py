@@ -107,14 +107,14 @@ def test_handle_leaves_the_callers_body_alone_and_names_its_prefill(impl, case):
                                             body, "direct-1")  # fmt: skip
                 assert isinstance(reply, Relay), f"{case}: want a Relay, got {reply!r}"
                 reply.stream.response.close()
-            assert body == sent, f"{case}: handle must not modify the caller's body:\n sent {sent}\n now  {body}"
+            assert body == sent, (
+                f"{case}: handle must not modify the caller's body:\n sent {sent}\n now  {body}"
+            )
             got = (reply.mode, reply.prefill_url)
             want = (want_mode, p.url if want_url else None)
             assert got == want, f"{case}: want Relay mode / prefill_url {want}, got {got}"
 
     run(scenario())
-
-
 
 
 def _hostile(body: dict) -> dict:

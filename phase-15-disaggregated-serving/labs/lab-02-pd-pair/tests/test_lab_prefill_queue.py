@@ -104,7 +104,8 @@ def test_limit_one_is_shared_by_every_request_of_the_policy(impl):
             a = asyncio.create_task(s.call(completion("first", n=3)))
             await until(lambda: len(s.prefills[0].requests) == 1, "prefill to receive the first request")
             assert s.proxy.policy.prefill_remotely({"prompt": "hi"}) is False, (
-                "prefill_remotely itself says local while prefill_busy() (its docstring), not only handle")
+                "prefill_remotely itself says local while prefill_busy() (its docstring), not only handle"
+            )
             body = completion("second", n=3)
             second = await s.call(body)
             assert_complete(second, body, "a text prompt while the only allowed hop is in flight")

@@ -355,12 +355,14 @@ class PDProxyPolicy:
         """True if this request should take the prefill hop; False = decode prefills it locally.
 
         Local when the threshold is set (> 0) and the prompt is a list of token ids no longer than
-        ``local_prefill_max_tokens`` (inclusive): a
+        ``local_prefill_max_tokens`` (inclusive; ``[]`` is such a list, of length 0; a list holding
+        anything but ints - a bool is not an int - is not, and goes remote like a text prompt): a
         short prompt costs decode one small step, less than the handoff's extra hop and KV pull would add
         to its TTFT. Text prompts and chat messages go remote: the proxy does not tokenize, so it
         cannot know their length in tokens (a router with a tokenizer would count them).
         Also local, whatever the prompt, while ``prefill_busy()``: waiting behind a full prefill queue
-        would cost the prompt more than decode prefilling it now.
+        would cost the prompt more than decode prefilling it now (this method says so itself: False
+        while busy, not only ``handle``).
         """
         raise NotImplementedError("lab-02 task 4: short token-id prompts stay on decode; everything else is handed off")
 
@@ -379,6 +381,8 @@ class PDProxyPolicy:
         ``request_id`` is the proxy's upstream id for this request (unique per request; the plumbing
         keeps the client's own ``X-Request-Id`` for the response). Every upstream hop carries it as
         ``{"X-Request-Id": request_id}``, in every mode (the release hop of step 5 excepted).
+        ``body`` (the client's parsed JSON) is the caller's: ``handle`` never modifies it, whatever
+        happens (every upstream body is built from a copy, as task 3's transforms promise).
 
         0. ``prefill_remotely(body)`` False -> straight to a decode upstream with
            ``sanitize_request(body)``: ``Relay(stream, mode="local", reason=...)``, reason
@@ -386,13 +390,16 @@ class PDProxyPolicy:
            is saturated counts as ``prefill_busy``), else ``"short_prompt"``; no prefill is chosen (its
            cursor stays). The plumbing shows the reason to the client (``X-PD-Local-Reason``) and in
            ``pdproxy_local_prefills_total{reason=...}``.
-        1. Choose a prefill (none -> fallback, reason "no_prefill") and a decode upstream.
+        1. Choose a prefill (none -> fallback, reason "no_prefill") and a decode upstream, both here,
+           before any hop: each cursor moves once per request that gets this far, whatever happens next
+           (a request whose prefill hop ends in an ``ErrorReply`` has still taken its decode turn). In
+           step 0 the decode cursor moves the same way and the prefill cursor stays.
         2. Prefill hop: ``ctx.post_json("prefill", url, path, *prefill_request(body, request_id))``; it
            counts as in flight for ``prefill_busy`` from just before the call until it returns or raises
            ANYTHING, ``asyncio.CancelledError`` included (a client that leaves mid-prefill must not
            leave prefill "busy" for ever). On ``UpstreamError``: ``should_fall_back`` -> fallback with
-           reason = ``error.kind``; otherwise ``ErrorReply(error.status, error.body)`` (or an
-           OpenAI-style error object when body is None). An answer ``prefill_answer_problem`` finds a
+           reason = ``error.kind``; otherwise ``ErrorReply(error.status, error.body)``: prefill's own
+           status (a 404 stays a 404) and body (an OpenAI-style error object of yours when body is None). An answer ``prefill_answer_problem`` finds a
            problem with -> fallback, reason = that problem: never reported as a handoff.
         3. Decode hop with the SAME ``X-Request-Id``: ``ctx.open_stream("decode", url, path, b, headers)``
            where b = ``decode_request(body, answer)``, or ``sanitize_request(body)`` when decode serves
@@ -405,7 +412,9 @@ class PDProxyPolicy:
              a decode 5xx is usually a failed KV load (policy ``fail``), and serving the prompt again
              from decode alone behind a 200 hides the broken pair (it is what ``recompute`` does:
              task 2's ``recompute_hides_failures``).
-        4. Return ``Relay(stream, mode="disaggregated" | "fallback" | "local", reason=..., prefill_url=...)``.
+        4. Return ``Relay(stream, mode="disaggregated" | "fallback" | "local", reason=..., prefill_url=...)``;
+           ``prefill_url``: the prefill chosen in step 1 ("disaggregated", and "fallback" after its hop
+           failed or its answer was unusable), None when no prefill was chosen ("local", "no_prefill").
         5. Cancellation after the answer: if ``asyncio.CancelledError`` reaches the decode hop after
            prefill returned a usable answer, the decode request may never have reached decode, and
            prefill then holds the prompt's blocks for its whole lease (``release_request``). Start
@@ -504,8 +513,9 @@ def kv_verdict(before: str, after: str, prompt_tokens: int) -> str:
       when the load then fails, so they prove nothing.
 
     Verdicts, the first that applies wins:
-    1. ``"no_connector"``: ``after`` has no ``vllm:nixl_`` series at all: decode runs without a KV
-       connector and ignores every ``kv_transfer_params`` (a launch without ``--kv-transfer-config``);
+    1. ``"no_connector"``: ``after`` has no ``vllm:nixl_`` series at all (nor had ``before``: a
+       connector's series that vanish are the ValueError below): decode runs without a KV connector and
+       ignores every ``kv_transfer_params`` (a launch without ``--kv-transfer-config``);
     2. ``"kv_load_failed"``: failed transfers grew (the client got an error, or a 200 under
        ``recompute``);
     3. ``"prefilled_locally"``: ``local_compute`` grew: decode computed prompt tokens itself;
@@ -513,10 +523,13 @@ def kv_verdict(before: str, after: str, prompt_tokens: int) -> str:
        exactly ``prompt_tokens``, and at least one NIXL read completed;
     5. ``"inconclusive"``: the counters do not account for this one request (nothing moved: it never
        reached the engine; more than the prompt moved: another request ran meanwhile).
-    ValueError if ``prompt_tokens`` is not an int >= 1 (bools are not ints), or if one of the counters
-    above, present in both snapshots, went DOWN (decode restarted in between: the snapshots do not
-    compare); gauges and series you do not need are not judged. A series absent from a snapshot
-    counts as 0. Example: a 64-token handoff that worked moves
+    ValueError, checked before any verdict, if ``prompt_tokens`` is not an int >= 1 (bools are not
+    ints), or if the snapshots do not compare because decode restarted in between: one of the counters
+    above (the admission counters included; each ``source`` of a by-source counter on its own) went
+    DOWN, or is in ``before`` and missing from ``after`` (a Prometheus counter, once exported, stays
+    exported while its process lives). Otherwise a counter absent from a snapshot counts as 0 (absent
+    from ``before`` only: it grew from 0; from both: it did not move). Gauges and series you do not
+    need are not judged. Example: a 64-token handoff that worked moves
     ``external_kv_transfer`` by 64 and ``nixl_xfer_time_seconds_count`` by 1 -> ``"kv_moved"``.
     """
     raise NotImplementedError("lab-02 task 6: read the right counters, mind admission, failures first")
@@ -535,8 +548,9 @@ def canary(prefill_url: str, decode_url: str, model: str, prompt: list[int], req
     when a server cannot be reached). Returns, the first that applies:
     - ``"prefill_error"``: prefill cannot be reached or does not answer 200 (decode is not called);
     - ``prefill_answer_problem(answer)`` when it names one (decode is not called);
-    - ``"decode_error"``: decode cannot be reached, or answers an error status while
-      ``kv_verdict`` finds no failure of its own (``"kv_moved"`` or ``"inconclusive"``);
+    - ``"decode_error"``: decode cannot be reached, its counters around the hop do not compare
+      (``kv_verdict`` raises ValueError: decode restarted meanwhile), or it answers an error status
+      while ``kv_verdict`` finds no failure of its own (``"kv_moved"`` or ``"inconclusive"``);
     - ``kv_verdict(before, after, len(prompt))`` otherwise (``"kv_moved"`` for a healthy pair).
     Nothing is raised for a broken pair: saying how it is broken is the point.
     """

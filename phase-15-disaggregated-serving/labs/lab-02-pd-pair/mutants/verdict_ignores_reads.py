@@ -26,6 +26,8 @@ def kv_verdict(before: str, after: str, prompt_tokens: int) -> str:
     local = grew(source, source="local_compute")
     failed = grew("vllm:nixl_num_failed_transfers_total")
     reads = grew("vllm:nixl_xfer_time_seconds_count")
+    grew("vllm:prompt_tokens_cached_by_source_total", source="p2p")  # admission: only checked, never proof
+    grew("vllm:external_prefix_cache_hits_total")
     if not any(n.startswith("vllm:nixl_") for n, _, _ in new):
         return "no_connector"
     if failed > 0:

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from pdpair import LAB_DIR
-from pdpair.testing.fakes import FakeDecode, FakePrefill
+from pdpair.testing.fakes import DecodeCounters, FakeDecode, FakePrefill
 from pdpair.testing.harness import run
 
 pytestmark = pytest.mark.lab02_task6
@@ -97,6 +97,7 @@ HAND_MADE = {  # case -> (after-state deltas, nixl series present, prompt tokens
     "nothing_moved": ({}, True, 64, "inconclusive"),
     "two_requests_moved": (dict(external_kv_transfer=128, reads=2), True, 64, "inconclusive"),
     "counted_but_never_read": (dict(external_kv_transfer=64), True, 64, "inconclusive"),
+    "read_but_all_from_decodes_cache": (dict(local_cache_hit=64, reads=1), True, 64, "inconclusive"),
     "short_of_the_prompt": (dict(external_kv_transfer=32, reads=1), True, 64, "inconclusive"),
 }  # fmt: skip
 
@@ -140,9 +141,9 @@ def test_kv_verdict_refuses_snapshots_that_do_not_compare(impl):
 
 @pytest.mark.parametrize("gone", ["vllm:nixl_", "vllm:nixl_num_failed_transfers", 'source="local_compute"'])
 def test_kv_verdict_refuses_a_counter_that_vanished(impl, gone):
-    """A Prometheus counter, once exported, stays exported while its process lives: a series read in
-    ``before`` and missing from ``after`` means another process answered (decode restarted, here without
-    its connector or without a counter): the snapshots do not compare, whatever the counter's value."""
+    """The docstring: a counter in ``before`` and missing from ``after`` is a restart, a ValueError, even
+    at 0 and even when every ``vllm:nixl_`` series vanished (that is not rule 1's ``no_connector``: the
+    ``before`` decode had a connector)."""
     before = exposition(START)
     after = without(exposition(moved(local_compute=64)), gone)
     with pytest.raises(ValueError):
@@ -150,6 +151,15 @@ def test_kv_verdict_refuses_a_counter_that_vanished(impl, gone):
     zero_before = exposition({})  # the counters at 0, then gone: still another process
     with pytest.raises(ValueError):
         impl.kv_verdict(zero_before, without(exposition({"local_compute": 64}), gone), 64)
+
+
+def test_an_admission_counter_going_down_is_a_restart_too(impl):
+    """The ValueError covers every counter the docstring lists, the admission counters included: the
+    verdict never uses them as proof, but one going down still says decode restarted in between."""
+    before = exposition(START)
+    after = exposition(moved(external_kv_transfer=64, reads=1) | {"p2p": 36.0})
+    with pytest.raises(ValueError):
+        impl.kv_verdict(before, after, 64)
 
 
 def test_no_connector_means_no_nixl_series_at_all(impl):
@@ -250,6 +260,55 @@ def test_canary_reads_decodes_counters_around_the_decode_hop_only(impl):
     assert got == "kv_moved", (
         f"another request ran on decode while prefill computed, before the canary's decode hop: the canary's "
         f"own window saw only its handoff, want 'kv_moved', got {got!r}")  # fmt: skip
+
+
+def test_canary_sends_prefill_what_prefill_request_makes(impl):
+    """The docstring's prefill hop is ``prefill_request(body, request_id)`` of the canary's body (task 3's
+    one-token, non-streaming request), not the client body with prefill's params added."""
+    got, d = _canary_with_prefill(impl)
+    assert got[0] == "kv_moved", got
+    body = {"model": "tiny", "prompt": list(range(100, 164)), "max_tokens": 2, "temperature": 0.0}
+    want_body, want_headers = impl.prefill_request(body, "canary-1")
+    (seen,) = got[1].requests
+    assert seen.body == want_body and seen.request_id == want_headers["X-Request-Id"], (
+        f"prefill must receive prefill_request(body, request_id): want {want_body}, got {seen.body}")  # fmt: skip
+
+
+def _canary_with_prefill(impl) -> tuple[tuple[str, FakePrefill], FakeDecode]:
+    async def scenario():
+        async with FakePrefill() as p, FakeDecode(prefills=[p]) as d:
+            got = await asyncio.to_thread(
+                impl.canary, p.url, d.url, "tiny", list(range(100, 164)), "canary-1"
+            )
+            return (got, p), d
+
+    return run(scenario())
+
+
+class RestartingDecode(FakeDecode):
+    """Decode's process restarts while it answers the canary: its counters start again from 0."""
+
+    async def _answer(self, request, body, seen):
+        resp = await super()._answer(request, body, seen)
+        self.counters = DecodeCounters(self.connector)
+        return resp
+
+
+def test_canary_says_decode_error_when_decode_restarted_during_the_hop(impl):
+    """The docstring: nothing is raised for a broken pair; counters that do not compare (kv_verdict's
+    ValueError) are decode's problem, ``"decode_error"``."""
+
+    async def scenario():
+        async with FakePrefill() as p, RestartingDecode(prefills=[p]) as d:
+            d.counters.by_source["local_compute"] = 500.0  # decode served others before the canary
+            return await asyncio.to_thread(
+                impl.canary, p.url, d.url, "tiny", list(range(100, 164)), "canary-4"
+            )
+
+    got = run(scenario())
+    assert got == "decode_error", (
+        f"decode restarted between its two /metrics reads: want 'decode_error', got {got!r}"
+    )
 
 
 def test_canary_when_decode_is_down(impl):

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import copy
 
+import aiohttp
 import pytest
 from aiohttp import web
 
-from pdpair.testing.fakes import FakePrefill
+from pdpair.proxy import Metrics, ProxyConfig, ProxyContext, Relay
+from pdpair.testing.fakes import FakeDecode, FakePrefill
 from pdpair.testing.harness import assert_complete, completion, pd_stack, run
 
 HOSTILE = {"do_remote_prefill": True, "remote_host": "203.0.113.9", "remote_port": 1,
@@ -64,7 +66,55 @@ def test_policy_keeps_its_own_copies_of_the_pools(impl):
         f"want {want}, got {got}")  # fmt: skip
 
 
+@pytest.mark.lab02_task4
+def test_what_counts_as_a_token_id_prompt(impl):
+    """The docstring: ``[]`` is a token-id list (of length 0: short); a list holding a bool or a float is not
+    one, and goes remote like a text prompt."""
+    policy = impl.PDProxyPolicy(["http://p"], ["http://d"], local_prefill_max_tokens=4)
+    got = [policy.prefill_remotely({"prompt": p}) for p in ([], [1, True], [1, 2.0], [True])]
+    assert got == [False, True, True, True], (
+        f"prompts [], [1, True], [1, 2.0], [True] with threshold 4: want local, remote, remote, remote "
+        f"(True = remote), got {got}")  # fmt: skip
+
+
 # ------------------------------------------------------------------------ request ids and client fields
+
+
+DIRECT = {  # mode -> (prefill pool given, prefill behaviour, prompt length, want mode, want prefill_url given)
+    "disaggregated": (True, "ok", 9, "disaggregated", True),
+    "local": (True, "ok", 3, "local", False),
+    "fallback": (True, "error500", 9, "fallback", True),
+    "no_prefill": (False, "ok", 9, "fallback", False),
+}
+
+
+@pytest.mark.lab02_task4
+@pytest.mark.parametrize("case", list(DIRECT))
+def test_handle_leaves_the_callers_body_alone_and_names_its_prefill(impl, case):
+    """``handle`` called directly (through the plumbing's ``ProxyContext``, over fakes): the caller's body,
+    client-set ``kv_transfer_params`` included, is the same after as before, in every mode; and
+    ``Relay.prefill_url`` is the prefill chosen (None when none was)."""
+    with_prefill, behaviour, length, want_mode, want_url = DIRECT[case]
+
+    async def scenario():
+        async with FakePrefill(behaviour=behaviour) as p, FakeDecode(prefills=[p]) as d:
+            policy = impl.PDProxyPolicy([p.url] if with_prefill else [], [d.url], local_prefill_max_tokens=4)
+            body = _hostile({"model": "tiny", "prompt": ids(length), "max_tokens": 3, "stream": True,
+                             "vllm_xargs": {"kv_transfer_params": copy.deepcopy(HOSTILE)}})  # fmt: skip
+            sent = copy.deepcopy(body)
+            async with aiohttp.ClientSession() as session:
+                reply = await policy.handle(ProxyContext(session, ProxyConfig(), Metrics()), "/v1/completions",
+                                            body, "direct-1")  # fmt: skip
+                assert isinstance(reply, Relay), f"{case}: want a Relay, got {reply!r}"
+                reply.stream.response.close()
+            assert body == sent, (
+                f"{case}: handle must not modify the caller's body:\n sent {sent}\n now  {body}"
+            )
+            got = (reply.mode, reply.prefill_url)
+            want = (want_mode, p.url if want_url else None)
+            assert got == want, f"{case}: want Relay mode / prefill_url {want}, got {got}"
+
+    run(scenario())
 
 
 def _hostile(body: dict) -> dict:
@@ -174,6 +224,50 @@ def test_an_unusable_prefill_answer_is_a_counted_fallback_not_a_handoff(impl, ca
                 await s.metric("pdproxy_fallbacks_total", reason=reason),
             ]
             assert counts == [0, 1], f"handoffs / fallbacks({reason}) must be 0 / 1, got {counts}"
+
+    run(scenario())
+
+
+class FirstRefusedPrefill(FakePrefill):
+    """Answers the first request 404 with vLLM's JSON error (the served model name differs), then normally."""
+
+    refusal = {"error": {"message": "The model `tiny` does not exist.", "type": "NotFoundError", "param": "model",
+                         "code": 404}}  # fmt: skip
+
+    async def _answer(self, request, body, seen):
+        if len(self.requests) == 1:
+            return web.json_response(self.refusal, status=404)
+        return await super()._answer(request, body, seen)
+
+
+@pytest.mark.lab02_task4
+def test_prefills_client_error_reaches_the_client_as_sent(impl):
+    async def scenario():
+        async with pd_stack(impl, prefill_cls=FirstRefusedPrefill) as s:
+            res = await s.call(completion("nomodel"))
+            assert (res.status, res.body) == (404, FirstRefusedPrefill.refusal), (
+                f"prefill's 404 and its JSON body are the client's answer, unchanged; got {res.status} {res.body}"
+            )
+
+    run(scenario())
+
+
+@pytest.mark.lab02_task4
+def test_the_decode_turn_is_taken_before_the_prefill_hop(impl):
+    """The docstring's step 1 picks both upstreams before any hop: a request refused by prefill has still
+    taken decode 0's turn, so the next request goes to decode 1."""
+
+    async def scenario():
+        async with pd_stack(impl, n_decode=2, prefill_cls=FirstRefusedPrefill) as s:
+            first = await s.call(completion("refused", n=3))
+            assert first.status == 404, first.status
+            body = completion("served", n=3)
+            second = await s.call(body)
+            assert_complete(second, body, "the request after a refused one")
+            got = [len(d.requests) for d in s.decodes]
+            assert got == [0, 1], (
+                f"request 1 took decode 0's turn (step 1), so request 2 goes to decode 1: want hops per decode "
+                f"[0, 1], got {got}")  # fmt: skip
 
     run(scenario())
 

@@ -103,6 +103,9 @@ def test_limit_one_is_shared_by_every_request_of_the_policy(impl):
         async with pd_stack(impl, prefill_kw=SLOW, policy_kw={"max_prefill_inflight": 1}) as s:
             a = asyncio.create_task(s.call(completion("first", n=3)))
             await until(lambda: len(s.prefills[0].requests) == 1, "prefill to receive the first request")
+            assert s.proxy.policy.prefill_remotely({"prompt": "hi"}) is False, (
+                "prefill_remotely itself says local while prefill_busy() (its docstring), not only handle"
+            )
             body = completion("second", n=3)
             second = await s.call(body)
             assert_complete(second, body, "a text prompt while the only allowed hop is in flight")

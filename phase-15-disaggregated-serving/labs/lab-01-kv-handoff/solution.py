@@ -793,13 +793,13 @@ def import_with_load_errors(engine: Engine, snapshot: RequestSnapshot, failed_bl
       so there is no OutOfBlocksError then, however full the pool is.
     - Nothing failed: exactly ``import_request``; returns 0.
     - The request's epoch is snapshot.epoch + 1 and its random stream continues (as ``import_request``).
-    Refused, the engine unchanged, checked in this order: ValueError for a block index outside [0,
-    ceil(num_computed_tokens / block_size)) (the blocks that hold K/V; the headroom block for the
-    next token holds none); then SnapshotError for what validation refuses (on every path, the K/V's
-    shape and dtype included even when nothing is kept: one row per computed position, as in
-    ``import_request``; and before any room check); then OutOfBlocksError (when something is kept)
-    when the blocks are not free. A failure after allocation gives the blocks back
-    and re-raises. The snapshot is never modified.
+    Refused, the engine unchanged, checked in this order: a plain ValueError (not a SnapshotError)
+    for a block index outside [0, ceil(num_computed_tokens / block_size)) (the blocks that hold
+    K/V; the headroom block for the next token holds none); then SnapshotError for what validation
+    refuses (on every path, the K/V's shape and dtype included even when nothing is kept: one row
+    per computed position, as in ``import_request``); then OutOfBlocksError (when something is
+    kept) when the blocks are not free. A failure after allocation gives the blocks back and
+    re-raises. The snapshot is never modified.
     Sanity anchor: a report that names every block recomputes every position.
     """
     # BEGIN SOLUTION lab-01 task 7: keep what can be kept, recompute the rest

@@ -211,12 +211,16 @@ def test_a_block_index_past_the_kv_is_refused_at_a_block_boundary(impl):
 
 @task7
 def test_a_bad_index_is_refused_before_validation(impl):
-    """Both refusals apply: the block index is checked first (ValueError)."""
+    """Both refusals apply: the block index is checked first (a plain ValueError, not the SnapshotError,
+    itself a ValueError, that validation would raise)."""
     snap = exported(impl, make_prompt(12, 7), GREEDY, steps=2)
     dst = Engine(MODEL, 48, 4)
     before = engine_state(dst)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as refused:
         impl.import_with_load_errors(dst, dataclasses.replace(snap, geometry="another model"), {99})
+    assert not isinstance(refused.value, SnapshotError), (
+        f"the bad block index is refused before validation, got {refused.value!r}"
+    )
     assert_unchanged(before, engine_state(dst), "a refused partial import")
 
 

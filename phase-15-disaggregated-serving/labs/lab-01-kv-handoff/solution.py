@@ -481,7 +481,9 @@ def heartbeat(engine: Engine, snapshot_ids: list[str]) -> dict[str, float]:
     decode sends one every ``lease // 6`` while the request waits in its queue).
 
     Every ACTIVE lease named (past its deadline or not: its blocks are still held until the source
-    reaps it) must then run until at least two thirds of its ``lease_s`` from now on ``engine.clock``;
+    reaps it) must then run until at least two thirds of its ``lease_s`` from now on ``engine.clock``
+    (exactly two thirds, in seconds as a float: the LAB's rule; vLLM floors ``kv_lease_duration * 2 // 3``
+    to whole seconds, ``nixl/base_worker.py``: ``NixlBaseConnectorWorker.__init__``);
     a heartbeat never brings a deadline closer. Ids that are not active leases here (unknown,
     committed, expired) are ignored: a heartbeat cannot bring back blocks that are already free.
     Returns ``{snapshot_id: deadline}`` for the active leases named, their deadlines after the beat
@@ -556,7 +558,8 @@ def start_pull(engine: Engine, params: PullParams) -> None:
       differs from this engine's (a block is read as raw bytes: another layout would arrive
       scrambled); a source block size this engine's block size is not a multiple of (vLLM reads each
       remote block into a slice of one local block, ``TransferTopology.block_size_ratio``); and
-      ``remote_block_ids`` that are not exactly the blocks of the K/V's positions.
+      ``remote_block_ids`` that do not name as many source blocks as the K/V's positions fill (the
+      ids are the source's own: the reader can only count them).
     - Claims the same blocks ``import_request`` would, in one all-or-nothing allocation
       (OutOfBlocksError propagates, nothing claimed). The request is live here at
       ``params.snapshot.epoch + 1``, holding those blocks, not scheduled.
@@ -617,9 +620,10 @@ def finish_pull(
     reader knows (the export's, or a later one a heartbeat acknowledged).
     1. The LAB's hardening (vLLM applies it only to the bidirectional turn-2 readback,
        ``_is_turn2_read_expired``): the read is declined when it would start within ``margin_s`` of
-       the deadline (exactly ``margin_s`` before it included), judged on the reader's best guess of
-       the source's clock: its own clock plus ``clock_offset``, right or stale (the reader cannot
-       see the source's clock).
+       ``params.expires_at`` (exactly ``margin_s`` before it included), judged on the reader's best
+       guess of the source's clock: its own clock plus ``clock_offset``, right or stale (the reader
+       sees neither the source's clock nor its lease table: a later deadline counts only once a
+       heartbeat's acknowledgement has put it into ``params``).
     2. Otherwise the read: the source's blocks ``params.remote_block_ids`` read in place, as raw bytes
        (``src.kv_cache.read_raw``: whatever those blocks hold now; the source cannot refuse), written
        into the request's blocks here (``dst.kv_cache.write_raw``) so every position lands at its
@@ -628,7 +632,8 @@ def finish_pull(
        params.snapshot.snapshot_id)``, after the read. Its verdict decides:
        - IN_TIME and the read went through: the request runs here (``admit_running``), its K/V
          computed for ``num_computed_tokens`` positions: "imported".
-       - EXPIRED, or the read was declined or raised (reading, writing or admitting): a LOAD FAILURE,
+       - EXPIRED, or the read was declined or raised an ``Exception`` (reading, writing or admitting;
+         anything else, a KeyboardInterrupt say, propagates): a LOAD FAILURE,
          handled by ``policy`` (vLLM's ``kv_load_failure_policy``): "recompute": the request waits
          here holding no blocks, to recompute its K/V from its tokens: "recomputed"; "fail": it is
          dropped, its blocks freed, ``dst.failed[request_id]`` says why: "failed".
@@ -636,8 +641,9 @@ def finish_pull(
          whatever the policy (recomputing would run it twice): "failed".
     A read that may have raced expiry is never imported, and whatever happens no block this pull
     claimed is left held by nobody.
-    ValueError, changing nothing, for a policy other than "fail" or "recompute", or when
-    ``params``'s request is not waiting for remote K/V on ``dst``.
+    ValueError, changing nothing on either engine, for a policy other than "fail" or "recompute", or
+    when ``params``'s request is not waiting for remote K/V on ``dst`` (never started here, or
+    already finished by an earlier ``finish_pull``: a replayed completion must not touch the request).
     """
     # BEGIN SOLUTION lab-01 task 5: maybe decline, read the raw blocks in place, notify, then let the verdict decide
     if policy not in ("fail", "recompute"):
@@ -777,7 +783,7 @@ def import_with_load_errors(engine: Engine, snapshot: RequestSnapshot, failed_bl
     i*block_size .. (i+1)*block_size - 1 of the snapshot's K/V), as a transport's per-block checksum
     would report them. The engine's computed K/V is a PREFIX (``num_computed_tokens``: the positions
     from there on are computed by its next step), so decide which positions can be kept. What is not
-    kept is never read nor validated: whatever it holds, NaN included, is no reason to refuse
+    kept is never read nor its values validated: whatever it holds, NaN included, is no reason to refuse
     (everything else ``validate_snapshot`` checks still is, NaN in what is kept included).
     - Something is kept: the request is imported RUNNING with exactly that much K/V written and
       computed; it claims the same blocks as ``import_request`` and is admitted through
@@ -787,11 +793,13 @@ def import_with_load_errors(engine: Engine, snapshot: RequestSnapshot, failed_bl
       so there is no OutOfBlocksError then, however full the pool is.
     - Nothing failed: exactly ``import_request``; returns 0.
     - The request's epoch is snapshot.epoch + 1 and its random stream continues (as ``import_request``).
-    Refused, the engine unchanged: ValueError for a block index outside [0, ceil(num_computed_tokens /
-    block_size)); SnapshotError for what validation refuses (on every path, and before any room
-    check, as in ``import_request``); OutOfBlocksError (when something is kept) when the blocks are
-    not free. A failure after allocation gives the blocks back
-    and re-raises. The snapshot is never modified.
+    Refused, the engine unchanged, checked in this order: a plain ValueError (not a SnapshotError)
+    for a block index outside [0, ceil(num_computed_tokens / block_size)) (the blocks that hold
+    K/V; the headroom block for the next token holds none); then SnapshotError for what validation
+    refuses (on every path, the K/V's shape and dtype included even when nothing is kept: one row
+    per computed position, as in ``import_request``); then OutOfBlocksError (when something is
+    kept) when the blocks are not free. A failure after allocation gives the blocks back and
+    re-raises. The snapshot is never modified.
     Sanity anchor: a report that names every block recomputes every position.
     """
     # BEGIN SOLUTION lab-01 task 7: keep what can be kept, recompute the rest
@@ -860,7 +868,8 @@ def partial_recovery_cost(
     positions are paid for, not what each one costs. Bytes that crossed the wire but are not kept
     count for nothing. No failed block: all shipped, nothing recomputed.
     Raises ValueError for a block index outside [0, ceil(num_computed_tokens / block_size)), a
-    block size below 1, or rates ``recovery_cost`` refuses.
+    block size below 1, or rates ``recovery_cost`` refuses (both rates are checked whatever failed,
+    even when nothing is recomputed).
     """
     # BEGIN SOLUTION lab-01 task 7: price what is kept as shipped and the rest as recomputed, with task 4's model
     n = snapshot.num_computed_tokens

@@ -11,7 +11,8 @@ Heartbeats from the reader push the deadline out while the reader is still queue
 vLLM 0.32.0: ``nixl/pull_scheduler.py: NixlPullConnectorScheduler.request_finished`` (the request has
 finished; ``delay_free_blocks=True``; the deadline ``now + kv_lease_duration``, 30 s by default);
 ``nixl/base_worker.py: _reap_expired_send_leases`` (expiry reports the blocks as done sending, and the
-scheduler frees them), ``_handle_heartbeat`` (``expiry = max(old, now + lease * 2 // 3)``);
+scheduler frees them), ``_handle_heartbeat`` (``expiry = max(old, now + lease * 2 // 3)``, whole seconds floored, set in
+``NixlBaseConnectorWorker.__init__``; the lab's heartbeat uses the exact two thirds of a float lease);
 ``nixl/pull_worker.py: _get_new_notifs`` (a notification for a lease that is gone is only logged,
 "Potentially invalid KV blocks ... were retrieved by a decode worker", and counted).
 

@@ -196,6 +196,69 @@ def test_failed_blocks_outside_the_kv_are_refused(impl, failed):
 
 
 @task7
+def test_a_block_index_past_the_kv_is_refused_at_a_block_boundary(impl):
+    """8 positions in blocks of 4 are blocks 0 and 1: block 2 (the headroom block for the next token)
+    holds no K/V, so a report naming it is refused."""
+    snap = exported(impl, make_prompt(7, 7), GREEDY, steps=2)
+    assert snap.num_computed_tokens == 8
+    dst = Engine(MODEL, 48, 4)
+    before = engine_state(dst)
+    with pytest.raises(ValueError):
+        impl.import_with_load_errors(dst, snap, {2})
+    assert_unchanged(before, engine_state(dst), "a refused partial import")
+    assert snap.request_id not in dst.requests
+
+
+@task7
+def test_a_bad_index_is_refused_before_validation(impl):
+    """Both refusals apply: the block index is checked first (a plain ValueError, not the SnapshotError,
+    itself a ValueError, that validation would raise)."""
+    snap = exported(impl, make_prompt(12, 7), GREEDY, steps=2)
+    dst = Engine(MODEL, 48, 4)
+    before = engine_state(dst)
+    with pytest.raises(ValueError) as refused:
+        impl.import_with_load_errors(dst, dataclasses.replace(snap, geometry="another model"), {99})
+    assert not isinstance(refused.value, SnapshotError), (
+        f"the bad block index is refused before validation, got {refused.value!r}"
+    )
+    assert_unchanged(before, engine_state(dst), "a refused partial import")
+
+
+@task7
+def test_nan_in_the_kept_prefix_is_refused_before_the_room_check(impl):
+    snap = exported(impl, make_prompt(12, 8), GREEDY, steps=2)  # 13 positions + 1: 4 blocks of 4
+    kv = snap.kv.clone()
+    kv[0] = float("nan")  # block 0, kept
+    dst = Engine(MODEL, 8, 4)
+    dst.block_pool.allocate(6)  # 2 free
+    before = engine_state(dst)
+    with pytest.raises(SnapshotError):
+        impl.import_with_load_errors(dst, dataclasses.replace(snap, kv=kv), {2})
+    assert_unchanged(before, engine_state(dst), "a refused partial import")
+
+
+@task7
+@pytest.mark.parametrize("failed", [{0}, {2}])
+@pytest.mark.parametrize("rows", [None, 16, 12])
+def test_the_kv_shape_is_checked_on_every_path(impl, failed, rows):
+    """Whatever is kept, the K/V must have one row per computed position (13 here): a tensor of
+    another shape, or none, is refused, even when block 0 failed and nothing is kept."""
+    snap = exported(impl, make_prompt(12, 9), GREEDY, steps=2)
+    if rows is None:
+        kv = None
+    elif rows > snap.num_computed_tokens:
+        kv = torch.cat([snap.kv, torch.zeros(rows - snap.num_computed_tokens, *snap.kv.shape[1:])])
+    else:
+        kv = snap.kv[:rows].clone()
+    dst = Engine(MODEL, 48, 4)
+    before = engine_state(dst)
+    with pytest.raises(SnapshotError):
+        impl.import_with_load_errors(dst, dataclasses.replace(snap, kv=kv), failed)
+    assert_unchanged(before, engine_state(dst), "a refused partial import")
+    assert snap.request_id not in dst.requests
+
+
+@task7
 def test_no_room_is_loud_and_changes_nothing(impl):
     snap = exported(impl, make_prompt(12, 8), GREEDY, steps=2)  # 13 positions + 1: 4 blocks of 4
     dst = Engine(MODEL, 8, 4)
@@ -336,6 +399,8 @@ def test_partial_recovery_cost_matches_task_4_at_the_extremes(impl):
         (-4, set(), (1.0, 1e9)),
         (4, {1}, (0.0, 1e9)),
         (4, {1}, (1.0, -1.0)),
+        (4, set(), (1.0, -1.0)),
+        (4, set(), (0.0, 1e9)),
     ],
 )
 def test_partial_recovery_cost_refuses_what_it_cannot_price(impl, block_size, failed, rates):

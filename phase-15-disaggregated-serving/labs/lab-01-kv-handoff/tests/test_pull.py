@@ -199,6 +199,20 @@ def test_a_heartbeat_extends_to_two_thirds_of_the_lease_from_now_never_less(impl
 
 
 @task5
+def test_a_heartbeat_extends_by_two_thirds_of_a_lease_not_a_multiple_of_three(impl):
+    """The lab's rule is the exact two thirds of ``lease_s`` (vLLM floors ``kv_lease_duration * 2 // 3``
+    to whole seconds): the two differ for a 10 s lease."""
+    src, clock, rid, prompt, neighbour, pulled, before = held_case(impl, lease_s=10.0)  # deadline 110
+    sid = pulled.snapshot.snapshot_id
+    clock.advance(5.0)  # 105 s: 105 + 20/3 = 111.67 > 110
+    got = impl.heartbeat(src, [sid])
+    assert list(got) == [sid] and got[sid] == pytest.approx(105.0 + 20.0 / 3.0), (
+        f"a 10 s lease beaten at 105 s runs to 105 + 2/3 x 10 = 111.67 s, got {got}"
+    )
+    assert lease_of(src, pulled).deadline == got[sid]
+
+
+@task5
 def test_a_heartbeat_cannot_bring_back_a_lease_that_ended(impl):
     src, clock, rid, prompt, neighbour, pulled, before = held_case(impl, lease_s=10.0)
     sid = pulled.snapshot.snapshot_id
@@ -675,6 +689,48 @@ def test_finish_pull_rejects_what_it_cannot_finish(impl):
         impl.finish_pull(dst, src, pulled, policy="retry")
     assert_unchanged(state, engine_state(dst), "a finish_pull with an unknown policy")
     assert lease_of(src, pulled).state == LeaseState.ACTIVE, "and the source is not notified"
+
+
+@task5
+@pytest.mark.parametrize("policy", ["fail", "recompute"])
+def test_finishing_a_pull_twice_is_refused_and_harms_nothing(impl, policy):
+    """A replayed completion: the request is no longer waiting for its K/V (it runs, or it waits to
+    recompute), so a second ``finish_pull`` is a ValueError that changes nothing on either engine."""
+    src, clock, rid, prompt, neighbour, pulled, before = held_case(impl)
+    dst = clocked_engine(clock, 8)
+    impl.start_pull(dst, pulled)
+    if policy == "recompute":
+        clock.advance(26.0)  # 126 s: within the 5 s margin of 130: declined, the request waits to recompute
+        assert impl.finish_pull(dst, src, pulled, policy=policy) == "recomputed"
+    else:
+        assert impl.finish_pull(dst, src, pulled, policy=policy) == "imported"
+    state, src_state = engine_state(dst), engine_state(src)
+    late = src.leases.late_notifications
+    with pytest.raises(ValueError):
+        impl.finish_pull(dst, src, pulled, policy=policy)
+    assert_unchanged(state, engine_state(dst), "finishing the same pull twice")
+    assert_unchanged(src_state, engine_state(src), "finishing the same pull twice (the source)")
+    assert rid in dst.requests and rid not in dst.failed, "the request finished the first time lives on"
+    assert src.leases.late_notifications == late, "and the source is not notified again"
+    check_pool(dst)
+    assert dst.run_until_done()[rid] == reference_output(prompt, SAMPLED)
+
+
+@task5
+def test_the_reader_declines_by_the_deadline_it_was_handed(impl):
+    """The reader knows ``params.expires_at``, not the source's lease table: a heartbeat it did not
+    hear about does not save a read that starts within the margin of the deadline it knows."""
+    src, clock, rid, prompt, neighbour, pulled, before = held_case(impl)  # deadline 130
+    dst = clocked_engine(clock, 8)
+    impl.start_pull(dst, pulled)
+    clock.advance(20.0)
+    impl.heartbeat(src, [pulled.snapshot.snapshot_id])  # 120 s: the source's lease now runs to 140
+    clock.advance(6.0)  # 126 s: 4 s before the 130 the reader knows, 14 s before the real 140
+    assert impl.finish_pull(dst, src, pulled, margin_s=5.0, policy="recompute") == "recomputed", (
+        "within margin_s of params.expires_at the read is declined, whatever the source's lease says"
+    )
+    check_pool(dst)
+    assert dst.run_until_done()[rid] == reference_output(prompt, SAMPLED)
 
 
 @task5

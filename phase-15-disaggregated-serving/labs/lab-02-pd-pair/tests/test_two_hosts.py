@@ -176,7 +176,6 @@ def test_without_root_the_reason_names_what_is_missing_and_the_rootless_command(
 
 _ROOTLESS_SCRIPT = (
     "import json, socket, subprocess, sys, time\n"
-    f"sys.path.insert(0, {str(LAB)!r})\n"
     "from pdpair import hosts as h\n"
     "assert h.unavailable() is None, h.unavailable()\n"
     "with h.two_hosts() as t:\n"
@@ -225,7 +224,6 @@ def test_hosts_are_deleted_after_an_exception():
 
 _HOLDER = (
     "import sys, time\n"
-    f"sys.path.insert(0, {str(LAB)!r})\n"
     "from pdpair.hosts import two_hosts\n"
     "with two_hosts() as h:\n"
     "    print(h.namespace, flush=True)\n"

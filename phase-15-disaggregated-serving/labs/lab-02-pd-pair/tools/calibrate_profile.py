@@ -254,7 +254,8 @@ def calibrate(capture: Path) -> tuple[LinearProfile, dict]:
                                                       fixed, per_seq, join_raw)  # fmt: skip
     # a handed-off request's join step also computed its prompt's last token: take that out of the join
     short = manifest["workload"]["short_prompt_tokens"]
-    join = join_raw - per_token - per_pair * chunk_pairs(short - 1, 1) - per_sq
+    # >= 0: a join cannot make a step faster; below 0 it costs less than the noise of the terms taken out
+    join = max(0.0, join_raw - per_token - per_pair * chunk_pairs(short - 1, 1) - per_sq)
     m = manifest["model"]["config"]
     kv = 2 * m["num_hidden_layers"] * m["num_key_value_heads"] * m["head_dim"] * 2
     base = LinearProfile("cpu-llama-200m", fixed, per_seq, 0.0, per_token, per_pair, per_sq, join, sigma,
@@ -295,6 +296,8 @@ def calibrate(capture: Path) -> tuple[LinearProfile, dict]:
     return LinearProfile(**rounded), {
         **info,
         "capture_manifest": {k: manifest[k] for k in ("recorded", "machine", "versions", "model")},
+        # the steps' times are the capture's: so is the verdict on the load they ran under
+        "quiet": {k: v for k, v in (manifest.get("quiet") or {"verdict": "unknown"}).items() if k != "runs"},
     }
 
 

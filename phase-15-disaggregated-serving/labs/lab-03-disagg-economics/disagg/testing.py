@@ -30,7 +30,8 @@ def raises(exc: type[Exception], name: str):
 
 
 def load_wire() -> tuple[dict, list[dict], list[dict]]:
-    """(manifest, every read that succeeded, medians per (shaped rate, prompt length))."""
+    """(manifest, every read that succeeded, medians per (link rate, prompt length); the unshaped link's
+    rate is None and its groups come last)."""
     manifest = json.loads((WIRE_CAPTURE / "manifest.json").read_text())
     rows = [
         json.loads(line) for line in (WIRE_CAPTURE / "wire.jsonl").read_text().splitlines() if line.strip()

@@ -37,10 +37,12 @@ instead of fitting: on every instance that streams answers, each step is classif
 locally prefilled short prompt, whose whole prefill rides the step) and the median step time of each
 class is printed beside the profile's prediction for the same step.
 
-Why from the capture and not a fresh measurement: this machine is shared (other vLLM servers run on
-the same 2 cores while it is used), so a step-time sweep today measures the neighbours; the capture
-was recorded with the whole machine (its manifest). The load average at calibration time is recorded
-in the manifest anyway. Model and workload come from the capture's manifest.
+Why from a capture as well as ``--live``: a capture fit needs neither vLLM nor a quiet machine when it
+runs (on a shared machine a step-time sweep measures the neighbours). The step times are the
+recording's, and so is the verdict on the load they ran under: the capture's ``quiet`` block is copied
+into the profile's manifest (the shipped profile's capture, ``captures/cpu-2core``, is quiet in every
+run). The load average at calibration time is recorded too. Model and workload come from the capture's
+manifest.
 """
 
 from __future__ import annotations

@@ -215,9 +215,12 @@ def test_streaming_never_costs_more_than_serial_nor_less_than_a_layer(impl, nbyt
 def test_on_the_real_wire_streaming_hides_what_the_link_can_keep_up_with(impl):
     """The capture's measured reads, as if streamed per layer under the measured colocated prefill. The
     criterion (Splitwise, Mooncake): where the wire moves KV at least as fast as prefill produces it, all
-    but the last layer hides; where it does not, the backlog is exposed. The capture holds both kinds: prefill
-    produces KV at its bytes over its colocated TTFT (a few hundred Mbit/s for the tiny Llama on the
-    recording CPU), so links at half that rate or less keep a backlog, links at twice it or more hide 7/8."""
+    but the last layer hides; where it does not, the backlog is exposed. Every group must match that
+    exactly (rel 1e-6). The capture holds both kinds: prefill produces KV at its bytes over its colocated
+    TTFT (~290-390 Mbit/s for the tiny Llama on the recording CPU), so links at twice that rate or more
+    (1000 Mbit/s and up, the unshaped link included) hide 7/8 of the read - at most a quarter of it may
+    show - and links at half that rate or less (100 and 30 Mbit/s) keep a backlog - at least a third of
+    it shows."""
     bad = []
     for g in GROUPS:
         read, prefill = g["read_ms"], g["colocated_ttft_ms"]

@@ -727,7 +727,8 @@ def test_signature_rejects_captures_without_gaps(impl):
 
 # ---------------------------------------------- task 5 on a real capture (captures/cpu-2core, see its ANNOTATION.md)
 # Bounds (the constants at the top) hold with a margin on both recordings this folder has held (both days'
-# figures in the annotation); the hand-made cases above stay the precise tests. These check that YOUR metrics read the real signature out of real data.
+# figures in the annotation); the hand-made cases above stay the precise tests. These check that YOUR
+# metrics read the real signature out of real data.
 
 
 @pytest.fixture(scope="module")

@@ -774,7 +774,9 @@ def test_capture_conditional_pd_cuts_the_tail_for_a_modest_toll(impl, recorded, 
     assert 0 < sig.ttft_change_pct <= CONDITIONAL_TOLL_PCT_MAX, (
         f"run {run}: the TTFT toll must be positive and modest (0, {CONDITIONAL_TOLL_PCT_MAX}]%; got "
         f"{sig.ttft_p50_before_s * 1e3:.1f} -> {sig.ttft_p50_after_s * 1e3:.1f} ms ({sig.ttft_change_pct:+.1f}%)")  # fmt: skip
-    before, after = (impl.percentile(_gaps(impl, recorded, s, run), 99.9) for s in ("colocated-chunk64", "pd-conditional"))
+    before, after = (
+        impl.percentile(_gaps(impl, recorded, s, run), 99.9) for s in ("colocated-chunk64", "pd-conditional")
+    )
     assert after <= CONDITIONAL_P999_RATIO_MAX * before, (
         f"run {run}: the deep tail falls too (p99.9 <= x{CONDITIONAL_P999_RATIO_MAX}); got {before * 1e3:.1f} -> "
         f"{after * 1e3:.1f} ms")  # fmt: skip

@@ -244,7 +244,10 @@ def test_on_the_real_wire_streaming_hides_what_the_link_can_keep_up_with(impl):
         if not ok:
             bad.append(f"{link_mbit(g):.0f} Mbit/s {g['prompt_tokens']} tok (prefill makes {produced_mbit(g):.0f} "
                        f"Mbit/s): read {g['read_ms']:.0f} ms, yours {got:.1f} ms exposed")  # fmt: skip
-    assert not bad, "where the link keeps up, at most a quarter of the read shows; where it does not, at least a third:\n" + "\n".join(bad)
+    assert not bad, (
+        "where the link keeps up, at most a quarter of the read shows; where it does not, at least a third:\n"
+        + "\n".join(bad)
+    )
 
 
 BAD3 = [

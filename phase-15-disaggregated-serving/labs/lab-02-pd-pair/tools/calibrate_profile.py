@@ -10,7 +10,7 @@ steps have known compositions (``pdpair/evidence/calibration.py``), and every co
 ``fleetsim.fit`` (least squares on relative errors, every cost >= 0). It writes ``profile.json`` and
 ``manifest.json`` (the CPU, its bf16 flags, the load, each group of observations with its fit error)
 to ``--out``. The rest of this docstring is the capture-based calibration that made the shipped
-profile (the capture's day).
+profile (fitted from the graded capture, `captures/cpu-2core`).
 
 The profile says how long one vLLM step of ``models/llama-200m`` takes on one pinned core:
 step_ms = fixed + per decode sequence x decode batch + per prompt token x prefill tokens + per attention

@@ -282,3 +282,22 @@ def judge(
             if load1 > own_bound:
                 reasons.append(f"bound: 1-minute load {load1} {when} run {i + 1} > {own_bound}")
     return reasons
+
+
+def quiet_from_loads(
+    start_load_1m: float | None, runs: list[tuple[float, float]], own_bound: float = OWN_LOAD_BOUND
+) -> dict:
+    """The manifest block of a recorder that records 1-minute loads but does not sample /proc (rules 1-2
+    only): ``{"verdict": "quiet" | "noisy", "reasons": [...], "rules": {...}, "judged": ...}``."""
+    reasons = judge(start_load_1m, runs, own_bound)
+    return {
+        "verdict": "noisy" if reasons else "quiet",
+        "reasons": reasons,
+        "rules": {
+            "quiet_start_load": QUIET_START_LOAD,
+            "own_load_bound": own_bound,
+            "others_runnable_max": None,
+        },
+        "judged": "by labkit.machine.judge on the 1-minute loads this recording recorded (rules 1-2; rule 3 "
+        "was not sampled)",
+    }

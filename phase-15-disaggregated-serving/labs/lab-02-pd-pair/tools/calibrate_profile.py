@@ -292,7 +292,7 @@ def calibrate(capture: Path) -> tuple[LinearProfile, dict]:
         ),
         "fitted_from": "run 1 of pd-all (decode and join steps, handoff latency), colocated-chunk64 (chunk "
         "steps), colocated (whole-prompt steps, request overhead)",
-        "calibrated_by": "phase-15-disaggregated-serving/labs/lab-02-pd-pair/calibrate_profile.py",
+        "calibrated_by": "phase-15-disaggregated-serving/labs/lab-02-pd-pair/tools/calibrate_profile.py",
     }
     info = {"decode_fit": d_info, "chunk_fit": c_info}
     return LinearProfile(**rounded), {
@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "profile.json").write_text(profile.to_json())
     manifest = {
         "calibrated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": "python phase-15-disaggregated-serving/labs/lab-02-pd-pair/calibrate_profile.py",
+        "command": "python phase-15-disaggregated-serving/labs/lab-02-pd-pair/tools/calibrate_profile.py",
         "method": "fitted from the capture's token arrival times (see calibrate_profile.py's docstring)",
         "calibration_machine": {
             "os": f"{platform.system()} {platform.release()}",

@@ -160,7 +160,7 @@ record: ## lab-02's signature capture + plots -> out/signature (REPLACE=1: captu
 	$(PY) $(LAB02)/tools/record_signature.py --out $(RECORD_OUT) $(RECORD_FLAGS) $(IMPL_FLAG) $(RECORD_ARGS)
 	$(PY) $(LAB02)/tools/plot_signature.py --spikes --capture $(RECORD_OUT) --out $(RECORD_OUT)/plots
 
-record-wire: ## the pair on two hosts, link shaped per rate -> out/wire-cpu (REPLACE=1: captures/wire-cpu; root, ~15 min)
+record-wire: ## the pair on two hosts, link shaped per rate -> out/wire-cpu (REPLACE=1: captures/wire-cpu; root; 81 s for the included one on a quiet machine)
 	$(NEED_VENV)
 	$(PY) $(LAB02)/tools/record_wire.py $(WIRE_FLAGS) $(IMPL_FLAG) $(WIRE_ARGS)
 

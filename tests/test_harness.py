@@ -4,6 +4,7 @@ the generated README numbers, and the recorders' refusal to overwrite a graded c
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -232,3 +233,34 @@ def test_the_makefile_recorders_write_out_unless_replace():
     assert "--replace" not in dry("record", "matrix", "record-wire")
     assert "record_wire.py --replace-graded" in dry("record-wire", "REPLACE=1")
     assert "--impl my.py" in dry("matrix", "LAB_IMPL=my.py")
+
+
+def _load_verdict(doc: dict) -> dict | None:
+    """A recording's quiet-machine verdict, wherever its recorder writes it."""
+    for holder in (doc, doc.get("manifest") if isinstance(doc.get("manifest"), dict) else None):
+        for key in ("quiet", "load"):
+            block = (holder or {}).get(key)
+            if isinstance(block, dict) and "verdict" in block:
+                return block
+    return None
+
+
+def test_every_published_recording_was_made_on_a_quiet_machine():
+    """Every recording a lab ships (captures/, profiles/) carries the verdict of labkit.machine's
+    quiet-machine rules, and it is quiet: a figure the READMEs publish comes from such a run. Data files
+    described by a manifest beside them (jsonl, a profile, a calibration's arrivals) are covered by it."""
+    described = {"profile.json", "arrivals.json"}
+    found, bad = 0, []
+    for folder in ("captures", "profiles"):
+        for path in sorted(LABS_DIR.glob(f"*/{folder}/**/*.json")):
+            if path.name in described:
+                continue
+            found += 1
+            verdict = _load_verdict(json.loads(path.read_text()))
+            rel = path.relative_to(LABS_DIR)
+            if verdict is None:
+                bad.append(f"{rel}: no quiet-machine verdict (labkit.machine)")
+            elif verdict["verdict"] != "quiet":
+                bad.append(f"{rel}: {verdict['verdict']}: {'; '.join(verdict.get('reasons', []))[:200]}")
+    assert found >= 10, f"only {found} recordings found under captures/ and profiles/"
+    assert not bad, "\n".join(bad)

@@ -258,8 +258,8 @@ def fit_step_model(samples) -> StepModel:
     prefill_pairs, decode_seqs) that is not an integer (1.5, NaN) or is below 0. A step measured at
     0 ms is valid. The samples are not
     changed or reordered.
-    Sanity anchor: on run 1 of the capture the fixed cost comes out ~27-28 ms on one CPU core and a
-    prompt token costs ~1.2-1.4 ms; run 2, recorded separately, is what the tests hold it to.
+    Sanity anchor: on run 1 of the capture the fixed cost comes out ~14 ms on one CPU core and a
+    prompt token costs ~0.55 ms; run 2, recorded separately, is what the tests hold it to.
     """
     # BEGIN SOLUTION lab-03 task 4: the model that best fits the measured steps
     from itertools import combinations
@@ -317,8 +317,8 @@ def prefill_stall(step, prompt_tokens: int, decode_batch: int, *, token_budget: 
     token_budget None or an integer > decode_batch (no room for the prompt otherwise);
     decode_context >= 0; all integers.
     Sanity anchor: on the CPU pair's calibrated profile, 5 decodes and a whole 1500-token prompt stall
-    each decode ~2.8 s; a 64-token budget bounds the worst gap to ~150-165 ms (lab-02's capture:
-    2.8 s whole-prompt steps, 155 ms ITL p99 with chunks of 64).
+    each decode ~1.2 s; a 64-token budget bounds the worst gap to ~79 ms (lab-02's capture: ~1.25 s
+    whole-prompt steps, ~69 ms ITL p99 with chunks of 64).
     """
     # BEGIN SOLUTION lab-03 task 5: what the steps that carry the prompt cost the running decodes
     n = number("prompt_tokens", prompt_tokens, integer=True)

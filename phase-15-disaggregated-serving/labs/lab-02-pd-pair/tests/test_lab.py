@@ -30,11 +30,16 @@ CPU_YAML = LAB / "pair.cpu.yaml"
 GPU_YAML = LAB / "pair.2gpu-hosts.yaml"
 PY = "/usr/bin/python3-for-test"
 SERVER = "vllm.entrypoints.openai.api_server"
-# Bounds for the included capture (task 5), from its two recorded runs plus a margin: see ANNOTATION.md.
+# Bounds for the included capture (task 5): each holds, with a margin, on both recordings of this workload
+# the folder has held - the included quiet one (2026-12-06) and the one it replaced (2026-11-27, load not
+# recorded, in git history), whose prefill ran ~2.2x slower - so they are the setups' shape, not one day's
+# speed. Both days' figures beside each bound: captures/cpu-2core/ANNOTATION.md, "What task 5 grades".
 CONDITIONAL_P99_RATIO_MAX = 0.6
+CONDITIONAL_P999_RATIO_MAX = 0.75
 CONDITIONAL_TOLL_PCT_MAX = 25.0
-PD_ALL_P99_RATIO_MAX = 0.35
-PD_ALL_TOLL_PCT_MIN = 300.0
+PD_ALL_P99_RATIO_MAX = 0.45
+PD_ALL_TOLL_PCT_MIN = 50.0
+PD_ALL_TOLL_VS_CONDITIONAL_MIN = 5.0
 
 
 # ================================================================================ task 1: launch plans
@@ -721,8 +726,9 @@ def test_signature_rejects_captures_without_gaps(impl):
 
 
 # ---------------------------------------------- task 5 on a real capture (captures/cpu-2core, see its ANNOTATION.md)
-# Bounds come from the two recorded runs (figures in the annotation), with a margin; the hand-made cases
-# above stay the precise tests. These check that YOUR metrics read the real signature out of real data.
+# Bounds (the constants at the top) hold with a margin on both recordings this folder has held (both days'
+# figures in the annotation); the hand-made cases above stay the precise tests. These check that YOUR
+# metrics read the real signature out of real data.
 
 
 @pytest.fixture(scope="module")
@@ -768,8 +774,12 @@ def test_capture_conditional_pd_cuts_the_tail_for_a_modest_toll(impl, recorded, 
     assert 0 < sig.ttft_change_pct <= CONDITIONAL_TOLL_PCT_MAX, (
         f"run {run}: the TTFT toll must be positive and modest (0, {CONDITIONAL_TOLL_PCT_MAX}]%; got "
         f"{sig.ttft_p50_before_s * 1e3:.1f} -> {sig.ttft_p50_after_s * 1e3:.1f} ms ({sig.ttft_change_pct:+.1f}%)")  # fmt: skip
-    assert sig.itl_mean_after_s < sig.itl_mean_before_s, (
-        f"run {run}: the mean gap falls too (fewer stalls), got {sig.itl_mean_before_s} -> {sig.itl_mean_after_s}")  # fmt: skip
+    before, after = (
+        impl.percentile(_gaps(impl, recorded, s, run), 99.9) for s in ("colocated-chunk64", "pd-conditional")
+    )
+    assert after <= CONDITIONAL_P999_RATIO_MAX * before, (
+        f"run {run}: the deep tail falls too (p99.9 <= x{CONDITIONAL_P999_RATIO_MAX}); got {before * 1e3:.1f} -> "
+        f"{after * 1e3:.1f} ms")  # fmt: skip
 
 
 @pytest.mark.lab02_task5
@@ -780,10 +790,11 @@ def test_capture_all_through_prefill_collapses_the_tail_but_starves_ttft(impl, r
     assert sig.itl_p99_ratio <= PD_ALL_P99_RATIO_MAX and sig.itl_p99_ratio < cond.itl_p99_ratio, (
         f"run {run}: with every prefill off decode, ITL p99 must collapse (<= x{PD_ALL_P99_RATIO_MAX}, and below "
         f"the conditional setup's x{cond.itl_p99_ratio:.2f}); got x{sig.itl_p99_ratio:.2f}")  # fmt: skip
-    assert sig.ttft_change_pct >= PD_ALL_TOLL_PCT_MIN and sig.ttft_change_pct >= 10 * cond.ttft_change_pct, (
+    floor = max(PD_ALL_TOLL_PCT_MIN, PD_ALL_TOLL_VS_CONDITIONAL_MIN * cond.ttft_change_pct)
+    assert sig.ttft_change_pct >= floor, (
         f"run {run}: one prefill core for every prompt makes short prompts queue behind long ones: the TTFT toll "
-        f"must be >= {PD_ALL_TOLL_PCT_MIN}% and >= 10x the conditional toll ({cond.ttft_change_pct:+.1f}%); "
-        f"got {sig.ttft_change_pct:+.1f}%")  # fmt: skip
+        f"must be >= {PD_ALL_TOLL_PCT_MIN}% and >= {PD_ALL_TOLL_VS_CONDITIONAL_MIN}x the conditional toll "
+        f"({cond.ttft_change_pct:+.1f}%); got {sig.ttft_change_pct:+.1f}%")  # fmt: skip
 
 
 @pytest.mark.lab02_task5

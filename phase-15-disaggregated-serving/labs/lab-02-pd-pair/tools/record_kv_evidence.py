@@ -37,6 +37,7 @@ import sys
 import time
 from pathlib import Path
 
+from labkit.machine import quiet_from_loads
 from pdpair import LAB_DIR
 from pdpair.evidence.matrix import versions
 from pdpair.load.client import metric_sum
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         body, answer, h = _handoff(impl, pair, _prompt(64, 7), "ev-noconn")
         _record(args.out, "no_connector", pair.decode.url, impl.decode_request(body, answer), h, 64, manifest)
     manifest["load_avg_after"] = os.getloadavg()
+    before, after = manifest["load_avg_before"][0], manifest["load_avg_after"][0]
+    manifest["quiet"] = quiet_from_loads(round(before, 2), [(round(before, 2), round(after, 2))])
     manifest["wall_s"] = round(time.monotonic() - t0, 1)
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print(f"wrote {args.out} in {manifest['wall_s']} s", flush=True)

@@ -55,7 +55,7 @@ def merge(base: dict, other: dict) -> dict:
     keys = ("recorded_at", "wall_s", "load_avg_1m", "cpu")
     parts = base.get("recordings") or [{k: base.get(k) for k in keys}]
     parts = parts + (other.get("recordings") or [{k: other.get(k) for k in keys}])
-    return {
+    merged = {
         **base,
         "wall_s": max(p["wall_s"] or 0 for p in parts),
         "recordings": parts,
@@ -63,10 +63,21 @@ def merge(base: dict, other: dict) -> dict:
         "references": {**base.get("references", {}), **other.get("references", {})},
         "rows": [rows[r.name] for r in ROWS if r.name in rows],
     }
+    merged["quiet"] = matrix_quiet(merged)
+    return merged
 
 
 def _has_logits(refs: dict) -> bool:
     return all(isinstance(r, dict) and r.get("top") for r in refs.values())
+
+
+def matrix_quiet(matrix: dict) -> dict:
+    """The quiet verdict over the rows that ran a pair (rules 1-2 on their recorded loads)."""
+    from labkit.machine import quiet_from_loads
+
+    ran = [(r["load_avg_1m"], r["load_avg_1m_after"]) for r in matrix["rows"] if "load_avg_1m_after" in r]
+    starts = [(p.get("load_avg_1m") or {}).get("before") for p in matrix.get("recordings") or [matrix]]
+    return quiet_from_loads(None if None in starts else max(starts), ran)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         save_matrix(matrix, args.out)
     matrix["wall_s"] = round(time.monotonic() - t0)
     matrix["load_avg_1m"]["after"] = round(os.getloadavg()[0], 2)
+    matrix["quiet"] = matrix_quiet(matrix)
     save_matrix(matrix, args.out)
     print(f"wrote {args.out / 'matrix.json'} and MATRIX.md in {matrix['wall_s']} s", flush=True)
     return 0

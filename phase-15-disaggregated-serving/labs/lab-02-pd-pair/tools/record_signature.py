@@ -39,10 +39,11 @@ the lab's ``captures/``) takes ``--replace-graded``, and then a noisy recording 
                      (--max-num-batched-tokens): a local prefill is spread over two decode steps, the
                      plan lab-03's twin (twin_rules.py) found for the lab's ITL p99 / TTFT goal
 
-Models run compiled (no --enforce-eager). Time on a quiet 2-core machine: the calibration ~2.5 min
-(a start-up and ~1 min of requests), then per setup and run a start-up (48-94 s) + 8 s warm-up + the
-load + drain: all five setups, 2 runs of 120 s: ~35 min (four setups took 25.5 min on the capture's
-day); start-ups take several times longer on a busy machine.
+Models run compiled (no --enforce-eager). Time on a quiet 2-core machine: the calibration ~80 s
+(a ~50 s start-up and ~30 s of requests), then per setup and run a start-up (35-47 s for the graded
+capture, 68-94 s on the Intel day of its planned-3/) + 8 s warm-up + the load + drain: all five setups,
+2 runs of 120 s: ~30 min (the graded capture's recorder: 1826 s); start-ups take several times longer
+on a busy machine.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import aiohttp
 
-from labkit.machine import cpu_model, package_versions
+from labkit.machine import cpu_model, package_versions, quiet_from_loads
 from pdpair.hosts import on_two_hosts, two_hosts, unavailable
 from pdpair.load.client import metric_sum, stream_request
 from pdpair.pair.runner import DEFAULT_LOG_DIR, get_text, prepare_spec, run_pair
@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         "max_tokens": MAX_TOKENS,
         "max_penalty": MAX_PENALTY,
     }
+    before, after = manifest["machine"]["loadavg_1m_before_after"]
+    manifest["quiet"] = quiet_from_loads(before, [(before, after)])
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print(f"capture: {out} ({manifest['recorder_wall_s']:.0f} s)")
     from plot_wire import plot_capture

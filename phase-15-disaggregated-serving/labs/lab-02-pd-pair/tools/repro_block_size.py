@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from labkit.impl import load_module
-from labkit.machine import cpu_model, package_versions
+from labkit.machine import cpu_model, package_versions, quiet_from_loads
 from pdpair.evidence import identity, oracle
 from pdpair.evidence.capture import recording_dir
 from pdpair.pair.fixes import BLOCK_SIZE_FIX_KEY
@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             "load_avg_1m": {"before": round(load0, 2), "after": round(os.getloadavg()[0], 2)},
         },  # fmt: skip
     }
+    load = result["manifest"]["load_avg_1m"]
+    result["manifest"]["quiet"] = quiet_from_loads(load["before"], [(load["before"], load["after"])])
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{'stock' if args.stock else 'fixed'}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")

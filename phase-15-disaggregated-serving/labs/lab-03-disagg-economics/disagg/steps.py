@@ -14,7 +14,7 @@ the same step, so each step ends at a cluster and starts at the previous one. Wh
   add up to the prompt);
 - ``pd-all``'s decode instance never prefills a prompt: its steps without a first token are plain
   decode steps.
-Example: ``capture_steps(run=1)`` -> ~3,900 decode steps, ~500 chunk steps and ~20 whole-prompt steps
+Example: ``capture_steps(run=1)`` -> ~6,100 decode steps, ~490 chunk steps and 20 whole-prompt steps
 of run 1; ``run=2`` is the held-out recording of the same setups.
 """
 

@@ -10,8 +10,8 @@ records them on a real vLLM pair):
   request's own overhead (client and proxy, ``request_overhead_ms``) and, for a handed-off request,
   the KV handoff (``link_latency_ms``) - the way ``fleetsim.fleet`` composes a TTFT.
 
-``fit`` solves for the profile's eight costs (``TERMS``) by least squares on RELATIVE errors (a 28 ms
-decode step counts as much as a 2.8 s prefill) with every cost >= 0 (non-negative least squares,
+``fit`` solves for the profile's eight costs (``TERMS``) by least squares on RELATIVE errors (a 15 ms
+decode step counts as much as a 1.2 s prefill) with every cost >= 0 (non-negative least squares,
 an exact search over supports). Why the constraint: each term is a physical cost, and an unconstrained fit lets a
 term go negative to absorb another's error - a request overhead of -2.6 ms or a negative per-sequence
 cost predicts nothing outside the fitted points. Why idle first tokens: the overhead and the handoff

@@ -9,7 +9,7 @@ running batch (first token sampled, their state set up). Every profile returns m
 Two profiles:
 - ``LinearProfile``: a fitted cost per unit of each of those four quantities plus a fixed per-step cost.
   The CPU pair's profile (``profiles/cpu-llama-200m/profile.json``) is one, fitted by
-  ``lab-02-pd-pair/calibrate_profile.py`` from the real pair's capture.
+  ``lab-02-pd-pair/tools/calibrate_profile.py`` from the real pair's capture.
 - ``RooflineProfile``: an analytic GPU step, max(compute time, memory time), from a model's parameter
   count and an accelerator's peak FLOP/s and HBM bandwidth at ASSUMED utilisations (see
   ``roofline_profile``; ``h100_profile`` is the H100 one).

@@ -128,7 +128,7 @@ def test_a_one_token_answer_has_no_gap_to_miss(impl):
 
 @task8
 def test_attainment_on_the_real_capture_shows_what_pd_buys(impl):
-    """The four recorded regimes of lab-02, judged at TTFT <= 500 ms and no gap over 100 ms: the default
+    """Every recorded run of lab-02's capture, judged at TTFT <= 500 ms and no gap over 100 ms: the default
     budget stalls streams behind every long prefill, P/D conditional does not."""
     _, runs = load_capture()
     shorts = {k: [r for r in v if r.kind == "short"] for k, v in runs.items()}

@@ -1,6 +1,7 @@
 """The twin against the real pair: fleetsim with the calibrated CPU profile replays lab-02's capture.
 
-For each of the four recorded regimes of ``lab-02-pd-pair/captures/cpu-2core`` the twin runs the
+For four of the recorded regimes of ``lab-02-pd-pair/captures/cpu-2core`` (the fifth, ``pd-planned``, is
+set beside the twin by lab-02's ``tools/plot_signature.py``) the twin runs the
 capture's own workload (the manifest's) on the same fleet, with 8 seeds; its prediction of a metric is
 the median over the seeds, the measurement is the mean of the capture's two runs. Tolerances (stated
 in the README): ITL p50 within 15%, ITL p99 within 25%, short-prompt TTFT p50 within 25%, long-prompt
@@ -8,9 +9,11 @@ TTFT p50 within 15%; and wherever the two measured regimes differ clearly (by mo
 orders them the same way. The profile was fitted from run 1 of three regimes (see calibrate_profile.py):
 what is checked here is everything else those fits did not pin. ``pytest -s`` prints the error table.
 
-Honest limit: pd-all's short TTFT p50 (the prefill core's queue) is a resonance of the closed loop -
-whether stream restarts land on a long prefill - and swings 366-1019 ms across the twin's seeds as it
-swings 657 vs 951 ms between the two real runs; a 25% band on it holds for the median, not per run.
+Honest limit: the short-prompt TTFT p50 is the least accurate figure (the twin is 14-18% high on
+colocated, colocated-chunk64 and pd-all). On the recording this capture replaced (2026-11-27, prefill
+~2.2x slower) pd-all's was a resonance of the closed loop - whether stream restarts land on a long
+prefill - and swung 366-1019 ms across the twin's seeds as it swung 657 vs 951 ms between the two real
+runs; on this capture it is steady (116-117 ms over the 8 seeds, 105.0 / 99.6 ms measured).
 """
 
 from __future__ import annotations

@@ -66,6 +66,11 @@ def test_the_phase_on_10gbe_is_a_slow_link(impl):
 def test_no_spike_no_disease_whatever_the_wire(impl, link):
     d = decide(impl, link, stall=Stall(1.0, 13.0))
     assert d.verdict == Verdict.NO_NO_DISEASE and "1.08" in d.reason, d
+    sick = decide(impl, link)  # the same prompt and wire, with the disease
+    carried = (d.kv_bytes, d.toll_ms, d.penalty_ratio, d.spike_ratio, d.spared_ms)
+    assert carried == pytest.approx((sick.kv_bytes, sick.toll_ms, sick.penalty_ratio, 13 / 12, 4 * 1.0)), (
+        f"every number is carried whatever the verdict: freight, toll, penalty, stretch, spared; got {d}"
+    )
 
 
 @task8
@@ -120,7 +125,7 @@ def test_the_headline_at_55_percent_mfu(impl):
     """At 55% of an H100's peak the 2048-token prefill takes ~55 ms. Serialized over ONE HDR link the
     10.7 ms toll is ~20% of it; an H100 node ships a 400 Gb/s NDR NIC per GPU (5.4 ms: ~10%), and
     streamed per layer under the prefill the toll left is ~0.3 ms."""
-    ttft = impl.prefill_ttft_ms("llama-3-8b", 2048, "h100-sxm", 0.55)
+    ttft = 2.9689e13 / (989e12 * 0.55) * 1e3  # task 6's count for this prompt, written out: task 8 alone
     small = Stall(5.0, 30.0)  # one decode, a small stall: only the penalty rule can say YES
     got = {case: decide(impl, link, ttft=ttft, stall=small, batch=1, layerwise=lw)
            for case, (link, lw) in {"hdr": ("ib-hdr", False), "ndr": ("ib-ndr", False), "hdr layer-wise": ("ib-hdr", True)}.items()}  # fmt: skip

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from disagg.tables import FABRICS, Fabric, Stall, Verdict
-from disagg.testing import INF, LINK_BOUND_MBIT, NAN, load_wire, raises
+from disagg.testing import INF, LINK_BOUND_MBIT, NAN, link_mbit, load_wire, raises
 
 task2 = pytest.mark.lab03_task2
 task3 = pytest.mark.lab03_task3
@@ -54,7 +54,7 @@ def test_your_transfer_ms_predicts_every_link_bound_read(impl):
     """The real wire: NIXL's measured read of the bytes it moved, against your prediction at line rate."""
     lines, bad = [], []
     for g in GROUPS:
-        if g["rate_mbit"] > LINK_BOUND_MBIT:
+        if g["rate_mbit"] is None or g["rate_mbit"] > LINK_BOUND_MBIT:
             continue
         predicted = impl.transfer_ms(g["kv_bytes"], g["rate_mbit"] / 1000)  # Mbit/s -> Gb/s
         ratio = g["read_ms"] / predicted
@@ -215,21 +215,39 @@ def test_streaming_never_costs_more_than_serial_nor_less_than_a_layer(impl, nbyt
 def test_on_the_real_wire_streaming_hides_what_the_link_can_keep_up_with(impl):
     """The capture's measured reads, as if streamed per layer under the measured colocated prefill. The
     criterion (Splitwise, Mooncake): where the wire moves KV at least as fast as prefill produces it, all
-    but the last layer hides; where it does not, the backlog is exposed. On this CPU prefill produces the
-    tiny Llama's KV at ~16-38 Mbit/s: 30 Mbit/s links keep the backlog; 100 Mbit/s and up hide 7/8."""
+    but the last layer hides; where it does not, the backlog is exposed. Every group must match that
+    exactly (rel 1e-6). The capture holds both kinds: prefill produces KV at its bytes over its colocated
+    TTFT (~290-390 Mbit/s for the tiny Llama on the recording CPU), so links at twice that rate or more
+    (1000 Mbit/s and up, the unshaped link included) hide 7/8 of the read - at most a quarter of it may
+    show - and links at half that rate or less (100 and 30 Mbit/s) keep a backlog - at least a third of
+    it shows."""
     bad = []
     for g in GROUPS:
         read, prefill = g["read_ms"], g["colocated_ttft_ms"]
-        gbps = g["kv_bytes"] * 8 / (read * 1e6)  # the rate at which this read really ran
+        gbps = g["read_mbit"] / 1000  # the rate at which this read really ran
         got = impl.exposed_toll_ms(g["kv_bytes"], gbps, prefill, LAYERS)
         want = read / LAYERS if read <= prefill else read - prefill * (LAYERS - 1) / LAYERS
         if got != pytest.approx(want, rel=1e-6):
-            bad.append(f"{g['rate_mbit']} Mbit/s {g['prompt_tokens']} tok: read {read:.0f} ms under a {prefill:.0f} ms "
-                       f"prefill -> want {want:.1f} ms exposed, yours {got:.1f}")  # fmt: skip
+            bad.append(f"{link_mbit(g):.0f} Mbit/s {g['prompt_tokens']} tok: read {read:.0f} ms under a {prefill:.0f} "
+                       f"ms prefill -> want {want:.1f} ms exposed, yours {got:.1f}")  # fmt: skip
     assert not bad, "\n".join(bad)
-    hidden = [g for g in GROUPS if g["rate_mbit"] >= 100]
-    assert all(impl.exposed_toll_ms(g["kv_bytes"], g["rate_mbit"] / 1000, g["colocated_ttft_ms"], LAYERS)
-               <= g["read_ms"] / 4 for g in hidden)  # fmt: skip
+
+    def produced_mbit(g):
+        return g["kv_bytes"] * 8 / (g["colocated_ttft_ms"] * 1e3)
+
+    hidden = [g for g in GROUPS if link_mbit(g) >= 2 * produced_mbit(g)]
+    backlog = [g for g in GROUPS if 2 * link_mbit(g) <= produced_mbit(g)]
+    assert hidden and backlog, "the capture holds links that keep up with prefill and links that do not"
+    for g in hidden + backlog:
+        got = impl.exposed_toll_ms(g["kv_bytes"], link_mbit(g) / 1000, g["colocated_ttft_ms"], LAYERS)
+        ok = got <= g["read_ms"] / 4 if g in hidden else got >= g["read_ms"] / 3
+        if not ok:
+            bad.append(f"{link_mbit(g):.0f} Mbit/s {g['prompt_tokens']} tok (prefill makes {produced_mbit(g):.0f} "
+                       f"Mbit/s): read {g['read_ms']:.0f} ms, yours {got:.1f} ms exposed")  # fmt: skip
+    assert not bad, (
+        "where the link keeps up, at most a quarter of the read shows; where it does not, at least a third:\n"
+        + "\n".join(bad)
+    )
 
 
 BAD3 = [
@@ -260,15 +278,16 @@ AMBIGUOUS = (MAX_PENALTY * TOLERANCE[0], MAX_PENALTY * TOLERANCE[1])
 
 @pytest.mark.lab03_task7
 def test_your_breakeven_rate_splits_the_measured_reads(impl):
-    """The measured reads against the colocated TTFT measured beside them: on every shaped link clearly
+    """The measured reads against the colocated TTFT measured beside them: on every link clearly
     slower than your break-even rate (for that prompt's bytes and TTFT, 10%, serialized) the read took
     more than 10% of TTFT; on every link clearly faster, at most 10% - reads ran within 0.8-1.25 of line
-    rate where the link set their pace, slower (never faster) where the CPU did."""
+    rate where the link set their pace, slower (never faster) where the CPU did. The unshaped link counts
+    at the rate its read ran at (a lower bound on its line rate, which is not known)."""
     seen, wrong = set(), []
     for g in GROUPS:
         be = impl.breakeven_gbps(g["kv_bytes"], g["colocated_ttft_ms"], max_penalty=MAX_PENALTY)
         measured = g["read_ms"] / g["colocated_ttft_ms"]
-        ratio = g["rate_mbit"] / 1000 / be
+        ratio = link_mbit(g) / 1000 / be
         if ratio <= TOLERANCE[0]:
             seen.add("slower")
             ok = measured > MAX_PENALTY
@@ -278,7 +297,7 @@ def test_your_breakeven_rate_splits_the_measured_reads(impl):
         else:
             continue
         if not ok:
-            wrong.append(f"{g['rate_mbit']} Mbit/s, {g['prompt_tokens']} tok: your break-even {be * 1000:.0f} Mbit/s, "
+            wrong.append(f"{link_mbit(g):.0f} Mbit/s, {g['prompt_tokens']} tok: your break-even {be * 1000:.0f} Mbit/s, "
                          f"measured penalty {measured:.1%}")  # fmt: skip
     assert seen == {"slower", "faster"}, f"break-even rates that never split the capture: {seen}"
     assert not wrong, "\n".join(wrong)
@@ -286,9 +305,11 @@ def test_your_breakeven_rate_splits_the_measured_reads(impl):
 
 @pytest.mark.lab03_task8
 def test_your_verdict_flips_where_the_measurement_does(impl):
-    """Your verdict from the prompt, the shaped rate and the measured colocated TTFT, with a decode that
-    has the disease but one co-batched stream (so only the wire decides): YES where the measured toll is
-    clearly within +10% of TTFT, NO_SLOW_LINK where it is clearly over."""
+    """Your verdict from the prompt, the link's rate (the unshaped link's: the rate its read ran at) and the
+    measured colocated TTFT, with a decode that barely has the disease - one co-batched stream whose gap
+    the prefill stretches from 12 to 13 ms, a 1 ms stall, less than any toll over 10% of these TTFTs - so
+    only the wire decides: YES where the measured toll is clearly within +10% of TTFT, NO_SLOW_LINK where
+    it is clearly over."""
     seen, wrong = set(), []
     for g in GROUPS:
         measured = g["read_ms"] / g["colocated_ttft_ms"]
@@ -299,11 +320,12 @@ def test_your_verdict_flips_where_the_measurement_does(impl):
         blocks_tokens = (
             -(-g["prompt_tokens"] // MANIFEST["model"]["block_size"]) * MANIFEST["model"]["block_size"]
         )
-        got = impl.should_disaggregate("tiny-llama", blocks_tokens, g["rate_mbit"] / 1000, g["colocated_ttft_ms"],
-                                       12.0, Stall(26.0, 38.0), 1, max_penalty=MAX_PENALTY)  # fmt: skip
+        got = impl.should_disaggregate("tiny-llama", blocks_tokens, link_mbit(g) / 1000, g["colocated_ttft_ms"],
+                                       12.0, Stall(1.0, 13.0), 1, max_penalty=MAX_PENALTY,
+                                       min_spike_ratio=1.05)  # fmt: skip
         seen.add(want)
         if got.verdict != want:
-            wrong.append(f"{g['rate_mbit']} Mbit/s, {g['prompt_tokens']} tok: measured {measured:.1%} -> {want.name}, "
+            wrong.append(f"{link_mbit(g):.0f} Mbit/s, {g['prompt_tokens']} tok: measured {measured:.1%} -> {want.name}, "
                          f"yours {got.verdict.name} ({got.reason})")  # fmt: skip
     assert seen == {Verdict.YES, Verdict.NO_SLOW_LINK}, seen
     assert not wrong, "\n".join(wrong)

@@ -16,7 +16,7 @@ longer answers. It prints, per rule, ITL p99 as a cut against
 the chunked baseline (x lower) and the short-prompt TTFT p50 toll (%), medians over --seeds, and
 whether the lab's goal (ITL p99 at least 2.5x lower, toll at most +25%) is met.
 These are predictions of the twin, not measurements: test_twin.py states how far the twin is from
-the capture (up to 20% on pd-all's short TTFT, whose queue is a resonance of the closed loop).
+the capture (within 5% on every ITL p99; up to 18% on the short-prompt TTFTs).
 """
 
 from __future__ import annotations

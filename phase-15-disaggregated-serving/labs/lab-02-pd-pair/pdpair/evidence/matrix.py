@@ -348,6 +348,15 @@ def _load_range(rows: list[dict[str, Any]]) -> str:
     return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "n/a"
 
 
+def _quiet_line(matrix: dict[str, Any]) -> str:
+    quiet = matrix.get("quiet") or {}
+    if quiet.get("verdict") == "quiet":
+        return "judged quiet (labkit.machine's rules: `quiet` in matrix.json)"
+    if quiet.get("verdict"):
+        return f"judged {quiet['verdict']} ({len(quiet.get('reasons', []))} reasons in matrix.json's `quiet`)"
+    return "no quiet-machine verdict recorded"
+
+
 def render_markdown(matrix: dict[str, Any]) -> str:
     """MATRIX.md: one table row per matrix row (generated; never edited by hand)."""
     rows = matrix.get("rows", [])
@@ -363,7 +372,7 @@ def render_markdown(matrix: dict[str, Any]) -> str:
             else ""
         )
         + f"; each run row {_row_time_range(rows)} including its pair's start-up; 1-min load average at each "
-        f"row's start {_load_range(rows)} (a shared 2-core machine: start-ups took minutes, not ~30 s).",
+        f"row's start {_load_range(rows)}; {_quiet_line(matrix)}.",
         "",
         "Probes per row (fresh pair each row): a short and a 1500-token token-id prompt, JSON and SSE, "
         "through the transforms (prefill then decode) and through the proxy, each judged by the output oracle "

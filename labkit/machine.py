@@ -271,7 +271,7 @@ def judge(
 ) -> list[str]:
     """Rules 1-2 on recorded 1-minute loads (for manifests written before the guard): ``runs`` is
     (before, after) per run; ``start_load_1m`` None = not recorded (rule 1 cannot be checked: a reason).
-    Returns the reasons it is noisy ([] = quiet by these rules)."""
+    Returns the reasons it is noisy ([] = quiet by these rules); a load not recorded (None) is one."""
     reasons = []
     if start_load_1m is None:
         reasons.append("start: the load at the start was not recorded")
@@ -279,7 +279,9 @@ def judge(
         reasons.append(f"start: 1-minute load {start_load_1m} at the start >= {QUIET_START_LOAD}")
     for i, (before, after) in enumerate(runs):
         for when, load1 in (("before", before), ("after", after)):
-            if load1 > own_bound:
+            if load1 is None:
+                reasons.append(f"bound: the 1-minute load {when} run {i + 1} was not recorded")
+            elif load1 > own_bound:
                 reasons.append(f"bound: 1-minute load {load1} {when} run {i + 1} > {own_bound}")
     return reasons
 

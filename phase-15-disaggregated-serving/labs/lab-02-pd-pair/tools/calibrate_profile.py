@@ -257,7 +257,8 @@ def calibrate(capture: Path) -> tuple[LinearProfile, dict]:
     # a handed-off request's join step also computed its prompt's last token: take that out of the join
     short = manifest["workload"]["short_prompt_tokens"]
     # >= 0: a join cannot make a step faster; below 0 it costs less than the noise of the terms taken out
-    join = max(0.0, join_raw - per_token - per_pair * chunk_pairs(short - 1, 1) - per_sq)
+    join_fit = join_raw - per_token - per_pair * chunk_pairs(short - 1, 1) - per_sq
+    join = max(0.0, join_fit)
     m = manifest["model"]["config"]
     kv = 2 * m["num_hidden_layers"] * m["num_key_value_heads"] * m["head_dim"] * 2
     base = LinearProfile("cpu-llama-200m", fixed, per_seq, 0.0, per_token, per_pair, per_sq, join, sigma,
@@ -294,12 +295,21 @@ def calibrate(capture: Path) -> tuple[LinearProfile, dict]:
         "steps), colocated (whole-prompt steps, request overhead)",
         "calibrated_by": "phase-15-disaggregated-serving/labs/lab-02-pd-pair/tools/calibrate_profile.py",
     }
+    d_info = {
+        **d_info,
+        "join_median_excess_ms": round(join_raw, 4),
+        "join_less_last_token_ms": round(join_fit, 4),
+    }
     info = {"decode_fit": d_info, "chunk_fit": c_info}
     return LinearProfile(**rounded), {
         **info,
         "capture_manifest": {k: manifest[k] for k in ("recorded", "machine", "versions", "model")},
         # the steps' times are the capture's: so is the verdict on the load they ran under
-        "quiet": {k: v for k, v in (manifest.get("quiet") or {"verdict": "unknown"}).items() if k != "runs"},
+        "quiet": {
+            **{k: v for k, v in (manifest.get("quiet") or {"verdict": "unknown"}).items() if k != "runs"},
+            "from": "the capture's manifest (the steps' times are the capture's; calibration_machine is where "
+            "the fit was computed, which times nothing)",
+        },
     }
 
 

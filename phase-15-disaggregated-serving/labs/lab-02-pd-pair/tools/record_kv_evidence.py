@@ -19,7 +19,7 @@ and just after its answer, the answer's status, and the prompt length go to
 And on the good pair, ``release`` in the manifest: prefill's ``vllm:kv_cache_usage_perc`` (read after a
 one-token plain request, so that prefill has taken a step) while it holds a 1500-token answer's blocks,
 after decode served ``release_request`` for it, and after a non-streaming handoff request was sent to
-decode and its connection closed at once; with prefill's ``nixl_num_notifications_after_expiry`` delta
+decode and its connection closed at once; with prefill's ``nixl_num_notifications_after_expiry`` running total
 for each.
 
 Task 6's CPU tests (``tests/test_lab_evidence.py``) run ``kv_verdict`` over these recordings. Run it

@@ -75,7 +75,7 @@ def matrix_quiet(matrix: dict) -> dict:
     """The quiet verdict over the rows that ran a pair (rules 1-2 on their recorded loads)."""
     from labkit.machine import quiet_from_loads
 
-    ran = [(r["load_avg_1m"], r["load_avg_1m_after"]) for r in matrix["rows"] if "load_avg_1m_after" in r]
+    ran = [(r.get("load_avg_1m"), r.get("load_avg_1m_after")) for r in matrix["rows"] if r.get("timings")]
     starts = [(p.get("load_avg_1m") or {}).get("before") for p in matrix.get("recordings") or [matrix]]
     return quiet_from_loads(None if None in starts else max(starts), ran)
 
@@ -125,10 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     from pdpair.proxy import load_impl
 
     impl = load_impl(args.impl)
-    old, old_refs = {}, {}
+    old, old_refs, earlier = {}, {}, []
     if args.only and (args.out / "matrix.json").is_file():
         recorded = load_matrix(args.out / "matrix.json")
         old, old_refs = {r["name"]: r for r in recorded["rows"]}, recorded.get("references", {})
+        # rows kept from it keep its sessions: their start loads count in the verdict (rule 1)
+        keys = ("recorded_at", "wall_s", "load_avg_1m", "cpu")
+        earlier = recorded.get("recordings") or [{k: recorded.get(k) for k in keys}]
     ver = versions()
     matrix = {
         **ver,
@@ -140,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         "references": dict(old_refs),
         "rows": [],
     }
+    if earlier:
+        matrix["recordings"] = [
+            *earlier,
+            {k: matrix[k] for k in ("recorded_at", "wall_s", "load_avg_1m", "cpu")},
+        ]
     t0 = time.monotonic()
     wanted = [r for r in ROWS if args.only is None or r.name in args.only]
     refs: dict[str, dict] = dict(old_refs)

@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     write_jsonl(out / "wire.jsonl", rows)
     write_jsonl(out / "colocated.jsonl", colocated_rows)
     shape = spec.decode.shape
+    load_after = os.getloadavg()[0]  # read once: the recorded "after" is the one judged
     manifest = {
         "capture_version": 1,
         "recorded": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu": cpu_model(),
             "cpus": os.cpu_count(),
             "os": f"{platform.system()} {platform.release()}",
-            "loadavg_1m_before_after": [round(load_before[0], 1), round(os.getloadavg()[0], 1)],
+            "loadavg_1m_before_after": [round(load_before[0], 2), round(load_after, 2)],
             "note": "the 1-minute load before (a published capture starts under 1) and after (the pair's "
             "own processes raise it); link-bound reads (<= 300 Mbit/s) are insensitive to load, TTFTs are not",
         },  # fmt: skip

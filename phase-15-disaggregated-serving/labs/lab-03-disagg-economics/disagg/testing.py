@@ -21,7 +21,9 @@ from labkit import LABS_DIR
 
 NAN, INF = float("nan"), float("inf")
 WIRE_CAPTURE = LABS_DIR / "lab-02-pd-pair" / "captures" / "wire-cpu"
-LINK_BOUND_MBIT = 300  # at or below: the shaped link, not the recording machine's CPU, set the read time
+LINK_BOUND_MBIT = (
+    300  # at or below, the shaped link set the read time on every recording (the quiet one: up to 3000)
+)
 
 
 def raises(exc: type[Exception], name: str):

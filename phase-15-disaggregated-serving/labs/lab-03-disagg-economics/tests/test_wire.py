@@ -2,9 +2,10 @@
 `pytest -m lab03_task2`, `-m lab03_task3`.
 
 Graded against lab-02's real wire (``../lab-02-pd-pair/captures/wire-cpu``: NIXL reads over a link
-shaped to 30 Mbit/s ... 3 Gbit/s; on links of 300 Mbit/s and below the link, not the CPU, set the read
-time), Mooncake's transfer-engine figures, and properties. The capture's tests of tasks 7 and 8 (the
-break-even rate and the verdict on the measured tolls) are at the end of this file.
+shaped to 30 Mbit/s ... 3 Gbit/s and one unshaped; at 300 Mbit/s and below the link, not the CPU, set
+the read time on every recording the repo has made, on the quiet one up to 3 Gbit/s), Mooncake's
+transfer-engine figures, and properties. The capture's tests of tasks 7 and 8 (the break-even rate and
+the verdict on the measured tolls) are at the end of this file.
 """
 
 from __future__ import annotations
@@ -211,16 +212,36 @@ def test_streaming_never_costs_more_than_serial_nor_less_than_a_layer(impl, nbyt
     )
 
 
+def _produced_mbit(g: dict) -> float:
+    """The rate at which prefill produced this group's KV: its bytes over its colocated TTFT."""
+    return g["kv_bytes"] * 8 / (g["colocated_ttft_ms"] * 1e3)
+
+
+def _keeps_up(groups: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(links at >= 2x the production rate, links at <= half of it)."""
+    hidden = [g for g in groups if link_mbit(g) >= 2 * _produced_mbit(g)]
+    return hidden, [g for g in groups if 2 * link_mbit(g) <= _produced_mbit(g)]
+
+
+@pytest.mark.ungraded
+def test_the_wire_capture_holds_links_on_both_sides_of_prefills_pace():
+    """The recording, not your code: task 3's real-wire test has teeth only if some links keep up with
+    prefill and some do not. A re-recording on a much slower CPU (the 2026-11-30 one: prefill made KV at
+    16-38 Mbit/s) has no link at half that pace: re-record with slower --rates."""
+    hidden, backlog = _keeps_up(GROUPS)
+    assert hidden and backlog, f"links that keep up: {len(hidden)} groups, links that do not: {len(backlog)}"
+
+
 @task3
 def test_on_the_real_wire_streaming_hides_what_the_link_can_keep_up_with(impl):
     """The capture's measured reads, as if streamed per layer under the measured colocated prefill. The
     criterion (Splitwise, Mooncake): where the wire moves KV at least as fast as prefill produces it, all
     but the last layer hides; where it does not, the backlog is exposed. Every group must match that
-    exactly (rel 1e-6). The capture holds both kinds: prefill produces KV at its bytes over its colocated
-    TTFT (~290-390 Mbit/s for the tiny Llama on the recording CPU), so links at twice that rate or more
-    (1000 Mbit/s and up, the unshaped link included) hide 7/8 of the read - at most a quarter of it may
-    show - and links at half that rate or less (100 and 30 Mbit/s) keep a backlog - at least a third of
-    it shows."""
+    exactly (rel 1e-6). Prefill produces KV at its bytes over its colocated TTFT (~290-390 Mbit/s for the
+    tiny Llama on the recording CPU), so links at twice that rate or more (here 1000 Mbit/s and up, the
+    unshaped link included) hide 7/8 of the read - at most a quarter of it may show - and links at half
+    that rate or less (here 100 and 30 Mbit/s) keep a backlog - at least a third of it shows. (That the
+    capture holds both kinds is checked apart, ungraded: it is a property of the recording, not of you.)"""
     bad = []
     for g in GROUPS:
         read, prefill = g["read_ms"], g["colocated_ttft_ms"]
@@ -232,17 +253,12 @@ def test_on_the_real_wire_streaming_hides_what_the_link_can_keep_up_with(impl):
                        f"ms prefill -> want {want:.1f} ms exposed, yours {got:.1f}")  # fmt: skip
     assert not bad, "\n".join(bad)
 
-    def produced_mbit(g):
-        return g["kv_bytes"] * 8 / (g["colocated_ttft_ms"] * 1e3)
-
-    hidden = [g for g in GROUPS if link_mbit(g) >= 2 * produced_mbit(g)]
-    backlog = [g for g in GROUPS if 2 * link_mbit(g) <= produced_mbit(g)]
-    assert hidden and backlog, "the capture holds links that keep up with prefill and links that do not"
+    hidden, backlog = _keeps_up(GROUPS)
     for g in hidden + backlog:
         got = impl.exposed_toll_ms(g["kv_bytes"], link_mbit(g) / 1000, g["colocated_ttft_ms"], LAYERS)
         ok = got <= g["read_ms"] / 4 if g in hidden else got >= g["read_ms"] / 3
         if not ok:
-            bad.append(f"{link_mbit(g):.0f} Mbit/s {g['prompt_tokens']} tok (prefill makes {produced_mbit(g):.0f} "
+            bad.append(f"{link_mbit(g):.0f} Mbit/s {g['prompt_tokens']} tok (prefill makes {_produced_mbit(g):.0f} "
                        f"Mbit/s): read {g['read_ms']:.0f} ms, yours {got:.1f} ms exposed")  # fmt: skip
     assert not bad, (
         "where the link keeps up, at most a quarter of the read shows; where it does not, at least a third:\n"

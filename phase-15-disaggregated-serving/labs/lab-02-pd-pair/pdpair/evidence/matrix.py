@@ -350,10 +350,12 @@ def _load_range(rows: list[dict[str, Any]]) -> str:
 
 def _quiet_line(matrix: dict[str, Any]) -> str:
     quiet = matrix.get("quiet") or {}
+    rules = "labkit.machine's rules 1-2 on the recorded loads"
     if quiet.get("verdict") == "quiet":
-        return "judged quiet (labkit.machine's rules: `quiet` in matrix.json)"
+        return f"judged quiet ({rules}: `quiet` in matrix.json)"
     if quiet.get("verdict"):
-        return f"judged {quiet['verdict']} ({len(quiet.get('reasons', []))} reasons in matrix.json's `quiet`)"
+        n = len(quiet.get("reasons", []))
+        return f"judged {quiet['verdict']} ({rules}; {n} reason{'s' * (n != 1)} in matrix.json's `quiet`)"
     return "no quiet-machine verdict recorded"
 
 

@@ -129,7 +129,9 @@ def test_a_one_token_answer_has_no_gap_to_miss(impl):
 @task8
 def test_attainment_on_the_real_capture_shows_what_pd_buys(impl):
     """Every recorded run of lab-02's capture, judged at TTFT <= 500 ms and no gap over 100 ms: the default
-    budget stalls streams behind every long prefill, P/D conditional does not."""
+    budget stalls streams behind every long prefill, P/D conditional does not. Each run's attainment must
+    equal the rule recomputed from its records, and on run 1 ``pd-conditional``'s must be above both
+    ``colocated``'s and ``pd-all``'s (every prompt through prefill: its short requests miss on TTFT)."""
     _, runs = load_capture()
     shorts = {k: [r for r in v if r.kind == "short"] for k, v in runs.items()}
     got = {k: impl.slo_attainment(v, 500, 100) for k, v in shorts.items()}

@@ -342,8 +342,9 @@ def should_disaggregate(
         not stretch a running decode's gap to at least `min_spike_ratio` times its steady gap;
       * a cheap toll -> YES: the toll is at most `max_penalty` of `ttft_ms` (penalty_ratio);
       * the cure outweighs the toll -> YES: the waiting that going remote spares the running requests,
-        all of them together, is at least the waiting it adds to this one - request-milliseconds on
-        both sides (the lab's rule; real routers weigh SLOs, lab-02 task 4);
+        all of them together, is at least the waiting it adds to this one (its whole toll, not the part
+        above the allowance) - request-milliseconds on both sides (the lab's rule; real routers weigh
+        SLOs, lab-02 task 4);
       * otherwise NO_SLOW_LINK.
     Edges are inclusive: a stretch EQUAL to min_spike_ratio is a disease, a penalty EQUAL to
     max_penalty is acceptable, waiting spared EQUAL to the toll pays. The Decision carries every number

@@ -46,15 +46,19 @@ from pdpair.evidence.matrix import (
 README = LAB_DIR / "README.md"
 
 
+def sessions(matrix: dict) -> list[dict]:
+    """The recorder sessions a matrix's rows come from (when, how long, the load, the CPU)."""
+    keys = ("recorded_at", "wall_s", "load_avg_1m", "cpu")
+    return matrix.get("recordings") or [{k: matrix.get(k) for k in keys}]
+
+
 def merge(base: dict, other: dict) -> dict:
     """``base`` plus the rows of ``other`` (another recording, same vLLM), in catalogue order; a row in
     both keeps ``other``'s. The wall time becomes the longer one; both recordings are listed."""
     if base["vllm"] != other["vllm"] or base["nixl"] != other["nixl"]:
         raise SystemExit(f"cannot merge recordings of different versions: {base['vllm']} vs {other['vllm']}")
     rows = {r["name"]: r for r in base["rows"]} | {r["name"]: r for r in other["rows"]}
-    keys = ("recorded_at", "wall_s", "load_avg_1m", "cpu")
-    parts = base.get("recordings") or [{k: base.get(k) for k in keys}]
-    parts = parts + (other.get("recordings") or [{k: other.get(k) for k in keys}])
+    parts = sessions(base) + sessions(other)
     merged = {
         **base,
         "wall_s": max(p["wall_s"] or 0 for p in parts),
@@ -76,7 +80,7 @@ def matrix_quiet(matrix: dict) -> dict:
     from labkit.machine import quiet_from_loads
 
     ran = [(r.get("load_avg_1m"), r.get("load_avg_1m_after")) for r in matrix["rows"] if r.get("timings")]
-    starts = [(p.get("load_avg_1m") or {}).get("before") for p in matrix.get("recordings") or [matrix]]
+    starts = [(p.get("load_avg_1m") or {}).get("before") for p in sessions(matrix)]
     return quiet_from_loads(None if None in starts else max(starts), ran)
 
 
@@ -130,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         recorded = load_matrix(args.out / "matrix.json")
         old, old_refs = {r["name"]: r for r in recorded["rows"]}, recorded.get("references", {})
         # rows kept from it keep its sessions: their start loads count in the verdict (rule 1)
-        keys = ("recorded_at", "wall_s", "load_avg_1m", "cpu")
-        earlier = recorded.get("recordings") or [{k: recorded.get(k) for k in keys}]
+        earlier = sessions(recorded)
     ver = versions()
     matrix = {
         **ver,
@@ -144,10 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [],
     }
     if earlier:
-        matrix["recordings"] = [
-            *earlier,
-            {k: matrix[k] for k in ("recorded_at", "wall_s", "load_avg_1m", "cpu")},
-        ]
+        matrix["recordings"] = earlier + sessions(matrix)
     t0 = time.monotonic()
     wanted = [r for r in ROWS if args.only is None or r.name in args.only]
     refs: dict[str, dict] = dict(old_refs)
